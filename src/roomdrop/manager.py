@@ -1,0 +1,515 @@
+"""FileTransferManager: the seed's transfer API, async, over the protocol core.
+
+One manager may hold the sending end of a transfer (it has the file: ``create_offer``),
+the receiving end (an offer that arrived from elsewhere: ``register_offer``), or both
+(the seed's server-side use: ``create_offer`` then ``accept_transfer``, and every
+``send_chunk(i)`` fed to ``receive_chunk(i)``). A manager receives only if it has a
+``download_dir`` (the default is ``$TMPDIR/roomdrop_transfers``); pass
+``download_dir=None`` for a manager that only sends.
+
+Blocking file work (reading, hashing, writing) runs in worker threads; hashlib and
+``os.pread``/``os.pwrite`` release the GIL, so the event loop stays free. A per-transfer
+lock orders the receiving end's writes, completion and cleanup.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import tempfile
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Final
+from uuid import uuid4
+
+from roomdrop.clock import Clock, SystemClock
+from roomdrop.exceptions import (
+    BadChecksum,
+    ChunkOutOfRange,
+    ChunkRejected,
+    ChunkSizeMismatch,
+    FileTooLarge,
+    IntegrityError,
+    ProtocolError,
+    StorageError,
+    TooManyTransfers,
+    TransferNotActive,
+    UnknownTransfer,
+)
+from roomdrop.protocol.chunks import ChunkSet, chunk_length, count_chunks
+from roomdrop.protocol.frames import HEADER_SIZE, Chunk, decode_frame, encode_frame_into
+from roomdrop.protocol.messages import Offer
+from roomdrop.protocol.names import sanitize_filename
+from roomdrop.protocol.state import Event, Status
+from roomdrop.protocol.transfer import Transfer
+from roomdrop.storage import (
+    ContentKey,
+    PartFile,
+    SourceFile,
+    SourceInfo,
+    describe_os_error,
+    remove_stale_parts,
+    scan_source,
+)
+
+__all__ = ["DEFAULT_CHUNK_SIZE", "DEFAULT_DOWNLOAD_DIR", "FileTransferManager"]
+
+MB: Final = 1024 * 1024
+DEFAULT_CHUNK_SIZE: Final = 64 * 1024
+DEFAULT_DOWNLOAD_DIR: Final = Path(tempfile.gettempdir()) / "roomdrop_transfers"
+
+
+@dataclass(slots=True)
+class _Local:
+    """One transfer and the files this manager holds for it."""
+
+    record: Transfer
+    source: SourceFile | None = None
+    sent: ChunkSet | None = None
+    part: PartFile | None = None
+    lock: asyncio.Lock = field(default_factory=asyncio.Lock)
+
+    def close_files(self) -> None:
+        if self.source is not None:
+            self.source.close()
+            self.source = None
+        if self.part is not None:
+            self.part.close()
+            self.part = None
+
+
+class FileTransferManager:
+    """Chunked, verified, resumable transfers (the seed's ``FileTransferManager``)."""
+
+    def __init__(
+        self,
+        chunk_size: int = DEFAULT_CHUNK_SIZE,
+        *,
+        download_dir: str | Path | None = DEFAULT_DOWNLOAD_DIR,
+        max_file_size: int = 500 * MB,
+        max_transfers_per_user: int = 5,
+        max_transfers_per_room: int = 10,
+        idle_timeout: float = 30.0,
+        expiry: float = 3600.0,
+        keep_finished: float = 3600.0,
+        clock: Clock | None = None,
+    ) -> None:
+        if chunk_size <= 0:
+            raise ValueError("chunk_size must be positive")
+        self.chunk_size = chunk_size
+        self.download_dir = Path(download_dir) if download_dir is not None else None
+        self.max_file_size = max_file_size
+        self.max_transfers_per_user = max_transfers_per_user
+        self.max_transfers_per_room = max_transfers_per_room
+        self.idle_timeout = idle_timeout
+        self.expiry = expiry
+        self.keep_finished = keep_finished
+        self.clock: Clock = clock or SystemClock()
+        self._transfers: dict[str, _Local] = {}
+
+    # --- offers --------------------------------------------------------------------
+
+    async def create_offer(
+        self, file_path: str | Path, sender_id: str, receiver_id: str, room_id: str
+    ) -> dict[str, Any]:
+        """Offer a local file: read it once for size, sha256 and MIME type.
+
+        Returns the transfer object together with the offer's ``mime_type`` and
+        ``sha256``; :meth:`offer` gives the ``file-share-offer`` payload.
+        """
+        path = Path(file_path)
+        size = (await asyncio.to_thread(path.stat)).st_size
+        self._check_policy(size, sender_id, receiver_id, room_id)
+        info = await asyncio.to_thread(scan_source, path)
+        self._check_policy(info.file_size, sender_id, receiver_id, room_id)
+        local = _Local(self._new_record(str(uuid4()), info, sender_id, receiver_id, room_id))
+        local.source = SourceFile(info)
+        local.sent = ChunkSet(local.record.total_chunks)
+        self._transfers[local.record.transfer_id] = local
+        return self._describe(local.record)
+
+    async def register_offer(
+        self, offer: Offer | Mapping[str, Any], sender_id: str, room_id: str
+    ) -> dict[str, Any]:
+        """Take the receiving end of an offer that arrived from elsewhere."""
+        model = offer if isinstance(offer, Offer) else Offer.model_validate(offer)
+        tid = str(model.transfer_id)
+        if tid in self._transfers:
+            raise ProtocolError(f"transfer {tid} is already known here")
+        self._check_policy(model.file_size, sender_id, model.receiver_id, room_id)
+        record = Transfer(
+            transfer_id=tid,
+            room_id=room_id,
+            sender_id=sender_id,
+            receiver_id=model.receiver_id,
+            filename=sanitize_filename(model.filename),
+            file_size=model.file_size,
+            chunk_size=model.chunk_size,
+            total_chunks=model.total_chunks,
+            sha256=model.sha256,
+            mime_type=model.mime_type,
+            created_mono=self.clock.monotonic(),
+        )
+        self._transfers[tid] = _Local(record)
+        return self._describe(record)
+
+    def offer(self, transfer_id: str) -> Offer:
+        """The ``file-share-offer`` payload for a transfer."""
+        r = self._local(transfer_id).record
+        return Offer(
+            transfer_id=r.transfer_id,  # type: ignore[arg-type]  # pydantic parses the str
+            receiver_id=r.receiver_id,
+            filename=r.filename,
+            file_size=r.file_size,
+            mime_type=r.mime_type,
+            chunk_size=r.chunk_size,
+            total_chunks=r.total_chunks,
+            sha256=r.sha256,
+        )
+
+    # --- state changes -------------------------------------------------------------
+
+    async def accept_transfer(self, transfer_id: str) -> bool:
+        """Accept; a receiving manager opens (or resumes) the part file now."""
+        local = self._local(transfer_id)
+        async with local.lock:
+            if self.download_dir is not None and local.part is None:
+                await self._open_part(local)
+            self._apply(local, Event.ACCEPT)
+            if local.part is not None:
+                self._note_progress(local)
+                if local.part.held.complete:
+                    await self._finish(local)
+        return True
+
+    async def reject_transfer(self, transfer_id: str, reason: str = "") -> bool:
+        local = self._local(transfer_id)
+        async with local.lock:
+            self._apply(local, Event.REJECT)
+            local.record.error = reason or None
+            await self._discard(local)
+        return True
+
+    async def pause_transfer(self, transfer_id: str) -> bool:
+        local = self._local(transfer_id)
+        self._apply(local, Event.PAUSE)
+        return True
+
+    async def resume_transfer(self, transfer_id: str) -> bool:
+        local = self._local(transfer_id)
+        self._apply(local, Event.RESUME)
+        return True
+
+    async def cancel_transfer(self, transfer_id: str, reason: str = "") -> bool:
+        """Cancel and remove partial files and records."""
+        local = self._local(transfer_id)
+        async with local.lock:
+            self._apply(local, Event.CANCEL)
+            local.record.error = reason or None
+            await self._discard(local)
+        return True
+
+    async def fail_transfer(self, transfer_id: str, code: str, message: str) -> bool:
+        """Fail a live transfer (e.g. the peer reported an error). Partial files stay."""
+        local = self._local(transfer_id)
+        async with local.lock:
+            self._fail(local, code, message)
+        return True
+
+    # --- chunks --------------------------------------------------------------------
+
+    async def send_chunk(self, transfer_id: str, chunk_index: int) -> bytes:
+        """Read chunk ``chunk_index`` and return it as one binary frame (header with
+        its sha256, then the data; see docs/protocol.md)."""
+        local = self._local(transfer_id)
+        r = local.record
+        if local.source is None:
+            raise TransferNotActive(transfer_id, chunk_index, "this manager does not hold the file")
+        self._check_chunk(r, chunk_index)
+        source = local.source
+        length = chunk_length(chunk_index, r.file_size, r.chunk_size)
+        try:
+            frame = await asyncio.to_thread(_read_frame, source, r, chunk_index, length)
+        except OSError as exc:
+            async with local.lock:
+                self._fail(
+                    local, StorageError.code, describe_os_error(exc, f"reading {r.filename}")
+                )
+            raise StorageError(transfer_id, r.error or "") from exc
+        if local.part is None and local.sent is not None and local.sent.add(chunk_index):
+            self._note_progress(local)
+        return frame
+
+    async def receive_chunk(
+        self,
+        transfer_id: str,
+        chunk_index: int,
+        data: bytes | bytearray | memoryview,
+        checksum: str | None = None,
+    ) -> bool:
+        """Verify and store one chunk.
+
+        ``data`` is a binary frame as :meth:`send_chunk` returns it, or, when
+        ``checksum`` (sha256 hex) is given, the chunk's raw bytes. Returns True when
+        the chunk was stored, False when it was held already (a duplicate is a no-op).
+        Raises a :class:`ChunkRejected` subclass (nothing is counted) for an unknown
+        transfer, an index out of range, a wrong size, a bad checksum or a transfer that
+        is not active; :class:`IntegrityError` if this chunk completed the file and the
+        file's sha256 is wrong; :class:`StorageError` if the disk refused the write.
+        """
+        if checksum is None:
+            frame = decode_frame(data)
+            if (frame.transfer_id, frame.chunk_index) != (transfer_id, chunk_index):
+                raise ChunkRejected(
+                    transfer_id,
+                    chunk_index,
+                    f"frame is for chunk {frame.chunk_index} of {frame.transfer_id}",
+                )
+            if not frame.is_whole:
+                raise ChunkSizeMismatch(transfer_id, chunk_index, "frame holds only a fragment")
+            chunk = frame.to_chunk()
+        else:
+            local = self._local(transfer_id)
+            chunk = Chunk(
+                transfer_id,
+                chunk_index,
+                local.record.total_chunks,
+                local.record.chunk_size,
+                data,
+                checksum.lower(),
+            )
+        return await self.receive(chunk)
+
+    async def receive(self, chunk: Chunk) -> bool:
+        """Verify and store a decoded chunk (from either encoding); see receive_chunk."""
+        tid, index = chunk.transfer_id, chunk.chunk_index
+        local = self._local(tid)
+        r = local.record
+        if (chunk.total_chunks, chunk.chunk_size) != (r.total_chunks, r.chunk_size):
+            raise ChunkRejected(
+                tid,
+                index,
+                f"chunk says total_chunks={chunk.total_chunks} chunk_size={chunk.chunk_size}, "
+                f"the offer {r.total_chunks} and {r.chunk_size}",
+            )
+        async with local.lock:
+            self._check_chunk(r, index)
+            part = local.part
+            if part is None:
+                raise TransferNotActive(tid, index, "this manager is not receiving it")
+            expected = chunk_length(index, r.file_size, r.chunk_size)
+            if len(chunk.data) != expected:
+                raise ChunkSizeMismatch(tid, index, f"{len(chunk.data)} bytes, expected {expected}")
+            if index in part.held:
+                return False
+            try:
+                stored = await asyncio.to_thread(_verify_and_write, part, chunk)
+            except OSError as exc:
+                what = describe_os_error(exc, f"writing {part.path.name}")
+                self._fail(local, StorageError.code, what)
+                raise StorageError(tid, what) from exc
+            if stored:
+                self._note_progress(local)
+                if part.held.complete:
+                    await self._finish(local)
+            return stored
+
+    async def missing_chunks(self, transfer_id: str) -> list[int]:
+        """Indexes of the chunks the receiving end still needs (all if not opened)."""
+        local = self._local(transfer_id)
+        if local.part is not None:
+            return local.part.held.missing()
+        return list(range(local.record.total_chunks))
+
+    # --- reading state -------------------------------------------------------------
+
+    async def get_progress(self, transfer_id: str) -> dict[str, Any]:
+        """The seed's transfer object, plus ``speed_bps``, ``eta_seconds``, ``saved_path``."""
+        return self._local(transfer_id).record.snapshot()
+
+    def get_transfer(self, transfer_id: str) -> Transfer:
+        return self._local(transfer_id).record
+
+    async def get_user_transfers(
+        self, user_id: str, status: Status | str | None = None
+    ) -> list[dict[str, Any]]:
+        """Transfer objects of the transfers ``user_id`` sends or receives."""
+        wanted = Status(status) if status is not None else None
+        return [
+            local.record.snapshot()
+            for local in self._transfers.values()
+            if local.record.involves(user_id) and wanted in (None, local.record.status)
+        ]
+
+    # --- housekeeping --------------------------------------------------------------
+
+    async def sweep(self) -> list[str]:
+        """Cancel idle active transfers, expire old ones, forget long-finished ones and
+        remove stale part files. Returns the ids of the transfers it ended."""
+        now = self.clock.monotonic()
+        ended: list[str] = []
+        for tid, local in list(self._transfers.items()):
+            r = local.record
+            if r.live and now - r.created_mono > self.expiry:
+                async with local.lock:
+                    if r.live:
+                        self._fail(local, "expired", f"expired after {self.expiry:g} s")
+                        await self._discard(local)
+                        ended.append(tid)
+            elif r.status is Status.ACTIVE and now - r.last_activity > self.idle_timeout:
+                async with local.lock:
+                    if r.status is Status.ACTIVE:
+                        self._apply(local, Event.CANCEL)
+                        r.error_code = "inactive"
+                        r.error = f"no activity for {self.idle_timeout:g} s"
+                        await self._discard(local)
+                        ended.append(tid)
+            elif not r.live and now - r.last_activity > self.keep_finished:
+                del self._transfers[tid]
+        if self.download_dir is not None and self.download_dir.is_dir():
+            in_use = [lo.part.path for lo in self._transfers.values() if lo.part is not None]
+            older_than = self.clock.time() - self.expiry
+            await asyncio.to_thread(remove_stale_parts, self.download_dir, older_than, in_use)
+        return ended
+
+    async def run_sweeper(self, interval: float = 1.0) -> None:
+        """Call :meth:`sweep` every ``interval`` seconds until cancelled."""
+        while True:
+            await asyncio.sleep(interval)
+            await self.sweep()
+
+    async def close(self) -> None:
+        """Close every open file. Part files and records stay for a later resume."""
+        for local in self._transfers.values():
+            async with local.lock:
+                local.close_files()
+
+    # --- internals -----------------------------------------------------------------
+
+    def _local(self, transfer_id: str) -> _Local:
+        try:
+            return self._transfers[str(transfer_id)]
+        except KeyError:
+            raise UnknownTransfer(str(transfer_id)) from None
+
+    def _new_record(
+        self, tid: str, info: SourceInfo, sender_id: str, receiver_id: str, room_id: str
+    ) -> Transfer:
+        return Transfer(
+            transfer_id=tid,
+            room_id=room_id,
+            sender_id=sender_id,
+            receiver_id=receiver_id,
+            filename=sanitize_filename(info.filename),
+            file_size=info.file_size,
+            chunk_size=self.chunk_size,
+            total_chunks=count_chunks(info.file_size, self.chunk_size),
+            sha256=info.sha256,
+            mime_type=info.mime_type,
+            created_mono=self.clock.monotonic(),
+        )
+
+    def _describe(self, record: Transfer) -> dict[str, Any]:
+        return {**record.snapshot(), "mime_type": record.mime_type, "sha256": record.sha256}
+
+    def _check_policy(self, size: int, sender_id: str, receiver_id: str, room_id: str) -> None:
+        if size > self.max_file_size:
+            raise FileTooLarge(f"file of {size} bytes exceeds the {self.max_file_size}-byte limit")
+        live = [lo.record for lo in self._transfers.values() if lo.record.live]
+        for user in dict.fromkeys((sender_id, receiver_id)):
+            if sum(r.involves(user) for r in live) >= self.max_transfers_per_user:
+                raise TooManyTransfers(
+                    f"{user} already has {self.max_transfers_per_user} transfers under way"
+                )
+        if sum(r.room_id == room_id for r in live) >= self.max_transfers_per_room:
+            raise TooManyTransfers(
+                f"room {room_id} already has {self.max_transfers_per_room} transfers under way"
+            )
+
+    def _check_chunk(self, r: Transfer, index: int) -> None:
+        if not 0 <= index < r.total_chunks:
+            raise ChunkOutOfRange(r.transfer_id, index, f"index not in 0..{r.total_chunks - 1}")
+        if r.status is not Status.ACTIVE:
+            raise TransferNotActive(r.transfer_id, index, f"transfer is {r.status.value}")
+
+    def _apply(self, local: _Local, event: Event) -> None:
+        local.record.apply(event, wall=self.clock.time(), mono=self.clock.monotonic())
+
+    def _fail(self, local: _Local, code: str, message: str) -> None:
+        local.record.fail(code, message, wall=self.clock.time(), mono=self.clock.monotonic())
+        local.close_files()
+
+    def _note_progress(self, local: _Local) -> None:
+        r = local.record
+        held = local.part.held if local.part is not None else local.sent
+        assert held is not None
+        nbytes = held.bytes_held(r.file_size, r.chunk_size)
+        r.set_progress(len(held), nbytes, mono=self.clock.monotonic())
+
+    async def _open_part(self, local: _Local) -> None:
+        assert self.download_dir is not None
+        r = local.record
+        if r.status is not Status.PENDING:
+            return  # apply() will refuse the event with a precise error
+        key = ContentKey(r.sha256, r.file_size, r.chunk_size)
+        in_use = [lo.part.path for lo in self._transfers.values() if lo.part is not None]
+        try:
+            local.part = await asyncio.to_thread(
+                PartFile.open, self.download_dir, r.filename, key, in_use
+            )
+        except OSError as exc:
+            what = describe_os_error(exc, f"preparing {r.filename} in {self.download_dir}")
+            self._fail(local, StorageError.code, what)
+            raise StorageError(r.transfer_id, what) from exc
+
+    async def _finish(self, local: _Local) -> None:
+        """Every chunk is in: verify the whole file, then put it in place."""
+        part, r = local.part, local.record
+        assert part is not None
+        try:
+            digest = await asyncio.to_thread(part.verify)
+            if digest != r.sha256:
+                await asyncio.to_thread(part.remove)
+                local.part = None
+                message = f"file sha256 {digest} does not match the offer's {r.sha256}"
+                self._fail(local, IntegrityError.code, message)
+                raise IntegrityError(r.transfer_id, message)
+            dest = await asyncio.to_thread(part.place, r.filename)
+        except OSError as exc:
+            what = describe_os_error(exc, f"finishing {r.filename}")
+            self._fail(local, StorageError.code, what)
+            raise StorageError(r.transfer_id, what) from exc
+        local.part = None
+        r.saved_path = str(dest)
+        self._apply(local, Event.COMPLETE)
+        local.close_files()
+
+    async def _discard(self, local: _Local) -> None:
+        """Close files and remove the receiving end's part file and record."""
+        part = local.part
+        local.part = None
+        local.close_files()
+        if part is not None:
+            await asyncio.to_thread(part.remove)
+
+
+def _read_frame(source: SourceFile, r: Transfer, index: int, length: int) -> bytes:
+    data = source.read(index * r.chunk_size, length)
+    header = bytearray(HEADER_SIZE)
+    chunk = Chunk(
+        r.transfer_id,
+        index,
+        r.total_chunks,
+        r.chunk_size,
+        data,
+        hashlib.sha256(data).hexdigest(),
+    )
+    encode_frame_into(header, chunk)
+    return bytes(header) + data
+
+
+def _verify_and_write(part: PartFile, chunk: Chunk) -> bool:
+    if hashlib.sha256(chunk.data).hexdigest() != chunk.checksum:
+        raise BadChecksum(chunk.transfer_id, chunk.chunk_index, "sha256 does not match the data")
+    return part.write_chunk(chunk.chunk_index, chunk.data)

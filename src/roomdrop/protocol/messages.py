@@ -1,0 +1,335 @@
+"""Control messages: the envelope and every payload, parsed and validated in one place.
+
+Every control message is a JSON object ``{type, payload, sender_id, room_id,
+timestamp}`` (the seed platform's envelope). ``type`` is one of :class:`MessageType`;
+``payload`` is validated against the model :data:`PAYLOADS` names for that type. The
+server overwrites ``sender_id``, ``room_id`` and ``timestamp`` on everything it
+forwards. :func:`parse_message` turns text into a :class:`Message` or raises
+:class:`~roomdrop.exceptions.ProtocolError` naming the field at fault.
+"""
+
+from __future__ import annotations
+
+import json
+from datetime import UTC, datetime
+from enum import StrEnum
+from typing import Annotated, Any, Final, Literal, Self
+from uuid import UUID
+
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
+
+from roomdrop.exceptions import ProtocolError
+from roomdrop.protocol.chunks import count_chunks
+from roomdrop.protocol.frames import JsonChunk
+
+__all__ = [
+    "MAX_CHUNK_SIZE",
+    "MAX_MESSAGE_BYTES",
+    "PAYLOADS",
+    "ChunkRequest",
+    "ErrorPayload",
+    "FileShareError",
+    "Message",
+    "MessageType",
+    "Offer",
+    "Progress",
+    "TransferRef",
+    "parse_message",
+]
+
+MAX_MESSAGE_BYTES: Final = 256 * 1024
+"""Largest control message accepted (a base64 64 KiB chunk is about 88 KiB)."""
+MAX_CHUNK_SIZE: Final = 4 * 1024 * 1024
+Sha256Hex = Annotated[str, Field(pattern=r"^[0-9a-f]{64}$")]
+UserId = Annotated[str, Field(min_length=1, max_length=256)]
+Range = tuple[Annotated[int, Field(ge=0)], Annotated[int, Field(ge=0)]]
+
+
+class MessageType(StrEnum):
+    # room and WebRTC signalling (the seed platform's types)
+    OFFER = "offer"
+    ANSWER = "answer"
+    ICE_CANDIDATE = "ice-candidate"
+    USER_JOINED = "user-joined"
+    USER_LEFT = "user-left"
+    ROOM_STATE = "room-state"
+    ERROR = "error"
+    # file sharing (the seed's five, then what the protocol needs)
+    FILE_SHARE_OFFER = "file-share-offer"
+    FILE_SHARE_ACCEPT = "file-share-accept"
+    FILE_SHARE_REJECT = "file-share-reject"
+    FILE_SHARE_PROGRESS = "file-share-progress"
+    FILE_SHARE_COMPLETE = "file-share-complete"
+    FILE_SHARE_PAUSE = "file-share-pause"
+    FILE_SHARE_RESUME = "file-share-resume"
+    FILE_SHARE_CANCEL = "file-share-cancel"
+    FILE_SHARE_CHUNK_REQUEST = "file-share-chunk-request"
+    FILE_SHARE_CHUNK = "file-share-chunk"
+    FILE_SHARE_ERROR = "file-share-error"
+
+
+class _Payload(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+
+class Offer(_Payload):
+    """``file-share-offer``: what the receiver needs to decide, verify and resume."""
+
+    transfer_id: UUID
+    receiver_id: UserId
+    filename: str = Field(min_length=1, max_length=1024)
+    file_size: int = Field(ge=0)
+    mime_type: str = Field(default="application/octet-stream", max_length=255)
+    chunk_size: int = Field(ge=1, le=MAX_CHUNK_SIZE)
+    total_chunks: int = Field(ge=0)
+    sha256: Sha256Hex
+
+    @model_validator(mode="after")
+    def _chunk_count_matches(self) -> Self:
+        expected = count_chunks(self.file_size, self.chunk_size)
+        if self.total_chunks != expected:
+            raise ValueError(
+                f"total_chunks {self.total_chunks} does not match file_size {self.file_size} "
+                f"and chunk_size {self.chunk_size} (expected {expected})"
+            )
+        return self
+
+
+class TransferRef(_Payload):
+    """Payload of pause, resume, cancel and reject: which transfer, and optionally why."""
+
+    transfer_id: UUID
+    reason: str | None = Field(default=None, max_length=1024)
+
+
+class Accept(_Payload):
+    """``file-share-accept``; ``missing`` lists the chunks the receiver still needs
+    (absent: all of them), which is how a resumed transfer skips what arrived before."""
+
+    transfer_id: UUID
+    missing: list[Range] | None = None
+
+    @field_validator("missing")
+    @classmethod
+    def _ranges_ordered(cls, value: list[tuple[int, int]] | None) -> list[tuple[int, int]] | None:
+        return _check_ranges(value) if value is not None else None
+
+
+class ChunkRequest(_Payload):
+    """``file-share-chunk-request``: send these chunks (again)."""
+
+    transfer_id: UUID
+    ranges: list[Range] = Field(min_length=1)
+    reason: Literal["missing", "bad-checksum", "resume"] = "missing"
+
+    @field_validator("ranges")
+    @classmethod
+    def _ranges_ordered(cls, value: list[tuple[int, int]]) -> list[tuple[int, int]]:
+        return _check_ranges(value)
+
+
+class Progress(_Payload):
+    """``file-share-progress``: a snapshot of how far a transfer has come."""
+
+    transfer_id: UUID
+    chunks_sent: int = Field(ge=0)
+    bytes_transferred: int = Field(ge=0)
+    progress_percent: float = Field(ge=0, le=100)
+    status: str | None = None
+    speed_bps: float | None = Field(default=None, ge=0)
+    eta_seconds: float | None = Field(default=None, ge=0)
+
+
+class Complete(_Payload):
+    """``file-share-complete``: the receiver holds the whole file and verified it."""
+
+    transfer_id: UUID
+    sha256: Sha256Hex
+
+
+class FileShareError(_Payload):
+    """``file-share-error``: one transfer failed or a request about it was refused."""
+
+    transfer_id: UUID
+    code: str = Field(min_length=1, max_length=64)
+    message: str = Field(max_length=2048)
+
+
+class ErrorPayload(_Payload):
+    """``error``: the last message was refused; the connection carries on."""
+
+    code: str = Field(min_length=1, max_length=64)
+    message: str = Field(max_length=2048)
+
+
+class Signal(BaseModel):
+    """``offer``, ``answer``, ``ice-candidate``: WebRTC signalling for one participant.
+    ``target_id`` names the recipient; the rest (sdp, candidate, ...) passes through."""
+
+    model_config = ConfigDict(frozen=True, extra="allow")
+
+    target_id: UserId
+
+
+class UserEvent(_Payload):
+    """``user-joined`` and ``user-left``."""
+
+    user_id: UserId
+
+
+class RoomState(_Payload):
+    """``room-state``: who is in the room, sent to a newcomer."""
+
+    participants: list[UserId]
+    transfers: list[dict[str, Any]] = Field(default_factory=list)
+
+
+PAYLOADS: Final[dict[MessageType, type[BaseModel]]] = {
+    MessageType.OFFER: Signal,
+    MessageType.ANSWER: Signal,
+    MessageType.ICE_CANDIDATE: Signal,
+    MessageType.USER_JOINED: UserEvent,
+    MessageType.USER_LEFT: UserEvent,
+    MessageType.ROOM_STATE: RoomState,
+    MessageType.ERROR: ErrorPayload,
+    MessageType.FILE_SHARE_OFFER: Offer,
+    MessageType.FILE_SHARE_ACCEPT: Accept,
+    MessageType.FILE_SHARE_REJECT: TransferRef,
+    MessageType.FILE_SHARE_PROGRESS: Progress,
+    MessageType.FILE_SHARE_COMPLETE: Complete,
+    MessageType.FILE_SHARE_PAUSE: TransferRef,
+    MessageType.FILE_SHARE_RESUME: TransferRef,
+    MessageType.FILE_SHARE_CANCEL: TransferRef,
+    MessageType.FILE_SHARE_CHUNK_REQUEST: ChunkRequest,
+    MessageType.FILE_SHARE_CHUNK: JsonChunk,
+    MessageType.FILE_SHARE_ERROR: FileShareError,
+}
+
+
+def _check_ranges(ranges: list[tuple[int, int]]) -> list[tuple[int, int]]:
+    previous_end = -1
+    for start, end in ranges:
+        if start >= end:
+            raise ValueError(f"range [{start}, {end}) is empty")
+        if start <= previous_end:
+            raise ValueError("ranges must be sorted and must not overlap")
+        previous_end = end
+    return ranges
+
+
+class _Envelope(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    type: MessageType
+    payload: dict[str, Any] = Field(default_factory=dict)
+    sender_id: str | None = None
+    room_id: str | None = None
+    timestamp: str | None = None
+
+
+class Message(BaseModel):
+    """A parsed control message whose payload is the model for its type."""
+
+    model_config = ConfigDict(frozen=True, arbitrary_types_allowed=True)
+
+    type: MessageType
+    payload: BaseModel
+    sender_id: str | None = None
+    room_id: str | None = None
+    timestamp: str | None = None
+
+    @classmethod
+    def build(
+        cls,
+        type: MessageType,
+        payload: BaseModel | dict[str, Any],
+        *,
+        sender_id: str | None = None,
+        room_id: str | None = None,
+        timestamp: str | None = None,
+    ) -> Message:
+        """Make a message, validating ``payload`` (a model or a plain dict)."""
+        model = payload if isinstance(payload, BaseModel) else _validate_payload(type, payload)
+        if not isinstance(model, PAYLOADS[type]):
+            expected = PAYLOADS[type].__name__
+            raise TypeError(f"{type.value} takes {expected}, not {model.__class__.__name__}")
+        return cls(
+            type=type,
+            payload=model,
+            sender_id=sender_id,
+            room_id=room_id,
+            timestamp=timestamp or now_iso(),
+        )
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "type": self.type.value,
+            "payload": self.payload.model_dump(mode="json", exclude_none=True),
+            "sender_id": self.sender_id,
+            "room_id": self.room_id,
+            "timestamp": self.timestamp,
+        }
+
+    def to_json(self) -> str:
+        return json.dumps(self.to_dict(), separators=(",", ":"))
+
+    def stamped(self, *, sender_id: str, room_id: str, timestamp: str | None = None) -> Message:
+        """A copy with the fields the server sets on everything it forwards."""
+        return self.model_copy(
+            update={"sender_id": sender_id, "room_id": room_id, "timestamp": timestamp or now_iso()}
+        )
+
+
+def now_iso() -> str:
+    return datetime.now(UTC).isoformat().replace("+00:00", "Z")
+
+
+def _first_error(exc: ValidationError) -> str:
+    err = exc.errors()[0]
+    where = ".".join(str(part) for part in err["loc"])
+    msg = err["msg"].removeprefix("Value error, ")
+    return f"{where}: {msg}" if where else msg
+
+
+def _validate_payload(type: MessageType, payload: dict[str, Any]) -> BaseModel:
+    try:
+        return PAYLOADS[type].model_validate(payload)
+    except ValidationError as exc:
+        raise ProtocolError(f"{type.value}: payload.{_first_error(exc)}") from None
+
+
+def parse_message(
+    raw: str | bytes | dict[str, Any], *, max_bytes: int = MAX_MESSAGE_BYTES
+) -> Message:
+    """Parse and validate one control message."""
+    if isinstance(raw, str | bytes):
+        if len(raw) > max_bytes:
+            raise ProtocolError(f"message of {len(raw)} bytes exceeds the {max_bytes}-byte limit")
+        try:
+            obj = json.loads(raw)
+        except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+            raise ProtocolError(f"invalid JSON: {exc}") from None
+    else:
+        obj = raw
+    if not isinstance(obj, dict):
+        raise ProtocolError(f"a message is a JSON object, not {type(obj).__name__}")
+    if "type" in obj and obj["type"] not in MessageType._value2member_map_:
+        raise ProtocolError(f"unknown message type {obj['type']!r}")
+    try:
+        envelope = _Envelope.model_validate(obj)
+    except ValidationError as exc:
+        raise ProtocolError(f"envelope: {_first_error(exc)}") from None
+    return Message(
+        type=envelope.type,
+        payload=_validate_payload(envelope.type, envelope.payload),
+        sender_id=envelope.sender_id,
+        room_id=envelope.room_id,
+        timestamp=envelope.timestamp,
+    )

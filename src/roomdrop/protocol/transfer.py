@@ -1,0 +1,140 @@
+"""The transfer record: what one transfer is, how far it has come, and its status.
+
+:class:`Transfer` holds the seed's transfer object (its field names are kept exactly)
+plus what verification and resume need (``sha256``, ``mime_type``). Its status changes
+only through :meth:`Transfer.apply`, which goes through the state table. Times are
+passed in as numbers (wall-clock seconds and monotonic seconds), so this module never
+reads a clock itself.
+"""
+
+from __future__ import annotations
+
+from collections import deque
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any
+
+from roomdrop.protocol.state import LIVE_STATUSES, Event, Status, apply_event
+
+__all__ = ["RateMeter", "Transfer", "iso"]
+
+
+def iso(epoch_seconds: float) -> str:
+    """``2025-11-10T02:10:00Z``: the seed's timestamp format."""
+    stamp = datetime.fromtimestamp(epoch_seconds, UTC).isoformat(timespec="seconds")
+    return stamp.replace("+00:00", "Z")
+
+
+class RateMeter:
+    """Bytes per second over the last ``window`` seconds of samples."""
+
+    __slots__ = ("_samples", "window")
+
+    def __init__(self, window: float = 5.0) -> None:
+        self.window = window
+        self._samples: deque[tuple[float, int]] = deque(maxlen=256)
+
+    def record(self, now: float, total_bytes: int) -> None:
+        self._samples.append((now, total_bytes))
+        while len(self._samples) > 2 and now - self._samples[0][0] > self.window:
+            self._samples.popleft()
+
+    def reset(self) -> None:
+        self._samples.clear()
+
+    def rate(self) -> float:
+        if len(self._samples) < 2:
+            return 0.0
+        (t0, b0), (t1, b1) = self._samples[0], self._samples[-1]
+        return (b1 - b0) / (t1 - t0) if t1 > t0 else 0.0
+
+
+@dataclass(slots=True)
+class Transfer:
+    transfer_id: str
+    room_id: str
+    sender_id: str
+    receiver_id: str
+    filename: str
+    file_size: int
+    chunk_size: int
+    total_chunks: int
+    sha256: str
+    mime_type: str
+    created_mono: float
+    """Monotonic time of the offer (expiry counts from here)."""
+    status: Status = Status.PENDING
+    chunks_sent: int = 0
+    bytes_transferred: int = 0
+    started_at: str | None = None
+    completed_at: str | None = None
+    error: str | None = None
+    error_code: str | None = None
+    saved_path: str | None = None
+    last_activity: float = 0.0
+    """Monotonic time of the last state change or chunk (inactivity counts from here)."""
+    meter: RateMeter = field(default_factory=RateMeter)
+
+    def __post_init__(self) -> None:
+        self.last_activity = self.created_mono
+
+    @property
+    def live(self) -> bool:
+        return self.status in LIVE_STATUSES
+
+    def involves(self, user_id: str) -> bool:
+        return user_id in (self.sender_id, self.receiver_id)
+
+    def apply(self, event: Event, *, wall: float, mono: float) -> Status:
+        """Change status through the state table; raise if the table forbids it."""
+        self.status = apply_event(self.status, event, transfer_id=self.transfer_id)
+        self.last_activity = mono
+        if event is Event.ACCEPT:
+            self.started_at = iso(wall)
+        if event in (Event.PAUSE, Event.RESUME):
+            self.meter.reset()
+        if not self.live:
+            self.completed_at = iso(wall)
+        return self.status
+
+    def fail(self, code: str, message: str, *, wall: float, mono: float) -> None:
+        self.apply(Event.FAIL, wall=wall, mono=mono)
+        self.error_code, self.error = code, message
+
+    def set_progress(self, chunks: int, nbytes: int, *, mono: float) -> None:
+        self.chunks_sent, self.bytes_transferred = chunks, nbytes
+        self.last_activity = mono
+        self.meter.record(mono, nbytes)
+
+    @property
+    def progress_percent(self) -> float:
+        if self.file_size == 0:
+            return 100.0 if self.status is Status.COMPLETED else 0.0
+        return round(100.0 * self.bytes_transferred / self.file_size, 2)
+
+    def snapshot(self) -> dict[str, Any]:
+        """The seed's transfer object, plus ``speed_bps``, ``eta_seconds`` and
+        ``saved_path`` (where a completed file was put; ``None`` elsewhere)."""
+        speed = self.meter.rate() if self.status is Status.ACTIVE else 0.0
+        remaining = self.file_size - self.bytes_transferred
+        eta = round(remaining / speed, 1) if speed > 0 else None
+        return {
+            "transfer_id": self.transfer_id,
+            "room_id": self.room_id,
+            "sender_id": self.sender_id,
+            "receiver_id": self.receiver_id,
+            "filename": self.filename,
+            "file_size": self.file_size,
+            "chunk_size": self.chunk_size,
+            "total_chunks": self.total_chunks,
+            "chunks_sent": self.chunks_sent,
+            "status": self.status.value,
+            "progress_percent": self.progress_percent,
+            "bytes_transferred": self.bytes_transferred,
+            "started_at": self.started_at,
+            "completed_at": self.completed_at,
+            "error": self.error,
+            "speed_bps": round(speed, 1),
+            "eta_seconds": eta if remaining > 0 else 0.0,
+            "saved_path": self.saved_path,
+        }

@@ -1,0 +1,372 @@
+"""Files on disk: the sender's source file and the receiver's part file and record.
+
+This is the file-system adapter of the engine. Its functions are blocking; the
+manager calls them in worker threads. Nothing here ever holds a whole file in memory.
+
+Receiver layout, in the download directory::
+
+    report.pdf.part        the file being received; chunk i is written at i*chunk_size
+    report.pdf.part.jsonl  its record: line 1 is a JSON header naming the content
+                           (sha256, file_size, chunk_size, total_chunks, filename),
+                           then one line per chunk held, the chunk's index
+
+A chunk's index is appended to the record only after its data was written, so the
+record never claims a chunk that is not in the part file (a torn last line is dropped
+when the record is next opened). Resume is content-addressed: :meth:`PartFile.open`
+looks for a record with the same sha256, size and chunk size, whatever its name.
+When every chunk is in, the whole file's sha256 is checked, the part file is fsynced
+and linked into place under a name that is not taken (``report (1).pdf``), then the
+part file and its record are removed.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import errno
+import hashlib
+import json
+import mimetypes
+import os
+import shutil
+import stat
+from collections.abc import Iterable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Final
+
+import filetype
+
+from roomdrop.protocol.chunks import ChunkSet, chunk_length, count_chunks
+from roomdrop.protocol.names import numbered_names, sanitize_filename
+
+__all__ = [
+    "PART_SUFFIX",
+    "RECORD_SUFFIX",
+    "ContentKey",
+    "PartFile",
+    "SourceFile",
+    "SourceInfo",
+    "describe_os_error",
+    "remove_stale_parts",
+    "scan_source",
+]
+
+PART_SUFFIX: Final = ".part"
+RECORD_SUFFIX: Final = ".part.jsonl"
+RECORD_FORMAT: Final = 1
+_SCAN_BLOCK: Final = 1024 * 1024
+_MAGIC_BYTES: Final = 8192
+
+
+def describe_os_error(exc: OSError, action: str) -> str:
+    """One clear line for a failed file operation, e.g. ``disk full writing x.part``."""
+    reasons = {
+        errno.ENOSPC: "disk full",
+        errno.EDQUOT: "disk quota exceeded",
+        errno.EROFS: "read-only file system",
+        errno.EACCES: "permission denied",
+        errno.EPERM: "operation not permitted",
+        errno.ENOENT: "no such file or directory",
+        errno.ENOTDIR: "not a directory",
+        errno.EFBIG: "file too large for this file system",
+    }
+    reason = reasons.get(exc.errno or 0, exc.strerror or str(exc))
+    return f"{reason} ({action})"
+
+
+# --- sender side -------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class SourceInfo:
+    path: Path
+    filename: str
+    file_size: int
+    sha256: str
+    mime_type: str
+    mtime_ns: int
+
+
+def scan_source(path: Path) -> SourceInfo:
+    """Read ``path`` once, in 1 MiB blocks: size, sha256 and MIME type."""
+    digest = hashlib.sha256()
+    head = b""
+    with path.open("rb", buffering=0) as f:
+        st = os.fstat(f.fileno())
+        if not stat.S_ISREG(st.st_mode):
+            raise IsADirectoryError(errno.EISDIR, "not a regular file", str(path))
+        size = 0
+        while block := f.read(_SCAN_BLOCK):
+            if not head:
+                head = block[:_MAGIC_BYTES]
+            digest.update(block)
+            size += len(block)
+    return SourceInfo(
+        path=path,
+        filename=path.name,
+        file_size=size,
+        sha256=digest.hexdigest(),
+        mime_type=guess_mime_type(path.name, head),
+        mtime_ns=st.st_mtime_ns,
+    )
+
+
+def guess_mime_type(name: str, head: bytes) -> str:
+    """From the content's magic bytes first, then the name, else octet-stream."""
+    kind = filetype.guess(head) if head else None
+    if kind is not None:
+        return str(kind.mime)
+    guessed, _ = mimetypes.guess_type(name, strict=False)
+    return guessed or "application/octet-stream"
+
+
+class SourceFile:
+    """The sender's file, open for reading chunks at their offsets."""
+
+    def __init__(self, info: SourceInfo) -> None:
+        self.info = info
+        self._fd = os.open(info.path, os.O_RDONLY)
+
+    def read(self, offset: int, length: int) -> bytes:
+        st = os.fstat(self._fd)
+        if st.st_size != self.info.file_size or st.st_mtime_ns != self.info.mtime_ns:
+            raise OSError(
+                errno.ESTALE, "the file changed since it was offered", str(self.info.path)
+            )
+        data = os.pread(self._fd, length, offset)
+        if len(data) != length:
+            raise OSError(errno.EIO, "short read", str(self.info.path))
+        return data
+
+    def close(self) -> None:
+        with contextlib.suppress(OSError):
+            os.close(self._fd)
+
+
+# --- receiver side -----------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class ContentKey:
+    """What makes two offers the same content, for resume."""
+
+    sha256: str
+    file_size: int
+    chunk_size: int
+
+    @property
+    def total_chunks(self) -> int:
+        return count_chunks(self.file_size, self.chunk_size)
+
+
+class PartFile:
+    """A file being received, with the record of the chunks it holds."""
+
+    def __init__(self, path: Path, key: ContentKey, held: ChunkSet) -> None:
+        self.path = path
+        self.record_path = path.with_name(path.name[: -len(PART_SUFFIX)] + RECORD_SUFFIX)
+        self.key = key
+        self.held = held
+        self.resumed_chunks = len(held)
+        self._fd = os.open(path, os.O_RDWR)
+        self._record_fd = os.open(self.record_path, os.O_WRONLY | os.O_APPEND)
+        self._hasher = hashlib.sha256()
+        self._hashed = 0  # chunks 0.._hashed-1 are in self._hasher, in order
+
+    # opening
+
+    @classmethod
+    def open(
+        cls, directory: Path, filename: str, key: ContentKey, in_use: Iterable[Path] = ()
+    ) -> PartFile:
+        """Resume the part file of the same content in ``directory``, or start one."""
+        directory.mkdir(parents=True, exist_ok=True)
+        busy = set(in_use)
+        for record in sorted(directory.glob("*" + RECORD_SUFFIX)):
+            part = record.with_name(record.name[: -len(RECORD_SUFFIX)] + PART_SUFFIX)
+            if part in busy or not part.is_file():
+                continue
+            found = _read_record(record, key)
+            if found is not None:
+                _write_record(record, key, filename, found)
+                return cls(part, key, found)
+        _check_free_space(directory, key.file_size)
+        return cls._create(directory, sanitize_filename(filename), key)
+
+    @classmethod
+    def _create(cls, directory: Path, filename: str, key: ContentKey) -> PartFile:
+        for name in numbered_names(filename):
+            part = directory / (name + PART_SUFFIX)
+            record = directory / (name + RECORD_SUFFIX)
+            if record.exists():
+                continue
+            try:
+                fd = os.open(part, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+            except FileExistsError:
+                continue
+            try:
+                os.ftruncate(fd, key.file_size)
+            finally:
+                os.close(fd)
+            held = ChunkSet(key.total_chunks)
+            _write_record(record, key, filename, held)
+            return cls(part, key, held)
+        raise AssertionError("unreachable")  # pragma: no cover
+
+    # writing
+
+    def write_chunk(self, index: int, data: bytes | bytearray | memoryview) -> bool:
+        """Write a verified chunk at its offset and record it; False if already held."""
+        if index in self.held:
+            return False
+        offset = index * self.key.chunk_size
+        view = memoryview(data)
+        while view:
+            written = os.pwrite(self._fd, view, offset)
+            view, offset = view[written:], offset + written
+        os.write(self._record_fd, b"%d\n" % index)
+        self.held.add(index)
+        if index == self._hashed:
+            self._hasher.update(data)
+            self._hashed += 1
+        self._catch_up_hash()
+        return True
+
+    def bytes_held(self) -> int:
+        return self.held.bytes_held(self.key.file_size, self.key.chunk_size)
+
+    def _catch_up_hash(self) -> None:
+        """Extend the running whole-file hash over chunks that are on disk, in order."""
+        size, total = self.key.chunk_size, self.key.total_chunks
+        while self._hashed < total and self._hashed in self.held:
+            length = chunk_length(self._hashed, self.key.file_size, size)
+            self._hasher.update(os.pread(self._fd, length, self._hashed * size))
+            self._hashed += 1
+
+    # finishing
+
+    def verify(self) -> str:
+        """sha256 of the assembled file (every chunk must be held)."""
+        self._catch_up_hash()
+        if self._hashed != self.key.total_chunks:
+            raise ValueError("not every chunk is held")
+        return self._hasher.hexdigest()
+
+    def place(self, filename: str) -> Path:
+        """fsync and move the part file into place under a free name; drop the record."""
+        os.fsync(self._fd)
+        self.close()
+        directory = self.path.parent
+        for name in numbered_names(sanitize_filename(filename)):
+            dest = directory / name
+            if _claim(self.path, dest):
+                break
+        self.record_path.unlink(missing_ok=True)
+        _fsync_directory(directory)
+        return dest
+
+    def remove(self) -> None:
+        self.close()
+        self.path.unlink(missing_ok=True)
+        self.record_path.unlink(missing_ok=True)
+
+    def close(self) -> None:
+        for fd in (self._fd, self._record_fd):
+            with contextlib.suppress(OSError):
+                os.close(fd)
+        self._fd = self._record_fd = -1
+
+
+def _claim(part: Path, dest: Path) -> bool:
+    """Atomically give ``part`` the name ``dest`` unless ``dest`` exists."""
+    try:
+        os.link(part, dest)
+    except FileExistsError:
+        return False
+    except OSError as exc:  # no hard links here: claim the name, then replace it
+        if exc.errno not in (errno.EPERM, errno.EXDEV, errno.ENOTSUP, errno.EMLINK):
+            raise
+        try:
+            os.close(os.open(dest, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600))
+        except FileExistsError:
+            return False
+        os.replace(part, dest)
+        return True
+    part.unlink()
+    return True
+
+
+def _fsync_directory(directory: Path) -> None:
+    fd = os.open(directory, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def _check_free_space(directory: Path, needed: int) -> None:
+    free = shutil.disk_usage(directory).free
+    if free < needed:
+        raise OSError(errno.ENOSPC, f"{needed} bytes needed, {free} free", str(directory))
+
+
+def _header(key: ContentKey, filename: str) -> dict[str, Any]:
+    return {
+        "roomdrop_part": RECORD_FORMAT,
+        "sha256": key.sha256,
+        "file_size": key.file_size,
+        "chunk_size": key.chunk_size,
+        "total_chunks": key.total_chunks,
+        "filename": filename,
+    }
+
+
+def _write_record(path: Path, key: ContentKey, filename: str, held: ChunkSet) -> None:
+    """Write a compact record atomically (tmp file + rename)."""
+    lines = [json.dumps(_header(key, filename)), *(str(i) for i in held)]
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text("\n".join(lines) + "\n", encoding="utf-8")
+    os.replace(tmp, path)
+
+
+def _read_record(path: Path, key: ContentKey) -> ChunkSet | None:
+    """The chunks a record holds if it names ``key``'s content, else None."""
+    try:
+        text = path.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError):
+        return None
+    first, _, rest = text.partition("\n")
+    try:
+        header = json.loads(first)
+    except json.JSONDecodeError:
+        return None
+    if not isinstance(header, dict) or header.get("roomdrop_part") != RECORD_FORMAT:
+        return None
+    if (header.get("sha256"), header.get("file_size"), header.get("chunk_size")) != (
+        key.sha256,
+        key.file_size,
+        key.chunk_size,
+    ):
+        return None
+    held = ChunkSet(key.total_chunks)
+    complete_lines = rest[: rest.rfind("\n") + 1]  # a torn last line is dropped
+    for line in complete_lines.splitlines():
+        if line.isdigit() and int(line) < key.total_chunks:
+            held.add(int(line))
+    return held
+
+
+def remove_stale_parts(directory: Path, older_than: float, in_use: Iterable[Path] = ()) -> int:
+    """Delete part files (and records) untouched since ``older_than`` (epoch seconds)."""
+    busy = set(in_use)
+    removed = 0
+    for record in directory.glob("*" + RECORD_SUFFIX):
+        part = record.with_name(record.name[: -len(RECORD_SUFFIX)] + PART_SUFFIX)
+        if part in busy:
+            continue
+        with contextlib.suppress(FileNotFoundError):
+            if record.stat().st_mtime < older_than:
+                part.unlink(missing_ok=True)
+                record.unlink(missing_ok=True)
+                removed += 1
+    return removed
