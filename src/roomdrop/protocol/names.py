@@ -47,15 +47,14 @@ def sanitize_filename(name: str, max_bytes: int = MAX_NAME_BYTES) -> str:
     name = unicodedata.normalize("NFC", name)
     name = name.replace("\\", "/").rsplit("/", 1)[-1]
     name = "".join(ch for ch in name if unicodedata.category(ch) not in ("Cc", "Cf", "Cs"))
-    name = _pathvalidate_sanitize(name, platform="universal", max_len=1024)
-    name = name.strip().lstrip(". ").rstrip(". ")
     stem, ext = split_extension(name)
     if len(name.encode()) > max_bytes:
-        stem = _truncate_utf8(stem, max_bytes - len(ext.encode())).rstrip(". ")
-        name = stem + ext
-    if not stem:
-        name = FALLBACK_NAME + ext
-    return name
+        name = _truncate_utf8(stem, max_bytes - len(ext.encode())) + ext
+    # pathvalidate only removes characters, so the name stays within max_bytes
+    name = _pathvalidate_sanitize(name, platform="universal", max_len=max_bytes)
+    name = name.strip().lstrip(". ").rstrip(". ")
+    stem, ext = split_extension(name)
+    return name if stem else FALLBACK_NAME + ext
 
 
 def numbered_names(name: str) -> Iterator[str]:
