@@ -258,6 +258,7 @@ class FileTransferManager:
         is not active; :class:`IntegrityError` if this chunk completed the file and the
         file's sha256 is wrong; :class:`StorageError` if the disk refused the write.
         """
+        local = self._local(transfer_id)
         if checksum is None:
             frame = decode_frame(data)
             if (frame.transfer_id, frame.chunk_index) != (transfer_id, chunk_index):
@@ -270,7 +271,6 @@ class FileTransferManager:
                 raise ChunkSizeMismatch(transfer_id, chunk_index, "frame holds only a fragment")
             chunk = frame.to_chunk()
         else:
-            local = self._local(transfer_id)
             chunk = Chunk(
                 transfer_id,
                 chunk_index,
@@ -354,8 +354,8 @@ class FileTransferManager:
             if r.live and now - r.created_mono > self.expiry:
                 async with local.lock:
                     if r.live:
-                        self._fail(local, "expired", f"expired after {self.expiry:g} s")
                         await self._discard(local)
+                        self._fail(local, "expired", f"expired after {self.expiry:g} s")
                         ended.append(tid)
             elif r.status is Status.ACTIVE and now - r.last_activity > self.idle_timeout:
                 async with local.lock:

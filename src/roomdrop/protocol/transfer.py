@@ -12,6 +12,7 @@ from __future__ import annotations
 from collections import deque
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
+from decimal import ROUND_HALF_UP, Decimal
 from typing import Any
 
 from roomdrop.protocol.state import LIVE_STATUSES, Event, Status, apply_event
@@ -110,7 +111,8 @@ class Transfer:
     def progress_percent(self) -> float:
         if self.file_size == 0:
             return 100.0 if self.status is Status.COMPLETED else 0.0
-        return round(100.0 * self.bytes_transferred / self.file_size, 2)
+        exact = Decimal(100 * self.bytes_transferred) / Decimal(self.file_size)
+        return float(exact.quantize(Decimal("0.01"), rounding=ROUND_HALF_UP))
 
     def snapshot(self) -> dict[str, Any]:
         """The seed's transfer object, plus ``speed_bps``, ``eta_seconds`` and
