@@ -70,7 +70,10 @@ def describe_os_error(exc: OSError, action: str) -> str:
         errno.ENOTDIR: "not a directory",
         errno.EFBIG: "file too large for this file system",
     }
-    reason = reasons.get(exc.errno or 0, exc.strerror or str(exc))
+    code = exc.errno or 0
+    reason = reasons.get(code, exc.strerror or str(exc))
+    if code in reasons and exc.strerror and exc.strerror != os.strerror(code):
+        reason = f"{reason}: {exc.strerror}"  # a detail of ours, e.g. bytes needed
     return f"{reason} ({action})"
 
 

@@ -1,0 +1,61 @@
+"""The architecture, checked: the protocol core does no I/O, and each I/O library is
+imported by the one adapter module that owns it."""
+
+from __future__ import annotations
+
+import ast
+from pathlib import Path
+
+SRC = Path(__file__).resolve().parents[1] / "src" / "roomdrop"
+
+IO_MODULES = {
+    "asyncio",
+    "socket",
+    "selectors",
+    "ssl",
+    "os",
+    "io",
+    "pathlib",
+    "shutil",
+    "tempfile",
+    "subprocess",
+    "threading",
+    "time",
+    "aiortc",
+    "aioice",
+    "websockets",
+    "fastapi",
+    "starlette",
+    "uvicorn",
+    "redis",
+}
+OWNERS = {  # library -> the only modules that may import it
+    "os": {"storage.py"},
+    "shutil": {"storage.py"},
+    "filetype": {"storage.py"},
+}
+
+
+def imports_of(path: Path) -> set[str]:
+    found: set[str] = set()
+    for node in ast.walk(ast.parse(path.read_text(), str(path))):
+        if isinstance(node, ast.Import):
+            found |= {alias.name.split(".")[0] for alias in node.names}
+        elif isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
+            found.add(node.module.split(".")[0])
+    return found
+
+
+def test_the_protocol_core_imports_nothing_that_does_io() -> None:
+    modules = sorted((SRC / "protocol").glob("*.py"))
+    assert len(modules) >= 6
+    for module in modules:
+        assert not imports_of(module) & IO_MODULES, module.name
+
+
+def test_each_io_library_is_imported_only_by_its_adapter() -> None:
+    for module in sorted(SRC.rglob("*.py")):
+        rel = module.relative_to(SRC).as_posix()
+        for library, owners in OWNERS.items():
+            if library in imports_of(module):
+                assert rel in owners, f"{rel} imports {library}; only {owners} may"
