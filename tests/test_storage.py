@@ -114,7 +114,9 @@ async def test_a_file_larger_than_the_free_space_is_refused_when_accepted(
     m = FileTransferManager(download_dir=small_disk / "inbox")
     src = write_random(tmp_path / "big.bin", 4 * MiB)
     tid = (await m.create_offer(src, "a", "b", "r"))["transfer_id"]
-    with pytest.raises(StorageError, match=r"disk full: 4194304 bytes needed, 3145728 free \(preparing big.bin"):
+    with pytest.raises(
+        StorageError, match=r"disk full: 4194304 bytes needed, 3145728 free \(preparing big.bin"
+    ):
         await m.accept_transfer(tid)
     assert (await m.get_progress(tid))["status"] == "failed"
     assert list((small_disk / "inbox").iterdir()) == []
