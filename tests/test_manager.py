@@ -111,7 +111,8 @@ async def test_one_manager_holding_both_ends_delivers_a_verified_file(
     assert progress["completed_at"] is not None
     saved = Path(progress["saved_path"])
     assert saved.name == "report.pdf" and sha(saved) == sha(src)
-    assert sorted(p.name for p in saved.parent.iterdir()) == ["report.pdf"]
+    assert sorted(p.name for p in saved.parent.iterdir()) == [".roomdrop-parts", "report.pdf"]
+    assert list((saved.parent / ".roomdrop-parts").iterdir()) == []
 
 
 async def test_progress_is_the_seeds_transfer_object_with_speed_and_eta(
@@ -254,7 +255,7 @@ async def test_a_whole_file_mismatch_fails_the_transfer_and_places_nothing(
     progress = await receiver.get_progress(tid)
     assert progress["status"] == "failed" and "does not match" in progress["error"]
     assert progress["saved_path"] is None
-    assert list((tmp_path / "inbox").iterdir()) == []
+    assert list((tmp_path / "inbox").rglob("*")) == [tmp_path / "inbox" / ".roomdrop-parts"]
 
 
 async def test_illegal_state_changes_raise(manager: FileTransferManager, src: Path) -> None:
@@ -275,23 +276,27 @@ async def test_illegal_state_changes_raise(manager: FileTransferManager, src: Pa
 async def test_cancel_and_reject_remove_partial_files_and_records_at_once(
     manager: FileTransferManager, tmp_path: Path, src: Path
 ) -> None:
-    downloads = tmp_path / "downloads"
+    parts = tmp_path / "downloads" / ".roomdrop-parts"
     tid = (await manager.create_offer(src, "a", "b", "r"))["transfer_id"]
     await manager.accept_transfer(tid)
     for i in range(5):
         await manager.receive_chunk(tid, i, await manager.send_chunk(tid, i))
-    assert sorted(p.name for p in downloads.iterdir()) == [
-        "report.pdf.part",
-        "report.pdf.part.jsonl",
-    ]
+    assert sorted(p.name for p in parts.iterdir()) == ["report.pdf.part", "report.pdf.part.jsonl"]
     await manager.cancel_transfer(tid)
-    assert list(downloads.iterdir()) == []
+    assert list(parts.iterdir()) == []
 
+    # a part file left by an earlier run, then the same content offered and rejected
     other = (await manager.create_offer(src, "a", "b", "r"))["transfer_id"]
-    await manager.reject_transfer(other, "no thanks")
-    progress = await manager.get_progress(other)
+    await manager.accept_transfer(other)
+    await manager.receive_chunk(other, 0, await manager.send_chunk(other, 0))
+    await manager.close()
+    restarted = FileTransferManager(download_dir=tmp_path / "downloads")
+    again = (await restarted.create_offer(src, "a", "b", "r"))["transfer_id"]
+    assert len(list(parts.iterdir())) == 2
+    await restarted.reject_transfer(again, "no thanks")
+    progress = await restarted.get_progress(again)
     assert (progress["status"], progress["error"]) == ("rejected", "no thanks")
-    assert list(downloads.iterdir()) == []
+    assert list(parts.iterdir()) == []
 
 
 async def test_an_empty_file_completes_on_acceptance(
@@ -386,7 +391,7 @@ async def test_an_idle_active_transfer_is_cancelled_after_30_seconds(
     assert progress["status"] == "cancelled" and "no activity for 30 s" in progress["error"]
     assert (await m.get_progress(paused))["status"] == "paused"
     assert (await m.get_progress(pending))["status"] == "pending"
-    assert sorted(p.name for p in (tmp_path / "dl").iterdir()) == [
+    assert sorted(p.name for p in (tmp_path / "dl" / ".roomdrop-parts").iterdir()) == [
         "report (1).pdf.part",
         "report (1).pdf.part.jsonl",
     ]  # only the paused transfer's part file remains (same content, so a second name)
@@ -407,7 +412,7 @@ async def test_a_transfer_older_than_an_hour_expires_and_is_cleaned_up(
     assert await m.sweep() == [tid]
     progress = await m.get_progress(tid)
     assert progress["status"] == "failed" and progress["error"] == "expired after 3600 s"
-    assert list((tmp_path / "dl").iterdir()) == []
+    assert list((tmp_path / "dl" / ".roomdrop-parts").iterdir()) == []
     clock.advance(3601)
     await m.sweep()
     with pytest.raises(UnknownTransfer):  # long-finished records are forgotten
@@ -423,9 +428,10 @@ async def test_stale_part_files_left_by_a_dead_process_are_removed_after_an_hour
     await m.receive_chunk(tid, 0, await m.send_chunk(tid, 0))
     await m.close()  # the process "dies": part file and record stay
     fresh = FileTransferManager(download_dir=tmp_path / "dl")
+    parts = tmp_path / "dl" / ".roomdrop-parts"
     await fresh.sweep()
-    assert len(list((tmp_path / "dl").iterdir())) == 2
-    old = os.stat(tmp_path / "dl" / "report.pdf.part.jsonl").st_mtime - 3700
-    os.utime(tmp_path / "dl" / "report.pdf.part.jsonl", (old, old))
+    assert len(list(parts.iterdir())) == 2
+    old = os.stat(parts / "report.pdf.part.jsonl").st_mtime - 3700
+    os.utime(parts / "report.pdf.part.jsonl", (old, old))
     await fresh.sweep()
-    assert list((tmp_path / "dl").iterdir()) == []
+    assert list(parts.iterdir()) == []

@@ -83,7 +83,8 @@ async def test_a_full_disk_fails_that_transfer_clearly_and_keeps_what_arrived_fo
     assert progress["status"] == "failed"
     assert progress["error"] == "disk full (writing doomed.bin.part)"
     assert progress["chunks_sent"] == 10
-    assert (inbox / "doomed.bin.part").exists() and (inbox / "doomed.bin.part.jsonl").exists()
+    parts = inbox / ".roomdrop-parts"
+    assert (parts / "doomed.bin.part").exists() and (parts / "doomed.bin.part.jsonl").exists()
 
     # the other transfer is untouched, and finishes once there is room again
     assert (await receiver.get_progress(other))["status"] == "active"
@@ -119,7 +120,7 @@ async def test_a_file_larger_than_the_free_space_is_refused_when_accepted(
     ):
         await m.accept_transfer(tid)
     assert (await m.get_progress(tid))["status"] == "failed"
-    assert list((small_disk / "inbox").iterdir()) == []
+    assert list((small_disk / "inbox").rglob("*.part*")) == []
 
 
 async def test_a_read_only_download_directory_fails_the_transfer_clearly(
@@ -142,7 +143,7 @@ def test_a_torn_last_record_line_is_dropped_and_the_chunk_counted_missing(tmp_pa
     for i in (0, 1, 2, 5):
         assert part.write_chunk(i, bytes([i]) * 100)
     part.close()
-    record = tmp_path / "x.bin.part.jsonl"
+    record = tmp_path / ".roomdrop-parts" / "x.bin.part.jsonl"
     record.write_bytes(record.read_bytes()[:-1] + b"")  # "5\n" -> "5": torn
     again = PartFile.open(tmp_path, "renamed.bin", key)
     assert again.path == part.path  # found by content, not by name

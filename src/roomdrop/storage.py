@@ -5,10 +5,17 @@ manager calls them in worker threads. Nothing here ever holds a whole file in me
 
 Receiver layout, in the download directory::
 
-    report.pdf.part        the file being received; chunk i is written at i*chunk_size
-    report.pdf.part.jsonl  its record: line 1 is a JSON header naming the content
-                           (sha256, file_size, chunk_size, total_chunks, filename),
-                           then one line per chunk held, the chunk's index
+    report.pdf                        a completed file
+    .roomdrop-parts/
+        movie.mkv.part                a file being received; chunk i at i*chunk_size
+        movie.mkv.part.jsonl          its record: line 1 is a JSON header naming the
+                                      content (sha256, file_size, chunk_size,
+                                      total_chunks, filename), then one line per chunk
+                                      held, the chunk's index
+
+Part files live in their own hidden directory, which no received file can ever be
+placed in (sanitised names never start with a dot), so a received file named like a
+part file or a record can never be mistaken for one and resumed into.
 
 A chunk's index is appended to the record only after its data was written, so the
 record never claims a chunk that is not in the part file (a torn last line is dropped
@@ -30,16 +37,18 @@ import os
 import shutil
 import stat
 from collections.abc import Iterable
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Final
 
 import filetype
 
-from roomdrop.protocol.chunks import ChunkSet, chunk_length, count_chunks
+from roomdrop.protocol.chunks import ChunkSet, count_chunks
 from roomdrop.protocol.names import numbered_names, sanitize_filename
 
 __all__ = [
+    "PARTS_DIR",
     "PART_SUFFIX",
     "RECORD_SUFFIX",
     "ContentKey",
@@ -47,15 +56,21 @@ __all__ = [
     "SourceFile",
     "SourceInfo",
     "describe_os_error",
+    "find_part",
+    "remove_part",
     "remove_stale_parts",
     "scan_source",
 ]
 
+PARTS_DIR: Final = ".roomdrop-parts"
 PART_SUFFIX: Final = ".part"
 RECORD_SUFFIX: Final = ".part.jsonl"
 RECORD_FORMAT: Final = 1
 _SCAN_BLOCK: Final = 1024 * 1024
 _MAGIC_BYTES: Final = 8192
+_HASH_BATCH: Final = 16  # 1 MiB of 64 KiB chunks
+_HASHER: Final = ThreadPoolExecutor(max_workers=1, thread_name_prefix="roomdrop-hash")
+"""One thread that keeps every receiving file's whole-file sha256 up to date."""
 
 
 def describe_os_error(exc: OSError, action: str) -> str:
@@ -167,14 +182,17 @@ class PartFile:
 
     def __init__(self, path: Path, key: ContentKey, held: ChunkSet) -> None:
         self.path = path
-        self.record_path = path.with_name(path.name[: -len(PART_SUFFIX)] + RECORD_SUFFIX)
+        self.record_path = _record_of(path)
         self.key = key
         self.held = held
         self.resumed_chunks = len(held)
         self._fd = os.open(path, os.O_RDWR)
         self._record_fd = os.open(self.record_path, os.O_WRONLY | os.O_APPEND)
         self._hasher = hashlib.sha256()
-        self._hashed = 0  # chunks 0.._hashed-1 are in self._hasher, in order
+        self._hashed = 0  # chunks 0.._hashed-1 are in self._hasher (hashing thread only)
+        self._contiguous = 0  # chunks 0.._contiguous-1 are all held
+        self._hash_target = 0  # what the last hashing job was asked to reach
+        self._hash_job: Future[None] | None = None
 
     # opening
 
@@ -182,19 +200,17 @@ class PartFile:
     def open(
         cls, directory: Path, filename: str, key: ContentKey, in_use: Iterable[Path] = ()
     ) -> PartFile:
-        """Resume the part file of the same content in ``directory``, or start one."""
-        directory.mkdir(parents=True, exist_ok=True)
-        busy = set(in_use)
-        for record in sorted(directory.glob("*" + RECORD_SUFFIX)):
-            part = record.with_name(record.name[: -len(RECORD_SUFFIX)] + PART_SUFFIX)
-            if part in busy or not part.is_file():
-                continue
-            found = _read_record(record, key)
-            if found is not None:
-                _write_record(record, key, filename, found)
-                return cls(part, key, found)
-        _check_free_space(directory, key.file_size)
-        return cls._create(directory, sanitize_filename(filename), key)
+        """Resume the part file of the same content for download ``directory``, or
+        start one."""
+        parts = directory / PARTS_DIR
+        parts.mkdir(parents=True, exist_ok=True)
+        found = find_part(directory, key, in_use)
+        if found is not None:
+            part, held = found
+            _write_record(_record_of(part), key, filename, held)  # compact, drop torn line
+            return cls(part, key, held)
+        _check_free_space(parts, key.file_size)
+        return cls._create(parts, sanitize_filename(filename), key)
 
     @classmethod
     def _create(cls, directory: Path, filename: str, key: ContentKey) -> PartFile:
@@ -229,55 +245,99 @@ class PartFile:
             view, offset = view[written:], offset + written
         os.write(self._record_fd, b"%d\n" % index)
         self.held.add(index)
-        if index == self._hashed:
-            self._hasher.update(data)
-            self._hashed += 1
-        self._catch_up_hash()
+        while self._contiguous < self.key.total_chunks and self._contiguous in self.held:
+            self._contiguous += 1
+        job = self._hash_job
+        if self._contiguous - self._hash_target >= _HASH_BATCH and (job is None or job.done()):
+            self._hash_target = self._contiguous
+            self._hash_job = _HASHER.submit(self._hash_up_to, self._contiguous)
         return True
 
     def bytes_held(self) -> int:
         return self.held.bytes_held(self.key.file_size, self.key.chunk_size)
 
-    def _catch_up_hash(self) -> None:
-        """Extend the running whole-file hash over chunks that are on disk, in order."""
-        size, total = self.key.chunk_size, self.key.total_chunks
-        while self._hashed < total and self._hashed in self.held:
-            length = chunk_length(self._hashed, self.key.file_size, size)
-            self._hasher.update(os.pread(self._fd, length, self._hashed * size))
-            self._hashed += 1
+    def _hash_up_to(self, end: int) -> None:
+        """Extend the whole-file hash over chunks ``_hashed..end-1``, all on disk.
+
+        The writer hands this, in batches of ``_HASH_BATCH`` chunks still in the page
+        cache, to a hashing thread, so the whole-file check runs on another core while
+        chunks keep arriving and is nearly done when the last one lands. One job at a
+        time per file; :meth:`verify` waits for it and hashes what is left.
+        """
+        size = self.key.chunk_size
+        while self._hashed < end:
+            count = min(end - self._hashed, _HASH_BATCH)
+            offset = self._hashed * size
+            length = min(count * size, self.key.file_size - offset)
+            self._hasher.update(os.pread(self._fd, length, offset))
+            self._hashed += count
+
+    def _wait_for_hashing(self) -> None:
+        job, self._hash_job = self._hash_job, None
+        if job is not None:
+            job.result()
 
     # finishing
 
     def verify(self) -> str:
         """sha256 of the assembled file (every chunk must be held)."""
-        self._catch_up_hash()
-        if self._hashed != self.key.total_chunks:
+        if not self.held.complete:
             raise ValueError("not every chunk is held")
+        self._wait_for_hashing()
+        self._hash_up_to(self.key.total_chunks)
         return self._hasher.hexdigest()
 
     def place(self, filename: str) -> Path:
         """fsync and move the part file into place under a free name; drop the record."""
         os.fsync(self._fd)
         self.close()
-        directory = self.path.parent
+        directory = self.path.parent.parent
         for name in numbered_names(sanitize_filename(filename)):
             dest = directory / name
             if _claim(self.path, dest):
                 break
         self.record_path.unlink(missing_ok=True)
         _fsync_directory(directory)
+        _fsync_directory(self.path.parent)
         return dest
 
     def remove(self) -> None:
         self.close()
-        self.path.unlink(missing_ok=True)
-        self.record_path.unlink(missing_ok=True)
+        remove_part(self.path)
 
     def close(self) -> None:
+        with contextlib.suppress(OSError):
+            self._wait_for_hashing()  # it reads self._fd: let it finish first
         for fd in (self._fd, self._record_fd):
             with contextlib.suppress(OSError):
                 os.close(fd)
         self._fd = self._record_fd = -1
+
+
+def _record_of(part: Path) -> Path:
+    return part.with_name(part.name[: -len(PART_SUFFIX)] + RECORD_SUFFIX)
+
+
+def find_part(
+    directory: Path, key: ContentKey, in_use: Iterable[Path] = ()
+) -> tuple[Path, ChunkSet] | None:
+    """The part file of ``key``'s content for download ``directory`` (not one of
+    ``in_use``) and the chunks its record holds, or None."""
+    busy = set(in_use)
+    for record in sorted((directory / PARTS_DIR).glob("*" + RECORD_SUFFIX)):
+        part = record.with_name(record.name[: -len(RECORD_SUFFIX)] + PART_SUFFIX)
+        if part in busy or not part.is_file():
+            continue
+        held = _read_record(record, key)
+        if held is not None:
+            return part, held
+    return None
+
+
+def remove_part(part: Path) -> None:
+    """Delete a part file and its record."""
+    part.unlink(missing_ok=True)
+    _record_of(part).unlink(missing_ok=True)
 
 
 def _claim(part: Path, dest: Path) -> bool:
@@ -354,22 +414,22 @@ def _read_record(path: Path, key: ContentKey) -> ChunkSet | None:
     held = ChunkSet(key.total_chunks)
     complete_lines = rest[: rest.rfind("\n") + 1]  # a torn last line is dropped
     for line in complete_lines.splitlines():
-        if line.isdigit() and int(line) < key.total_chunks:
+        if line.isascii() and line.isdigit() and int(line) < key.total_chunks:
             held.add(int(line))
     return held
 
 
 def remove_stale_parts(directory: Path, older_than: float, in_use: Iterable[Path] = ()) -> int:
-    """Delete part files (and records) untouched since ``older_than`` (epoch seconds)."""
+    """Delete the part files (and records) of download ``directory`` untouched since
+    ``older_than`` (epoch seconds)."""
     busy = set(in_use)
     removed = 0
-    for record in directory.glob("*" + RECORD_SUFFIX):
+    for record in (directory / PARTS_DIR).glob("*" + RECORD_SUFFIX):
         part = record.with_name(record.name[: -len(RECORD_SUFFIX)] + PART_SUFFIX)
         if part in busy:
             continue
         with contextlib.suppress(FileNotFoundError):
             if record.stat().st_mtime < older_than:
-                part.unlink(missing_ok=True)
-                record.unlink(missing_ok=True)
+                remove_part(part)
                 removed += 1
     return removed

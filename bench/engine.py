@@ -1,0 +1,198 @@
+"""Benchmark: the transfer engine against plain single-threaded Python file copying.
+
+    .venv/bin/python bench/engine.py [--size-mb 200] [--repeat 3]
+
+Creates a random file of ``--size-mb`` MiB (written in 1 MiB blocks) in a temp dir, then
+measures, in the same run, the median of ``--repeat`` runs of each path:
+
+* baseline: read the file in 64 KiB blocks, sha256 each block, write it to a new file, and
+  sha256 the whole file on the way (what the engine verifies) -- plain Python, one thread;
+* baseline + fsync: the same, then fsync the new file (the engine fsyncs before placing);
+* create_offer scan: the engine's separate pass that reads and hashes the file once;
+* engine, in order / shuffled: one FileTransferManager holding both ends, timed from the
+  first send_chunk through completion: every chunk send_chunk -> receive_chunk (read, hash,
+  frame; parse, verify, write), then the final whole-file check and placement.
+
+Every run of every path is its own child process (this script with a hidden ``--child``
+flag), so each peak RSS (``ru_maxrss``) is that path's alone; the table shows the highest
+peak over the repeats. All children import roomdrop, so their baselines are comparable.
+The source file is in the page cache throughout (it was just written); no cache is dropped.
+Temp files are deleted at the end.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import hashlib
+import json
+import os
+import random
+import resource
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+from roomdrop.manager import FileTransferManager
+
+MIB = 1024 * 1024
+MB = 1_000_000
+BLOCK = 64 * 1024
+PATHS = ("baseline", "baseline+fsync", "engine", "engine-shuffled")
+GOAL = 0.5
+
+
+# --- children: one measured path each ------------------------------------------------
+
+
+def peak_rss_kib() -> int:
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    return peak // 1024 if sys.platform == "darwin" else peak  # bytes on macOS, KiB on Linux
+
+
+def run_baseline(source: Path, workdir: Path, fsync: bool) -> dict[str, Any]:
+    dest = workdir / "baseline.out"
+    start = time.perf_counter()
+    whole = hashlib.sha256()
+    with source.open("rb") as src, dest.open("wb") as dst:
+        while block := src.read(BLOCK):
+            hashlib.sha256(block).digest()
+            whole.update(block)
+            dst.write(block)
+        if fsync:
+            dst.flush()
+            os.fsync(dst.fileno())
+    whole.hexdigest()
+    seconds = time.perf_counter() - start
+    dest.unlink()
+    return {"seconds": seconds}
+
+
+async def run_engine(source: Path, workdir: Path, shuffled: bool, seed: int) -> dict[str, Any]:
+    size = source.stat().st_size
+    manager = FileTransferManager(
+        BLOCK, download_dir=workdir / "downloads", max_file_size=max(size, 500 * MIB)
+    )
+    start = time.perf_counter()
+    offer = await manager.create_offer(source, "alice", "bob", "room")
+    scan_seconds = time.perf_counter() - start
+    tid = offer["transfer_id"]
+    await manager.accept_transfer(tid)
+    order = list(range(offer["total_chunks"]))
+    if shuffled:
+        random.Random(seed).shuffle(order)
+    start = time.perf_counter()
+    for index in order:
+        frame = await manager.send_chunk(tid, index)
+        await manager.receive_chunk(tid, index, frame)
+    seconds = time.perf_counter() - start
+    progress = await manager.get_progress(tid)
+    await manager.close()
+    saved = progress["saved_path"]
+    if progress["status"] != "completed" or not saved:
+        raise RuntimeError(f"transfer did not complete: {progress}")
+    saved_path = Path(saved)
+    if saved_path.stat().st_size != size:
+        raise RuntimeError(f"saved file has {saved_path.stat().st_size} bytes, expected {size}")
+    saved_path.unlink()
+    return {"seconds": seconds, "scan_seconds": scan_seconds}
+
+
+def child_main(path: str, source: Path, workdir: Path, seed: int) -> None:
+    workdir.mkdir(parents=True, exist_ok=True)
+    if path.startswith("baseline"):
+        result = run_baseline(source, workdir, fsync=path == "baseline+fsync")
+    else:
+        result = asyncio.run(run_engine(source, workdir, path == "engine-shuffled", seed))
+    result["peak_rss_kib"] = peak_rss_kib()
+    print(json.dumps(result))
+
+
+# --- parent: make the file, run the children, print the table -------------------------
+
+
+def make_random_file(path: Path, size_mb: int) -> None:
+    with path.open("wb") as f:
+        for _ in range(size_mb):
+            f.write(os.urandom(MIB))
+
+
+def run_child(path: str, source: Path, workdir: Path, seed: int) -> dict[str, Any]:
+    cmd = [sys.executable, os.path.abspath(__file__), "--child", path, str(source), str(workdir)]
+    proc = subprocess.run([*cmd, "--seed", str(seed)], capture_output=True, text=True, check=False)
+    if proc.returncode != 0:
+        raise SystemExit(f"{path} child failed:\n{proc.stderr}")
+    result: dict[str, Any] = json.loads(proc.stdout.strip().splitlines()[-1])
+    return result
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--size-mb", type=int, default=200, help="file size in MiB")
+    parser.add_argument("--repeat", type=int, default=3, help="runs per path (median)")
+    parser.add_argument("--seed", type=int, default=1, help="shuffle seed")
+    parser.add_argument("--child", nargs=3, help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.child:
+        path, source, workdir = args.child
+        child_main(path, Path(source), Path(workdir), args.seed)
+        return
+    if args.size_mb < 1 or args.repeat < 1:
+        parser.error("--size-mb and --repeat must be at least 1")
+
+    size = args.size_mb * MIB
+    runs: dict[str, list[dict[str, Any]]] = {p: [] for p in PATHS}
+    with tempfile.TemporaryDirectory(prefix="roomdrop-bench-") as tmp:
+        source = Path(tmp) / "source.bin"
+        make_random_file(source, args.size_mb)
+        for r in range(args.repeat):
+            for p in PATHS:  # interleaved, so drift touches every path alike
+                runs[p].append(run_child(p, source, Path(tmp) / f"{p}-{r}", args.seed + r))
+
+    def row(name: str, seconds: list[float], peaks: list[int]) -> tuple[str, float, float, int]:
+        return name, size / MB / statistics.median(seconds), 0.0, max(peaks)
+
+    rows = []
+    for p in PATHS:
+        rows.append(row(p, [x["seconds"] for x in runs[p]], [x["peak_rss_kib"] for x in runs[p]]))
+    engine_runs = runs["engine"] + runs["engine-shuffled"]
+    scan = row(
+        "create_offer scan",
+        [x["scan_seconds"] for x in engine_runs],
+        [x["peak_rss_kib"] for x in engine_runs],
+    )
+    rows.insert(2, scan)
+    base = rows[0][1]
+    rates = {name: rate for name, rate, _, _ in rows}
+
+    print(
+        f"roomdrop engine benchmark: {args.size_mb} MiB file ({size:,} bytes), "
+        f"{size // BLOCK:,} chunks of 64 KiB, median of {args.repeat} run(s) per path, "
+        f"Python {sys.version.split()[0]}, {os.cpu_count()} CPU(s)"
+    )
+    print("source file is in the page cache (just written, never dropped); MB = 10^6 bytes")
+    print("each run is a fresh child process; peak RSS = highest ru_maxrss over its runs")
+    print()
+    print(f"{'path':<20} {'MB/s':>9} {'x baseline':>11} {'peak RSS':>10}")
+    for name, rate, _, peak in rows:
+        print(f"{name:<20} {rate:>9.1f} {rate / base:>10.2f}x {peak / 1024:>7.1f} MiB")
+    print()
+    print(
+        "create_offer scan: a separate pass before the first send_chunk, not in the engine "
+        "rows (its peak RSS is the engine children's)"
+    )
+    print("engine rows include one fsync of the whole file before placement; baseline does not")
+    verdict = "; ".join(
+        f"{name} {rates[name]:.1f} MB/s = {rates[name] / base:.2f} x baseline "
+        f"({'>=' if rates[name] >= GOAL * base else '<'} {GOAL})"
+        for name in ("engine", "engine-shuffled")
+    )
+    print(f"goal engine >= {GOAL} x baseline ({base:.1f} MB/s): {verdict}")
+
+
+if __name__ == "__main__":
+    main()
