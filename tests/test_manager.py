@@ -130,7 +130,7 @@ async def test_progress_is_the_seeds_transfer_object_with_speed_and_eta(
         await m.receive_chunk(tid, i, await m.send_chunk(tid, i))
     progress = await m.get_progress(tid)
     assert set(progress) >= SEED_FIELDS
-    assert set(progress) - SEED_FIELDS == {"speed_bps", "eta_seconds", "saved_path"}
+    assert set(progress) - SEED_FIELDS == {"error_code", "speed_bps", "eta_seconds", "saved_path"}
     assert progress["file_size"] == 10_485_760
     assert progress["total_chunks"] == 160
     assert progress["chunks_sent"] == 85
@@ -389,6 +389,7 @@ async def test_an_idle_active_transfer_is_cancelled_after_30_seconds(
     assert await m.sweep() == [tid]
     progress = await m.get_progress(tid)
     assert progress["status"] == "cancelled" and "no activity for 30 s" in progress["error"]
+    assert progress["error_code"] == "inactive"
     assert (await m.get_progress(paused))["status"] == "paused"
     assert (await m.get_progress(pending))["status"] == "pending"
     assert sorted(p.name for p in (tmp_path / "dl" / ".roomdrop-parts").iterdir()) == [
@@ -397,22 +398,29 @@ async def test_an_idle_active_transfer_is_cancelled_after_30_seconds(
     ]  # only the paused transfer's part file remains (same content, so a second name)
 
 
-async def test_a_transfer_older_than_an_hour_expires_and_is_cleaned_up(
+async def test_a_transfer_older_than_an_hour_expires_keeping_its_chunks_for_a_new_offer(
     tmp_path: Path, src: Path
 ) -> None:
     clock = ManualClock()
     m = FileTransferManager(download_dir=tmp_path / "dl", clock=clock, idle_timeout=10_000)
     tid = (await m.create_offer(src, "a", "b", "r"))["transfer_id"]
     await m.accept_transfer(tid)
-    await m.receive_chunk(tid, 0, await m.send_chunk(tid, 0))
+    for i in range(3):
+        await m.receive_chunk(tid, i, await m.send_chunk(tid, i))
     await m.pause_transfer(tid)
     clock.advance(3599)
     assert await m.sweep() == []
     clock.advance(2)
     assert await m.sweep() == [tid]
     progress = await m.get_progress(tid)
-    assert progress["status"] == "failed" and progress["error"] == "expired after 3600 s"
-    assert list((tmp_path / "dl" / ".roomdrop-parts").iterdir()) == []
+    assert progress["status"] == "failed"
+    assert (progress["error"], progress["error_code"]) == ("expired after 3600 s", "expired")
+    with pytest.raises(TransferNotActive):
+        await m.receive_chunk(tid, 3, await m.send_chunk(tid, 3))
+
+    again = (await m.create_offer(src, "a", "b", "r"))["transfer_id"]
+    await m.accept_transfer(again)
+    assert await m.missing_chunks(again) == list(range(3, 16))
     clock.advance(3601)
     await m.sweep()
     with pytest.raises(UnknownTransfer):  # long-finished records are forgotten
@@ -435,3 +443,21 @@ async def test_stale_part_files_left_by_a_dead_process_are_removed_after_an_hour
     os.utime(parts / "report.pdf.part.jsonl", (old, old))
     await fresh.sweep()
     assert list(parts.iterdir()) == []
+
+
+async def test_the_sending_end_completes_when_the_receiver_confirms_the_file(
+    tmp_path: Path, src: Path
+) -> None:
+    sender = FileTransferManager(download_dir=None)
+    tid = (await sender.create_offer(src, "alice", "bob", "r"))["transfer_id"]
+    await sender.accept_transfer(tid)
+    await sender.sync_progress(tid, missing=range(10, 16))  # the receiver had 0..9
+    progress = await sender.get_progress(tid)
+    assert (progress["chunks_sent"], progress["bytes_transferred"]) == (10, 655_360)
+    for i in range(10, 16):
+        await sender.send_chunk(tid, i)
+    with pytest.raises(IntegrityError, match="receiver reports sha256 00"):
+        await sender.mark_completed(tid, "0" * 64)
+    assert await sender.mark_completed(tid, sha(src)) is True
+    progress = await sender.get_progress(tid)
+    assert (progress["status"], progress["progress_percent"]) == ("completed", 100.0)

@@ -21,12 +21,16 @@ cannot go on" from "policy says no"::
         └── MimeTypeNotAllowed
 
 Every class carries a short machine-readable ``code`` that travels in ``error`` and
-``file-share-error`` messages (see docs/protocol.md).
+``file-share-error`` messages and in a transfer's ``error_code``; :data:`ERROR_CODES`
+lists them all, with the two that no exception carries (a transfer ended by the sweeper).
 """
 
 from __future__ import annotations
 
 __all__ = [
+    "ERROR_CODES",
+    "EXPIRED",
+    "INACTIVE",
     "BadChecksum",
     "ChunkOutOfRange",
     "ChunkRejected",
@@ -73,6 +77,8 @@ class TransferError(RoomdropError):
 
 
 class UnknownTransfer(TransferError):
+    """No transfer with that id here."""
+
     code = "unknown-transfer"
 
     def __init__(self, transfer_id: str) -> None:
@@ -80,6 +86,8 @@ class UnknownTransfer(TransferError):
 
 
 class InvalidTransition(TransferError):
+    """The state table forbids this change."""
+
     code = "invalid-transition"
 
     def __init__(self, transfer_id: str, status: str, event: str) -> None:
@@ -100,18 +108,26 @@ class ChunkRejected(TransferError):
 
 
 class BadChecksum(ChunkRejected):
+    """The chunk's sha256 does not match its data."""
+
     code = "bad-checksum"
 
 
 class ChunkOutOfRange(ChunkRejected):
+    """The chunk's index is not in 0..total_chunks-1."""
+
     code = "chunk-out-of-range"
 
 
 class ChunkSizeMismatch(ChunkRejected):
+    """The chunk's length is not the one its index implies."""
+
     code = "chunk-size-mismatch"
 
 
 class TransferNotActive(ChunkRejected):
+    """The transfer is not taking chunks now."""
+
     code = "transfer-not-active"
 
 
@@ -134,12 +150,40 @@ class PolicyError(RoomdropError):
 
 
 class FileTooLarge(PolicyError):
+    """The file exceeds the maximum file size."""
+
     code = "file-too-large"
 
 
 class TooManyTransfers(PolicyError):
+    """A concurrent-transfer limit (per user or per room) is reached."""
+
     code = "too-many-transfers"
 
 
 class MimeTypeNotAllowed(PolicyError):
+    """The file's type is not allowed here."""
+
     code = "mime-type-not-allowed"
+
+
+EXPIRED = "expired"
+"""error_code of a transfer that outlived its expiry (1 hour by default)."""
+INACTIVE = "inactive"
+"""error_code of an active transfer cancelled after its idle timeout (30 s by default)."""
+
+
+def _codes() -> dict[str, str]:
+    codes: dict[str, str] = {}
+    pending: list[type[RoomdropError]] = [RoomdropError]
+    while pending:
+        cls = pending.pop()
+        codes[cls.code] = (cls.__doc__ or cls.__name__).strip().splitlines()[0]
+        pending.extend(cls.__subclasses__())
+    codes[EXPIRED] = "the transfer outlived its expiry"
+    codes[INACTIVE] = "the transfer was idle past its timeout and was cancelled"
+    return codes
+
+
+ERROR_CODES: dict[str, str] = _codes()
+"""Every error code and what it means."""

@@ -22,7 +22,7 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import tempfile
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Final, TypeVar
@@ -30,6 +30,8 @@ from uuid import uuid4
 
 from roomdrop.clock import Clock, SystemClock
 from roomdrop.exceptions import (
+    EXPIRED,
+    INACTIVE,
     BadChecksum,
     ChunkOutOfRange,
     ChunkRejected,
@@ -265,9 +267,10 @@ class FileTransferManager:
         ``data`` is a binary frame as :meth:`send_chunk` returns it, or, when
         ``checksum`` (sha256 hex) is given, the chunk's raw bytes. Returns True when
         the chunk was stored, False when it was held already (a duplicate is a no-op).
-        Raises a :class:`ChunkRejected` subclass (nothing is counted) for an unknown
-        transfer, an index out of range, a wrong size, a bad checksum or a transfer that
-        is not active; :class:`IntegrityError` if this chunk completed the file and the
+        Raises (and counts nothing) :class:`UnknownTransfer` for an unknown transfer,
+        :class:`ProtocolError` for a malformed frame, and a :class:`ChunkRejected`
+        subclass for an index out of range, a wrong size, a bad checksum or a transfer
+        that is not active; :class:`IntegrityError` if this chunk completed the file and the
         file's sha256 is wrong; :class:`StorageError` if the disk refused the write.
         """
         local = self._local(transfer_id)
@@ -327,6 +330,35 @@ class FileTransferManager:
                     await self._finish(local)
             return stored
 
+    async def mark_completed(self, transfer_id: str, sha256: str) -> bool:
+        """The sending end learns that the receiver verified the whole file
+        (``file-share-complete``); ``sha256`` must be the offer's."""
+        local = self._local(transfer_id)
+        r = local.record
+        if sha256 != r.sha256:
+            raise IntegrityError(
+                transfer_id, f"receiver reports sha256 {sha256}, the offer has {r.sha256}"
+            )
+        async with local.lock:
+            self._apply(local, Event.COMPLETE)
+            r.set_progress(r.total_chunks, r.file_size, mono=self.clock.monotonic())
+            local.close_files()
+        return True
+
+    async def sync_progress(self, transfer_id: str, missing: Iterable[int]) -> None:
+        """The sending end learns which chunks the receiver still needs (the ``missing``
+        of ``file-share-accept``, or a chunk request); the others count as transferred,
+        so a resumed transfer's progress starts where the receiver stands."""
+        local = self._local(transfer_id)
+        if local.sent is None:
+            raise TransferNotActive(transfer_id, -1, "this manager does not hold the file")
+        needed = set(missing)
+        local.sent = ChunkSet(
+            local.record.total_chunks,
+            (i for i in range(local.record.total_chunks) if i not in needed),
+        )
+        self._note_progress(local)
+
     async def missing_chunks(self, transfer_id: str) -> list[int]:
         """Indexes of the chunks the receiving end still needs (all of them if it has not
         opened its part file, none once the transfer completed)."""
@@ -360,23 +392,29 @@ class FileTransferManager:
     # --- housekeeping --------------------------------------------------------------
 
     async def sweep(self) -> list[str]:
-        """Cancel idle active transfers, expire old ones, forget long-finished ones and
-        remove stale part files. Returns the ids of the transfers it ended."""
+        """End transfers whose time is up and tidy up. Returns the ids it ended.
+
+        * an ``active`` transfer with no chunk or state change for ``idle_timeout`` is
+          cancelled, and its part file removed (the seed's "no activity 30 s");
+        * any live transfer older than ``expiry`` fails with ``expired``; its verified
+          chunks stay on disk, so a new offer of the same content resumes them;
+        * part files untouched for ``expiry`` that no transfer uses are removed;
+        * ended transfers are forgotten ``keep_finished`` seconds after they ended.
+        """
         now = self.clock.monotonic()
         ended: list[str] = []
         for tid, local in list(self._transfers.items()):
             r = local.record
             if r.live and now - r.created_mono > self.expiry:
                 async with local.lock:
-                    if r.live:
-                        await self._discard(local)
-                        self._fail(local, "expired", f"expired after {self.expiry:g} s")
+                    if r.live:  # its part file stays: a new offer resumes it
+                        self._fail(local, EXPIRED, f"expired after {self.expiry:g} s")
                         ended.append(tid)
             elif r.status is Status.ACTIVE and now - r.last_activity > self.idle_timeout:
                 async with local.lock:
                     if r.status is Status.ACTIVE:
                         self._apply(local, Event.CANCEL)
-                        r.error_code = "inactive"
+                        r.error_code = INACTIVE
                         r.error = f"no activity for {self.idle_timeout:g} s"
                         await self._discard(local)
                         ended.append(tid)

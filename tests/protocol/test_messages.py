@@ -92,7 +92,21 @@ def test_build_stamps_a_timestamp_and_the_server_can_restamp_sender_and_room() -
         (envelope("file-share-chunk-request", {"transfer_id": TID, "ranges": []}), "ranges"),
         (envelope("file-share-pause", {"transfer_id": TID, "extra": 1}), "payload.extra"),
         ('{"type": "error", "payload": {}, "bogus": 1}', "envelope: bogus"),
-        ("x" * 300_000, "exceeds the 262144-byte limit"),
+        ("x" * 2_000_000, "message of 2000000 bytes exceeds the 1402200-byte limit"),
+        (
+            envelope(
+                "file-share-chunk",
+                {
+                    "transfer_id": TID,
+                    "chunk_index": 3,
+                    "total_chunks": 3,
+                    "chunk_size": 4,
+                    "data": "AAAA",
+                    "checksum": SHA,
+                },
+            ),
+            "payload.chunk_index 3 is not below total_chunks 3",
+        ),
         (b"\xff\xfe\x00", "invalid JSON"),
     ],
 )
@@ -131,3 +145,11 @@ def test_signalling_passes_its_sdp_through_but_must_name_a_target() -> None:
 def test_arbitrary_json_never_escapes_as_anything_but_protocol_error(value: object) -> None:
     with contextlib.suppress(ProtocolError):
         parse_message(json.dumps(value))
+
+
+def test_the_size_limit_counts_utf8_bytes_not_characters() -> None:
+    raw = '{"type": "error", "payload": {"code": "x", "message": "' + "é" * 140_000 + '"}}'
+    assert len(raw) < 262_144 < len(raw.encode())
+    for form in (raw, raw.encode()):
+        with pytest.raises(ProtocolError, match="message of 280058 bytes exceeds the 262144"):
+            parse_message(form)

@@ -40,9 +40,9 @@ import struct
 import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
-from typing import Any, Final
+from typing import Any, Final, Self
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, ValidationError, model_validator
 
 from roomdrop.exceptions import ProtocolError
 
@@ -51,6 +51,7 @@ __all__ = [
     "HEADER",
     "HEADER_SIZE",
     "MAGIC",
+    "MAX_CHUNK_SIZE",
     "VERSION",
     "Chunk",
     "ChunkAssembler",
@@ -70,6 +71,8 @@ HEADER: Final = struct.Struct(">2sBB16sIIIII32s")
 HEADER_SIZE: Final = HEADER.size  # 72
 DATA_CHANNEL_MAX_MESSAGE: Final = 65_536
 """aiortc's maximum data-channel message size; the default frame budget."""
+MAX_CHUNK_SIZE: Final = 1024 * 1024
+"""Largest chunk a transfer may use; frames and offers naming more are refused."""
 
 _U32_MAX: Final = 2**32 - 1
 
@@ -209,7 +212,9 @@ def decode_frame(buffer: bytes | bytearray | memoryview) -> Frame:
     data = view[HEADER_SIZE:]
     if index >= total:
         raise ProtocolError(f"chunk_index {index} is not below total_chunks {total}")
-    if chunk_size == 0 or chunk_length == 0 or chunk_length > chunk_size:
+    if not 0 < chunk_size <= MAX_CHUNK_SIZE:
+        raise ProtocolError(f"chunk_size {chunk_size} is not in 1..{MAX_CHUNK_SIZE}")
+    if chunk_length == 0 or chunk_length > chunk_size:
         raise ProtocolError(
             f"chunk_length {chunk_length} must be between 1 and chunk_size {chunk_size}"
         )
@@ -231,16 +236,43 @@ def decode_frame(buffer: bytes | bytearray | memoryview) -> Frame:
 
 
 class JsonChunk(BaseModel):
-    """The seed's JSON chunk object (payload of ``file-share-chunk``)."""
+    """The seed's JSON chunk object (payload of ``file-share-chunk``), fully checked:
+    the index is below the total, ``data`` is valid base64 of 1..chunk_size bytes."""
 
     model_config = ConfigDict(frozen=True, extra="forbid")
 
     transfer_id: uuid.UUID
     chunk_index: int = Field(ge=0, le=_U32_MAX)
     total_chunks: int = Field(ge=1, le=_U32_MAX)
-    chunk_size: int = Field(ge=1, le=_U32_MAX)
+    chunk_size: int = Field(ge=1, le=MAX_CHUNK_SIZE)
     data: str
     checksum: str = Field(pattern=r"^[0-9a-f]{64}$")
+    _raw: bytes = PrivateAttr(default=b"")
+
+    @model_validator(mode="after")
+    def _check(self) -> Self:
+        if self.chunk_index >= self.total_chunks:
+            raise ValueError(
+                f"chunk_index {self.chunk_index} is not below total_chunks {self.total_chunks}"
+            )
+        try:
+            raw = base64.b64decode(self.data, validate=True)
+        except (binascii.Error, ValueError):
+            raise ValueError("data is not valid base64") from None
+        if not 0 < len(raw) <= self.chunk_size:
+            raise ValueError(f"{len(raw)} bytes of data for chunk_size {self.chunk_size}")
+        self._raw = raw
+        return self
+
+    def to_chunk(self) -> Chunk:
+        return Chunk(
+            str(self.transfer_id),
+            self.chunk_index,
+            self.total_chunks,
+            self.chunk_size,
+            self._raw,
+            self.checksum,
+        )
 
 
 def encode_json_chunk(chunk: Chunk) -> dict[str, Any]:
@@ -257,36 +289,19 @@ def encode_json_chunk(chunk: Chunk) -> dict[str, Any]:
 
 def decode_json_chunk(obj: Any) -> Chunk:
     """Parse the seed's JSON chunk object; raise :class:`ProtocolError` if malformed."""
+    if isinstance(obj, JsonChunk):
+        return obj.to_chunk()
     try:
-        model = JsonChunk.model_validate(obj)
+        return JsonChunk.model_validate(obj).to_chunk()
     except ValidationError as exc:
         raise ProtocolError(f"file-share-chunk: {_first_error(exc)}") from None
-    if model.chunk_index >= model.total_chunks:
-        raise ProtocolError(
-            f"chunk_index {model.chunk_index} is not below total_chunks {model.total_chunks}"
-        )
-    try:
-        data = base64.b64decode(model.data, validate=True)
-    except (binascii.Error, ValueError):
-        raise ProtocolError("file-share-chunk: data is not valid base64") from None
-    if not 0 < len(data) <= model.chunk_size:
-        raise ProtocolError(
-            f"file-share-chunk: {len(data)} bytes of data for chunk_size {model.chunk_size}"
-        )
-    return Chunk(
-        str(model.transfer_id),
-        model.chunk_index,
-        model.total_chunks,
-        model.chunk_size,
-        data,
-        model.checksum,
-    )
 
 
 def _first_error(exc: ValidationError) -> str:
     err = exc.errors()[0]
-    where = ".".join(str(part) for part in err["loc"]) or "message"
-    return f"{where}: {err['msg']}"
+    where = ".".join(str(part) for part in err["loc"])
+    msg = err["msg"].removeprefix("Value error, ")
+    return f"{where}: {msg}" if where else msg
 
 
 class ChunkAssembler:
@@ -296,10 +311,14 @@ class ChunkAssembler:
     ``None`` otherwise. At most ``max_partial`` chunks are held half-built (64 KiB
     each by default); past that the oldest is dropped, and that chunk will be reported
     missing and sent again. Fragments of one chunk may arrive in any order and twice.
+    A fragment of a chunk longer than ``max_chunk_size`` (the transfer's chunk size) is
+    refused, so a hostile frame cannot make it allocate more than
+    ``max_partial * max_chunk_size`` bytes.
     """
 
-    def __init__(self, max_partial: int = 4) -> None:
+    def __init__(self, max_partial: int = 4, max_chunk_size: int = 64 * 1024) -> None:
         self.max_partial = max_partial
+        self.max_chunk_size = max_chunk_size
         self._partial: dict[tuple[str, int], _Partial] = {}
 
     def __len__(self) -> int:
@@ -308,6 +327,11 @@ class ChunkAssembler:
     def feed(self, frame: Frame) -> Chunk | None:
         if frame.is_whole:
             return frame.to_chunk()
+        if frame.chunk_length > self.max_chunk_size:
+            raise ProtocolError(
+                f"fragment of a {frame.chunk_length}-byte chunk; this channel takes chunks "
+                f"of at most {self.max_chunk_size} bytes"
+            )
         key = (frame.transfer_id, frame.chunk_index)
         partial = self._partial.get(key)
         if partial is not None and not partial.matches(frame):

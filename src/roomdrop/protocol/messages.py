@@ -27,9 +27,11 @@ from pydantic import (
 
 from roomdrop.exceptions import ProtocolError
 from roomdrop.protocol.chunks import count_chunks
-from roomdrop.protocol.frames import JsonChunk
+from roomdrop.protocol.frames import MAX_CHUNK_SIZE, JsonChunk
+from roomdrop.protocol.state import Status
 
 __all__ = [
+    "MAX_CHUNK_MESSAGE_BYTES",
     "MAX_CHUNK_SIZE",
     "MAX_MESSAGE_BYTES",
     "PAYLOADS",
@@ -45,8 +47,9 @@ __all__ = [
 ]
 
 MAX_MESSAGE_BYTES: Final = 256 * 1024
-"""Largest control message accepted (a base64 64 KiB chunk is about 88 KiB)."""
-MAX_CHUNK_SIZE: Final = 4 * 1024 * 1024
+"""Largest control message accepted, in UTF-8 bytes."""
+MAX_CHUNK_MESSAGE_BYTES: Final = 4 * -(-MAX_CHUNK_SIZE // 3) + 4096
+"""Largest ``file-share-chunk`` message: a base64 chunk of MAX_CHUNK_SIZE and its fields."""
 Sha256Hex = Annotated[str, Field(pattern=r"^[0-9a-f]{64}$")]
 UserId = Annotated[str, Field(min_length=1, max_length=256)]
 Range = tuple[Annotated[int, Field(ge=0)], Annotated[int, Field(ge=0)]]
@@ -142,7 +145,7 @@ class Progress(_Payload):
     chunks_sent: int = Field(ge=0)
     bytes_transferred: int = Field(ge=0)
     progress_percent: float = Field(ge=0, le=100)
-    status: str | None = None
+    status: Status | None = None
     speed_bps: float | None = Field(default=None, ge=0)
     eta_seconds: float | None = Field(default=None, ge=0)
 
@@ -308,10 +311,16 @@ def _validate_payload(type: MessageType, payload: dict[str, Any]) -> BaseModel:
 def parse_message(
     raw: str | bytes | dict[str, Any], *, max_bytes: int = MAX_MESSAGE_BYTES
 ) -> Message:
-    """Parse and validate one control message."""
+    """Parse and validate one control message.
+
+    A message may be ``max_bytes`` long in UTF-8; a ``file-share-chunk`` may be up to
+    MAX_CHUNK_MESSAGE_BYTES (a base64 chunk of the largest chunk size)."""
+    size = 0
     if isinstance(raw, str | bytes):
-        if len(raw) > max_bytes:
-            raise ProtocolError(f"message of {len(raw)} bytes exceeds the {max_bytes}-byte limit")
+        size = len(raw.encode()) if isinstance(raw, str) else len(raw)
+        limit = max(max_bytes, MAX_CHUNK_MESSAGE_BYTES)
+        if size > limit:
+            raise ProtocolError(f"message of {size} bytes exceeds the {limit}-byte limit")
         try:
             obj = json.loads(raw)
         except (UnicodeDecodeError, json.JSONDecodeError) as exc:
@@ -326,6 +335,8 @@ def parse_message(
         envelope = _Envelope.model_validate(obj)
     except ValidationError as exc:
         raise ProtocolError(f"envelope: {_first_error(exc)}") from None
+    if size > max_bytes and envelope.type is not MessageType.FILE_SHARE_CHUNK:
+        raise ProtocolError(f"message of {size} bytes exceeds the {max_bytes}-byte limit")
     return Message(
         type=envelope.type,
         payload=_validate_payload(envelope.type, envelope.payload),

@@ -115,8 +115,9 @@ class Transfer:
         return float(exact.quantize(Decimal("0.01"), rounding=ROUND_HALF_UP))
 
     def snapshot(self) -> dict[str, Any]:
-        """The seed's transfer object, plus ``speed_bps``, ``eta_seconds`` and
-        ``saved_path`` (where a completed file was put; ``None`` elsewhere)."""
+        """The seed's transfer object, plus ``error_code`` (machine-readable, beside the
+        seed's ``error``), ``speed_bps``, ``eta_seconds`` and ``saved_path`` (where a
+        completed file was put; ``None`` elsewhere)."""
         speed = self.meter.rate() if self.status is Status.ACTIVE else 0.0
         remaining = self.file_size - self.bytes_transferred
         eta = round(remaining / speed, 1) if speed > 0 else None
@@ -136,6 +137,7 @@ class Transfer:
             "started_at": self.started_at,
             "completed_at": self.completed_at,
             "error": self.error,
+            "error_code": self.error_code,
             "speed_bps": round(speed, 1),
             "eta_seconds": eta if remaining > 0 else 0.0,
             "saved_path": self.saved_path,
