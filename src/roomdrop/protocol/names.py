@@ -43,7 +43,19 @@ def _truncate_utf8(text: str, max_bytes: int) -> str:
 
 
 def sanitize_filename(name: str, max_bytes: int = MAX_NAME_BYTES) -> str:
-    """Return a safe, non-empty, single-component file name derived from ``name``."""
+    """Return a safe, non-empty, single-component file name derived from ``name``.
+
+    Sanitising a sanitised name changes nothing (removing a character can leave a
+    sequence that NFC composes, so the steps repeat until the name is stable)."""
+    for _ in range(4):
+        cleaned = _sanitize_once(name, max_bytes)
+        if cleaned == name:
+            break
+        name = cleaned
+    return name
+
+
+def _sanitize_once(name: str, max_bytes: int) -> str:
     name = unicodedata.normalize("NFC", name)
     name = name.replace("\\", "/").rsplit("/", 1)[-1]
     name = "".join(ch for ch in name if unicodedata.category(ch) not in ("Cc", "Cf", "Cs"))
