@@ -54,6 +54,10 @@ def test_peak_memory_does_not_grow_with_file_size(tmp_path: Path) -> None:
     check_completed(small, 20)
     check_completed(big, 300)
     growth = big["ru_maxrss_kib"] - small["ru_maxrss_kib"]
+    print(  # shown with pytest -s; the README quotes it
+        f"peak RSS: 20 MiB -> {small['ru_maxrss_kib'] / 1024:.1f} MiB, "
+        f"300 MiB -> {big['ru_maxrss_kib'] / 1024:.1f} MiB"
+    )
     assert abs(growth) < MAX_GROWTH_KIB, (
         f"peak RSS {small['ru_maxrss_kib']} KiB for 20 MiB, "
         f"{big['ru_maxrss_kib']} KiB for 300 MiB: grew {growth} KiB"
