@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import inspect
+import json
 import os
 from pathlib import Path
 from typing import Any
@@ -26,7 +27,7 @@ from roomdrop import (
     TransferNotActive,
     UnknownTransfer,
 )
-from roomdrop.protocol.frames import decode_frame
+from roomdrop.protocol.frames import decode_frame, decode_json_chunk, encode_json_chunk
 
 SEED_FIELDS = {
     "transfer_id",
@@ -461,3 +462,16 @@ async def test_the_sending_end_completes_when_the_receiver_confirms_the_file(
     assert await sender.mark_completed(tid, sha(src)) is True
     progress = await sender.get_progress(tid)
     assert (progress["status"], progress["progress_percent"]) == ("completed", 100.0)
+
+
+async def test_a_chunk_in_the_seeds_json_form_is_received_like_a_binary_frame(
+    manager: FileTransferManager, src: Path
+) -> None:
+    tid = (await manager.create_offer(src, "a", "b", "r"))["transfer_id"]
+    await manager.accept_transfer(tid)
+    for i in range(16):
+        chunk = decode_frame(await manager.send_chunk(tid, i)).to_chunk()
+        wire = json.loads(json.dumps(encode_json_chunk(chunk)))
+        assert await manager.receive(decode_json_chunk(wire)) is True
+    saved = Path((await manager.get_progress(tid))["saved_path"])
+    assert sha(saved) == sha(src)
