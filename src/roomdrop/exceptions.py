@@ -15,10 +15,13 @@ cannot go on" from "policy says no"::
     │   │   └── TransferNotActive    the transfer is not accepting chunks now
     │   ├── IntegrityError       the assembled file's sha256 does not match the offer
     │   └── StorageError         the disk refused (full, unwritable, vanished)
-    └── PolicyError              refused by a configured limit (has .code)
-        ├── FileTooLarge
-        ├── TooManyTransfers
-        └── MimeTypeNotAllowed
+    ├── PolicyError              refused by a configured limit (has .code)
+    │   ├── FileTooLarge
+    │   ├── TooManyTransfers
+    │   ├── MimeTypeNotAllowed
+    │   └── RateLimited
+    ├── Unauthorized             no valid token (HTTP 401, WebSocket close 4401)
+    └── Forbidden                a valid user who may not do this (HTTP 403, close 4403)
 
 Every class carries a short machine-readable ``code`` that travels in ``error`` and
 ``file-share-error`` messages and in a transfer's ``error_code``; :data:`ERROR_CODES`
@@ -36,16 +39,19 @@ __all__ = [
     "ChunkRejected",
     "ChunkSizeMismatch",
     "FileTooLarge",
+    "Forbidden",
     "IntegrityError",
     "InvalidTransition",
     "MimeTypeNotAllowed",
     "PolicyError",
     "ProtocolError",
+    "RateLimited",
     "RoomdropError",
     "StorageError",
     "TooManyTransfers",
     "TransferError",
     "TransferNotActive",
+    "Unauthorized",
     "UnknownTransfer",
 ]
 
@@ -159,6 +165,24 @@ class TooManyTransfers(PolicyError):
     """A concurrent-transfer limit (per user or per room) is reached."""
 
     code = "too-many-transfers"
+
+
+class RateLimited(PolicyError):
+    """Too many messages or bytes in too short a time."""
+
+    code = "rate-limited"
+
+
+class Unauthorized(RoomdropError):
+    """No token, or a token that is forged, expired or names no user."""
+
+    code = "unauthorized"
+
+
+class Forbidden(RoomdropError):
+    """The user is known but may not do this (not in the room, not a party, ...)."""
+
+    code = "forbidden"
 
 
 class MimeTypeNotAllowed(PolicyError):

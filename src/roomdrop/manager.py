@@ -41,11 +41,18 @@ from roomdrop.exceptions import (
     ProtocolError,
     StorageError,
     TooManyTransfers,
+    TransferError,
     TransferNotActive,
     UnknownTransfer,
 )
 from roomdrop.protocol.chunks import ChunkSet, chunk_length, count_chunks
-from roomdrop.protocol.frames import HEADER_SIZE, Chunk, decode_frame, encode_frame_into
+from roomdrop.protocol.frames import (
+    HEADER_SIZE,
+    MAX_CHUNK_SIZE,
+    Chunk,
+    decode_frame,
+    encode_frame_into,
+)
 from roomdrop.protocol.messages import Offer
 from roomdrop.protocol.names import sanitize_filename
 from roomdrop.protocol.state import Event, Status
@@ -103,11 +110,12 @@ class FileTransferManager:
         idle_timeout: float = 30.0,
         expiry: float = 3600.0,
         keep_finished: float = 3600.0,
+        part_ttl: float = 24 * 3600.0,
         inline_io_limit: int = 256 * 1024,
         clock: Clock | None = None,
     ) -> None:
-        if chunk_size <= 0:
-            raise ValueError("chunk_size must be positive")
+        if not 0 < chunk_size <= MAX_CHUNK_SIZE:
+            raise ValueError(f"chunk_size must be in 1..{MAX_CHUNK_SIZE}")
         self.chunk_size = chunk_size
         self.download_dir = Path(download_dir) if download_dir is not None else None
         self.max_file_size = max_file_size
@@ -116,6 +124,7 @@ class FileTransferManager:
         self.idle_timeout = idle_timeout
         self.expiry = expiry
         self.keep_finished = keep_finished
+        self.part_ttl = part_ttl
         self.inline_io_limit = inline_io_limit
         self.clock: Clock = clock or SystemClock()
         self._transfers: dict[str, _Local] = {}
@@ -335,6 +344,8 @@ class FileTransferManager:
         (``file-share-complete``); ``sha256`` must be the offer's."""
         local = self._local(transfer_id)
         r = local.record
+        if local.part is not None:
+            raise TransferError(transfer_id, "the receiving end completes by itself")
         if sha256 != r.sha256:
             raise IntegrityError(
                 transfer_id, f"receiver reports sha256 {sha256}, the offer has {r.sha256}"
@@ -346,12 +357,15 @@ class FileTransferManager:
         return True
 
     async def sync_progress(self, transfer_id: str, missing: Iterable[int]) -> None:
-        """The sending end learns which chunks the receiver still needs (the ``missing``
-        of ``file-share-accept``, or a chunk request); the others count as transferred,
-        so a resumed transfer's progress starts where the receiver stands."""
+        """The sending end learns every chunk the receiver still needs (the ``missing``
+        of ``file-share-accept``: a complete list, not a chunk request's); the others
+        count as transferred, so a resumed transfer's progress starts where the receiver
+        stands."""
         local = self._local(transfer_id)
         if local.sent is None:
             raise TransferNotActive(transfer_id, -1, "this manager does not hold the file")
+        if not local.record.live:
+            raise TransferNotActive(transfer_id, -1, f"transfer is {local.record.status.value}")
         needed = set(missing)
         local.sent = ChunkSet(
             local.record.total_chunks,
@@ -398,7 +412,7 @@ class FileTransferManager:
           cancelled, and its part file removed (the seed's "no activity 30 s");
         * any live transfer older than ``expiry`` fails with ``expired``; its verified
           chunks stay on disk, so a new offer of the same content resumes them;
-        * part files untouched for ``expiry`` that no transfer uses are removed;
+        * part files untouched for ``part_ttl`` (a day) that no transfer uses are removed;
         * ended transfers are forgotten ``keep_finished`` seconds after they ended.
         """
         now = self.clock.monotonic()
@@ -422,7 +436,7 @@ class FileTransferManager:
                 del self._transfers[tid]
         if self.download_dir is not None and self.download_dir.is_dir():
             in_use = [lo.part.path for lo in self._transfers.values() if lo.part is not None]
-            older_than = self.clock.time() - self.expiry
+            older_than = self.clock.time() - self.part_ttl
             await asyncio.to_thread(remove_stale_parts, self.download_dir, older_than, in_use)
         return ended
 

@@ -60,6 +60,7 @@ __all__ = [
     "remove_part",
     "remove_stale_parts",
     "scan_source",
+    "sniff_mime_type",
 ]
 
 PARTS_DIR: Final = ".roomdrop-parts"
@@ -131,11 +132,14 @@ def scan_source(path: Path) -> SourceInfo:
 
 def guess_mime_type(name: str, head: bytes) -> str:
     """From the content's magic bytes first, then the name, else octet-stream."""
-    kind = filetype.guess(head) if head else None
-    if kind is not None:
-        return str(kind.mime)
-    guessed, _ = mimetypes.guess_type(name, strict=False)
+    guessed = sniff_mime_type(head) or mimetypes.guess_type(name, strict=False)[0]
     return guessed or "application/octet-stream"
+
+
+def sniff_mime_type(head: bytes | bytearray | memoryview) -> str | None:
+    """The MIME type the content's first bytes show (``filetype``), or None."""
+    kind = filetype.guess(bytes(head[:_MAGIC_BYTES])) if len(head) else None
+    return str(kind.mime) if kind is not None else None
 
 
 class SourceFile:

@@ -105,7 +105,7 @@ def test_build_stamps_a_timestamp_and_the_server_can_restamp_sender_and_room() -
                     "checksum": SHA,
                 },
             ),
-            "payload.chunk_index 3 is not below total_chunks 3",
+            "payload: chunk_index 3 is not below total_chunks 3",
         ),
         (b"\xff\xfe\x00", "invalid JSON"),
     ],

@@ -305,7 +305,9 @@ def _validate_payload(type: MessageType, payload: dict[str, Any]) -> BaseModel:
     try:
         return PAYLOADS[type].model_validate(payload)
     except ValidationError as exc:
-        raise ProtocolError(f"{type.value}: payload.{_first_error(exc)}") from None
+        detail = _first_error(exc)
+        where = "payload." if exc.errors()[0]["loc"] else "payload: "
+        raise ProtocolError(f"{type.value}: {where}{detail}") from None
 
 
 def parse_message(

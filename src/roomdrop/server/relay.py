@@ -1,0 +1,286 @@
+"""Relay staging: the chunks the server relays for one transfer, encrypted on disk, bounded.
+
+When two peers cannot reach each other the server carries the chunks itself. Each
+verified chunk the sender uploads is *put* here and the receiver's forwarding task
+*takes* it back out, oldest first. Between the two, the chunk lives on disk only, never
+in memory, so a transfer's memory is one chunk in flight whatever the file size::
+
+    <data_dir>/relay/                 root, one directory per relayed transfer
+        <transfer_id>/                mode 0700, created by RelayStaging
+            17.chunk                  nonce (12 bytes) || AES-GCM ciphertext || tag (16)
+            18.chunk
+
+Encryption at rest: each :class:`RelayStaging` generates a 256-bit AES-GCM key in
+memory, and the key is never written anywhere. Every chunk gets a fresh random 96-bit
+nonce, stored in front of its ciphertext, and the associated data binds the transfer
+id and the chunk index, so a file copied into another transfer's directory or renamed
+to another index fails authentication instead of decrypting into the wrong place. A
+tampered or truncated file makes :meth:`~RelayStaging.take` raise :class:`StorageError`
+(the chunk is dropped and its slot freed; the sender may send it again).
+
+Backpressure: at most ``window`` chunks are staged and not yet taken. A ``put`` beyond
+that waits until a ``take`` frees a slot, so a slow receiver slows the sender instead of
+growing anything: disk use is bounded by ``window`` chunks and memory by the one chunk
+being encrypted or decrypted (the bookkeeping is ``window`` integers).
+
+Where the work runs: one chunk's file work (a 64 KiB write or read into the page cache
+and one AES-GCM pass) runs inline on the event loop, because ``asyncio.to_thread`` costs
+about four times as much here (see :mod:`roomdrop.manager`). Nothing is fsynced: staging
+never has to survive the process, since its key does not.
+
+Cleanup: :meth:`~RelayStaging.close` removes every staged file and the directory before
+it returns and wakes every waiting ``put`` and ``take`` with :class:`RelayClosed`.
+Leftovers of a previous process cannot be decrypted (their keys died with it), so the
+server calls :meth:`~RelayStaging.purge` at start; :meth:`~RelayStaging.purge_older_than`
+is the one-hour backstop for staging nobody closed. A directory's mtime is its last
+activity: every put creates a file in it and every take removes one.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import re
+import secrets
+import stat
+from collections import deque
+from pathlib import Path
+from typing import Final
+
+from cryptography.exceptions import InvalidTag
+from cryptography.hazmat.primitives.ciphers.aead import AESGCM
+
+from roomdrop.exceptions import StorageError, TransferError
+from roomdrop.storage import describe_os_error
+
+__all__ = ["DIR_MODE", "NONCE_SIZE", "TAG_SIZE", "RelayClosed", "RelayStaging"]
+
+DIR_MODE: Final = 0o700
+NONCE_SIZE: Final = 12
+TAG_SIZE: Final = 16
+KEY_BITS: Final = 256
+CHUNK_SUFFIX: Final = ".chunk"
+_AAD_LABEL: Final = b"roomdrop-relay-v1\0"
+_TRANSFER_ID: Final = re.compile(r"[A-Za-z0-9][A-Za-z0-9_-]{0,127}")
+"""A transfer id is a single safe path component (a UUID is one)."""
+
+
+class RelayClosed(TransferError):
+    """The relay staging of this transfer is closed; nothing more goes in or comes out."""
+
+    code = "relay-closed"
+
+    def __init__(self, transfer_id: str) -> None:
+        super().__init__(transfer_id, f"relay staging of transfer {transfer_id} is closed")
+
+
+class RelayStaging:
+    """Encrypted, bounded, on-disk staging of the chunks relayed for one transfer."""
+
+    def __init__(self, root: Path, transfer_id: str, *, window: int = 32) -> None:
+        if not _TRANSFER_ID.fullmatch(transfer_id):
+            raise ValueError(f"not a usable transfer id: {transfer_id!r}")
+        if window < 1:
+            raise ValueError(f"window must be at least 1, not {window}")
+        self.transfer_id = transfer_id
+        self.window = window
+        self.directory = root / transfer_id
+        self._key = AESGCM.generate_key(bit_length=KEY_BITS)  # memory only; tests read it
+        self._aead = AESGCM(self._key)
+        self._order: deque[int] = deque()  # staged indices, oldest first
+        self._indices: set[int] = set()
+        self._changed = asyncio.Condition()
+        self._closed = False
+        try:
+            root.mkdir(mode=DIR_MODE, parents=True, exist_ok=True)
+            with contextlib.suppress(FileNotFoundError):
+                # A leftover of this transfer id: undecryptable with our fresh key.
+                _remove(self.directory)
+            self.directory.mkdir(mode=DIR_MODE)
+            self.directory.chmod(DIR_MODE)  # exactly 0700 whatever the umask
+        except OSError as exc:
+            raise StorageError(
+                transfer_id, describe_os_error(exc, f"creating relay staging {self.directory}")
+            ) from exc
+
+    # --- the two ends -------------------------------------------------------------
+
+    async def put(self, index: int, data: bytes) -> bool:
+        """Stage chunk ``index``, waiting while ``window`` chunks are staged and not taken.
+
+        Returns False, without waiting, if that index is already staged and not yet taken.
+        """
+        if index < 0:
+            raise ValueError(f"chunk index must not be negative: {index}")
+        async with self._changed:
+            self._check_open()
+            if index in self._indices:
+                return False
+            await self._changed.wait_for(self._has_room)
+            self._check_open()
+            if index in self._indices:  # staged by another put while this one waited
+                return False
+            self._write(index, data)
+            self._order.append(index)
+            self._indices.add(index)
+            self._changed.notify_all()
+            return True
+
+    async def take(self) -> tuple[int, bytes]:
+        """Wait for a staged chunk; return the oldest one's ``(index, plaintext)``.
+
+        Its file is deleted whether or not it decrypts; a tampered or truncated one raises
+        :class:`StorageError`.
+        """
+        async with self._changed:
+            await self._changed.wait_for(self._has_chunk)
+            self._check_open()
+            index = self._order.popleft()
+            self._indices.discard(index)
+            self._changed.notify_all()
+            return index, self._read(index)
+
+    def staged(self) -> int:
+        """How many chunks are staged and not yet taken."""
+        return len(self._order)
+
+    @property
+    def closed(self) -> bool:
+        return self._closed
+
+    async def close(self) -> None:
+        """Delete every staged file and the directory, and wake every waiter. Idempotent."""
+        self._closed = True
+        self._order.clear()
+        self._indices.clear()
+        try:
+            _remove(self.directory)
+        except FileNotFoundError:
+            pass  # already purged
+        except OSError as exc:
+            raise StorageError(
+                self.transfer_id,
+                describe_os_error(exc, f"removing relay staging {self.directory}"),
+            ) from exc
+        finally:
+            async with self._changed:
+                self._changed.notify_all()
+
+    # --- cleanup of whole staging directories -----------------------------------------
+
+    @staticmethod
+    def purge(root: Path) -> int:
+        """Remove every staging directory under ``root``; how many were removed.
+
+        For server start: a previous process's staging cannot be decrypted any more.
+        """
+        return _purge(root, older_than=None)
+
+    @staticmethod
+    def purge_older_than(root: Path, older_than: float) -> int:
+        """Remove the staging directories under ``root`` untouched since ``older_than``
+        (epoch seconds); how many were removed."""
+        return _purge(root, older_than=older_than)
+
+    # --- inside -----------------------------------------------------------------------
+
+    def _has_room(self) -> bool:
+        return self._closed or len(self._order) < self.window
+
+    def _has_chunk(self) -> bool:
+        return self._closed or bool(self._order)
+
+    def _check_open(self) -> None:
+        if self._closed:
+            raise RelayClosed(self.transfer_id)
+
+    def _path(self, index: int) -> Path:
+        return self.directory / f"{index}{CHUNK_SUFFIX}"
+
+    def _aad(self, index: int) -> bytes:
+        return b"%s%s\0%d" % (_AAD_LABEL, self.transfer_id.encode("ascii"), index)
+
+    def _write(self, index: int, data: bytes) -> None:
+        nonce = secrets.token_bytes(NONCE_SIZE)
+        sealed = self._aead.encrypt(nonce, data, self._aad(index))
+        path = self._path(index)
+        try:
+            with path.open("wb") as f:
+                f.write(nonce)
+                f.write(sealed)
+        except OSError as exc:
+            with contextlib.suppress(OSError):
+                path.unlink(missing_ok=True)
+            raise StorageError(
+                self.transfer_id,
+                describe_os_error(exc, f"staging chunk {index} of transfer {self.transfer_id}"),
+            ) from exc
+
+    def _read(self, index: int) -> bytes:
+        path = self._path(index)
+        try:
+            blob = path.read_bytes()
+        except OSError as exc:
+            raise StorageError(
+                self.transfer_id,
+                describe_os_error(exc, f"reading staged chunk {index} of {self.transfer_id}"),
+            ) from exc
+        finally:
+            with contextlib.suppress(OSError):  # close() sweeps anything left
+                path.unlink(missing_ok=True)
+        if len(blob) < NONCE_SIZE + TAG_SIZE:
+            raise StorageError(
+                self.transfer_id,
+                f"staged chunk {index} of transfer {self.transfer_id} is truncated "
+                f"({len(blob)} bytes)",
+            )
+        view = memoryview(blob)
+        try:
+            return self._aead.decrypt(view[:NONCE_SIZE], view[NONCE_SIZE:], self._aad(index))
+        except InvalidTag:
+            raise StorageError(
+                self.transfer_id,
+                f"staged chunk {index} of transfer {self.transfer_id} failed authentication "
+                "(tampered with or truncated)",
+            ) from None
+
+
+def _purge(root: Path, older_than: float | None) -> int:
+    try:
+        entries = list(root.iterdir())
+    except FileNotFoundError:
+        return 0
+    except OSError as exc:
+        raise StorageError(
+            "relay", describe_os_error(exc, f"listing relay staging {root}")
+        ) from exc
+    removed = 0
+    for entry in entries:
+        try:
+            st = entry.lstat()
+            if not stat.S_ISDIR(st.st_mode):
+                continue
+            if older_than is not None and st.st_mtime >= older_than:
+                continue
+            _remove(entry)
+        except FileNotFoundError:
+            continue  # removed meanwhile (closed by its transfer)
+        except OSError as exc:
+            raise StorageError(
+                entry.name, describe_os_error(exc, f"removing relay staging {entry}")
+            ) from exc
+        removed += 1
+    return removed
+
+
+def _remove(path: Path) -> None:
+    """Delete ``path``: a directory with everything in it, or anything else; it never
+    follows a symlink. Staging directories are flat; this copes with anything else
+    without ``shutil`` (which only :mod:`roomdrop.storage` may import)."""
+    if stat.S_ISDIR(path.lstat().st_mode):
+        for entry in path.iterdir():
+            with contextlib.suppress(FileNotFoundError):
+                _remove(entry)
+        path.rmdir()
+    else:
+        path.unlink()
