@@ -26,7 +26,7 @@ from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Final, TypeVar
-from uuid import uuid4
+from uuid import UUID, uuid4
 
 from roomdrop.clock import Clock, SystemClock
 from roomdrop.exceptions import (
@@ -179,7 +179,7 @@ class FileTransferManager:
         """The ``file-share-offer`` payload for a transfer."""
         r = self._local(transfer_id).record
         return Offer(
-            transfer_id=r.transfer_id,  # type: ignore[arg-type]  # pydantic parses the str
+            transfer_id=UUID(r.transfer_id),
             receiver_id=r.receiver_id,
             filename=r.filename,
             file_size=r.file_size,

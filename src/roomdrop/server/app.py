@@ -1,0 +1,110 @@
+"""The FastAPI application: ``create_app(settings)`` wires the routers to one Hub."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+from fastapi import FastAPI, Request
+from fastapi.responses import JSONResponse, PlainTextResponse
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+
+from roomdrop import __version__
+from roomdrop.exceptions import (
+    Forbidden,
+    InvalidTransition,
+    PolicyError,
+    ProtocolError,
+    RoomdropError,
+    TransferError,
+    Unauthorized,
+    UnknownTransfer,
+)
+from roomdrop.server.auth import TokenAuthority, load_secret
+from roomdrop.server.hub import Hub
+from roomdrop.server.relay import RelayStaging
+from roomdrop.server.routes import build_router
+from roomdrop.server.settings import Settings
+
+__all__ = ["create_app"]
+
+log = logging.getLogger("roomdrop.server")
+
+
+def status_for(exc: RoomdropError) -> int:
+    """The HTTP status of a refused request."""
+    if isinstance(exc, Unauthorized):
+        return 401
+    if isinstance(exc, Forbidden):
+        return 403
+    if isinstance(exc, UnknownTransfer):
+        return 404
+    if isinstance(exc, InvalidTransition):
+        return 409
+    if isinstance(exc, PolicyError):
+        return (
+            429
+            if exc.code in ("too-many-transfers", "rate-limited")
+            else 413
+            if (exc.code == "file-too-large")
+            else 422
+        )
+    if isinstance(exc, ProtocolError | TransferError):
+        return 422
+    return 400
+
+
+def create_app(settings: Settings | None = None) -> FastAPI:
+    settings = settings or Settings()
+    authority = TokenAuthority(load_secret(settings))
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        relay_root = settings.data_dir / "relay"
+        purged = RelayStaging.purge(relay_root)
+        if purged:
+            log.info("purged %d relay staging dirs left by the last run", purged)
+        sweeper = asyncio.create_task(hub.run_sweeper(), name="roomdrop-sweeper")
+        log.info("roomdrop %s serving; data dir %s", __version__, settings.data_dir.resolve())
+        try:
+            yield
+        finally:
+            sweeper.cancel()
+            await hub.shutdown()
+
+    hub = Hub(settings, authority)
+    app = FastAPI(
+        title="roomdrop",
+        version=__version__,
+        summary="Rooms, signalling and verified, resumable file transfers (P2P or relayed).",
+        lifespan=lifespan,
+    )
+    app.state.hub = hub
+    app.state.settings = settings
+
+    @app.exception_handler(RoomdropError)
+    async def refused(request: Request, exc: RoomdropError) -> JSONResponse:
+        headers = {"WWW-Authenticate": "Bearer"} if isinstance(exc, Unauthorized) else None
+        return JSONResponse(
+            {"detail": exc.message, "code": exc.code},
+            status_code=status_for(exc),
+            headers=headers,
+        )
+
+    @app.get("/healthz", tags=["operations"])
+    async def healthz() -> dict[str, object]:
+        """Liveness: the server answers, with its room and connection counts."""
+        return {"status": "ok", "version": __version__, **hub.counts()}
+
+    @app.get("/metrics", tags=["operations"], response_class=PlainTextResponse)
+    async def metrics() -> PlainTextResponse:
+        """Prometheus metrics."""
+        hub.update_gauges()
+        return PlainTextResponse(
+            generate_latest(hub.metrics.registry), media_type=CONTENT_TYPE_LATEST
+        )
+
+    app.include_router(build_router(hub), prefix="/webrtc")
+    return app

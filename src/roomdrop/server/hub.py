@@ -1,0 +1,782 @@
+"""The hub: rooms, participants, the authoritative transfer records, and the relay.
+
+Theory of operation
+-------------------
+Every participant is one WebSocket (a :class:`Socket`), wrapped in an :class:`Outbox`
+whose single writer task sends control messages first and relay frames as the socket
+takes them. The hub never awaits a slow socket while handling someone else's message:
+control messages are queued (a socket that lets 1,000 pile up is closed as too slow),
+relay frames wait for room (that wait is the relay's back-pressure).
+
+Each file-share message is checked against the transfer's record (it must exist, be in
+this room, and come from the party allowed to send it) and the state table before it is
+recorded, then forwarded to the other party. The same methods serve the REST routes, so
+a REST action and its WebSocket twin have the same effect and send the same messages.
+
+Records live in a :class:`~roomdrop.manager.FileTransferManager` with no download
+directory: the server holds no end of a transfer, only its record, its policy and its
+state. Relayed chunks are verified, staged encrypted (:mod:`roomdrop.server.relay`) and
+forwarded by one task per transfer; a disconnect pauses the transfers of the one who
+left, and a sender that does not come back within the grace window has its transfers
+cancelled.
+
+This module imports no web framework: ``routes.py`` adapts FastAPI to it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import fnmatch
+import hashlib
+import logging
+import time
+from collections import deque
+from collections.abc import Coroutine, Iterable
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+from uuid import UUID
+
+from prometheus_client import CollectorRegistry, Counter, Gauge
+from pydantic import BaseModel
+
+from roomdrop.exceptions import (
+    Forbidden,
+    MimeTypeNotAllowed,
+    ProtocolError,
+    RateLimited,
+    RoomdropError,
+    TransferError,
+    UnknownTransfer,
+)
+from roomdrop.manager import FileTransferManager
+from roomdrop.protocol.chunks import chunk_length, indexes_in
+from roomdrop.protocol.frames import (
+    Chunk,
+    ChunkAssembler,
+    decode_frame,
+    decode_json_chunk,
+    encode_frames,
+)
+from roomdrop.protocol.messages import (
+    Accept,
+    ChunkRequest,
+    Complete,
+    ErrorPayload,
+    FileShareError,
+    Message,
+    MessageType,
+    Offer,
+    Progress,
+    RoomState,
+    Signal,
+    TransferRef,
+    UserEvent,
+    parse_message,
+)
+from roomdrop.protocol.state import Status
+from roomdrop.protocol.transfer import Transfer
+from roomdrop.server.auth import TokenAuthority
+from roomdrop.server.relay import RelayClosed, RelayStaging
+from roomdrop.server.settings import Settings
+from roomdrop.storage import sniff_mime_type
+
+__all__ = ["Hub", "Outbox", "Participant", "Socket"]
+
+log = logging.getLogger("roomdrop.server")
+
+T = MessageType
+SIGNALLING = {T.OFFER, T.ANSWER, T.ICE_CANDIDATE}
+SERVER_ONLY = {T.USER_JOINED, T.USER_LEFT, T.ROOM_STATE}
+CLOSE_TOO_SLOW = 4408
+CLOSE_REPLACED = 4409
+
+
+class Socket(Protocol):
+    """What the hub needs of a WebSocket."""
+
+    async def send_text(self, data: str) -> None: ...
+    async def send_bytes(self, data: bytes) -> None: ...
+    async def close(self, code: int, reason: str) -> None: ...
+
+
+class Outbox:
+    """One socket's writer: control messages first, then frames, one send at a time."""
+
+    def __init__(self, socket: Socket, max_control: int = 1000, max_frames: int = 4) -> None:
+        self.socket = socket
+        self.max_control = max_control
+        self._control: deque[str] = deque()
+        self._frames: asyncio.Queue[bytes] = asyncio.Queue(max_frames)
+        self._wake = asyncio.Event()
+        self.closed = False
+
+    def send(self, message: Message) -> None:
+        if self.closed:
+            return
+        if len(self._control) >= self.max_control:
+            self.closed = True
+            self._wake.set()
+            return
+        self._control.append(message.to_json())
+        self._wake.set()
+
+    async def send_frame(self, frame: bytes) -> None:
+        """Queue a binary frame; waits while the socket is behind (back-pressure)."""
+        if self.closed:
+            raise ConnectionError("socket closed")
+        await self._frames.put(frame)
+        self._wake.set()
+
+    async def run(self) -> None:
+        """The writer task; returns when the socket fails or the outbox is closed."""
+        try:
+            while not self.closed:
+                if self._control:
+                    await self.socket.send_text(self._control.popleft())
+                elif not self._frames.empty():
+                    await self.socket.send_bytes(self._frames.get_nowait())
+                else:
+                    self._wake.clear()
+                    await self._wake.wait()
+            if len(self._control) >= self.max_control:
+                await self.socket.close(CLOSE_TOO_SLOW, "too slow to read its messages")
+        except Exception:  # the socket is gone; the reader will notice too
+            self.closed = True
+        finally:
+            self.closed = True
+            while not self._frames.empty():
+                self._frames.get_nowait()
+
+
+@dataclass(eq=False)
+class Participant:
+    user_id: str
+    room_id: str
+    outbox: Outbox
+    bucket: TokenBucket
+    assembler: ChunkAssembler = field(default_factory=lambda: ChunkAssembler(max_partial=2))
+
+    def send(self, message: Message) -> None:
+        self.outbox.send(message)
+
+
+class TokenBucket:
+    """``rate`` units per second, bursts up to ``burst``."""
+
+    def __init__(self, rate: float, burst: float) -> None:
+        self.rate, self.burst = rate, burst
+        self._tokens = burst
+        self._stamp = time.monotonic()
+
+    def _refill(self) -> None:
+        now = time.monotonic()
+        self._tokens = min(self.burst, self._tokens + (now - self._stamp) * self.rate)
+        self._stamp = now
+
+    def try_take(self, n: float = 1.0) -> bool:
+        self._refill()
+        if self._tokens >= n:
+            self._tokens -= n
+            return True
+        return False
+
+    async def take(self, n: float) -> None:
+        """Wait until ``n`` units are available (n may exceed the burst)."""
+        self._refill()
+        self._tokens -= n
+        if self._tokens < 0:
+            await asyncio.sleep(-self._tokens / self.rate)
+
+
+@dataclass(eq=False)
+class Room:
+    room_id: str
+    members: dict[str, Participant] = field(default_factory=dict)
+    away: dict[str, float] = field(default_factory=dict)  # user -> when they dropped
+    bandwidth: TokenBucket | None = None
+
+
+@dataclass(eq=False)
+class RelayLink:
+    staging: RelayStaging
+    forwarder: asyncio.Task[None] | None = None
+    delivered: int = 0
+
+
+class Metrics:
+    def __init__(self) -> None:
+        self.registry = CollectorRegistry()
+        self.connections = Gauge("roomdrop_connections", "Open WebSockets", registry=self.registry)
+        self.rooms = Gauge("roomdrop_rooms", "Rooms with a participant", registry=self.registry)
+        self.transfers = Gauge(
+            "roomdrop_transfers", "Transfers by status", ["status"], registry=self.registry
+        )
+        self.relayed = Counter(
+            "roomdrop_relayed_bytes", "Chunk bytes relayed to receivers", registry=self.registry
+        )
+        self.messages = Counter(
+            "roomdrop_messages", "Control messages handled", ["type"], registry=self.registry
+        )
+        self.refused = Counter(
+            "roomdrop_refused", "Requests refused", ["code"], registry=self.registry
+        )
+
+
+class Hub:
+    def __init__(self, settings: Settings, authority: TokenAuthority) -> None:
+        self.settings = settings
+        self.authority = authority
+        self.transfers = FileTransferManager(
+            settings.chunk_size,
+            download_dir=None,
+            max_file_size=settings.max_file_size,
+            max_transfers_per_user=settings.max_transfers_per_user,
+            max_transfers_per_room=settings.max_transfers_per_room,
+            idle_timeout=settings.idle_timeout,
+            expiry=settings.expiry,
+        )
+        self.rooms: dict[str, Room] = {}
+        self.relays: dict[str, RelayLink] = {}
+        self.metrics = Metrics()
+        self._progress_sent: dict[str, float] = {}
+        self._grace: dict[tuple[str, str], asyncio.TimerHandle] = {}
+        self._disconnect_paused: set[str] = set()
+        self._tasks: set[asyncio.Task[None]] = set()
+
+    def _spawn(self, work: Coroutine[Any, Any, None]) -> None:
+        """Run ``work`` in the background, keeping a reference until it is done."""
+        task = asyncio.ensure_future(work)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    # --- counts ----------------------------------------------------------------------
+
+    def counts(self) -> dict[str, int]:
+        return {
+            "rooms": sum(1 for r in self.rooms.values() if r.members),
+            "connections": sum(len(r.members) for r in self.rooms.values()),
+        }
+
+    def update_gauges(self) -> None:
+        counts = self.counts()
+        self.metrics.rooms.set(counts["rooms"])
+        self.metrics.connections.set(counts["connections"])
+        by_status = dict.fromkeys(Status, 0)
+        for local in self.transfers._transfers.values():
+            by_status[local.record.status] += 1
+        for status, n in by_status.items():
+            self.metrics.transfers.labels(status.value).set(n)
+
+    # --- joining and leaving ---------------------------------------------------------
+
+    def join(self, room_id: str, user_id: str, socket: Socket) -> Participant:
+        room = self.rooms.setdefault(room_id, Room(room_id))
+        if room.bandwidth is None and self.settings.room_bandwidth:
+            rate = float(self.settings.room_bandwidth)
+            room.bandwidth = TokenBucket(rate, rate)
+        previous = room.members.pop(user_id, None)
+        if previous is not None:  # same user, new socket: the new one wins
+            previous.outbox.closed = True
+            self._spawn(previous.outbox.socket.close(CLOSE_REPLACED, "replaced"))
+        returning = room.away.pop(user_id, None) is not None or previous is not None
+        participant = Participant(
+            user_id,
+            room_id,
+            Outbox(socket),
+            TokenBucket(self.settings.control_rate, self.settings.control_burst),
+        )
+        room.members[user_id] = participant
+        timer = self._grace.pop((room_id, user_id), None)
+        if timer is not None:
+            timer.cancel()
+        participant.send(
+            Message.build(
+                T.ROOM_STATE,
+                RoomState(
+                    participants=sorted(room.members),
+                    transfers=[
+                        self.transfers.get_transfer(t["transfer_id"]).snapshot()
+                        for t in self._user_transfers(user_id, room_id)
+                    ],
+                ),
+                room_id=room_id,
+            )
+        )
+        self._broadcast(room, T.USER_JOINED, UserEvent(user_id=user_id), exclude=user_id)
+        log.info("join room=%s user=%s returning=%s", room_id, user_id, returning)
+        if returning:
+            self._resume_after_reconnect(room, user_id)
+        return participant
+
+    def leave(self, participant: Participant) -> None:
+        room = self.rooms.get(participant.room_id)
+        if room is None or room.members.get(participant.user_id) is not participant:
+            return  # replaced by a newer socket: nothing to do
+        del room.members[participant.user_id]
+        participant.outbox.closed = True
+        user = participant.user_id
+        room.away[user] = time.monotonic()
+        self._broadcast(room, T.USER_LEFT, UserEvent(user_id=user))
+        log.info("leave room=%s user=%s", room.room_id, user)
+        for record in self._records(user, room.room_id, live_only=True):
+            if record.status is Status.ACTIVE:
+                self._spawn(self._pause_for_disconnect(record.transfer_id, user))
+        loop = asyncio.get_running_loop()
+        self._grace[(room.room_id, user)] = loop.call_later(
+            self.settings.reconnect_grace, self._grace_over, room.room_id, user
+        )
+
+    async def _pause_for_disconnect(self, tid: str, user: str) -> None:
+        record = self.transfers.get_transfer(tid)
+        if record.status is not Status.ACTIVE:
+            return
+        await self.transfers.pause_transfer(tid)
+        self._disconnect_paused.add(tid)
+        reason = f"{user} disconnected"
+        self._to_parties(
+            record, T.FILE_SHARE_PAUSE, TransferRef(transfer_id=UUID(tid), reason=reason), user
+        )
+
+    def _grace_over(self, room_id: str, user: str) -> None:
+        self._grace.pop((room_id, user), None)
+        room = self.rooms.get(room_id)
+        if room is None or user in room.members:
+            return
+        room.away.pop(user, None)
+        for record in self._records(user, room_id, live_only=True):
+            if record.sender_id == user:
+                self._spawn(
+                    self._end(record.transfer_id, "cancel", f"sender {user} did not come back")
+                )
+        if not room.members and not room.away:
+            self.rooms.pop(room_id, None)
+
+    def _resume_after_reconnect(self, room: Room, user: str) -> None:
+        for record in self._records(user, room.room_id, live_only=True):
+            tid = record.transfer_id
+            other = record.receiver_id if record.sender_id == user else record.sender_id
+            if tid in self._disconnect_paused and other in room.members:
+                self._spawn(self._resume_after_disconnect(tid))
+
+    async def _resume_after_disconnect(self, tid: str) -> None:
+        record = self.transfers.get_transfer(tid)
+        if record.status is not Status.PAUSED or tid not in self._disconnect_paused:
+            return
+        self._disconnect_paused.discard(tid)
+        await self.transfers.resume_transfer(tid)
+        payload = TransferRef(transfer_id=UUID(tid), reason="reconnected")
+        self._to_parties(record, T.FILE_SHARE_RESUME, payload, None)
+
+    # --- control messages ------------------------------------------------------------
+
+    async def handle_text(self, p: Participant, raw: str | bytes) -> None:
+        """One control message from ``p``; a refusal is answered with ``error``."""
+        try:
+            if not p.bucket.try_take():
+                raise RateLimited(f"more than {self.settings.control_rate:g} messages per second")
+            message = parse_message(raw, max_bytes=self.settings.max_message_bytes)
+            self.metrics.messages.labels(message.type.value).inc()
+            await self._dispatch(p, message)
+        except RoomdropError as exc:
+            self.refuse(p, exc)
+
+    def refuse(self, p: Participant, exc: RoomdropError) -> None:
+        self.metrics.refused.labels(exc.code).inc()
+        tid = getattr(exc, "transfer_id", None)
+        if isinstance(exc, TransferError) and tid and not isinstance(exc, UnknownTransfer):
+            payload: BaseModel = FileShareError(
+                transfer_id=UUID(tid), code=exc.code, message=exc.message
+            )
+            p.send(Message.build(T.FILE_SHARE_ERROR, payload, room_id=p.room_id))
+        else:
+            payload = ErrorPayload(code=exc.code, message=exc.message)
+            p.send(Message.build(T.ERROR, payload, room_id=p.room_id))
+
+    async def _dispatch(self, p: Participant, m: Message) -> None:
+        payload = m.payload
+        user, room_id = p.user_id, p.room_id
+        if m.type in SERVER_ONLY:
+            raise ProtocolError(f"{m.type.value} is sent by the server, not by participants")
+        if m.type in SIGNALLING:
+            assert isinstance(payload, Signal)
+            target = self._member(room_id, payload.target_id)
+            target.send(m.stamped(sender_id=user, room_id=room_id))
+        elif m.type is T.FILE_SHARE_OFFER:
+            assert isinstance(payload, Offer)
+            await self.offer(room_id, user, payload)
+        elif m.type is T.FILE_SHARE_ACCEPT:
+            assert isinstance(payload, Accept)
+            await self.accept(room_id, user, str(payload.transfer_id), payload.missing)
+        elif m.type is T.FILE_SHARE_CHUNK:
+            await self.relay_chunk(p, decode_json_chunk(payload))
+        elif m.type is T.FILE_SHARE_PROGRESS:
+            assert isinstance(payload, Progress)
+            await self.progress_report(room_id, user, payload)
+        elif m.type is T.FILE_SHARE_COMPLETE:
+            assert isinstance(payload, Complete)
+            await self.complete(room_id, user, str(payload.transfer_id), payload.sha256)
+        elif m.type is T.FILE_SHARE_CHUNK_REQUEST:
+            assert isinstance(payload, ChunkRequest)
+            await self.chunk_request(room_id, user, payload)
+        elif m.type is T.FILE_SHARE_ERROR:
+            assert isinstance(payload, FileShareError)
+            await self.report_error(room_id, user, payload)
+        elif m.type is T.ERROR:
+            log.info("client error room=%s user=%s: %s", room_id, user, payload)
+        else:
+            assert isinstance(payload, TransferRef)
+            action = {
+                T.FILE_SHARE_REJECT: "reject",
+                T.FILE_SHARE_PAUSE: "pause",
+                T.FILE_SHARE_RESUME: "resume",
+                T.FILE_SHARE_CANCEL: "cancel",
+            }[m.type]
+            await self.act(room_id, user, str(payload.transfer_id), action, payload.reason)
+
+    # --- transfer actions (WebSocket and REST) ---------------------------------------
+
+    async def offer(self, room_id: str, user: str, offer: Offer) -> dict[str, Any]:
+        self._member(room_id, user)
+        if offer.receiver_id == user:
+            raise ProtocolError("a transfer needs another participant as its receiver")
+        receiver = self._member(room_id, offer.receiver_id, what="receiver")
+        self._check_mime(offer.mime_type)
+        record = await self.transfers.register_offer(offer, user, room_id)
+        message = Message.build(T.FILE_SHARE_OFFER, offer, sender_id=user, room_id=room_id)
+        receiver.send(message)
+        self._send_to(room_id, user, message)
+        log.info(
+            "offer room=%s %s -> %s transfer=%s size=%d",
+            room_id,
+            user,
+            offer.receiver_id,
+            offer.transfer_id,
+            offer.file_size,
+        )
+        return record
+
+    async def accept(
+        self, room_id: str, user: str, tid: str, missing: list[tuple[int, int]] | None = None
+    ) -> dict[str, Any]:
+        record = self._party(room_id, user, tid, only="receiver")
+        await self.transfers.accept_transfer(tid)
+        if missing is not None:
+            held = record.total_chunks - sum(end - start for start, end in missing)
+            self._set_progress(tid, held)
+        payload = Accept(transfer_id=UUID(tid), missing=missing)
+        self._to_parties(record, T.FILE_SHARE_ACCEPT, payload, user)
+        return record.snapshot()
+
+    async def act(
+        self, room_id: str, user: str, tid: str, action: str, reason: str | None = None
+    ) -> dict[str, Any]:
+        """reject, pause, resume or cancel, by a party allowed to."""
+        record = self._party(room_id, user, tid, only="receiver" if action == "reject" else None)
+        kinds = {
+            "reject": (T.FILE_SHARE_REJECT, self.transfers.reject_transfer),
+            "pause": (T.FILE_SHARE_PAUSE, self.transfers.pause_transfer),
+            "resume": (T.FILE_SHARE_RESUME, self.transfers.resume_transfer),
+            "cancel": (T.FILE_SHARE_CANCEL, self.transfers.cancel_transfer),
+        }
+        kind, method = kinds[action]
+        if action in ("reject", "cancel"):
+            await method(tid, reason or "")  # type: ignore[call-arg]
+            await self._close_relay(tid)
+        else:
+            await method(tid)
+        self._disconnect_paused.discard(tid)
+        payload = TransferRef(transfer_id=UUID(tid), reason=reason)
+        self._to_parties(record, kind, payload, user)
+        return record.snapshot()
+
+    async def complete(self, room_id: str, user: str, tid: str, sha256: str) -> dict[str, Any]:
+        record = self._party(room_id, user, tid, only="receiver")
+        try:
+            await self.transfers.mark_completed(tid, sha256)
+        finally:
+            await self._close_relay(tid)
+        payload = Complete(transfer_id=UUID(tid), sha256=sha256)
+        self._to_parties(record, T.FILE_SHARE_COMPLETE, payload, user)
+        return record.snapshot()
+
+    async def chunk_request(self, room_id: str, user: str, request: ChunkRequest) -> None:
+        tid = str(request.transfer_id)
+        record = self._party(room_id, user, tid, only="receiver")
+        if request.ranges[-1][1] > record.total_chunks:
+            raise ProtocolError(f"range ends past total_chunks {record.total_chunks}")
+        self._send_to(
+            room_id,
+            record.sender_id,
+            Message.build(T.FILE_SHARE_CHUNK_REQUEST, request, sender_id=user, room_id=room_id),
+        )
+
+    async def progress_report(self, room_id: str, user: str, progress: Progress) -> None:
+        tid = str(progress.transfer_id)
+        record = self._party(room_id, user, tid)
+        if (
+            progress.chunks_sent > record.total_chunks
+            or progress.bytes_transferred > record.file_size
+        ):
+            raise ProtocolError("progress beyond the transfer's size")
+        if record.status is Status.ACTIVE:
+            self._set_progress(tid, progress.chunks_sent, progress.bytes_transferred)
+
+    async def report_error(self, room_id: str, user: str, error: FileShareError) -> None:
+        tid = str(error.transfer_id)
+        record = self._party(room_id, user, tid)
+        if record.live:
+            await self.transfers.fail_transfer(tid, error.code, error.message)
+        await self._close_relay(tid)
+        self._to_parties(record, T.FILE_SHARE_ERROR, error, user)
+
+    async def _end(self, tid: str, action: str, reason: str) -> None:
+        record = self.transfers.get_transfer(tid)
+        if not record.live:
+            return
+        await self.transfers.cancel_transfer(tid, reason)
+        await self._close_relay(tid)
+        payload = TransferRef(transfer_id=UUID(tid), reason=reason)
+        self._to_parties(record, T.FILE_SHARE_CANCEL, payload, None)
+
+    # --- relay -----------------------------------------------------------------------
+
+    async def handle_bytes(self, p: Participant, data: bytes) -> None:
+        """A binary relay frame from ``p``."""
+        try:
+            frame = decode_frame(data)
+            record = self._party(p.room_id, p.user_id, frame.transfer_id, only="sender")
+            p.assembler.max_chunk_size = record.chunk_size
+            chunk = p.assembler.feed(frame)
+            if chunk is not None:
+                await self.relay_chunk(p, chunk)
+        except RoomdropError as exc:
+            self.refuse(p, exc)
+
+    async def relay_chunk(self, p: Participant, chunk: Chunk) -> None:
+        tid, index = chunk.transfer_id, chunk.chunk_index
+        record = self._party(p.room_id, p.user_id, tid, only="sender")
+        if record.status is not Status.ACTIVE:
+            raise TransferError(tid, f"transfer is {record.status.value}: not relaying chunks")
+        if (chunk.total_chunks, chunk.chunk_size) != (record.total_chunks, record.chunk_size):
+            raise ProtocolError(f"chunk {index} does not match the offer's chunk layout")
+        expected = chunk_length(index, record.file_size, record.chunk_size)
+        if len(chunk.data) != expected:
+            raise ProtocolError(f"chunk {index} has {len(chunk.data)} bytes, expected {expected}")
+        if hashlib.sha256(chunk.data).hexdigest() != chunk.checksum:
+            request = ChunkRequest(
+                transfer_id=tid, ranges=[(index, index + 1)], reason="bad-checksum"
+            )
+            p.send(Message.build(T.FILE_SHARE_CHUNK_REQUEST, request, room_id=p.room_id))
+            self.metrics.refused.labels("bad-checksum").inc()
+            return
+        if index == 0:
+            await self._check_magic(record.transfer_id, record.mime_type, chunk.data)
+        room = self.rooms[p.room_id]
+        if room.bandwidth is not None:
+            await room.bandwidth.take(len(chunk.data))
+        link = self._relay(tid)
+        await link.staging.put(index, bytes(chunk.data))
+
+    def _relay(self, tid: str) -> RelayLink:
+        link = self.relays.get(tid)
+        if link is None:
+            staging = RelayStaging(self.settings.data_dir / "relay", tid)
+            link = self.relays[tid] = RelayLink(staging)
+            link.forwarder = asyncio.create_task(self._forward(tid, link), name=f"relay-{tid}")
+        return link
+
+    async def _forward(self, tid: str, link: RelayLink) -> None:
+        record = self.transfers.get_transfer(tid)
+        try:
+            while True:
+                index, data = await link.staging.take()
+                checksum = hashlib.sha256(data).hexdigest()
+                chunk = Chunk(tid, index, record.total_chunks, record.chunk_size, data, checksum)
+                receiver = await self._wait_for_member(record.room_id, record.receiver_id)
+                for frame in encode_frames(chunk):
+                    await receiver.outbox.send_frame(frame)
+                link.delivered += 1
+                self.metrics.relayed.inc(len(data))
+                if record.status is Status.ACTIVE:  # the receiver's reports correct this
+                    self._set_progress(tid, min(record.total_chunks, record.chunks_sent + 1))
+        except (RelayClosed, ConnectionError, asyncio.CancelledError):
+            pass
+        except Exception:
+            log.exception("relay forwarder for %s failed", tid)
+
+    async def _wait_for_member(self, room_id: str, user: str) -> Participant:
+        while True:
+            room = self.rooms.get(room_id)
+            member = room.members.get(user) if room else None
+            if member is not None and not member.outbox.closed:
+                return member
+            await asyncio.sleep(0.05)
+
+    async def _close_relay(self, tid: str) -> None:
+        link = self.relays.pop(tid, None)
+        if link is None:
+            return
+        if link.forwarder is not None:
+            link.forwarder.cancel()
+        await link.staging.close()
+
+    # --- housekeeping ----------------------------------------------------------------
+
+    async def run_sweeper(self, interval: float = 1.0) -> None:
+        while True:
+            await asyncio.sleep(interval)
+            try:
+                for tid in await self.transfers.sweep():
+                    record = self.transfers.get_transfer(tid)
+                    await self._close_relay(tid)
+                    kind = (
+                        T.FILE_SHARE_CANCEL
+                        if record.status is Status.CANCELLED
+                        else T.FILE_SHARE_ERROR
+                    )
+                    payload: BaseModel = (
+                        TransferRef(transfer_id=UUID(tid), reason=record.error)
+                        if kind is T.FILE_SHARE_CANCEL
+                        else FileShareError(
+                            transfer_id=tid,
+                            code=record.error_code or "expired",
+                            message=record.error or "",
+                        )
+                    )
+                    self._to_parties(record, kind, payload, None)
+                RelayStaging.purge_older_than(
+                    self.settings.data_dir / "relay", time.time() - self.settings.expiry
+                )
+            except Exception:
+                log.exception("sweep failed")
+
+    async def shutdown(self) -> None:
+        """Pause every active transfer and tell its parties, so that nothing is lost."""
+        for local in list(self.transfers._transfers.values()):
+            record = local.record
+            if record.status is Status.ACTIVE:
+                await self.transfers.pause_transfer(record.transfer_id)
+                payload = TransferRef(
+                    transfer_id=UUID(record.transfer_id), reason="server shutting down"
+                )
+                self._to_parties(record, T.FILE_SHARE_PAUSE, payload, None)
+        for tid in list(self.relays):
+            await self._close_relay(tid)
+        await asyncio.sleep(0.1)  # let the writers flush the pause messages
+        for room in self.rooms.values():
+            for member in room.members.values():
+                member.outbox.closed = True
+                with contextlib.suppress(Exception):
+                    await member.outbox.socket.close(1001, "server shutting down")
+
+    # --- helpers ---------------------------------------------------------------------
+
+    def _member(self, room_id: str, user: str, what: str = "you") -> Participant:
+        room = self.rooms.get(room_id)
+        member = room.members.get(user) if room else None
+        if member is None:
+            who = "you are" if what == "you" else f"{what} {user!r} is"
+            raise Forbidden(f"{who} not in room {room_id!r}")
+        return member
+
+    def is_member(self, room_id: str, user: str) -> bool:
+        room = self.rooms.get(room_id)
+        return room is not None and (user in room.members or user in room.away)
+
+    def _party(self, room_id: str, user: str, tid: str, only: str | None = None) -> Transfer:
+        record = self.transfers.get_transfer(tid)
+        if record.room_id != room_id:
+            raise UnknownTransfer(tid)
+        if not record.involves(user):
+            raise Forbidden(f"{user} is not a party to transfer {tid}")
+        if only == "receiver" and user != record.receiver_id:
+            raise Forbidden(f"only the receiver of transfer {tid} may do this")
+        if only == "sender" and user != record.sender_id:
+            raise Forbidden(f"only the sender of transfer {tid} may do this")
+        return record
+
+    def _check_mime(self, mime: str) -> None:
+        deny, allow = self.settings.mime_deny, self.settings.mime_allow
+        if any(fnmatch.fnmatch(mime, pattern) for pattern in deny):
+            raise MimeTypeNotAllowed(f"files of type {mime} are not allowed here")
+        if allow and not any(fnmatch.fnmatch(mime, pattern) for pattern in allow):
+            raise MimeTypeNotAllowed(f"files of type {mime} are not allowed here")
+
+    async def _check_magic(self, tid: str, declared: str, head: Any) -> None:
+        sniffed = sniff_mime_type(head)
+        if sniffed is None or sniffed == declared:
+            return
+        message = f"declared {declared}, but the content is {sniffed}"
+        record = self.transfers.get_transfer(tid)
+        await self.transfers.fail_transfer(tid, MimeTypeNotAllowed.code, message)
+        payload = FileShareError(
+            transfer_id=UUID(tid), code=MimeTypeNotAllowed.code, message=message
+        )
+        self._to_parties(record, T.FILE_SHARE_ERROR, payload, None)
+        raise MimeTypeNotAllowed(message)
+
+    def _set_progress(self, tid: str, chunks: int, nbytes: int | None = None) -> None:
+        record = self.transfers.get_transfer(tid)
+        if nbytes is None:
+            nbytes = min(record.file_size, chunks * record.chunk_size)
+        record.set_progress(chunks, nbytes, mono=time.monotonic())
+        now = time.monotonic()
+        if now - self._progress_sent.get(tid, 0.0) >= self.settings.progress_interval:
+            self._progress_sent[tid] = now
+            snap = record.snapshot()
+            payload = Progress(
+                transfer_id=UUID(tid),
+                chunks_sent=snap["chunks_sent"],
+                bytes_transferred=snap["bytes_transferred"],
+                progress_percent=snap["progress_percent"],
+                status=record.status,
+                speed_bps=snap["speed_bps"],
+                eta_seconds=snap["eta_seconds"],
+            )
+            self._to_parties(record, T.FILE_SHARE_PROGRESS, payload, None)
+
+    def _records(self, user: str, room_id: str, live_only: bool = False) -> list[Transfer]:
+        return [
+            local.record
+            for local in self.transfers._transfers.values()
+            if local.record.involves(user)
+            and local.record.room_id == room_id
+            and (local.record.live or not live_only)
+        ]
+
+    def _user_transfers(self, user: str, room_id: str) -> list[dict[str, Any]]:
+        return [r.snapshot() for r in self._records(user, room_id)]
+
+    def _send_to(self, room_id: str, user: str, message: Message) -> None:
+        room = self.rooms.get(room_id)
+        member = room.members.get(user) if room else None
+        if member is not None:
+            member.send(message)
+
+    def _to_parties(
+        self, record: Any, kind: MessageType, payload: BaseModel, by: str | None
+    ) -> None:
+        message = Message.build(kind, payload, sender_id=by, room_id=record.room_id)
+        for user in {record.sender_id, record.receiver_id}:
+            self._send_to(record.room_id, user, message)
+
+    def _broadcast(
+        self, room: Room, kind: MessageType, payload: BaseModel, exclude: str | None = None
+    ) -> None:
+        message = Message.build(kind, payload, room_id=room.room_id)
+        for user, member in room.members.items():
+            if user != exclude:
+                member.send(message)
+
+    def user_transfers(self, user: str, status: Status | None) -> Iterable[dict[str, Any]]:
+        for local in self.transfers._transfers.values():
+            record = local.record
+            if record.involves(user) and status in (None, record.status):
+                yield record.snapshot()
+
+    def progress_of(self, room_id: str, user: str, tid: str) -> dict[str, Any]:
+        return self._party(room_id, user, tid).snapshot()
+
+    def indexes(self, ranges: list[tuple[int, int]]) -> list[int]:
+        return list(indexes_in(ranges))

@@ -1,0 +1,232 @@
+"""FastAPI routes under ``/webrtc``: the WebSocket and the seed's REST endpoints.
+
+Each route authenticates, then calls the same :class:`~roomdrop.server.hub.Hub` method
+its WebSocket twin calls, so both have the same effect and send the same messages.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import re
+from typing import Annotated, Any
+from uuid import UUID, uuid4
+
+from fastapi import APIRouter, Depends, Path, Query, Request, WebSocket, WebSocketDisconnect
+from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
+from pydantic import BaseModel, ConfigDict, Field
+
+from roomdrop.exceptions import ProtocolError, Unauthorized
+from roomdrop.protocol.chunks import count_chunks
+from roomdrop.protocol.messages import Offer, Range
+from roomdrop.protocol.state import Status
+from roomdrop.server.hub import Hub
+
+__all__ = ["build_router"]
+
+TRANSFER = "/rooms/{room_id}/file-transfer/{transfer_id}"
+ROOM_ID = r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$"
+CLOSE_UNAUTHORIZED = 4401
+CLOSE_BAD_ROOM = 4400
+
+
+class TransferObject(BaseModel):
+    """The seed's transfer object, plus error_code, speed and ETA."""
+
+    transfer_id: str
+    room_id: str
+    sender_id: str
+    receiver_id: str
+    filename: str
+    file_size: int
+    chunk_size: int
+    total_chunks: int
+    chunks_sent: int
+    status: Status
+    progress_percent: float
+    bytes_transferred: int
+    started_at: str | None
+    completed_at: str | None
+    error: str | None
+    error_code: str | None = None
+    speed_bps: float = 0.0
+    eta_seconds: float | None = None
+
+
+class OfferRequest(BaseModel):
+    """What a sender declares about the file it offers."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    receiver_id: str = Field(min_length=1, max_length=256)
+    filename: str = Field(min_length=1, max_length=1024)
+    file_size: int = Field(ge=0)
+    mime_type: str = Field("application/octet-stream", max_length=255)
+    sha256: str = Field(pattern=r"^[0-9a-f]{64}$", description="sha256 of the whole file")
+    chunk_size: int | None = Field(None, ge=1, le=1024 * 1024, description="default: 64 KiB")
+    transfer_id: UUID | None = Field(None, description="default: a new UUID")
+
+
+class AcceptRequest(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    missing: list[Range] | None = Field(
+        None, description="chunks the receiver still needs, as [start, end) ranges"
+    )
+
+
+class ReasonRequest(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    reason: str | None = Field(None, max_length=1024)
+
+
+class IceConfig(BaseModel):
+    ice_servers: list[dict[str, Any]]
+
+
+class StarletteSocket:
+    """The hub's :class:`~roomdrop.server.hub.Socket` over a Starlette WebSocket."""
+
+    def __init__(self, websocket: WebSocket) -> None:
+        self.websocket = websocket
+
+    async def send_text(self, data: str) -> None:
+        await self.websocket.send_text(data)
+
+    async def send_bytes(self, data: bytes) -> None:
+        await self.websocket.send_bytes(data)
+
+    async def close(self, code: int, reason: str) -> None:
+        with contextlib.suppress(Exception):
+            await self.websocket.close(code, reason)
+
+
+bearer = HTTPBearer(auto_error=False, description="JWT from `roomdrop token USER`")
+
+
+def current_user(
+    request: Request,
+    credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(bearer)],
+) -> str:
+    hub: Hub = request.app.state.hub
+    return hub.authority.verify(credentials.credentials if credentials else None)
+
+
+User = Annotated[str, Depends(current_user)]
+RoomId = Annotated[str, Path(pattern=ROOM_ID)]
+TransferId = Annotated[UUID, Path()]
+
+
+def build_router(hub: Hub) -> APIRouter:
+    router = APIRouter()
+
+    @router.websocket("/ws/{room_id}")
+    async def room_socket(websocket: WebSocket, room_id: str, token: str | None = None) -> None:
+        """Join a room: control messages as JSON text, relay chunks as binary frames."""
+        await websocket.accept()
+        try:
+            user = hub.authority.verify(token)
+        except Unauthorized as exc:
+            await websocket.close(CLOSE_UNAUTHORIZED, exc.message)
+            return
+        if not re.match(ROOM_ID, room_id):
+            await websocket.close(CLOSE_BAD_ROOM, f"invalid room id {room_id[:64]!r}")
+            return
+        participant = hub.join(room_id, user, StarletteSocket(websocket))
+        writer = asyncio.create_task(participant.outbox.run(), name=f"ws-writer-{user}")
+        try:
+            while not participant.outbox.closed:
+                message = await websocket.receive()
+                if message["type"] == "websocket.disconnect":
+                    break
+                if message.get("text") is not None:
+                    await hub.handle_text(participant, message["text"])
+                elif message.get("bytes") is not None:
+                    await hub.handle_bytes(participant, message["bytes"])
+        except (WebSocketDisconnect, RuntimeError):
+            pass
+        finally:
+            hub.leave(participant)
+            writer.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await writer
+
+    @router.get("/config", response_model=IceConfig)
+    async def config(user: User) -> IceConfig:
+        """The ICE servers clients should use for peer connections."""
+        return IceConfig(ice_servers=hub.settings.ice_servers)
+
+    @router.post("/rooms/{room_id}/file-transfer/offer", response_model=TransferObject)
+    async def create_file_transfer_offer(
+        room_id: RoomId, body: OfferRequest, user: User
+    ) -> dict[str, Any]:
+        """Create a new file transfer offer to another participant of the room."""
+        chunk_size = body.chunk_size or hub.settings.chunk_size
+        try:
+            offer = Offer(
+                transfer_id=body.transfer_id or uuid4(),
+                receiver_id=body.receiver_id,
+                filename=body.filename,
+                file_size=body.file_size,
+                mime_type=body.mime_type,
+                chunk_size=chunk_size,
+                total_chunks=count_chunks(body.file_size, chunk_size),
+                sha256=body.sha256,
+            )
+        except ValueError as exc:
+            raise ProtocolError(str(exc)) from None
+        return await hub.offer(room_id, user, offer)
+
+    @router.post(TRANSFER + "/accept", response_model=TransferObject)
+    async def accept_file_transfer(
+        room_id: RoomId, transfer_id: TransferId, user: User, body: AcceptRequest | None = None
+    ) -> dict[str, Any]:
+        """Accept a transfer (receiver only)."""
+        missing = body.missing if body else None
+        return await hub.accept(room_id, user, str(transfer_id), missing)
+
+    @router.post(TRANSFER + "/reject", response_model=TransferObject)
+    async def reject_file_transfer(
+        room_id: RoomId, transfer_id: TransferId, user: User, body: ReasonRequest | None = None
+    ) -> dict[str, Any]:
+        """Reject a transfer (receiver only)."""
+        reason = body.reason if body else None
+        return await hub.act(room_id, user, str(transfer_id), "reject", reason)
+
+    @router.post(TRANSFER + "/pause", response_model=TransferObject)
+    async def pause_file_transfer(
+        room_id: RoomId, transfer_id: TransferId, user: User
+    ) -> dict[str, Any]:
+        """Pause an active transfer (either party)."""
+        return await hub.act(room_id, user, str(transfer_id), "pause")
+
+    @router.post(TRANSFER + "/resume", response_model=TransferObject)
+    async def resume_file_transfer(
+        room_id: RoomId, transfer_id: TransferId, user: User
+    ) -> dict[str, Any]:
+        """Resume a paused transfer (either party)."""
+        return await hub.act(room_id, user, str(transfer_id), "resume")
+
+    @router.get(TRANSFER + "/progress", response_model=TransferObject)
+    async def get_transfer_progress(
+        room_id: RoomId, transfer_id: TransferId, user: User
+    ) -> dict[str, Any]:
+        """The transfer object (either party)."""
+        return hub.progress_of(room_id, user, str(transfer_id))
+
+    @router.delete(TRANSFER, response_model=TransferObject)
+    async def cancel_file_transfer(
+        room_id: RoomId, transfer_id: TransferId, user: User, reason: str | None = None
+    ) -> dict[str, Any]:
+        """Cancel a transfer and clean up (either party)."""
+        return await hub.act(room_id, user, str(transfer_id), "cancel", reason)
+
+    @router.get("/file-transfers", response_model=list[TransferObject])
+    async def list_file_transfers(
+        user: User, status: Annotated[Status | None, Query()] = None
+    ) -> list[dict[str, Any]]:
+        """The caller's transfers, optionally of one status."""
+        return list(hub.user_transfers(user, status))
+
+    return router

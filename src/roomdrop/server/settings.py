@@ -1,0 +1,74 @@
+"""Server settings, from ``ROOMDROP_*`` environment variables (pydantic-settings).
+
+Every field can be set as ``ROOMDROP_<FIELD>`` (``ROOMDROP_MAX_FILE_SIZE=1000000``);
+lists and the ICE server list take JSON (``ROOMDROP_MIME_DENY='["application/x-msdownload"]'``).
+The README's settings table is generated from this class's descriptions.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from pydantic import Field, SecretStr
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+__all__ = ["Settings"]
+
+MB = 1024 * 1024
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="ROOMDROP_", extra="ignore")
+
+    host: str = Field("127.0.0.1", description="Address to listen on.")
+    port: int = Field(8000, ge=0, le=65535, description="Port to listen on (0: any free port).")
+    data_dir: Path = Field(
+        Path("roomdrop-data"),
+        description="Where the server keeps its secret and the relay's encrypted staging.",
+    )
+    secret: SecretStr | None = Field(
+        None,
+        description="HS256 secret for JWTs; if unset, one is generated once and kept in "
+        "DATA_DIR/secret.key.",
+    )
+    token_ttl: int = Field(
+        86_400, gt=0, description="Lifetime in seconds of tokens `roomdrop token` prints."
+    )
+    chunk_size: int = Field(64 * 1024, gt=0, le=MB, description="Default chunk size (bytes).")
+    max_file_size: int = Field(500 * MB, gt=0, description="Largest file that may be offered.")
+    max_transfers_per_user: int = Field(
+        5, gt=0, description="Live transfers a user may be a party to at once."
+    )
+    max_transfers_per_room: int = Field(10, gt=0, description="Live transfers per room.")
+    room_bandwidth: int = Field(
+        0, ge=0, description="Relay bytes per second per room (token bucket); 0 for no limit."
+    )
+    max_message_bytes: int = Field(
+        256 * 1024, gt=0, description="Largest control message (JSON) accepted."
+    )
+    control_rate: float = Field(
+        50.0, gt=0, description="Control messages per second a connection may send (sustained)."
+    )
+    control_burst: int = Field(100, gt=0, description="Control messages a connection may burst.")
+    idle_timeout: float = Field(
+        30.0, gt=0, description="An active transfer with no activity this long is cancelled."
+    )
+    expiry: float = Field(3600.0, gt=0, description="A transfer older than this expires.")
+    reconnect_grace: float = Field(
+        60.0, ge=0, description="How long a dropped participant's transfers wait for it."
+    )
+    progress_interval: float = Field(
+        0.25, ge=0, description="Least time between two progress broadcasts of one transfer."
+    )
+    mime_allow: list[str] = Field(
+        default_factory=list, description="If set, only these MIME types may be offered."
+    )
+    mime_deny: list[str] = Field(
+        default_factory=list, description="MIME types that may never be offered."
+    )
+    ice_servers: list[dict[str, Any]] = Field(
+        default_factory=list,
+        description='ICE servers for clients, as RTCIceServer JSON ([{"urls": [...]}]).',
+    )
+    log_level: str = Field("info", description="Log level: debug, info, warning, error.")
