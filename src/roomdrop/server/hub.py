@@ -243,6 +243,7 @@ class Hub:
         self._grace: dict[tuple[str, str], asyncio.TimerHandle] = {}
         self._disconnect_paused: set[str] = set()
         self._tasks: set[asyncio.Task[None]] = set()
+        self._shut_down = False
 
     def _spawn(self, work: Coroutine[Any, Any, None]) -> None:
         """Run ``work`` in the background, keeping a reference until it is done."""
@@ -587,6 +588,8 @@ class Hub:
         return link
 
     async def _forward(self, tid: str, link: RelayLink) -> None:
+        """Hand staged chunks to the receiver, as fast as its socket takes them. A chunk
+        in flight when the receiver drops is lost here; the receiver asks for it again."""
         record = self.transfers.get_transfer(tid)
         try:
             while True:
@@ -594,13 +597,16 @@ class Hub:
                 checksum = hashlib.sha256(data).hexdigest()
                 chunk = Chunk(tid, index, record.total_chunks, record.chunk_size, data, checksum)
                 receiver = await self._wait_for_member(record.room_id, record.receiver_id)
-                for frame in encode_frames(chunk):
-                    await receiver.outbox.send_frame(frame)
+                try:
+                    for frame in encode_frames(chunk):
+                        await receiver.outbox.send_frame(frame)
+                except ConnectionError:
+                    continue
                 link.delivered += 1
                 self.metrics.relayed.inc(len(data))
                 if record.status is Status.ACTIVE:  # the receiver's reports correct this
                     self._set_progress(tid, min(record.total_chunks, record.chunks_sent + 1))
-        except (RelayClosed, ConnectionError, asyncio.CancelledError):
+        except (RelayClosed, asyncio.CancelledError):
             pass
         except Exception:
             log.exception("relay forwarder for %s failed", tid)
@@ -652,7 +658,11 @@ class Hub:
                 log.exception("sweep failed")
 
     async def shutdown(self) -> None:
-        """Pause every active transfer and tell its parties, so that nothing is lost."""
+        """Pause every active transfer and tell its parties, so that nothing is lost.
+        Called before uvicorn closes the sockets (see run.py), and again by the lifespan."""
+        if self._shut_down:
+            return
+        self._shut_down = True
         for local in list(self.transfers._transfers.values()):
             record = local.record
             if record.status is Status.ACTIVE:

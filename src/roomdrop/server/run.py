@@ -4,12 +4,14 @@ from __future__ import annotations
 
 import json
 import logging
+import socket
 import time
 from typing import Any
 
 import uvicorn
 
 from roomdrop.server.app import create_app
+from roomdrop.server.hub import Hub
 from roomdrop.server.settings import Settings
 
 __all__ = ["JsonFormatter", "serve"]
@@ -50,9 +52,22 @@ def log_config(level: str) -> dict[str, Any]:
     }
 
 
+class _Server(uvicorn.Server):
+    """uvicorn, but the hub pauses every transfer (and says so) before sockets close."""
+
+    def __init__(self, config: uvicorn.Config, hub: Hub) -> None:
+        super().__init__(config)
+        self.hub = hub
+
+    async def shutdown(self, sockets: list[socket.socket] | None = None) -> None:
+        await self.hub.shutdown()
+        await super().shutdown(sockets)
+
+
 def serve(settings: Settings) -> None:
-    uvicorn.run(
-        create_app(settings),
+    app = create_app(settings)
+    config = uvicorn.Config(
+        app,
         host=settings.host,
         port=settings.port,
         ws="websockets-sansio",
@@ -62,3 +77,4 @@ def serve(settings: Settings) -> None:
         timeout_graceful_shutdown=5,
         loop="uvloop",
     )
+    _Server(config, app.state.hub).run()
