@@ -29,8 +29,9 @@ class Settings(BaseSettings):
     )
     secret: SecretStr | None = Field(
         None,
-        description="HS256 secret for JWTs; if unset, one is generated once and kept in "
-        "DATA_DIR/secret.key.",
+        min_length=32,
+        description="HS256 secret for JWTs (32 bytes or more); if unset, one is generated "
+        "once and kept in DATA_DIR/secret.key.",
     )
     token_ttl: int = Field(
         86_400, gt=0, description="Lifetime in seconds of tokens `roomdrop token` prints."

@@ -1,0 +1,88 @@
+"""Settings from ROOMDROP_* variables, the secret kept in the data directory, and
+`roomdrop token`."""
+
+from __future__ import annotations
+
+import stat
+import subprocess
+import sys
+from pathlib import Path
+
+import jwt
+import pytest
+
+from roomdrop.exceptions import Unauthorized
+from roomdrop.server.auth import TokenAuthority, load_secret
+from roomdrop.server.settings import Settings
+
+SECRET = "a test secret that is at least 32 bytes long"
+README = Path(__file__).resolve().parents[2] / "README.md"
+
+
+def test_every_setting_is_documented_in_the_readme() -> None:
+    text = README.read_text()
+    for name in Settings.model_fields:
+        assert f"`ROOMDROP_{name.upper()}`" in text, name
+
+
+def test_settings_come_from_roomdrop_variables(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("ROOMDROP_MAX_FILE_SIZE", "1234")
+    monkeypatch.setenv("ROOMDROP_MIME_DENY", '["application/x-msdownload"]')
+    monkeypatch.setenv("ROOMDROP_ICE_SERVERS", '[{"urls": ["stun:127.0.0.1:3478"]}]')
+    settings = Settings()
+    assert settings.max_file_size == 1234
+    assert settings.mime_deny == ["application/x-msdownload"]
+    assert settings.ice_servers == [{"urls": ["stun:127.0.0.1:3478"]}]
+
+
+def test_a_secret_is_generated_once_kept_private_and_reused(tmp_path: Path) -> None:
+    settings = Settings(data_dir=tmp_path / "data")
+    first = load_secret(settings)
+    assert len(first) >= 32
+    path = tmp_path / "data" / "secret.key"
+    assert stat.S_IMODE(path.stat().st_mode) == 0o600
+    assert load_secret(settings) == first
+
+
+def test_roomdrop_token_prints_a_token_the_server_accepts(tmp_path: Path) -> None:
+    data_dir = tmp_path / "data"
+    printed = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "roomdrop.cli",
+            "token",
+            "alice",
+            "--ttl",
+            "60",
+            "--data-dir",
+            str(data_dir),
+        ],
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout.strip()
+    authority = TokenAuthority(load_secret(Settings(data_dir=data_dir)))
+    assert authority.verify(printed) == "alice"
+    claims = jwt.decode(printed, options={"verify_signature": False})
+    assert claims["exp"] - claims["iat"] == 60
+
+
+@pytest.mark.parametrize(
+    ("token", "reason"),
+    [
+        (None, "missing token"),
+        ("", "missing token"),
+        ("not.a.jwt", "invalid token"),
+        (
+            TokenAuthority("another secret of at least thirty-two bytes").issue("mallory", 60),
+            "signature is invalid",
+        ),
+        (TokenAuthority(SECRET).issue("alice", -10), "token expired"),
+        (jwt.encode({"exp": 9999999999}, SECRET, algorithm="HS256"), "no 'sub' claim"),
+        (jwt.encode({"sub": "", "exp": 9999999999}, SECRET, algorithm="HS256"), "not a user"),
+    ],
+)
+def test_bad_tokens_are_refused_with_a_precise_reason(token: str | None, reason: str) -> None:
+    with pytest.raises(Unauthorized, match=reason):
+        TokenAuthority(SECRET).verify(token)
