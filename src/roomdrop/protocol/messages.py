@@ -48,6 +48,8 @@ __all__ = [
 
 MAX_MESSAGE_BYTES: Final = 256 * 1024
 """Largest control message accepted, in UTF-8 bytes."""
+MAX_DEPTH: Final = 32
+"""Deepest JSON nesting a message may have."""
 MAX_CHUNK_MESSAGE_BYTES: Final = 4 * -(-MAX_CHUNK_SIZE // 3) + 4096
 """Largest ``file-share-chunk`` message: a base64 chunk of MAX_CHUNK_SIZE and its fields."""
 Sha256Hex = Annotated[str, Field(pattern=r"^[0-9a-f]{64}$")]
@@ -274,7 +276,10 @@ class Message(BaseModel):
     def to_dict(self) -> dict[str, Any]:
         return {
             "type": self.type.value,
-            "payload": self.payload.model_dump(mode="json", exclude_none=True),
+            # signalling passes through as sent (nulls included); our payloads omit None
+            "payload": self.payload.model_dump(
+                mode="json", exclude_none=not isinstance(self.payload, Signal)
+            ),
             "sender_id": self.sender_id,
             "room_id": self.room_id,
             "timestamp": self.timestamp,
@@ -310,6 +315,21 @@ def _validate_payload(type: MessageType, payload: dict[str, Any]) -> BaseModel:
         raise ProtocolError(f"{type.value}: {where}{detail}") from None
 
 
+def _check_depth(obj: Any) -> None:
+    """Refuse JSON nested deeper than MAX_DEPTH (iteratively: no recursion to exhaust)."""
+    stack: list[tuple[Any, int]] = [(obj, 1)]
+    while stack:
+        value, depth = stack.pop()
+        children = (
+            value.values() if isinstance(value, dict) else value if isinstance(value, list) else ()
+        )
+        for child in children:
+            if isinstance(child, dict | list):
+                if depth + 1 > MAX_DEPTH:
+                    raise ProtocolError(f"JSON nested deeper than {MAX_DEPTH} levels")
+                stack.append((child, depth + 1))
+
+
 def parse_message(
     raw: str | bytes | dict[str, Any], *, max_bytes: int = MAX_MESSAGE_BYTES
 ) -> Message:
@@ -327,8 +347,11 @@ def parse_message(
             obj = json.loads(raw)
         except (UnicodeDecodeError, json.JSONDecodeError) as exc:
             raise ProtocolError(f"invalid JSON: {exc}") from None
+        except RecursionError:
+            raise ProtocolError(f"JSON nested deeper than {MAX_DEPTH} levels") from None
     else:
         obj = raw
+    _check_depth(obj)
     if not isinstance(obj, dict):
         raise ProtocolError(f"a message is a JSON object, not {type(obj).__name__}")
     if "type" in obj and obj["type"] not in MessageType._value2member_map_:

@@ -381,6 +381,9 @@ class Hub:
             await self._dispatch(p, message)
         except RoomdropError as exc:
             self.refuse(p, exc)
+        except Exception:  # a bug of ours: say so, keep the connection
+            log.exception("handling a message from %s in %s failed", p.user_id, p.room_id)
+            self.refuse(p, RoomdropError("internal error handling this message"))
 
     def refuse(self, p: Participant, exc: RoomdropError) -> None:
         self.metrics.refused.labels(exc.code).inc()
@@ -401,7 +404,7 @@ class Hub:
             raise ProtocolError(f"{m.type.value} is sent by the server, not by participants")
         if m.type in SIGNALLING:
             assert isinstance(payload, Signal)
-            target = self._member(room_id, payload.target_id)
+            target = self._member(room_id, payload.target_id, what="target")
             target.send(m.stamped(sender_id=user, room_id=room_id))
         elif m.type is T.FILE_SHARE_OFFER:
             assert isinstance(payload, Offer)
@@ -461,6 +464,10 @@ class Hub:
         self, room_id: str, user: str, tid: str, missing: list[tuple[int, int]] | None = None
     ) -> dict[str, Any]:
         record = self._party(room_id, user, tid, only="receiver")
+        if missing and missing[-1][1] > record.total_chunks:
+            raise ProtocolError(
+                f"missing range ends at {missing[-1][1]}, past total_chunks {record.total_chunks}"
+            )
         await self.transfers.accept_transfer(tid)
         if missing is not None:
             held = record.total_chunks - sum(end - start for start, end in missing)
@@ -481,13 +488,13 @@ class Hub:
             "cancel": (T.FILE_SHARE_CANCEL, self.transfers.cancel_transfer),
         }
         kind, method = kinds[action]
+        payload = TransferRef(transfer_id=UUID(tid), reason=reason)  # validated before acting
         if action in ("reject", "cancel"):
             await method(tid, reason or "")  # type: ignore[call-arg]
             await self._close_relay(tid)
         else:
             await method(tid)
         self._disconnect_paused.discard(tid)
-        payload = TransferRef(transfer_id=UUID(tid), reason=reason)
         self._to_parties(record, kind, payload, user)
         return record.snapshot()
 
@@ -553,6 +560,9 @@ class Hub:
                 await self.relay_chunk(p, chunk)
         except RoomdropError as exc:
             self.refuse(p, exc)
+        except Exception:  # a bug of ours: say so, keep the connection
+            log.exception("relaying a frame from %s in %s failed", p.user_id, p.room_id)
+            self.refuse(p, RoomdropError("internal error relaying this frame"))
 
     async def relay_chunk(self, p: Participant, chunk: Chunk) -> None:
         tid, index = chunk.transfer_id, chunk.chunk_index

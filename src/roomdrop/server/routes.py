@@ -217,7 +217,10 @@ def build_router(hub: Hub) -> APIRouter:
 
     @router.delete(TRANSFER, response_model=TransferObject)
     async def cancel_file_transfer(
-        room_id: RoomId, transfer_id: TransferId, user: User, reason: str | None = None
+        room_id: RoomId,
+        transfer_id: TransferId,
+        user: User,
+        reason: Annotated[str | None, Query(max_length=1024)] = None,
     ) -> dict[str, Any]:
         """Cancel a transfer and clean up (either party)."""
         return await hub.act(room_id, user, str(transfer_id), "cancel", reason)

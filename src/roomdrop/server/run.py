@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import logging
+import re
 import socket
 import time
 from typing import Any
@@ -37,11 +38,29 @@ class JsonFormatter(logging.Formatter):
         return json.dumps(entry)
 
 
+class RedactTokens(logging.Filter):
+    """Tokens travel in the WebSocket URL's query; never write them to a log."""
+
+    PATTERN = re.compile(r"(token=)[^&\s\"']+")
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        message = record.getMessage()
+        if "token=" in message:
+            record.msg, record.args = self.PATTERN.sub(r"\1<redacted>", message), None
+        return True
+
+
 def log_config(level: str) -> dict[str, Any]:
-    handler = {"class": "logging.StreamHandler", "formatter": "json", "stream": "ext://sys.stderr"}
+    handler = {
+        "class": "logging.StreamHandler",
+        "formatter": "json",
+        "stream": "ext://sys.stderr",
+        "filters": ["redact"],
+    }
     return {
         "version": 1,
         "disable_existing_loggers": False,
+        "filters": {"redact": {"()": RedactTokens}},
         "formatters": {"json": {"()": JsonFormatter}},
         "handlers": {"default": handler},
         "root": {"handlers": ["default"], "level": level.upper()},
