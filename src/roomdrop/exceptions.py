@@ -13,6 +13,7 @@ cannot go on" from "policy says no"::
     │   │   ├── ChunkOutOfRange      its index is not in 0..total_chunks-1
     │   │   ├── ChunkSizeMismatch    its length is not the one its index implies
     │   │   └── TransferNotActive    the transfer is not accepting chunks now
+    │   ├── RelayClosed          the server's relay of this transfer was closed
     │   ├── IntegrityError       the assembled file's sha256 does not match the offer
     │   └── StorageError         the disk refused (full, unwritable, vanished)
     ├── PolicyError              refused by a configured limit (has .code)
@@ -21,7 +22,7 @@ cannot go on" from "policy says no"::
     │   ├── MimeTypeNotAllowed
     │   └── RateLimited
     ├── Unauthorized             no valid token (HTTP 401, WebSocket close 4401)
-    └── Forbidden                a valid user who may not do this (HTTP 403, close 4403)
+    └── Forbidden                a valid user who may not do this (HTTP 403, ``error``)
 
 Every class carries a short machine-readable ``code`` that travels in ``error`` and
 ``file-share-error`` messages and in a transfer's ``error_code``; :data:`ERROR_CODES`
@@ -46,6 +47,7 @@ __all__ = [
     "PolicyError",
     "ProtocolError",
     "RateLimited",
+    "RelayClosed",
     "RoomdropError",
     "StorageError",
     "TooManyTransfers",
@@ -135,6 +137,15 @@ class TransferNotActive(ChunkRejected):
     """The transfer is not taking chunks now."""
 
     code = "transfer-not-active"
+
+
+class RelayClosed(TransferError):
+    """The relay staging of this transfer is closed; nothing more goes in or comes out."""
+
+    code = "relay-closed"
+
+    def __init__(self, transfer_id: str) -> None:
+        super().__init__(transfer_id, f"relay staging of transfer {transfer_id} is closed")
 
 
 class IntegrityError(TransferError):

@@ -160,7 +160,7 @@ class Complete(_Payload):
 
 
 class FileShareError(_Payload):
-    """``file-share-error``: one transfer failed or a request about it was refused."""
+    """``file-share-error``: one transfer failed (it is ``failed`` now)."""
 
     transfer_id: UUID
     code: str = Field(min_length=1, max_length=64)
@@ -168,10 +168,12 @@ class FileShareError(_Payload):
 
 
 class ErrorPayload(_Payload):
-    """``error``: the last message was refused; the connection carries on."""
+    """``error``: the last message was refused and changed nothing; the connection carries
+    on. ``transfer_id`` names the transfer it was about, if any."""
 
     code: str = Field(min_length=1, max_length=64)
     message: str = Field(max_length=2048)
+    transfer_id: UUID | None = None
 
 
 class Signal(BaseModel):

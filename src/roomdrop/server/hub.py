@@ -38,13 +38,14 @@ from typing import Any, Protocol
 from uuid import UUID
 
 from prometheus_client import CollectorRegistry, Counter, Gauge
-from pydantic import BaseModel
+from pydantic import BaseModel, ValidationError
 
 from roomdrop.exceptions import (
     Forbidden,
     MimeTypeNotAllowed,
     ProtocolError,
     RateLimited,
+    RelayClosed,
     RoomdropError,
     TransferError,
     UnknownTransfer,
@@ -77,7 +78,7 @@ from roomdrop.protocol.messages import (
 from roomdrop.protocol.state import Status
 from roomdrop.protocol.transfer import Transfer
 from roomdrop.server.auth import TokenAuthority
-from roomdrop.server.relay import RelayClosed, RelayStaging
+from roomdrop.server.relay import RelayStaging
 from roomdrop.server.settings import Settings
 from roomdrop.storage import sniff_mime_type
 
@@ -88,6 +89,7 @@ log = logging.getLogger("roomdrop.server")
 T = MessageType
 SIGNALLING = {T.OFFER, T.ANSWER, T.ICE_CANDIDATE}
 SERVER_ONLY = {T.USER_JOINED, T.USER_LEFT, T.ROOM_STATE}
+GENERIC_TYPES = frozenset({"application/octet-stream", "binary/octet-stream", ""})
 CLOSE_TOO_SLOW = 4408
 CLOSE_REPLACED = 4409
 
@@ -244,6 +246,12 @@ class Hub:
         self._disconnect_paused: set[str] = set()
         self._tasks: set[asyncio.Task[None]] = set()
         self._shut_down = False
+        self._progress_due: set[str] = set()
+
+    def _progress_timer(self, tid: str) -> None:
+        self._progress_due.discard(tid)
+        with contextlib.suppress(UnknownTransfer):
+            self._broadcast_progress(tid)
 
     def _spawn(self, work: Coroutine[Any, Any, None]) -> None:
         """Run ``work`` in the background, keeping a reference until it is done."""
@@ -306,8 +314,7 @@ class Hub:
         )
         self._broadcast(room, T.USER_JOINED, UserEvent(user_id=user_id), exclude=user_id)
         log.info("join room=%s user=%s returning=%s", room_id, user_id, returning)
-        if returning:
-            self._resume_after_reconnect(room, user_id)
+        self._resume_after_reconnect(room, user_id)
         return participant
 
     def leave(self, participant: Participant) -> None:
@@ -333,10 +340,11 @@ class Hub:
         if record.status is not Status.ACTIVE:
             return
         await self.transfers.pause_transfer(tid)
+        await self._close_relay(tid)
         self._disconnect_paused.add(tid)
         reason = f"{user} disconnected"
         self._to_parties(
-            record, T.FILE_SHARE_PAUSE, TransferRef(transfer_id=UUID(tid), reason=reason), user
+            record, T.FILE_SHARE_PAUSE, TransferRef(transfer_id=UUID(tid), reason=reason), None
         )
 
     def _grace_over(self, room_id: str, user: str) -> None:
@@ -386,16 +394,11 @@ class Hub:
             self.refuse(p, RoomdropError("internal error handling this message"))
 
     def refuse(self, p: Participant, exc: RoomdropError) -> None:
+        """Answer a refused message with ``error``: nothing changed, carry on."""
         self.metrics.refused.labels(exc.code).inc()
         tid = getattr(exc, "transfer_id", None)
-        if isinstance(exc, TransferError) and tid and not isinstance(exc, UnknownTransfer):
-            payload: BaseModel = FileShareError(
-                transfer_id=UUID(tid), code=exc.code, message=exc.message
-            )
-            p.send(Message.build(T.FILE_SHARE_ERROR, payload, room_id=p.room_id))
-        else:
-            payload = ErrorPayload(code=exc.code, message=exc.message)
-            p.send(Message.build(T.ERROR, payload, room_id=p.room_id))
+        payload = ErrorPayload(code=exc.code, message=exc.message, transfer_id=_uuid_or_none(tid))
+        p.send(Message.build(T.ERROR, payload, room_id=p.room_id))
 
     async def _dispatch(self, p: Participant, m: Message) -> None:
         payload = m.payload
@@ -464,16 +467,19 @@ class Hub:
         self, room_id: str, user: str, tid: str, missing: list[tuple[int, int]] | None = None
     ) -> dict[str, Any]:
         record = self._party(room_id, user, tid, only="receiver")
+        try:
+            payload = Accept(transfer_id=UUID(tid), missing=missing)
+        except ValidationError as exc:
+            raise ProtocolError(f"missing: {exc.errors()[0]['msg']}") from None
         if missing and missing[-1][1] > record.total_chunks:
             raise ProtocolError(
                 f"missing range ends at {missing[-1][1]}, past total_chunks {record.total_chunks}"
             )
         await self.transfers.accept_transfer(tid)
+        self._to_parties(record, T.FILE_SHARE_ACCEPT, payload, user)
         if missing is not None:
             held = record.total_chunks - sum(end - start for start, end in missing)
             self._set_progress(tid, held)
-        payload = Accept(transfer_id=UUID(tid), missing=missing)
-        self._to_parties(record, T.FILE_SHARE_ACCEPT, payload, user)
         return record.snapshot()
 
     async def act(
@@ -491,19 +497,18 @@ class Hub:
         payload = TransferRef(transfer_id=UUID(tid), reason=reason)  # validated before acting
         if action in ("reject", "cancel"):
             await method(tid, reason or "")  # type: ignore[call-arg]
-            await self._close_relay(tid)
         else:
             await method(tid)
+        if action != "resume":  # a stopped transfer drops its staged chunks and wakes the
+            await self._close_relay(tid)  # sender's reader; the receiver re-requests on resume
         self._disconnect_paused.discard(tid)
         self._to_parties(record, kind, payload, user)
         return record.snapshot()
 
     async def complete(self, room_id: str, user: str, tid: str, sha256: str) -> dict[str, Any]:
         record = self._party(room_id, user, tid, only="receiver")
-        try:
-            await self.transfers.mark_completed(tid, sha256)
-        finally:
-            await self._close_relay(tid)
+        await self.transfers.mark_completed(tid, sha256)
+        await self._close_relay(tid)
         payload = Complete(transfer_id=UUID(tid), sha256=sha256)
         self._to_parties(record, T.FILE_SHARE_COMPLETE, payload, user)
         return record.snapshot()
@@ -716,20 +721,36 @@ class Hub:
             raise Forbidden(f"only the sender of transfer {tid} may do this")
         return record
 
+    def _mime_allowed(self, mime: str) -> bool:
+        mime = mime.lower()
+        deny = [pattern.lower() for pattern in self.settings.mime_deny]
+        allow = [pattern.lower() for pattern in self.settings.mime_allow]
+        if any(fnmatch.fnmatchcase(mime, pattern) for pattern in deny):
+            return False
+        return not allow or any(fnmatch.fnmatchcase(mime, pattern) for pattern in allow)
+
     def _check_mime(self, mime: str) -> None:
-        deny, allow = self.settings.mime_deny, self.settings.mime_allow
-        if any(fnmatch.fnmatch(mime, pattern) for pattern in deny):
-            raise MimeTypeNotAllowed(f"files of type {mime} are not allowed here")
-        if allow and not any(fnmatch.fnmatch(mime, pattern) for pattern in allow):
-            raise MimeTypeNotAllowed(f"files of type {mime} are not allowed here")
+        if not self._mime_allowed(mime):
+            raise MimeTypeNotAllowed(f"files of type {mime.lower()} are not allowed here")
 
     async def _check_magic(self, tid: str, declared: str, head: Any) -> None:
+        """What the first relayed chunk shows the file to be must pass the allow/deny
+        lists too, and must not contradict a specific declared type (``text/plain`` that
+        is really ``application/x-msdownload``). Aliases within one top-level type
+        (``image/jpg`` and ``image/jpeg``) and a generic declaration
+        (``application/octet-stream``) are not contradictions."""
         sniffed = sniff_mime_type(head)
+        declared = declared.lower()
         if sniffed is None or sniffed == declared:
             return
         message = f"declared {declared}, but the content is {sniffed}"
+        if not self._mime_allowed(sniffed):
+            message += ", which is not allowed here"
+        elif declared in GENERIC_TYPES or declared.split("/")[0] == sniffed.split("/")[0]:
+            return
         record = self.transfers.get_transfer(tid)
         await self.transfers.fail_transfer(tid, MimeTypeNotAllowed.code, message)
+        await self._close_relay(tid)
         payload = FileShareError(
             transfer_id=UUID(tid), code=MimeTypeNotAllowed.code, message=message
         )
@@ -741,20 +762,31 @@ class Hub:
         if nbytes is None:
             nbytes = min(record.file_size, chunks * record.chunk_size)
         record.set_progress(chunks, nbytes, mono=time.monotonic())
+        self._broadcast_progress(tid)
+
+    def _broadcast_progress(self, tid: str) -> None:
+        """Progress to both parties, at most every ``progress_interval``; a change that
+        comes too soon goes out when the interval is over (the last one is never lost)."""
+        record = self.transfers.get_transfer(tid)
         now = time.monotonic()
-        if now - self._progress_sent.get(tid, 0.0) >= self.settings.progress_interval:
-            self._progress_sent[tid] = now
-            snap = record.snapshot()
-            payload = Progress(
-                transfer_id=UUID(tid),
-                chunks_sent=snap["chunks_sent"],
-                bytes_transferred=snap["bytes_transferred"],
-                progress_percent=snap["progress_percent"],
-                status=record.status,
-                speed_bps=snap["speed_bps"],
-                eta_seconds=snap["eta_seconds"],
-            )
-            self._to_parties(record, T.FILE_SHARE_PROGRESS, payload, None)
+        wait = self._progress_sent.get(tid, 0.0) + self.settings.progress_interval - now
+        if wait > 0:
+            if tid not in self._progress_due:
+                self._progress_due.add(tid)
+                asyncio.get_running_loop().call_later(wait, self._progress_timer, tid)
+            return
+        self._progress_sent[tid] = now
+        snap = record.snapshot()
+        payload = Progress(
+            transfer_id=UUID(tid),
+            chunks_sent=snap["chunks_sent"],
+            bytes_transferred=snap["bytes_transferred"],
+            progress_percent=snap["progress_percent"],
+            status=record.status,
+            speed_bps=snap["speed_bps"],
+            eta_seconds=snap["eta_seconds"],
+        )
+        self._to_parties(record, T.FILE_SHARE_PROGRESS, payload, None)
 
     def _records(self, user: str, room_id: str, live_only: bool = False) -> list[Transfer]:
         return [
@@ -800,3 +832,10 @@ class Hub:
 
     def indexes(self, ranges: list[tuple[int, int]]) -> list[int]:
         return list(indexes_in(ranges))
+
+
+def _uuid_or_none(value: str | None) -> UUID | None:
+    try:
+        return UUID(value) if value else None
+    except ValueError:
+        return None

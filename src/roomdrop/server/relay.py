@@ -50,7 +50,7 @@ from typing import Final
 from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
-from roomdrop.exceptions import StorageError, TransferError
+from roomdrop.exceptions import RelayClosed, StorageError
 from roomdrop.storage import describe_os_error
 
 __all__ = ["DIR_MODE", "NONCE_SIZE", "TAG_SIZE", "RelayClosed", "RelayStaging"]
@@ -63,15 +63,6 @@ CHUNK_SUFFIX: Final = ".chunk"
 _AAD_LABEL: Final = b"roomdrop-relay-v1\0"
 _TRANSFER_ID: Final = re.compile(r"[A-Za-z0-9][A-Za-z0-9_-]{0,127}")
 """A transfer id is a single safe path component (a UUID is one)."""
-
-
-class RelayClosed(TransferError):
-    """The relay staging of this transfer is closed; nothing more goes in or comes out."""
-
-    code = "relay-closed"
-
-    def __init__(self, transfer_id: str) -> None:
-        super().__init__(transfer_id, f"relay staging of transfer {transfer_id} is closed")
 
 
 class RelayStaging:
