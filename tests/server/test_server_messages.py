@@ -526,11 +526,12 @@ async def test_a_sixth_concurrent_transfer_of_one_user_is_refused(server: Server
     for tid in offered:
         assert (await b.recv("file-share-offer"))["payload"]["transfer_id"] == tid
 
-    await a.offer(carol)
+    sixth = await a.offer(carol)
     refusal = await a.recv_refusal()
     assert refusal["payload"] == {
         "code": "too-many-transfers",
         "message": f"{alice} already has 5 transfers under way",
+        "transfer_id": sixth,
     }
     body = {k: v for k, v in a.offer_payload(carol).items() if k != "total_chunks"}
     path = f"/webrtc/rooms/{room}/file-transfer/offer"
@@ -618,9 +619,10 @@ async def test_an_eleventh_live_transfer_in_a_room_is_refused(server: Server) ->
         await a.recv("file-share-offer")
         await c.offer(dave)
         await c.recv("file-share-offer")
-    await e.offer(frank)
+    eleventh = await e.offer(frank)
     refusal = await e.recv_refusal()
     assert refusal["payload"] == {
         "code": "too-many-transfers",
         "message": f"room {room} already has 10 transfers under way",
+        "transfer_id": eleventh,
     }

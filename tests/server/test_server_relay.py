@@ -234,7 +234,11 @@ async def test_an_executable_declared_as_text_fails_with_mime_type_not_allowed(
     later = await a.recv_refusal()
     while later["payload"]["message"] == expected:  # chunk 0's refusal, told twice or not
         later = await a.recv_refusal()
-    assert later["payload"]["message"] == "transfer is failed: not relaying chunks", later
+    assert later["payload"] == {
+        "code": "transfer-not-active",
+        "message": f"chunk 1 of {tid} rejected: transfer is failed",
+        "transfer_id": tid,
+    }, later
     await b.silent(0.5)
     assert not (server.data_dir / "relay" / tid).exists()
 

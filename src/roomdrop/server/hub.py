@@ -47,7 +47,7 @@ from roomdrop.exceptions import (
     RateLimited,
     RelayClosed,
     RoomdropError,
-    TransferError,
+    TransferNotActive,
     UnknownTransfer,
 )
 from roomdrop.manager import FileTransferManager
@@ -393,10 +393,10 @@ class Hub:
             log.exception("handling a message from %s in %s failed", p.user_id, p.room_id)
             self.refuse(p, RoomdropError("internal error handling this message"))
 
-    def refuse(self, p: Participant, exc: RoomdropError) -> None:
+    def refuse(self, p: Participant, exc: RoomdropError, transfer_id: str | None = None) -> None:
         """Answer a refused message with ``error``: nothing changed, carry on."""
         self.metrics.refused.labels(exc.code).inc()
-        tid = getattr(exc, "transfer_id", None)
+        tid = transfer_id or getattr(exc, "transfer_id", None)
         payload = ErrorPayload(code=exc.code, message=exc.message, transfer_id=_uuid_or_none(tid))
         p.send(Message.build(T.ERROR, payload, room_id=p.room_id))
 
@@ -411,7 +411,10 @@ class Hub:
             target.send(m.stamped(sender_id=user, room_id=room_id))
         elif m.type is T.FILE_SHARE_OFFER:
             assert isinstance(payload, Offer)
-            await self.offer(room_id, user, payload)
+            try:
+                await self.offer(room_id, user, payload)
+            except RoomdropError as exc:  # name the refused offer: a sender may have several
+                self.refuse(p, exc, transfer_id=str(payload.transfer_id))
         elif m.type is T.FILE_SHARE_ACCEPT:
             assert isinstance(payload, Accept)
             await self.accept(room_id, user, str(payload.transfer_id), payload.missing)
@@ -450,6 +453,7 @@ class Hub:
         receiver = self._member(room_id, offer.receiver_id, what="receiver")
         self._check_mime(offer.mime_type)
         record = await self.transfers.register_offer(offer, user, room_id)
+        offer = offer.model_copy(update={"filename": record["filename"]})  # sanitised
         message = Message.build(T.FILE_SHARE_OFFER, offer, sender_id=user, room_id=room_id)
         receiver.send(message)
         self._send_to(room_id, user, message)
@@ -573,7 +577,7 @@ class Hub:
         tid, index = chunk.transfer_id, chunk.chunk_index
         record = self._party(p.room_id, p.user_id, tid, only="sender")
         if record.status is not Status.ACTIVE:
-            raise TransferError(tid, f"transfer is {record.status.value}: not relaying chunks")
+            raise TransferNotActive(tid, index, f"transfer is {record.status.value}")
         if (chunk.total_chunks, chunk.chunk_size) != (record.total_chunks, record.chunk_size):
             raise ProtocolError(f"chunk {index} does not match the offer's chunk layout")
         expected = chunk_length(index, record.file_size, record.chunk_size)
@@ -586,8 +590,8 @@ class Hub:
             p.send(Message.build(T.FILE_SHARE_CHUNK_REQUEST, request, room_id=p.room_id))
             self.metrics.refused.labels("bad-checksum").inc()
             return
-        if index == 0:
-            await self._check_magic(record.transfer_id, record.mime_type, chunk.data)
+        if index == 0 and not await self._content_allowed(record, chunk.data):
+            return
         room = self.rooms[p.room_id]
         if room.bandwidth is not None:
             await room.bandwidth.take(len(chunk.data))
@@ -733,29 +737,31 @@ class Hub:
         if not self._mime_allowed(mime):
             raise MimeTypeNotAllowed(f"files of type {mime.lower()} are not allowed here")
 
-    async def _check_magic(self, tid: str, declared: str, head: Any) -> None:
+    async def _content_allowed(self, record: Transfer, head: Any) -> bool:
         """What the first relayed chunk shows the file to be must pass the allow/deny
         lists too, and must not contradict a specific declared type (``text/plain`` that
         is really ``application/x-msdownload``). Aliases within one top-level type
         (``image/jpg`` and ``image/jpeg``) and a generic declaration
-        (``application/octet-stream``) are not contradictions."""
+        (``application/octet-stream``) are not contradictions. If it fails, the transfer
+        fails and both parties are told (``file-share-error``)."""
         sniffed = sniff_mime_type(head)
-        declared = declared.lower()
+        declared = record.mime_type.lower()
         if sniffed is None or sniffed == declared:
-            return
+            return True
         message = f"declared {declared}, but the content is {sniffed}"
         if not self._mime_allowed(sniffed):
             message += ", which is not allowed here"
         elif declared in GENERIC_TYPES or declared.split("/")[0] == sniffed.split("/")[0]:
-            return
-        record = self.transfers.get_transfer(tid)
+            return True
+        tid = record.transfer_id
         await self.transfers.fail_transfer(tid, MimeTypeNotAllowed.code, message)
         await self._close_relay(tid)
         payload = FileShareError(
             transfer_id=UUID(tid), code=MimeTypeNotAllowed.code, message=message
         )
         self._to_parties(record, T.FILE_SHARE_ERROR, payload, None)
-        raise MimeTypeNotAllowed(message)
+        self.metrics.refused.labels(MimeTypeNotAllowed.code).inc()
+        return False
 
     def _set_progress(self, tid: str, chunks: int, nbytes: int | None = None) -> None:
         record = self.transfers.get_transfer(tid)
