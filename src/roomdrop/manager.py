@@ -392,6 +392,10 @@ class FileTransferManager:
     def get_transfer(self, transfer_id: str) -> Transfer:
         return self._local(transfer_id).record
 
+    def records(self) -> list[Transfer]:
+        """Every transfer this manager knows, live or ended (until forgotten)."""
+        return [local.record for local in self._transfers.values()]
+
     async def get_user_transfers(
         self, user_id: str, status: Status | str | None = None
     ) -> list[dict[str, Any]]:

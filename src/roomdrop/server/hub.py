@@ -51,7 +51,7 @@ from roomdrop.exceptions import (
     UnknownTransfer,
 )
 from roomdrop.manager import FileTransferManager
-from roomdrop.protocol.chunks import chunk_length, indexes_in
+from roomdrop.protocol.chunks import chunk_length
 from roomdrop.protocol.frames import (
     Chunk,
     ChunkAssembler,
@@ -272,8 +272,8 @@ class Hub:
         self.metrics.rooms.set(counts["rooms"])
         self.metrics.connections.set(counts["connections"])
         by_status = dict.fromkeys(Status, 0)
-        for local in self.transfers._transfers.values():
-            by_status[local.record.status] += 1
+        for record in self.transfers.records():
+            by_status[record.status] += 1
         for status, n in by_status.items():
             self.metrics.transfers.labels(status.value).set(n)
 
@@ -304,10 +304,7 @@ class Hub:
                 T.ROOM_STATE,
                 RoomState(
                     participants=sorted(room.members),
-                    transfers=[
-                        self.transfers.get_transfer(t["transfer_id"]).snapshot()
-                        for t in self._user_transfers(user_id, room_id)
-                    ],
+                    transfers=[r.snapshot() for r in self._records(user_id, room_id)],
                 ),
                 room_id=room_id,
             )
@@ -474,7 +471,8 @@ class Hub:
         try:
             payload = Accept(transfer_id=UUID(tid), missing=missing)
         except ValidationError as exc:
-            raise ProtocolError(f"missing: {exc.errors()[0]['msg']}") from None
+            detail = exc.errors()[0]["msg"].removeprefix("Value error, ")
+            raise ProtocolError(f"missing: {detail}") from None
         if missing and missing[-1][1] > record.total_chunks:
             raise ProtocolError(
                 f"missing range ends at {missing[-1][1]}, past total_chunks {record.total_chunks}"
@@ -644,7 +642,10 @@ class Hub:
             return
         if link.forwarder is not None:
             link.forwarder.cancel()
-        await link.staging.close()
+        try:
+            await link.staging.close()
+        except RoomdropError:  # the transfer's state has changed already: log, carry on
+            log.exception("removing the relay staging of %s failed", tid)
 
     # --- housekeeping ----------------------------------------------------------------
 
@@ -670,6 +671,10 @@ class Hub:
                         )
                     )
                     self._to_parties(record, kind, payload, None)
+                ended = {t for t in self._progress_sent if not self._is_live(t)}
+                for tid in ended | {t for t in self._disconnect_paused if not self._is_live(t)}:
+                    self._progress_sent.pop(tid, None)
+                    self._disconnect_paused.discard(tid)
                 RelayStaging.purge_older_than(
                     self.settings.data_dir / "relay", time.time() - self.settings.expiry
                 )
@@ -682,8 +687,7 @@ class Hub:
         if self._shut_down:
             return
         self._shut_down = True
-        for local in list(self.transfers._transfers.values()):
-            record = local.record
+        for record in self.transfers.records():
             if record.status is Status.ACTIVE:
                 await self.transfers.pause_transfer(record.transfer_id)
                 payload = TransferRef(
@@ -701,6 +705,12 @@ class Hub:
 
     # --- helpers ---------------------------------------------------------------------
 
+    def _is_live(self, tid: str) -> bool:
+        try:
+            return self.transfers.get_transfer(tid).live
+        except UnknownTransfer:
+            return False
+
     def _member(self, room_id: str, user: str, what: str = "you") -> Participant:
         room = self.rooms.get(room_id)
         member = room.members.get(user) if room else None
@@ -708,10 +718,6 @@ class Hub:
             who = "you are" if what == "you" else f"{what} {user!r} is"
             raise Forbidden(f"{who} not in room {room_id!r}")
         return member
-
-    def is_member(self, room_id: str, user: str) -> bool:
-        room = self.rooms.get(room_id)
-        return room is not None and (user in room.members or user in room.away)
 
     def _party(self, room_id: str, user: str, tid: str, only: str | None = None) -> Transfer:
         record = self.transfers.get_transfer(tid)
@@ -796,15 +802,12 @@ class Hub:
 
     def _records(self, user: str, room_id: str, live_only: bool = False) -> list[Transfer]:
         return [
-            local.record
-            for local in self.transfers._transfers.values()
-            if local.record.involves(user)
-            and local.record.room_id == room_id
-            and (local.record.live or not live_only)
+            record
+            for record in self.transfers.records()
+            if record.involves(user)
+            and record.room_id == room_id
+            and (record.live or not live_only)
         ]
-
-    def _user_transfers(self, user: str, room_id: str) -> list[dict[str, Any]]:
-        return [r.snapshot() for r in self._records(user, room_id)]
 
     def _send_to(self, room_id: str, user: str, message: Message) -> None:
         room = self.rooms.get(room_id)
@@ -828,16 +831,12 @@ class Hub:
                 member.send(message)
 
     def user_transfers(self, user: str, status: Status | None) -> Iterable[dict[str, Any]]:
-        for local in self.transfers._transfers.values():
-            record = local.record
+        for record in self.transfers.records():
             if record.involves(user) and status in (None, record.status):
                 yield record.snapshot()
 
     def progress_of(self, room_id: str, user: str, tid: str) -> dict[str, Any]:
         return self._party(room_id, user, tid).snapshot()
-
-    def indexes(self, ranges: list[tuple[int, int]]) -> list[int]:
-        return list(indexes_in(ranges))
 
 
 def _uuid_or_none(value: str | None) -> UUID | None:
