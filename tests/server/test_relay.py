@@ -27,6 +27,14 @@ def chunk(index: int, size: int = CHUNK) -> bytes:
     return (head + body)[:size]
 
 
+def flip_byte(path: Path, offset: int) -> None:
+    with path.open("r+b") as f:
+        f.seek(offset)
+        byte = f.read(1)
+        f.seek(offset)
+        f.write(bytes([byte[0] ^ 0x01]))
+
+
 def files_under(root: Path) -> list[Path]:
     return [p for p in root.rglob("*") if p.is_file()]
 
@@ -120,16 +128,13 @@ async def test_what_is_on_disk_is_neither_the_plaintext_nor_the_key(root: Path) 
     plain = [chunk(i) for i in range(4)]
     for i, data in enumerate(plain):
         await staging.put(i, data)
-    stored = files_under(root)
-    assert len(stored) == 4
-    for path in stored:
-        blob = path.read_bytes()
-        assert len(blob) == NONCE_SIZE + CHUNK + 16
-        assert key not in blob
-        for data in plain:
-            assert data[:64] not in blob
-            assert data[-64:] not in blob
-    nonces = {path.read_bytes()[:NONCE_SIZE] for path in stored}
+    assert files_under(root) == [staging.ring]
+    ring = staging.ring.read_bytes()
+    assert key not in ring
+    for data in plain:
+        assert data[:64] not in ring
+        assert data[-64:] not in ring
+    nonces = {ring[staging.slot_offset(i) :][:NONCE_SIZE] for i in range(4)}
     assert len(nonces) == 4, "every chunk has its own nonce"
     await staging.close()
 
@@ -155,9 +160,9 @@ async def test_each_transfer_has_its_own_key(root: Path) -> None:
 async def test_a_taken_chunk_leaves_nothing_on_disk(root: Path) -> None:
     staging = RelayStaging(root, TID)
     await staging.put(0, chunk(0))
-    assert len(files_under(root)) == 1
+    assert staging.ring.stat().st_size > CHUNK
     await staging.take()
-    assert files_under(root) == []
+    assert [path.stat().st_size for path in files_under(root)] == [0]
     await staging.close()
 
 
@@ -167,10 +172,7 @@ async def test_a_tampered_staged_chunk_fails_with_a_storage_error_naming_the_tra
     staging = RelayStaging(root, TID)
     await staging.put(0, chunk(0))
     await staging.put(1, chunk(1))
-    path = staging.directory / "0.chunk"
-    blob = bytearray(path.read_bytes())
-    blob[NONCE_SIZE + 1000] ^= 0x01
-    path.write_bytes(bytes(blob))
+    flip_byte(staging.ring, staging.slot_offset(0) + NONCE_SIZE + 1000)
 
     with pytest.raises(StorageError) as caught:
         await staging.take()
@@ -184,22 +186,22 @@ async def test_a_tampered_staged_chunk_fails_with_a_storage_error_naming_the_tra
 async def test_a_truncated_staged_chunk_fails_with_a_storage_error(root: Path, keep: int) -> None:
     staging = RelayStaging(root, TID)
     await staging.put(0, chunk(0))
-    path = staging.directory / "0.chunk"
-    path.write_bytes(path.read_bytes()[:keep])
+    os.truncate(staging.ring, staging.slot_offset(0) + keep)
     with pytest.raises(StorageError, match=TID):
         await staging.take()
     assert staging.staged() == 0
     await staging.close()
 
 
-async def test_a_chunk_file_moved_to_another_index_does_not_decrypt(root: Path) -> None:
+async def test_a_chunk_copied_into_another_index_slot_does_not_decrypt(root: Path) -> None:
     staging = RelayStaging(root, TID)
     await staging.put(0, chunk(0))
     await staging.put(1, chunk(1))
-    (staging.directory / "0.chunk").replace(staging.directory / "1.chunk")
-    (staging.directory / "0.chunk").write_bytes(b"\0" * (NONCE_SIZE + 16))
-    with pytest.raises(StorageError):
-        await staging.take()
+    sealed = staging.ring.read_bytes()[staging.slot_offset(0) :][: NONCE_SIZE + CHUNK + 16]
+    with staging.ring.open("r+b") as ring:
+        ring.seek(staging.slot_offset(1))
+        ring.write(sealed)
+    assert await staging.take() == (0, chunk(0))
     with pytest.raises(StorageError, match="chunk 1"):
         await staging.take()
     await staging.close()
@@ -208,7 +210,8 @@ async def test_a_chunk_file_moved_to_another_index_does_not_decrypt(root: Path) 
 async def test_a_failed_take_frees_its_slot_so_the_sender_may_send_it_again(root: Path) -> None:
     staging = RelayStaging(root, TID, window=1)
     await staging.put(0, chunk(0))
-    (staging.directory / "0.chunk").write_bytes(b"garbage" * 10)
+    with staging.ring.open("r+b") as ring:
+        ring.write(b"garbage" * 10)
     with pytest.raises(StorageError):
         await staging.take()
     assert await asyncio.wait_for(staging.put(0, chunk(0)), BLOCKED)
@@ -276,13 +279,15 @@ async def test_close_is_fine_when_the_directory_was_already_purged(root: Path) -
     assert not staging.directory.exists()
 
 
-async def test_a_put_into_a_purged_staging_fails_with_a_storage_error(root: Path) -> None:
+async def test_a_staging_purged_under_its_feet_works_until_closed_and_leaves_nothing(
+    root: Path,
+) -> None:
     staging = RelayStaging(root, TID)
     RelayStaging.purge(root)
-    with pytest.raises(StorageError, match="no such file"):
-        await staging.put(0, b"x")
-    assert staging.staged() == 0
+    assert await staging.put(0, b"x")
+    assert await staging.take() == (0, b"x")
     await staging.close()
+    assert files_under(root) == []
 
 
 async def test_purge_removes_every_staging_directory_left_by_a_previous_process(
@@ -345,7 +350,7 @@ async def test_a_new_staging_of_the_same_transfer_starts_empty(root: Path) -> No
     leftover = RelayStaging(root, TID)
     await leftover.put(0, b"undecryptable now")
     staging = RelayStaging(root, TID)
-    assert files_under(root) == []
+    assert [path.stat().st_size for path in files_under(root)] == [0]
     assert staging.staged() == 0
     await staging.close()
 

@@ -53,11 +53,12 @@ from roomdrop.exceptions import (
 from roomdrop.manager import FileTransferManager
 from roomdrop.protocol.chunks import chunk_length
 from roomdrop.protocol.frames import (
+    HEADER_SIZE,
     Chunk,
     ChunkAssembler,
     decode_frame,
     decode_json_chunk,
-    encode_frames,
+    encode_frame_into,
 )
 from roomdrop.protocol.messages import (
     Accept,
@@ -593,13 +594,13 @@ class Hub:
         room = self.rooms[p.room_id]
         if room.bandwidth is not None:
             await room.bandwidth.take(len(chunk.data))
-        link = self._relay(tid)
-        await link.staging.put(index, bytes(chunk.data))
+        link = self._relay(tid, record.chunk_size)
+        await link.staging.put(index, bytes(chunk.data), chunk.checksum)
 
-    def _relay(self, tid: str) -> RelayLink:
+    def _relay(self, tid: str, chunk_size: int) -> RelayLink:
         link = self.relays.get(tid)
         if link is None:
-            staging = RelayStaging(self.settings.data_dir / "relay", tid)
+            staging = RelayStaging(self.settings.data_dir / "relay", tid, chunk_size=chunk_size)
             link = self.relays[tid] = RelayLink(staging)
             link.forwarder = asyncio.create_task(self._forward(tid, link), name=f"relay-{tid}")
         return link
@@ -610,13 +611,14 @@ class Hub:
         record = self.transfers.get_transfer(tid)
         try:
             while True:
-                index, data = await link.staging.take()
-                checksum = hashlib.sha256(data).hexdigest()
+                # verified on the way in and authenticated by AES-GCM since: no re-hash
+                index, data, checksum = await link.staging.take_item()
                 chunk = Chunk(tid, index, record.total_chunks, record.chunk_size, data, checksum)
+                header = bytearray(HEADER_SIZE)
+                encode_frame_into(header, chunk)
                 receiver = await self._wait_for_member(record.room_id, record.receiver_id)
                 try:
-                    for frame in encode_frames(chunk):
-                        await receiver.outbox.send_frame(frame)
+                    await receiver.outbox.send_frame(bytes(header) + data)
                 except ConnectionError:
                     continue
                 link.delivered += 1

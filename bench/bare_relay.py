@@ -1,0 +1,80 @@
+"""A bare FastAPI + uvicorn WebSocket relay: the baseline server of ``bench/relay.py``.
+
+    .venv/bin/python bench/bare_relay.py --port 8765
+
+``/ws/receiver`` registers the receiving socket; every message that arrives on
+``/ws/sender`` is forwarded to it as it is, one at a time, with no parsing, checking or
+staging. ``GET /healthz`` answers once the server is up. uvicorn runs with the options
+``roomdrop serve`` uses (:func:`roomdrop.server.run.serve`): the sans-I/O websockets
+backend, permessage-deflate off, uvloop and the same ``ws_max_size``. It imports
+nothing of roomdrop, so its memory is FastAPI's and uvicorn's alone.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+
+import uvicorn
+from fastapi import FastAPI, WebSocket
+
+MAX_WS_MESSAGE = 2 * 1024 * 1024
+"""roomdrop.server.run.MAX_WS_MESSAGE (``bench/relay.py`` passes that one in); not imported
+here, so that this server's memory is FastAPI's and uvicorn's only."""
+
+
+def create_app() -> FastAPI:
+    app = FastAPI()
+    receivers: list[WebSocket] = []
+    receiver_joined = asyncio.Event()
+
+    @app.get("/healthz")
+    async def healthz() -> dict[str, str]:
+        return {"status": "ok"}
+
+    @app.websocket("/ws/receiver")
+    async def receiver(websocket: WebSocket) -> None:
+        await websocket.accept()
+        receivers[:] = [websocket]
+        receiver_joined.set()
+        while (await websocket.receive())["type"] != "websocket.disconnect":
+            pass  # the receiver sends nothing; wait for it to leave
+
+    @app.websocket("/ws/sender")
+    async def sender(websocket: WebSocket) -> None:
+        await websocket.accept()
+        await receiver_joined.wait()
+        target = receivers[0]
+        while True:
+            message = await websocket.receive()
+            if message["type"] == "websocket.disconnect":
+                break
+            if message.get("bytes") is not None:
+                await target.send_bytes(message["bytes"])
+            elif message.get("text") is not None:
+                await target.send_text(message["text"])
+
+    return app
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--host", default="127.0.0.1")
+    parser.add_argument("--port", type=int, required=True)
+    parser.add_argument("--ws-max-size", type=int, default=MAX_WS_MESSAGE)
+    args = parser.parse_args()
+    uvicorn.run(
+        create_app(),
+        host=args.host,
+        port=args.port,
+        ws="websockets-sansio",
+        ws_per_message_deflate=False,
+        ws_max_size=args.ws_max_size,
+        log_level="warning",
+        timeout_graceful_shutdown=5,
+        loop="uvloop",
+    )
+
+
+if __name__ == "__main__":
+    main()
