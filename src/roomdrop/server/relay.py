@@ -48,6 +48,7 @@ import os
 import re
 import secrets
 import stat
+import time
 from collections import deque
 from pathlib import Path
 from typing import Final
@@ -61,6 +62,7 @@ from roomdrop.storage import describe_os_error
 __all__ = ["DIR_MODE", "NONCE_SIZE", "TAG_SIZE", "RelayClosed", "RelayStaging"]
 
 DIR_MODE: Final = 0o700
+_TOUCH_EVERY: Final = 5.0
 NONCE_SIZE: Final = 12
 TAG_SIZE: Final = 16
 KEY_BITS: Final = 256
@@ -93,6 +95,7 @@ class RelayStaging:
         self._free = list(range(window - 1, -1, -1))
         self._changed = asyncio.Condition()
         self._closed = False
+        self._touched = 0.0
         self._fd = -1
         try:
             root.mkdir(mode=DIR_MODE, parents=True, exist_ok=True)
@@ -228,17 +231,21 @@ class RelayStaging:
         return b"%s%s\0%d" % (_AAD_LABEL, self.transfer_id.encode("ascii"), index)
 
     def _touch(self) -> None:
-        with contextlib.suppress(OSError):
-            os.utime(self.directory)
+        """Mark activity for :meth:`purge_older_than` (at most once every few seconds)."""
+        now = time.monotonic()
+        if now - self._touched >= _TOUCH_EVERY:
+            self._touched = now
+            with contextlib.suppress(OSError):
+                os.utime(self.directory)
 
     def _write(self, index: int, slot: int, data: bytes) -> int:
         if len(data) > self.chunk_size:
             raise ValueError(f"chunk of {len(data)} bytes exceeds the {self.chunk_size}-byte slot")
         nonce = secrets.token_bytes(NONCE_SIZE)
-        sealed = nonce + self._aead.encrypt(nonce, data, self._aad(index))
+        sealed = self._aead.encrypt(nonce, data, self._aad(index))
         try:
-            written = os.pwrite(self._fd, sealed, slot * self._slot_size)
-            if written != len(sealed):
+            written = os.pwritev(self._fd, [nonce, sealed], slot * self._slot_size)
+            if written != NONCE_SIZE + len(sealed):
                 raise OSError(errno.EIO, "short write")
         except OSError as exc:
             raise StorageError(
@@ -246,7 +253,7 @@ class RelayStaging:
                 describe_os_error(exc, f"staging chunk {index} of transfer {self.transfer_id}"),
             ) from exc
         self._touch()
-        return len(sealed)
+        return NONCE_SIZE + len(sealed)
 
     def _read(self, index: int, slot: int, length: int) -> bytes:
         try:
