@@ -47,6 +47,7 @@ from roomdrop.exceptions import (
     RateLimited,
     RelayClosed,
     RoomdropError,
+    StorageError,
     TransferNotActive,
     UnknownTransfer,
 )
@@ -612,7 +613,11 @@ class Hub:
         try:
             while True:
                 # verified on the way in and authenticated by AES-GCM since: no re-hash
-                index, data, checksum = await link.staging.take_item()
+                try:
+                    index, data, checksum = await link.staging.take_item()
+                except StorageError:  # that chunk is lost here; the receiver asks again
+                    log.exception("relay of %s lost a staged chunk", tid)
+                    continue
                 chunk = Chunk(tid, index, record.total_chunks, record.chunk_size, data, checksum)
                 header = bytearray(HEADER_SIZE)
                 encode_frame_into(header, chunk)
