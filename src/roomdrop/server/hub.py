@@ -32,7 +32,7 @@ import hashlib
 import logging
 import time
 from collections import deque
-from collections.abc import Coroutine, Iterable
+from collections.abc import Coroutine, Iterable, Iterator
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 from uuid import UUID
@@ -380,17 +380,23 @@ class Hub:
 
     async def handle_text(self, p: Participant, raw: str | bytes) -> None:
         """One control message from ``p``; a refusal is answered with ``error``."""
-        try:
+        with self._answering(p, "handling this message"):
             if not p.bucket.try_take():
                 raise RateLimited(f"more than {self.settings.control_rate:g} messages per second")
             message = parse_message(raw, max_bytes=self.settings.max_message_bytes)
             self.metrics.messages.labels(message.type.value).inc()
             await self._dispatch(p, message)
+
+    @contextlib.contextmanager
+    def _answering(self, p: Participant, doing: str) -> Iterator[None]:
+        """Answer whatever goes wrong in the block with ``error``; the socket carries on."""
+        try:
+            yield
         except RoomdropError as exc:
             self.refuse(p, exc)
         except Exception:  # a bug of ours: say so, keep the connection
-            log.exception("handling a message from %s in %s failed", p.user_id, p.room_id)
-            self.refuse(p, RoomdropError("internal error handling this message"))
+            log.exception("%s from %s in %s failed", doing, p.user_id, p.room_id)
+            self.refuse(p, RoomdropError(f"internal error {doing}"))
 
     def refuse(self, p: Participant, exc: RoomdropError, transfer_id: str | None = None) -> None:
         """Answer a refused message with ``error``: nothing changed, carry on."""
@@ -560,18 +566,13 @@ class Hub:
 
     async def handle_bytes(self, p: Participant, data: bytes) -> None:
         """A binary relay frame from ``p``."""
-        try:
+        with self._answering(p, "relaying this frame"):
             frame = decode_frame(data)
             record = self._party(p.room_id, p.user_id, frame.transfer_id, only="sender")
             p.assembler.max_chunk_size = record.chunk_size
             chunk = p.assembler.feed(frame)
             if chunk is not None:
                 await self.relay_chunk(p, chunk)
-        except RoomdropError as exc:
-            self.refuse(p, exc)
-        except Exception:  # a bug of ours: say so, keep the connection
-            log.exception("relaying a frame from %s in %s failed", p.user_id, p.room_id)
-            self.refuse(p, RoomdropError("internal error relaying this frame"))
 
     async def relay_chunk(self, p: Participant, chunk: Chunk) -> None:
         tid, index = chunk.transfer_id, chunk.chunk_index
