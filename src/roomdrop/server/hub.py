@@ -107,7 +107,7 @@ class Socket(Protocol):
 class Outbox:
     """One socket's writer: control messages first, then frames, one send at a time."""
 
-    def __init__(self, socket: Socket, max_control: int = 1000, max_frames: int = 4) -> None:
+    def __init__(self, socket: Socket, max_control: int = 1000, max_frames: int = 16) -> None:
         self.socket = socket
         self.max_control = max_control
         self._control: deque[str] = deque()
@@ -124,6 +124,14 @@ class Outbox:
             return
         self._control.append(message.to_json())
         self._wake.set()
+
+    def try_send_frame(self, frame: bytes) -> bool:
+        """Queue a binary frame if the socket keeps up; False (nothing queued) if not."""
+        if self.closed or self._frames.full():
+            return False
+        self._frames.put_nowait(frame)
+        self._wake.set()
+        return True
 
     async def send_frame(self, frame: bytes) -> None:
         """Queue a binary frame; waits while the socket is behind (back-pressure)."""
@@ -572,9 +580,14 @@ class Hub:
             p.assembler.max_chunk_size = record.chunk_size
             chunk = p.assembler.feed(frame)
             if chunk is not None:
-                await self.relay_chunk(p, chunk)
+                await self.relay_chunk(p, chunk, data if frame.is_whole else None)
 
-    async def relay_chunk(self, p: Participant, chunk: Chunk) -> None:
+    async def relay_chunk(self, p: Participant, chunk: Chunk, frame: bytes | None = None) -> None:
+        """Verify one chunk from the sender and pass it on: straight to the receiver's
+        socket when that keeps up and nothing is staged (``frame``, the sender's own
+        whole-chunk frame, goes out as it came), otherwise into the encrypted staging,
+        which the forwarder drains as the receiver takes it. Either way the receiver
+        gets a verified chunk, and what waits, waits encrypted on disk."""
         tid, index = chunk.transfer_id, chunk.chunk_index
         record = self._party(p.room_id, p.user_id, tid, only="sender")
         if record.status is not Status.ACTIVE:
@@ -596,8 +609,28 @@ class Hub:
         room = self.rooms[p.room_id]
         if room.bandwidth is not None:
             await room.bandwidth.take(len(chunk.data))
+        link = self.relays.get(tid)
+        receiver = self._present(record.room_id, record.receiver_id)
+        if receiver is not None and (link is None or link.staging.staged() == 0):
+            if frame is None:
+                header = bytearray(HEADER_SIZE)
+                encode_frame_into(header, chunk)
+                frame = bytes(header) + bytes(chunk.data)
+            if receiver.outbox.try_send_frame(frame):
+                self._delivered(record, len(chunk.data))
+                return
         link = self._relay(tid, record.chunk_size)
         await link.staging.put(index, bytes(chunk.data), chunk.checksum)
+
+    def _present(self, room_id: str, user: str) -> Participant | None:
+        room = self.rooms.get(room_id)
+        member = room.members.get(user) if room else None
+        return member if member is not None and not member.outbox.closed else None
+
+    def _delivered(self, record: Transfer, nbytes: int) -> None:
+        self.metrics.relayed.inc(nbytes)
+        if record.status is Status.ACTIVE:  # the receiver's own reports correct this
+            self._set_progress(record.transfer_id, min(record.total_chunks, record.chunks_sent + 1))
 
     def _relay(self, tid: str, chunk_size: int) -> RelayLink:
         link = self.relays.get(tid)
@@ -628,21 +661,16 @@ class Hub:
                 except ConnectionError:
                     continue
                 link.delivered += 1
-                self.metrics.relayed.inc(len(data))
-                if record.status is Status.ACTIVE:  # the receiver's reports correct this
-                    self._set_progress(tid, min(record.total_chunks, record.chunks_sent + 1))
+                self._delivered(record, len(data))
         except (RelayClosed, asyncio.CancelledError):
             pass
         except Exception:
             log.exception("relay forwarder for %s failed", tid)
 
     async def _wait_for_member(self, room_id: str, user: str) -> Participant:
-        while True:
-            room = self.rooms.get(room_id)
-            member = room.members.get(user) if room else None
-            if member is not None and not member.outbox.closed:
-                return member
+        while (member := self._present(room_id, user)) is None:
             await asyncio.sleep(0.05)
+        return member
 
     async def _close_relay(self, tid: str) -> None:
         link = self.relays.pop(tid, None)
