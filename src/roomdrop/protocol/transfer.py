@@ -15,15 +15,42 @@ from datetime import UTC, datetime
 from decimal import ROUND_HALF_UP, Decimal
 from typing import Any
 
+from pydantic import BaseModel
+
 from roomdrop.protocol.state import LIVE_STATUSES, Event, Status, apply_event
 
-__all__ = ["RateMeter", "Transfer", "iso"]
+__all__ = ["RateMeter", "Transfer", "TransferObject", "iso"]
 
 
 def iso(epoch_seconds: float) -> str:
     """``2025-11-10T02:10:00Z``: the seed's timestamp format."""
     stamp = datetime.fromtimestamp(epoch_seconds, UTC).isoformat(timespec="seconds")
     return stamp.replace("+00:00", "Z")
+
+
+class TransferObject(BaseModel):
+    """The shape of :meth:`Transfer.snapshot`: the seed's transfer object (its field
+    names exactly), plus ``error_code``, ``speed_bps``, ``eta_seconds``, ``saved_path``."""
+
+    transfer_id: str
+    room_id: str
+    sender_id: str
+    receiver_id: str
+    filename: str
+    file_size: int
+    chunk_size: int
+    total_chunks: int
+    chunks_sent: int
+    status: Status
+    progress_percent: float
+    bytes_transferred: int
+    started_at: str | None
+    completed_at: str | None
+    error: str | None
+    error_code: str | None = None
+    speed_bps: float = 0.0
+    eta_seconds: float | None = None
+    saved_path: str | None = None
 
 
 class RateMeter:

@@ -20,6 +20,7 @@ from roomdrop.exceptions import ProtocolError, Unauthorized
 from roomdrop.protocol.chunks import count_chunks
 from roomdrop.protocol.messages import Offer, Range
 from roomdrop.protocol.state import Status
+from roomdrop.protocol.transfer import TransferObject
 from roomdrop.server.hub import Hub
 
 __all__ = ["build_router"]
@@ -28,29 +29,6 @@ TRANSFER = "/rooms/{room_id}/file-transfer/{transfer_id}"
 ROOM_ID = r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$"
 CLOSE_UNAUTHORIZED = 4401
 CLOSE_BAD_ROOM = 4400
-
-
-class TransferObject(BaseModel):
-    """The seed's transfer object, plus error_code, speed and ETA."""
-
-    transfer_id: str
-    room_id: str
-    sender_id: str
-    receiver_id: str
-    filename: str
-    file_size: int
-    chunk_size: int
-    total_chunks: int
-    chunks_sent: int
-    status: Status
-    progress_percent: float
-    bytes_transferred: int
-    started_at: str | None
-    completed_at: str | None
-    error: str | None
-    error_code: str | None = None
-    speed_bps: float = 0.0
-    eta_seconds: float | None = None
 
 
 class OfferRequest(BaseModel):
