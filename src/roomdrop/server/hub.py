@@ -40,6 +40,7 @@ from uuid import UUID
 from prometheus_client import CollectorRegistry, Counter, Gauge
 from pydantic import BaseModel, ValidationError
 
+from roomdrop.clock import Clock
 from roomdrop.exceptions import (
     Forbidden,
     MimeTypeNotAllowed,
@@ -236,7 +237,9 @@ class Metrics:
 
 
 class Hub:
-    def __init__(self, settings: Settings, authority: TokenAuthority) -> None:
+    def __init__(
+        self, settings: Settings, authority: TokenAuthority, clock: Clock | None = None
+    ) -> None:
         self.settings = settings
         self.authority = authority
         self.transfers = FileTransferManager(
@@ -247,6 +250,7 @@ class Hub:
             max_transfers_per_room=settings.max_transfers_per_room,
             idle_timeout=settings.idle_timeout,
             expiry=settings.expiry,
+            clock=clock,
         )
         self.rooms: dict[str, Room] = {}
         self.relays: dict[str, RelayLink] = {}
@@ -689,33 +693,39 @@ class Hub:
         while True:
             await asyncio.sleep(interval)
             try:
-                for tid in await self.transfers.sweep():
-                    record = self.transfers.get_transfer(tid)
-                    await self._close_relay(tid)
-                    kind = (
-                        T.FILE_SHARE_CANCEL
-                        if record.status is Status.CANCELLED
-                        else T.FILE_SHARE_ERROR
-                    )
-                    payload: BaseModel = (
-                        TransferRef(transfer_id=UUID(tid), reason=record.error)
-                        if kind is T.FILE_SHARE_CANCEL
-                        else FileShareError(
-                            transfer_id=tid,
-                            code=record.error_code or "expired",
-                            message=record.error or "",
-                        )
-                    )
-                    self._to_parties(record, kind, payload, None)
-                ended = {t for t in self._progress_sent if not self._is_live(t)}
-                for tid in ended | {t for t in self._disconnect_paused if not self._is_live(t)}:
-                    self._progress_sent.pop(tid, None)
-                    self._disconnect_paused.discard(tid)
-                RelayStaging.purge_older_than(
-                    self.settings.data_dir / "relay", time.time() - self.settings.expiry
-                )
+                await self.sweep()
             except Exception:
                 log.exception("sweep failed")
+
+    async def sweep(self) -> None:
+        """End idle and expired transfers (the manager's clock decides) and tell both
+        parties; forget what ended; purge staging nobody closed."""
+        for tid in await self.transfers.sweep():
+            record = self.transfers.get_transfer(tid)
+            await self._close_relay(tid)
+            payload: BaseModel
+            if record.status is Status.CANCELLED:
+                kind, payload = (
+                    T.FILE_SHARE_CANCEL,
+                    TransferRef(transfer_id=UUID(tid), reason=record.error),
+                )
+            else:
+                kind, payload = (
+                    T.FILE_SHARE_ERROR,
+                    FileShareError(
+                        transfer_id=UUID(tid),
+                        code=record.error_code or "expired",
+                        message=record.error or "",
+                    ),
+                )
+            self._to_parties(record, kind, payload, None)
+        ended = {t for t in self._progress_sent if not self._is_live(t)}
+        for tid in ended | {t for t in self._disconnect_paused if not self._is_live(t)}:
+            self._progress_sent.pop(tid, None)
+            self._disconnect_paused.discard(tid)
+        RelayStaging.purge_older_than(
+            self.settings.data_dir / "relay", time.time() - self.settings.expiry
+        )
 
     async def shutdown(self) -> None:
         """Pause every active transfer and tell its parties, so that nothing is lost.
