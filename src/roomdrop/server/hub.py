@@ -214,7 +214,6 @@ class Room:
 class RelayLink:
     staging: RelayStaging
     forwarder: asyncio.Task[None] | None = None
-    delivered: int = 0
 
 
 class Metrics:
@@ -664,7 +663,6 @@ class Hub:
                     await receiver.outbox.send_frame(bytes(header) + data)
                 except ConnectionError:
                     continue
-                link.delivered += 1
                 self._delivered(record, len(data))
         except (RelayClosed, asyncio.CancelledError):
             pass
