@@ -31,13 +31,11 @@ import fnmatch
 import hashlib
 import logging
 import time
-from collections import deque
 from collections.abc import Coroutine, Iterable, Iterator
 from dataclasses import dataclass, field
-from typing import Any, Protocol
+from typing import Any
 from uuid import UUID
 
-from prometheus_client import CollectorRegistry, Counter, Gauge
 from pydantic import BaseModel, ValidationError
 
 from roomdrop.clock import Clock
@@ -81,11 +79,14 @@ from roomdrop.protocol.messages import (
 from roomdrop.protocol.state import Status
 from roomdrop.protocol.transfer import Transfer
 from roomdrop.server.auth import TokenAuthority
+from roomdrop.server.buckets import TokenBucket
+from roomdrop.server.metrics import Metrics
+from roomdrop.server.outbox import Outbox, Socket
 from roomdrop.server.relay import RelayStaging
 from roomdrop.server.settings import Settings
 from roomdrop.storage import sniff_mime_type
 
-__all__ = ["Hub", "Outbox", "Participant", "Socket"]
+__all__ = ["Hub", "Participant"]
 
 log = logging.getLogger("roomdrop.server")
 
@@ -93,73 +94,7 @@ T = MessageType
 SIGNALLING = {T.OFFER, T.ANSWER, T.ICE_CANDIDATE}
 SERVER_ONLY = {T.USER_JOINED, T.USER_LEFT, T.ROOM_STATE}
 GENERIC_TYPES = frozenset({"application/octet-stream", "binary/octet-stream", ""})
-CLOSE_TOO_SLOW = 4408
 CLOSE_REPLACED = 4409
-
-
-class Socket(Protocol):
-    """What the hub needs of a WebSocket."""
-
-    async def send_text(self, data: str) -> None: ...
-    async def send_bytes(self, data: bytes) -> None: ...
-    async def close(self, code: int, reason: str) -> None: ...
-
-
-class Outbox:
-    """One socket's writer: control messages first, then frames, one send at a time."""
-
-    def __init__(self, socket: Socket, max_control: int = 1000, max_frames: int = 16) -> None:
-        self.socket = socket
-        self.max_control = max_control
-        self._control: deque[str] = deque()
-        self._frames: asyncio.Queue[bytes] = asyncio.Queue(max_frames)
-        self._wake = asyncio.Event()
-        self.closed = False
-
-    def send(self, message: Message) -> None:
-        if self.closed:
-            return
-        if len(self._control) >= self.max_control:
-            self.closed = True
-            self._wake.set()
-            return
-        self._control.append(message.to_json())
-        self._wake.set()
-
-    def try_send_frame(self, frame: bytes) -> bool:
-        """Queue a binary frame if the socket keeps up; False (nothing queued) if not."""
-        if self.closed or self._frames.full():
-            return False
-        self._frames.put_nowait(frame)
-        self._wake.set()
-        return True
-
-    async def send_frame(self, frame: bytes) -> None:
-        """Queue a binary frame; waits while the socket is behind (back-pressure)."""
-        if self.closed:
-            raise ConnectionError("socket closed")
-        await self._frames.put(frame)
-        self._wake.set()
-
-    async def run(self) -> None:
-        """The writer task; returns when the socket fails or the outbox is closed."""
-        try:
-            while not self.closed:
-                if self._control:
-                    await self.socket.send_text(self._control.popleft())
-                elif not self._frames.empty():
-                    await self.socket.send_bytes(self._frames.get_nowait())
-                else:
-                    self._wake.clear()
-                    await self._wake.wait()
-            if len(self._control) >= self.max_control:
-                await self.socket.close(CLOSE_TOO_SLOW, "too slow to read its messages")
-        except Exception:  # the socket is gone; the reader will notice too
-            self.closed = True
-        finally:
-            self.closed = True
-            while not self._frames.empty():
-                self._frames.get_nowait()
 
 
 @dataclass(eq=False)
@@ -174,34 +109,6 @@ class Participant:
         self.outbox.send(message)
 
 
-class TokenBucket:
-    """``rate`` units per second, bursts up to ``burst``."""
-
-    def __init__(self, rate: float, burst: float) -> None:
-        self.rate, self.burst = rate, burst
-        self._tokens = burst
-        self._stamp = time.monotonic()
-
-    def _refill(self) -> None:
-        now = time.monotonic()
-        self._tokens = min(self.burst, self._tokens + (now - self._stamp) * self.rate)
-        self._stamp = now
-
-    def try_take(self, n: float = 1.0) -> bool:
-        self._refill()
-        if self._tokens >= n:
-            self._tokens -= n
-            return True
-        return False
-
-    async def take(self, n: float) -> None:
-        """Wait until ``n`` units are available (n may exceed the burst)."""
-        self._refill()
-        self._tokens -= n
-        if self._tokens < 0:
-            await asyncio.sleep(-self._tokens / self.rate)
-
-
 @dataclass(eq=False)
 class Room:
     room_id: str
@@ -214,25 +121,6 @@ class Room:
 class RelayLink:
     staging: RelayStaging
     forwarder: asyncio.Task[None] | None = None
-
-
-class Metrics:
-    def __init__(self) -> None:
-        self.registry = CollectorRegistry()
-        self.connections = Gauge("roomdrop_connections", "Open WebSockets", registry=self.registry)
-        self.rooms = Gauge("roomdrop_rooms", "Rooms with a participant", registry=self.registry)
-        self.transfers = Gauge(
-            "roomdrop_transfers", "Transfers by status", ["status"], registry=self.registry
-        )
-        self.relayed = Counter(
-            "roomdrop_relayed_bytes", "Chunk bytes relayed to receivers", registry=self.registry
-        )
-        self.messages = Counter(
-            "roomdrop_messages", "Control messages handled", ["type"], registry=self.registry
-        )
-        self.refused = Counter(
-            "roomdrop_refused", "Requests refused", ["code"], registry=self.registry
-        )
 
 
 class Hub:

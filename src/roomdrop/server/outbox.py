@@ -1,0 +1,84 @@
+"""One WebSocket's writer: control messages first, relay frames as the socket takes them.
+
+The hub never awaits a slow socket while handling someone else's message: control
+messages are queued (a socket that lets ``max_control`` pile up is closed as too slow,
+code 4408), relay frames wait for room in a small queue, and that wait is the relay's
+back-pressure.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections import deque
+from typing import Protocol
+
+from roomdrop.protocol.messages import Message
+
+__all__ = ["CLOSE_TOO_SLOW", "Outbox", "Socket"]
+
+CLOSE_TOO_SLOW = 4408
+
+
+class Socket(Protocol):
+    """What the hub needs of a WebSocket."""
+
+    async def send_text(self, data: str) -> None: ...
+    async def send_bytes(self, data: bytes) -> None: ...
+    async def close(self, code: int, reason: str) -> None: ...
+
+
+class Outbox:
+    """One socket's writer: control messages first, then frames, one send at a time."""
+
+    def __init__(self, socket: Socket, max_control: int = 1000, max_frames: int = 16) -> None:
+        self.socket = socket
+        self.max_control = max_control
+        self._control: deque[str] = deque()
+        self._frames: asyncio.Queue[bytes] = asyncio.Queue(max_frames)
+        self._wake = asyncio.Event()
+        self.closed = False
+
+    def send(self, message: Message) -> None:
+        if self.closed:
+            return
+        if len(self._control) >= self.max_control:
+            self.closed = True
+            self._wake.set()
+            return
+        self._control.append(message.to_json())
+        self._wake.set()
+
+    def try_send_frame(self, frame: bytes) -> bool:
+        """Queue a binary frame if the socket keeps up; False (nothing queued) if not."""
+        if self.closed or self._frames.full():
+            return False
+        self._frames.put_nowait(frame)
+        self._wake.set()
+        return True
+
+    async def send_frame(self, frame: bytes) -> None:
+        """Queue a binary frame; waits while the socket is behind (back-pressure)."""
+        if self.closed:
+            raise ConnectionError("socket closed")
+        await self._frames.put(frame)
+        self._wake.set()
+
+    async def run(self) -> None:
+        """The writer task; returns when the socket fails or the outbox is closed."""
+        try:
+            while not self.closed:
+                if self._control:
+                    await self.socket.send_text(self._control.popleft())
+                elif not self._frames.empty():
+                    await self.socket.send_bytes(self._frames.get_nowait())
+                else:
+                    self._wake.clear()
+                    await self._wake.wait()
+            if len(self._control) >= self.max_control:
+                await self.socket.close(CLOSE_TOO_SLOW, "too slow to read its messages")
+        except Exception:  # the socket is gone; the reader will notice too
+            self.closed = True
+        finally:
+            self.closed = True
+            while not self._frames.empty():
+                self._frames.get_nowait()
