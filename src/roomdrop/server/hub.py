@@ -471,16 +471,24 @@ class Hub:
             p.assembler.max_chunk_size = record.chunk_size
             chunk = p.assembler.feed(frame)
             if chunk is not None:
-                await self.relay_chunk(p, chunk, data if frame.is_whole else None)
+                await self.relay_chunk(p, chunk, data if frame.is_whole else None, record)
 
-    async def relay_chunk(self, p: Participant, chunk: Chunk, frame: bytes | None = None) -> None:
+    async def relay_chunk(
+        self,
+        p: Participant,
+        chunk: Chunk,
+        frame: bytes | None = None,
+        record: Transfer | None = None,
+    ) -> None:
         """Verify one chunk from the sender and pass it on: straight to the receiver's
         socket when that keeps up and nothing is staged (``frame``, the sender's own
         whole-chunk frame, goes out as it came), otherwise into the encrypted staging,
         which the forwarder drains as the receiver takes it. Either way the receiver
-        gets a verified chunk, and what waits, waits encrypted on disk."""
+        gets a verified chunk, and what waits, waits encrypted on disk. ``record`` is the
+        transfer's, when the caller has already checked that ``p`` is its sender."""
         tid, index = chunk.transfer_id, chunk.chunk_index
-        record = self._party(p.room_id, p.user_id, tid, only="sender")
+        if record is None:
+            record = self._party(p.room_id, p.user_id, tid, only="sender")
         if record.status is not Status.ACTIVE:
             raise TransferNotActive(tid, index, f"transfer is {record.status.value}")
         if (chunk.total_chunks, chunk.chunk_size) != (record.total_chunks, record.chunk_size):
