@@ -131,7 +131,14 @@ async def test_progress_is_the_seeds_transfer_object_with_speed_and_eta(
         await m.receive_chunk(tid, i, await m.send_chunk(tid, i))
     progress = await m.get_progress(tid)
     assert set(progress) >= SEED_FIELDS
-    assert set(progress) - SEED_FIELDS == {"error_code", "speed_bps", "eta_seconds", "saved_path"}
+    assert set(progress) - SEED_FIELDS == {
+        "error_code",
+        "speed_bps",
+        "eta_seconds",
+        "saved_path",
+        "mime_type",
+        "sha256",
+    }
     assert progress["file_size"] == 10_485_760
     assert progress["total_chunks"] == 160
     assert progress["chunks_sent"] == 85

@@ -136,8 +136,7 @@ class FileTransferManager:
     ) -> dict[str, Any]:
         """Offer a local file: read it once for size, sha256 and MIME type.
 
-        Returns the transfer object together with the offer's ``mime_type`` and
-        ``sha256``; :meth:`offer` gives the ``file-share-offer`` payload.
+        Returns the transfer object; :meth:`offer` gives the ``file-share-offer`` payload.
         """
         path = Path(file_path)
         size = (await asyncio.to_thread(path.stat)).st_size
@@ -148,7 +147,7 @@ class FileTransferManager:
         local.source = SourceFile(info)
         local.sent = ChunkSet(local.record.total_chunks)
         self._transfers[local.record.transfer_id] = local
-        return self._describe(local.record)
+        return local.record.snapshot()
 
     async def register_offer(
         self, offer: Offer | Mapping[str, Any], sender_id: str, room_id: str
@@ -173,7 +172,7 @@ class FileTransferManager:
             created_mono=self.clock.monotonic(),
         )
         self._transfers[tid] = _Local(record)
-        return self._describe(record)
+        return record.snapshot()
 
     def offer(self, transfer_id: str) -> Offer:
         """The ``file-share-offer`` payload for a transfer."""
@@ -486,9 +485,6 @@ class FileTransferManager:
             mime_type=info.mime_type,
             created_mono=self.clock.monotonic(),
         )
-
-    def _describe(self, record: Transfer) -> dict[str, Any]:
-        return {**record.snapshot(), "mime_type": record.mime_type, "sha256": record.sha256}
 
     def _check_policy(self, size: int, sender_id: str, receiver_id: str, room_id: str) -> None:
         if size > self.max_file_size:

@@ -30,7 +30,9 @@ def iso(epoch_seconds: float) -> str:
 
 class TransferObject(BaseModel):
     """The shape of :meth:`Transfer.snapshot`: the seed's transfer object (its field
-    names exactly), plus ``error_code``, ``speed_bps``, ``eta_seconds``, ``saved_path``."""
+    names exactly), plus ``error_code``, ``speed_bps``, ``eta_seconds``, ``saved_path``,
+    and the offer's ``mime_type`` and ``sha256`` (so a client that restarted can tell its
+    own content in ``room-state`` and resume it under the same transfer id)."""
 
     transfer_id: str
     room_id: str
@@ -51,6 +53,8 @@ class TransferObject(BaseModel):
     speed_bps: float = 0.0
     eta_seconds: float | None = None
     saved_path: str | None = None
+    mime_type: str = "application/octet-stream"
+    sha256: str | None = None
 
 
 class RateMeter:
@@ -143,8 +147,9 @@ class Transfer:
 
     def snapshot(self) -> dict[str, Any]:
         """The seed's transfer object, plus ``error_code`` (machine-readable, beside the
-        seed's ``error``), ``speed_bps``, ``eta_seconds`` and ``saved_path`` (where a
-        completed file was put; ``None`` elsewhere)."""
+        seed's ``error``), ``speed_bps``, ``eta_seconds``, ``saved_path`` (where a
+        completed file was put; ``None`` elsewhere), and the offer's ``mime_type`` and
+        ``sha256``."""
         speed = self.meter.rate() if self.status is Status.ACTIVE else 0.0
         remaining = self.file_size - self.bytes_transferred
         eta = round(remaining / speed, 1) if speed > 0 else None
@@ -168,4 +173,6 @@ class Transfer:
             "speed_bps": round(speed, 1),
             "eta_seconds": eta if remaining > 0 else 0.0,
             "saved_path": self.saved_path,
+            "mime_type": self.mime_type,
+            "sha256": self.sha256,
         }
