@@ -36,10 +36,13 @@ OWNERS = {  # library -> the only modules that may import it
     "fastapi": {"server/app.py", "server/routes.py"},
     "starlette": {"server/app.py", "server/routes.py"},
     "uvicorn": {"server/run.py"},
-    "jwt": {"server/auth.py"},
+    "jwt": {"server/auth.py", "client/settings.py"},
     "cryptography": {"server/relay.py"},
     "aiortc": {"client/rtc.py"},
+    "aioice": {"client/rtc.py"},
     "websockets": {"client/signalling.py"},
+    "httpx": {"client/http.py"},
+    "rich": {"client/display.py"},
 }
 
 

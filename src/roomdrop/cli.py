@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import sys
 from pathlib import Path
+from typing import Any
 
 from roomdrop import __version__
 
@@ -27,11 +28,37 @@ def build_parser() -> argparse.ArgumentParser:
     token.add_argument("user")
     token.add_argument("--ttl", type=int, help="lifetime in seconds (default 86400)")
     token.add_argument("--data-dir", type=Path, help="where the server keeps its secret")
+
+    send = commands.add_parser("send", help="send files to a participant of a room")
+    send.add_argument("paths", metavar="PATH", nargs="+", type=Path, help="files to send")
+    send.add_argument("--to", required=True, metavar="USER", help="the participant to send to")
+    send.add_argument(
+        "--transport",
+        choices=("auto", "p2p", "relay"),
+        default="auto",
+        help="auto: peer to peer, else through the server (default); p2p: never the "
+        "server's relay; relay: always through the server",
+    )
+    receive = commands.add_parser("receive", help="receive files offered in a room")
+    receive.add_argument("--out", type=Path, default=Path("."), help="where files go (default: .)")
+    receive.add_argument("--yes", action="store_true", help="accept every offer without asking")
+    receive.add_argument(
+        "--count", type=int, metavar="N", help="exit after N files arrived (default: keep on)"
+    )
+    for client in (send, receive):
+        client.add_argument("--server", metavar="URL", help="server URL ($ROOMDROP_SERVER)")
+        client.add_argument("--room", required=True, help="the room to join")
+        client.add_argument("--token", help="your token ($ROOMDROP_TOKEN)")
+        client.add_argument(
+            "--json", action="store_true", help="one JSON object per line instead of bars"
+        )
     return parser
 
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    if args.command in ("send", "receive"):
+        return client_command(args)
     from roomdrop.server.settings import Settings
 
     overrides = {
@@ -50,6 +77,51 @@ def main(argv: list[str] | None = None) -> int:
     ttl = args.ttl if args.ttl is not None else settings.token_ttl
     print(TokenAuthority(load_secret(settings)).issue(args.user, ttl))
     return 0
+
+
+def client_command(args: argparse.Namespace) -> int:
+    """``send`` and ``receive``: exit 0 only if every file arrived and verified."""
+    from roomdrop.client.command import run_receive, run_send
+    from roomdrop.client.display import JsonReporter, RichReporter
+    from roomdrop.client.settings import ClientSettings
+
+    settings = ClientSettings()
+    server = args.server or settings.server
+    token = args.token or (settings.token.get_secret_value() if settings.token else None)
+    if not server:
+        return fail("no server: pass --server URL or set ROOMDROP_SERVER")
+    if not token:
+        return fail("no token: pass --token TOKEN or set ROOMDROP_TOKEN (see `roomdrop token`)")
+    if args.command == "send":
+        unreadable = [p for p in args.paths if not p.is_file()]
+        if unreadable:
+            return fail(f"not a file: {unreadable[0]}")
+    elif args.count is not None and args.count < 1:
+        return fail("--count must be at least 1")
+    reporter: Any = JsonReporter() if args.json else RichReporter()
+    common: dict[str, Any] = {
+        "server": server,
+        "room": args.room,
+        "token": token,
+        "settings": settings,
+        "reporter": reporter,
+    }
+    try:
+        if args.command == "send":
+            outcome = run_send(args.paths, args.to, transport=args.transport, **common)
+        else:
+            outcome = run_receive(args.out, count=args.count, yes=args.yes, **common)
+    finally:
+        if isinstance(reporter, RichReporter):
+            reporter.stop()
+    if outcome.message:
+        print(f"roomdrop: {outcome.message}", file=sys.stderr)
+    return outcome.exit_code
+
+
+def fail(message: str, code: int = 2) -> int:
+    print(f"roomdrop: {message}", file=sys.stderr)
+    return code
 
 
 if __name__ == "__main__":

@@ -22,7 +22,8 @@ cannot go on" from "policy says no"::
     │   ├── MimeTypeNotAllowed
     │   └── RateLimited
     ├── Unauthorized             no valid token (HTTP 401, WebSocket close 4401)
-    └── Forbidden                a valid user who may not do this (HTTP 403, ``error``)
+    ├── Forbidden                a valid user who may not do this (HTTP 403, ``error``)
+    └── ServerUnreachable        a client cannot reach the server
 
 Every class carries a short machine-readable ``code`` that travels in ``error`` and
 ``file-share-error`` messages and in a transfer's ``error_code``; :data:`ERROR_CODES`
@@ -49,6 +50,7 @@ __all__ = [
     "RateLimited",
     "RelayClosed",
     "RoomdropError",
+    "ServerUnreachable",
     "StorageError",
     "TooManyTransfers",
     "TransferError",
@@ -194,6 +196,12 @@ class Forbidden(RoomdropError):
     """The user is known but may not do this (not in the room, not a party, ...)."""
 
     code = "forbidden"
+
+
+class ServerUnreachable(RoomdropError):
+    """A client could not reach the server, or lost it for longer than it waits."""
+
+    code = "server-unreachable"
 
 
 class MimeTypeNotAllowed(PolicyError):

@@ -132,18 +132,31 @@ class FileTransferManager:
     # --- offers --------------------------------------------------------------------
 
     async def create_offer(
-        self, file_path: str | Path, sender_id: str, receiver_id: str, room_id: str
+        self,
+        file_path: str | Path,
+        sender_id: str,
+        receiver_id: str,
+        room_id: str,
+        *,
+        transfer_id: str | None = None,
+        scanned: SourceInfo | None = None,
     ) -> dict[str, Any]:
         """Offer a local file: read it once for size, sha256 and MIME type.
 
         Returns the transfer object; :meth:`offer` gives the ``file-share-offer`` payload.
+        ``transfer_id`` (default: a new UUID4) lets a sender that restarted take up a
+        transfer the server still holds; ``scanned`` is ``scan_source(file_path)`` if the
+        caller has it already (the file is then not read again).
         """
         path = Path(file_path)
         size = (await asyncio.to_thread(path.stat)).st_size
         self._check_policy(size, sender_id, receiver_id, room_id)
-        info = await asyncio.to_thread(scan_source, path)
+        info = scanned if scanned is not None else await asyncio.to_thread(scan_source, path)
         self._check_policy(info.file_size, sender_id, receiver_id, room_id)
-        local = _Local(self._new_record(str(uuid4()), info, sender_id, receiver_id, room_id))
+        tid = str(UUID(transfer_id)) if transfer_id is not None else str(uuid4())
+        if tid in self._transfers:
+            raise ProtocolError(f"transfer {tid} is already known here")
+        local = _Local(self._new_record(tid, info, sender_id, receiver_id, room_id))
         local.source = SourceFile(info)
         local.sent = ChunkSet(local.record.total_chunks)
         self._transfers[local.record.transfer_id] = local

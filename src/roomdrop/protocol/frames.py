@@ -63,6 +63,7 @@ __all__ = [
     "encode_frames",
     "encode_json_chunk",
     "fragment_bounds",
+    "split_frame",
 ]
 
 MAGIC: Final = b"RD"
@@ -182,6 +183,30 @@ def encode_frames(chunk: Chunk, max_frame_size: int | None = None) -> Iterator[b
         frame[HEADER_SIZE:] = data[offset : offset + length]
         encode_frame_into(frame, chunk, chunk_length=len(data), fragment_offset=offset)
         yield bytes(frame)
+
+
+_FRAGMENT_OFFSET = struct.Struct(">I")
+_FRAGMENT_OFFSET_AT: Final = 36
+
+
+def split_frame(frame: bytes, max_frame_size: int | None) -> list[bytes]:
+    """Cut one whole frame (as :func:`encode_frames` or a sender's ``send_chunk`` makes
+    it) into the frames that fit ``max_frame_size``, as :func:`encode_frames` would:
+    each repeats the header with its own ``fragment_offset``. A frame that fits is
+    returned as it is."""
+    data = memoryview(frame)[HEADER_SIZE:]
+    bounds = fragment_bounds(len(data), max_frame_size)
+    if len(bounds) == 1:
+        return [frame]
+    header = memoryview(frame)[:HEADER_SIZE]
+    parts: list[bytes] = []
+    for offset, length in bounds:
+        part = bytearray(HEADER_SIZE + length)
+        part[:HEADER_SIZE] = header
+        _FRAGMENT_OFFSET.pack_into(part, _FRAGMENT_OFFSET_AT, offset)
+        part[HEADER_SIZE:] = data[offset : offset + length]
+        parts.append(bytes(part))
+    return parts
 
 
 def decode_frame(buffer: bytes | bytearray | memoryview) -> Frame:

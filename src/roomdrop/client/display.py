@@ -1,0 +1,131 @@
+"""What ``send`` and ``receive`` show: rich progress bars, or JSON lines (``--json``).
+
+The only module that imports ``rich``.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+import time
+from typing import Any, TextIO
+
+from rich.console import Console
+from rich.progress import (
+    BarColumn,
+    DownloadColumn,
+    Progress,
+    TaskID,
+    TaskProgressColumn,
+    TextColumn,
+    TimeRemainingColumn,
+    TransferSpeedColumn,
+)
+
+from roomdrop.client.session import Result
+
+__all__ = ["JsonReporter", "RichReporter", "describe_offer", "human_size"]
+
+
+def human_size(n: int) -> str:
+    size = float(n)
+    for unit in ("bytes", "kB", "MB", "GB"):
+        if size < 1000 or unit == "GB":
+            return f"{size:.0f} {unit}" if unit == "bytes" else f"{size:.1f} {unit}"
+        size /= 1000
+    return f"{n} bytes"
+
+
+def describe_offer(offer: dict[str, Any]) -> str:
+    return (
+        f"{offer['sender_id']} offers {offer['filename']} "
+        f"({human_size(offer['file_size'])}, {offer.get('mime_type') or 'unknown type'})"
+    )
+
+
+class JsonReporter:
+    """One JSON object per line on stdout: ``note``, ``progress`` (the transfer object
+    with ``transport``; at most every ``every`` seconds per transfer) and ``result``."""
+
+    def __init__(self, stream: TextIO | None = None, every: float = 0.5) -> None:
+        self.stream = stream or sys.stdout
+        self.every = every
+        self._last: dict[str, float] = {}
+
+    def _emit(self, obj: dict[str, Any]) -> None:
+        self.stream.write(json.dumps(obj, separators=(",", ":")) + "\n")
+        self.stream.flush()
+
+    def note(self, text: str) -> None:
+        self._emit({"event": "note", "message": text})
+
+    def offer(self, offer: dict[str, Any]) -> None:
+        self._emit({"event": "offer", **offer})
+
+    def progress(self, snapshot: dict[str, Any], transport: str) -> None:
+        now = time.monotonic()
+        tid = snapshot["transfer_id"]
+        if now - self._last.get(tid, 0.0) < self.every:
+            return
+        self._last[tid] = now
+        self._emit({"event": "progress", "transport": transport, **snapshot})
+
+    def finished(self, result: Result) -> None:
+        self._emit(result.to_dict())
+
+
+class RichReporter:
+    """A progress bar per file on stderr: bytes, percentage, speed, ETA and the path the
+    data takes; a line per note and per finished file."""
+
+    def __init__(self, console: Console | None = None) -> None:
+        self.console = console or Console(stderr=True)
+        self.bars = Progress(
+            TextColumn("{task.description}"),
+            BarColumn(),
+            TaskProgressColumn(),
+            DownloadColumn(),
+            TransferSpeedColumn(),
+            TimeRemainingColumn(),
+            console=self.console,
+            transient=False,
+        )
+        self._tasks: dict[str, TaskID] = {}
+        self.bars.start()
+
+    def stop(self) -> None:
+        self.bars.stop()
+
+    def note(self, text: str) -> None:
+        self.bars.console.print(text, highlight=False, markup=False)
+
+    def offer(self, offer: dict[str, Any]) -> None:
+        self.note(describe_offer(offer))
+
+    def progress(self, snapshot: dict[str, Any], transport: str) -> None:
+        tid = snapshot["transfer_id"]
+        label = f"{snapshot['filename']} [{transport}]"
+        task = self._tasks.get(tid)
+        if task is None:
+            task = self._tasks[tid] = self.bars.add_task(label, total=snapshot["file_size"])
+        self.bars.update(task, completed=snapshot["bytes_transferred"], description=label)
+
+    def finished(self, result: Result) -> None:
+        task = self._tasks.get(result.transfer_id)
+        if task is not None:
+            if result.ok:
+                self.bars.update(task, completed=result.file_size)
+            self.bars.stop_task(task)
+        if result.ok:
+            where = f" -> {result.saved_path}" if result.saved_path else ""
+            resumed = (
+                f", {human_size(result.resumed_bytes)} were already there"
+                if result.resumed_bytes
+                else ""
+            )
+            self.note(
+                f"done: {result.filename} ({human_size(result.file_size)}) via "
+                f"{result.transport} in {result.elapsed_s:.1f} s{resumed}{where}"
+            )
+        else:
+            self.note(f"{result.status}: {result.filename}: {result.error or result.status}")

@@ -1,0 +1,62 @@
+"""Client settings, from ``ROOMDROP_*`` environment variables (pydantic-settings).
+
+``ROOMDROP_SERVER`` and ``ROOMDROP_TOKEN`` stand in for ``--server`` and ``--token``;
+``ROOMDROP_ICE_HOSTS`` (comma-separated) restricts the local addresses ICE gathers
+candidates on.
+"""
+
+from __future__ import annotations
+
+from typing import Annotated, Any
+
+import jwt
+from pydantic import Field, SecretStr, field_validator
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
+
+__all__ = ["ClientSettings", "user_of"]
+
+
+class ClientSettings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="ROOMDROP_", extra="ignore")
+
+    server: str | None = Field(
+        None, description="Server URL for `send`/`receive` (e.g. http://127.0.0.1:8000)."
+    )
+    token: SecretStr | None = Field(None, description="JWT for `send`/`receive`.")
+    ice_hosts: Annotated[list[str], NoDecode] = Field(
+        default_factory=list,
+        description="Comma-separated local addresses ICE may use (e.g. 127.0.0.1); "
+        "empty: every address of the machine.",
+    )
+    ice_timeout: float = Field(
+        5.0, gt=0, description="Seconds a client waits for a data channel before the relay."
+    )
+    reconnect_timeout: float = Field(
+        120.0,
+        gt=0,
+        description="Seconds a client keeps trying to reach the server after losing it.",
+    )
+    stall_timeout: float = Field(
+        2.0,
+        gt=0,
+        description="Seconds with no chunk before a receiver asks again for what it lacks.",
+    )
+
+    @field_validator("ice_hosts", mode="before")
+    @classmethod
+    def _split(cls, value: Any) -> Any:
+        if isinstance(value, str):
+            return [part.strip() for part in value.split(",") if part.strip()]
+        return value
+
+
+def user_of(token: str) -> str:
+    """The user id (``sub``) a token names. The signature is the server's to check."""
+    try:
+        claims = jwt.decode(token, options={"verify_signature": False})
+    except jwt.InvalidTokenError as exc:
+        raise ValueError(f"not a JWT: {exc}") from None
+    sub = claims.get("sub")
+    if not isinstance(sub, str) or not sub:
+        raise ValueError("the token names no user (no 'sub' claim)")
+    return sub
