@@ -53,7 +53,10 @@ from roomdrop.exceptions import (
 from roomdrop.manager import FileTransferManager
 from roomdrop.protocol.chunks import chunk_length
 from roomdrop.protocol.frames import (
+    HEADER,
     HEADER_SIZE,
+    MAGIC,
+    VERSION,
     Chunk,
     ChunkAssembler,
     decode_frame,
@@ -95,6 +98,7 @@ SIGNALLING = {T.OFFER, T.ANSWER, T.ICE_CANDIDATE}
 SERVER_ONLY = {T.USER_JOINED, T.USER_LEFT, T.ROOM_STATE}
 GENERIC_TYPES = frozenset({"application/octet-stream", "binary/octet-stream", ""})
 CLOSE_REPLACED = 4409
+MAX_ROUTES = 16
 
 
 @dataclass(eq=False)
@@ -104,9 +108,35 @@ class Participant:
     outbox: Outbox
     bucket: TokenBucket
     assembler: ChunkAssembler = field(default_factory=lambda: ChunkAssembler(max_partial=2))
+    routes: dict[bytes, Route] = field(default_factory=dict)
+    """The transfers this connection has relayed whole frames of, by the frame header's
+    16 transfer-id bytes: found and checked (this room, this sender) once."""
 
     def send(self, message: Message) -> None:
         self.outbox.send(message)
+
+    def remember_route(self, record: Transfer) -> None:
+        key = UUID(record.transfer_id).bytes
+        if key not in self.routes:
+            if len(self.routes) >= MAX_ROUTES:
+                self.routes.clear()
+            self.routes[key] = Route.of(record)
+
+
+@dataclass(frozen=True, slots=True)
+class Route:
+    """What the relay's fast path needs of a transfer, computed once."""
+
+    tid: str
+    record: Transfer
+    last_index: int
+    last_length: int
+
+    @classmethod
+    def of(cls, record: Transfer) -> Route:
+        last = record.total_chunks - 1
+        length = chunk_length(last, record.file_size, record.chunk_size)
+        return cls(record.transfer_id, record, last, length)
 
 
 @dataclass(eq=False)
@@ -187,7 +217,7 @@ class Hub:
             room.bandwidth = TokenBucket(rate, rate)
         previous = room.members.pop(user_id, None)
         if previous is not None:  # same user, new socket: the new one wins
-            previous.outbox.closed = True
+            previous.outbox.close()
             self._spawn(previous.outbox.socket.close(CLOSE_REPLACED, "replaced"))
         returning = room.away.pop(user_id, None) is not None or previous is not None
         participant = Participant(
@@ -220,7 +250,7 @@ class Hub:
         if room is None or room.members.get(participant.user_id) is not participant:
             return  # replaced by a newer socket: nothing to do
         del room.members[participant.user_id]
-        participant.outbox.closed = True
+        participant.outbox.close()
         user = participant.user_id
         room.away[user] = time.monotonic()
         self._broadcast(room, T.USER_LEFT, UserEvent(user_id=user))
@@ -462,16 +492,74 @@ class Hub:
         self._to_parties(record, T.FILE_SHARE_CANCEL, payload, None)
 
     # --- relay -----------------------------------------------------------------------
+    #
+    # Every relayed chunk passes here, so the common case (a whole binary frame of a
+    # transfer this connection has relayed before) has a path of its own: the header is
+    # unpacked once, the transfer's record comes from the connection's route cache
+    # (checked against the manager by identity on every frame), the checksum is compared
+    # as bytes, and the frame the sender sent is the object that is staged or goes out.
+    # Anything else (a first frame, a fragment, anything malformed or refused) takes the
+    # general path, which answers with the same errors in the same order (§11.7).
 
     async def handle_bytes(self, p: Participant, data: bytes) -> None:
         """A binary relay frame from ``p``."""
-        with self._answering(p, "relaying this frame"):
-            frame = decode_frame(data)
-            record = self._party(p.room_id, p.user_id, frame.transfer_id, only="sender")
-            p.assembler.max_chunk_size = record.chunk_size
-            chunk = p.assembler.feed(frame)
-            if chunk is not None:
-                await self.relay_chunk(p, chunk, data if frame.is_whole else None, record)
+        try:
+            if not await self._relay_known_whole_frame(p, data):
+                await self._relay_frame(p, data)
+        except RoomdropError as exc:
+            self.refuse(p, exc)
+        except Exception:  # a bug of ours: say so, keep the connection
+            log.exception("relaying this frame from %s in %s failed", p.user_id, p.room_id)
+            self.refuse(p, RoomdropError("internal error relaying this frame"))
+
+    async def _relay_known_whole_frame(self, p: Participant, data: bytes) -> bool:
+        """Relay ``data`` if it is a well-formed whole-chunk frame of a transfer whose
+        route ``p`` has cached, with the offer's layout and length; False (nothing done)
+        if it is anything else."""
+        if len(data) <= HEADER_SIZE:
+            return False
+        magic, version, flags, tid_bytes, index, total, size, length, offset, checksum = (
+            HEADER.unpack_from(data)
+        )
+        route = p.routes.get(tid_bytes)
+        if (
+            route is None
+            or magic != MAGIC
+            or version != VERSION
+            or flags
+            or offset
+            or length != len(data) - HEADER_SIZE
+            or index >= total
+        ):
+            return False
+        record = route.record
+        if total != record.total_chunks or size != record.chunk_size:
+            return False
+        if length != (route.last_length if index == route.last_index else size):
+            return False
+        if self.transfers.get_transfer(route.tid) is not record:  # forgotten or replaced
+            del p.routes[tid_bytes]
+            return False
+        if record.status is not Status.ACTIVE:
+            raise TransferNotActive(route.tid, index, f"transfer is {record.status.value}")
+        chunk = memoryview(data)[HEADER_SIZE:]
+        if hashlib.sha256(chunk).digest() != checksum:
+            self._bad_checksum(p, route.tid, index)
+        elif index != 0 or await self._content_allowed(record, chunk):
+            await self._pass_on(p, record, index, data, length)
+        return True
+
+    async def _relay_frame(self, p: Participant, data: bytes) -> None:
+        """The general path of a binary frame: decoded and checked in full, fragments
+        reassembled; a whole frame's transfer is remembered for the fast path."""
+        frame = decode_frame(data)
+        record = self._party(p.room_id, p.user_id, frame.transfer_id, only="sender")
+        if frame.is_whole:
+            p.remember_route(record)
+        p.assembler.max_chunk_size = record.chunk_size
+        chunk = p.assembler.feed(frame)
+        if chunk is not None:
+            await self.relay_chunk(p, chunk, data if frame.is_whole else None, record)
 
     async def relay_chunk(
         self,
@@ -497,29 +585,42 @@ class Hub:
         if len(chunk.data) != expected:
             raise ProtocolError(f"chunk {index} has {len(chunk.data)} bytes, expected {expected}")
         if hashlib.sha256(chunk.data).hexdigest() != chunk.checksum:
-            request = ChunkRequest(
-                transfer_id=tid, ranges=[(index, index + 1)], reason="bad-checksum"
-            )
-            p.send(Message.build(T.FILE_SHARE_CHUNK_REQUEST, request, room_id=p.room_id))
-            self.metrics.refused.labels("bad-checksum").inc()
+            self._bad_checksum(p, tid, index)
             return
         if index == 0 and not await self._content_allowed(record, chunk.data):
             return
+        if frame is None:  # a fragmented or JSON chunk: one whole frame from here on
+            buffer = bytearray(HEADER_SIZE + len(chunk.data))
+            buffer[HEADER_SIZE:] = chunk.data
+            encode_frame_into(buffer, chunk)
+            frame = bytes(buffer)
+        await self._pass_on(p, record, index, frame, expected)
+
+    def _bad_checksum(self, p: Participant, tid: str, index: int) -> None:
+        """A chunk failed its sha256: dropped, and its sender asked for it again."""
+        request = ChunkRequest(transfer_id=tid, ranges=[(index, index + 1)], reason="bad-checksum")
+        p.send(Message.build(T.FILE_SHARE_CHUNK_REQUEST, request, room_id=p.room_id))
+        self.metrics.refused.labels("bad-checksum").inc()
+
+    async def _pass_on(
+        self, p: Participant, record: Transfer, index: int, frame: bytes, nbytes: int
+    ) -> None:
+        """A verified chunk's whole frame, after the room's bandwidth allows it: straight
+        to the receiver's socket if that has room and nothing of the transfer is staged,
+        otherwise into the staging (waiting while its window is full)."""
         room = self.rooms[p.room_id]
         if room.bandwidth is not None:
-            await room.bandwidth.take(len(chunk.data))
+            await room.bandwidth.take(nbytes)
+        tid = record.transfer_id
         link = self.relays.get(tid)
-        receiver = self._present(record.room_id, record.receiver_id)
-        if receiver is not None and (link is None or link.staging.staged() == 0):
-            if frame is None:
-                header = bytearray(HEADER_SIZE)
-                encode_frame_into(header, chunk)
-                frame = bytes(header) + bytes(chunk.data)
-            if receiver.outbox.try_send_frame(frame):
-                self._delivered(record, len(chunk.data))
+        if link is None or link.staging.staged() == 0:
+            receiver = self._present(record.room_id, record.receiver_id)
+            if receiver is not None and receiver.outbox.try_send_frame(frame):
+                self._delivered(record, nbytes)
                 return
-        link = self._relay(tid, record.chunk_size)
-        await link.staging.put(index, bytes(chunk.data), chunk.checksum)
+        if link is None:
+            link = self._relay(tid, record.chunk_size)
+        await link.staging.put(index, frame)
 
     def _present(self, room_id: str, user: str) -> Participant | None:
         room = self.rooms.get(room_id)
@@ -527,39 +628,44 @@ class Hub:
         return member if member is not None and not member.outbox.closed else None
 
     def _delivered(self, record: Transfer, nbytes: int) -> None:
+        """One chunk handed to the receiver's socket: O(1), a broadcast at most every
+        ``progress_interval`` (the receiver's own reports correct the count)."""
         self.metrics.relayed.inc(nbytes)
-        if record.status is Status.ACTIVE:  # the receiver's own reports correct this
-            self._set_progress(record.transfer_id, min(record.total_chunks, record.chunks_sent + 1))
+        if record.status is Status.ACTIVE:
+            chunks = min(record.total_chunks, record.chunks_sent + 1)
+            self._progressed(record, chunks, min(record.file_size, chunks * record.chunk_size))
 
     def _relay(self, tid: str, chunk_size: int) -> RelayLink:
         link = self.relays.get(tid)
         if link is None:
-            staging = RelayStaging(self.settings.data_dir / "relay", tid, chunk_size=chunk_size)
+            # a slot holds one whole frame: the header and up to chunk_size bytes
+            staging = RelayStaging(
+                self.settings.data_dir / "relay", tid, chunk_size=HEADER_SIZE + chunk_size
+            )
             link = self.relays[tid] = RelayLink(staging)
             link.forwarder = asyncio.create_task(self._forward(tid, link), name=f"relay-{tid}")
         return link
 
     async def _forward(self, tid: str, link: RelayLink) -> None:
-        """Hand staged chunks to the receiver, as fast as its socket takes them. A chunk
+        """Hand staged frames to the receiver, as fast as its socket takes them. A chunk
         in flight when the receiver drops is lost here; the receiver asks for it again."""
         record = self.transfers.get_transfer(tid)
         try:
             while True:
                 # verified on the way in and authenticated by AES-GCM since: no re-hash
                 try:
-                    index, data, checksum = await link.staging.take_item()
+                    _index, frame = await link.staging.take()
                 except StorageError:  # that chunk is lost here; the receiver asks again
                     log.exception("relay of %s lost a staged chunk", tid)
                     continue
-                chunk = Chunk(tid, index, record.total_chunks, record.chunk_size, data, checksum)
-                header = bytearray(HEADER_SIZE)
-                encode_frame_into(header, chunk)
-                receiver = await self._wait_for_member(record.room_id, record.receiver_id)
+                receiver = self._present(record.room_id, record.receiver_id)
+                if receiver is None:
+                    receiver = await self._wait_for_member(record.room_id, record.receiver_id)
                 try:
-                    await receiver.outbox.send_frame(bytes(header) + data)
+                    await receiver.outbox.send_frame(frame)
                 except ConnectionError:
                     continue
-                self._delivered(record, len(data))
+                self._delivered(record, len(frame) - HEADER_SIZE)
         except (RelayClosed, asyncio.CancelledError):
             pass
         except Exception:
@@ -639,7 +745,7 @@ class Hub:
         await asyncio.sleep(0.1)  # let the writers flush the pause messages
         for room in self.rooms.values():
             for member in room.members.values():
-                member.outbox.closed = True
+                member.outbox.close()
                 with contextlib.suppress(Exception):
                     await member.outbox.socket.close(1001, "server shutting down")
 
@@ -713,8 +819,12 @@ class Hub:
         record = self.transfers.get_transfer(tid)
         if nbytes is None:
             nbytes = min(record.file_size, chunks * record.chunk_size)
+        self._progressed(record, chunks, nbytes)
+
+    def _progressed(self, record: Transfer, chunks: int, nbytes: int) -> None:
         record.set_progress(chunks, nbytes, mono=time.monotonic())
-        self._broadcast_progress(tid)
+        if record.transfer_id not in self._progress_due:  # else a broadcast is due anyway
+            self._broadcast_progress(record.transfer_id)
 
     def _broadcast_progress(self, tid: str) -> None:
         """Progress to both parties, at most every ``progress_interval``; a change that

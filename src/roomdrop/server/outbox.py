@@ -4,6 +4,10 @@ The hub never awaits a slow socket while handling someone else's message: contro
 messages are queued (a socket that lets ``max_control`` pile up is closed as too slow,
 code 4408), relay frames wait for room in a small queue, and that wait is the relay's
 back-pressure.
+
+Relay frames pass here once per chunk, so their path is kept short: two deques and two
+events, no :class:`asyncio.Queue` bookkeeping, and the frame the hub hands over is the
+object the socket sends (no copy).
 """
 
 from __future__ import annotations
@@ -33,9 +37,11 @@ class Outbox:
     def __init__(self, socket: Socket, max_control: int = 1000, max_frames: int = 16) -> None:
         self.socket = socket
         self.max_control = max_control
+        self.max_frames = max_frames
         self._control: deque[str] = deque()
-        self._frames: asyncio.Queue[bytes] = asyncio.Queue(max_frames)
-        self._wake = asyncio.Event()
+        self._frames: deque[bytes] = deque()
+        self._wake = asyncio.Event()  # something to send (or closed)
+        self._room = asyncio.Event()  # a frame went out (or closed): send_frame may go on
         self.closed = False
 
     def send(self, message: Message) -> None:
@@ -48,37 +54,50 @@ class Outbox:
         self._control.append(message.to_json())
         self._wake.set()
 
+    def close(self) -> None:
+        """Stop: nothing more is queued, the writer ends, waiting frame senders wake."""
+        self.closed = True
+        self._wake.set()
+        self._room.set()
+
     def try_send_frame(self, frame: bytes) -> bool:
         """Queue a binary frame if the socket keeps up; False (nothing queued) if not."""
-        if self.closed or self._frames.full():
+        if self.closed or len(self._frames) >= self.max_frames:
             return False
-        self._frames.put_nowait(frame)
+        self._frames.append(frame)
         self._wake.set()
         return True
 
     async def send_frame(self, frame: bytes) -> None:
-        """Queue a binary frame; waits while the socket is behind (back-pressure)."""
+        """Queue a binary frame; waits while the socket is behind (back-pressure).
+        Raises :class:`ConnectionError` if the socket is or gets closed meanwhile."""
+        while not self.closed and len(self._frames) >= self.max_frames:
+            self._room.clear()
+            await self._room.wait()
         if self.closed:
             raise ConnectionError("socket closed")
-        await self._frames.put(frame)
+        self._frames.append(frame)
         self._wake.set()
 
     async def run(self) -> None:
         """The writer task; returns when the socket fails or the outbox is closed."""
+        control, frames = self._control, self._frames
         try:
             while not self.closed:
-                if self._control:
-                    await self.socket.send_text(self._control.popleft())
-                elif not self._frames.empty():
-                    await self.socket.send_bytes(self._frames.get_nowait())
+                if control:
+                    await self.socket.send_text(control.popleft())
+                elif frames:
+                    frame = frames.popleft()
+                    self._room.set()
+                    await self.socket.send_bytes(frame)
                 else:
                     self._wake.clear()
                     await self._wake.wait()
-            if len(self._control) >= self.max_control:
+            if len(control) >= self.max_control:
                 await self.socket.close(CLOSE_TOO_SLOW, "too slow to read its messages")
         except Exception:  # the socket is gone; the reader will notice too
             self.closed = True
         finally:
             self.closed = True
-            while not self._frames.empty():
-                self._frames.get_nowait()
+            frames.clear()
+            self._room.set()
