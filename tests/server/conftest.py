@@ -310,17 +310,20 @@ class Server:
         return None
 
 
-def launch(base: Path, env: dict[str, str]) -> Server:
+def launch(
+    base: Path, env: dict[str, str], *, port: int | None = None, secret: str | None = None
+) -> Server:
     """Start ``roomdrop serve`` with ``env`` on top of a clean ROOMDROP_* environment and
-    wait until /healthz answers 200."""
+    wait until /healthz answers 200. ``port`` and ``secret`` (default: a free port, a new
+    secret) let a test start a server again where an earlier one stood."""
     base.mkdir(parents=True, exist_ok=True)
-    port = free_port()
+    port = port or free_port()
     data_dir = base / "data"
     log_path = base / "server.stderr"
-    secret = secrets.token_urlsafe(32)
+    secret = secret or secrets.token_urlsafe(32)
     environ = {k: v for k, v in os.environ.items() if not k.startswith("ROOMDROP_")}
     environ.update({"ROOMDROP_SECRET": secret, **env})
-    with log_path.open("wb") as log:
+    with log_path.open("ab") as log:
         process = subprocess.Popen(
             [
                 sys.executable,

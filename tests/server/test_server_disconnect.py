@@ -9,9 +9,8 @@ import os
 import signal
 from typing import Any
 
-from conftest import CHUNK, Client, Server, names
-
 from roomdrop.protocol.frames import Chunk, decode_frame, encode_frames
+from server.conftest import CHUNK, Client, Server, names
 
 
 class Source:

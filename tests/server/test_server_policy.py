@@ -9,9 +9,8 @@ import hashlib
 import time
 from typing import Any
 
-from conftest import CHUNK, Server, names
-
 from roomdrop.protocol.frames import Chunk, decode_frame, encode_frames
+from server.conftest import CHUNK, Server, names
 
 PNG = b"\x89PNG\r\n\x1a\n" + b"\x00" * 100
 

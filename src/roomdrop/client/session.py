@@ -248,6 +248,7 @@ class Session:
             self._runner.result()  # raises what ended it
             raise RoomdropError("the connection to the server ended before joining the room")
         self._ticker = asyncio.create_task(self._tick(), name="ticker")
+        self.reporter.note(f"joined room {self.room} as {self.user}")
 
     async def close(self, *, pause: bool = True) -> None:
         """Leave the room; with ``pause``, active transfers are paused first so that

@@ -1,0 +1,75 @@
+"""Fixtures of the end-to-end tests (helpers in :mod:`clitools`): servers of the test's
+own and a fresh room on one; every command a test started is killed when it ends, and
+the output of each is added to the report of a failing test."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator, Callable
+from pathlib import Path
+from typing import Any
+
+import pytest
+from clitools import Command, Room
+
+from server.conftest import Server, launch, names
+
+COMMANDS = pytest.StashKey[list[Command]]()
+
+
+@pytest.hookimpl(wrapper=True)
+def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) -> Any:
+    report = yield
+    if report.failed:
+        for command in item.stash.get(COMMANDS, []):
+            report.sections.append((f"roomdrop {command.name}", command.report()))
+    return report
+
+
+@pytest.fixture
+async def servers(tmp_path: Path) -> AsyncIterator[list[Server]]:
+    started: list[Server] = []
+    yield started
+    for server in started:
+        await server.close_clients()
+        server.stopped_by_test = True
+        server.stop()
+
+
+@pytest.fixture
+def start(
+    request: pytest.FixtureRequest, tmp_path: Path, servers: list[Server]
+) -> Callable[..., Any]:
+    """``await start(**env)``: a server of the test's own; ``await start(again=server)``
+    starts one where ``server`` stood (same port, secret and data directory)."""
+
+    async def start_server(again: Server | None = None, **env: str) -> Server:
+        base = tmp_path / "serve"
+        if again is not None:
+            server = await asyncio.to_thread(
+                launch, base, env, port=again.port, secret=again.secret
+            )
+        else:
+            server = await asyncio.to_thread(launch, base, env)
+        servers.append(server)
+        return server
+
+    return start_server
+
+
+@pytest.fixture
+async def room_on(
+    request: pytest.FixtureRequest, tmp_path: Path
+) -> AsyncIterator[Callable[[Server], Room]]:
+    """``room_on(server)``: a fresh room with two fresh users; commands are killed at the end."""
+    started: list[Command] = []
+    request.node.stash[COMMANDS] = started
+
+    def make(server: Server) -> Room:
+        room, alice, bob = names("room", "alice", "bob")
+        return Room(server, room, alice, bob, tmp_path, started)
+
+    yield make
+    for command in started:
+        command.kill()
+        command.process.stdin and command.process.stdin.close()
