@@ -537,7 +537,11 @@ class Hub:
             return False
         if length != (route.last_length if index == route.last_index else size):
             return False
-        if self.transfers.get_transfer(route.tid) is not record:  # forgotten or replaced
+        try:
+            current: Transfer | None = self.transfers.get_transfer(route.tid)
+        except UnknownTransfer:
+            current = None
+        if current is not record:  # forgotten (or replaced): the general path says so
             del p.routes[tid_bytes]
             return False
         if record.status is not Status.ACTIVE:
