@@ -93,7 +93,7 @@ class RelayStaging:
         self._order: deque[tuple[int, int, int, str]] = deque()
         self._indices: set[int] = set()
         self._free = list(range(window - 1, -1, -1))
-        self._changed = asyncio.Condition()
+        self._waiters: list[asyncio.Future[None]] = []
         self._closed = False
         self._touched = 0.0
         self._fd = -1
@@ -125,24 +125,24 @@ class RelayStaging:
         """
         if index < 0:
             raise ValueError(f"chunk index must not be negative: {index}")
-        async with self._changed:
-            self._check_open()
-            if index in self._indices:
-                return False
-            await self._changed.wait_for(self._has_room)
+        self._check_open()
+        if index in self._indices:
+            return False
+        while len(self._order) >= self.window:
+            await self._changed()
             self._check_open()
             if index in self._indices:  # staged by another put while this one waited
                 return False
-            slot = self._free.pop()
-            try:
-                length = self._write(index, slot, data)
-            except BaseException:
-                self._free.append(slot)
-                raise
-            self._order.append((index, slot, length, note))
-            self._indices.add(index)
-            self._changed.notify_all()
-            return True
+        slot = self._free.pop()
+        try:
+            length = self._write(index, slot, data)
+        except BaseException:
+            self._free.append(slot)
+            raise
+        self._order.append((index, slot, length, note))
+        self._indices.add(index)
+        self._notify()
+        return True
 
     async def take(self) -> tuple[int, bytes]:
         """Wait for a staged chunk; return the oldest one's ``(index, plaintext)``."""
@@ -152,22 +152,22 @@ class RelayStaging:
     async def take_item(self) -> tuple[int, bytes, str]:
         """Wait for a staged chunk; return the oldest one's ``(index, plaintext)``.
 
-        Its file is deleted whether or not it decrypts; a tampered or truncated one raises
+        Its slot is freed whether or not it decrypts; a tampered or truncated one raises
         :class:`StorageError`.
         """
-        async with self._changed:
-            await self._changed.wait_for(self._has_chunk)
-            self._check_open()
-            index, slot, length, note = self._order.popleft()
-            self._indices.discard(index)
-            try:
-                return index, self._read(index, slot, length), note
-            finally:
-                self._free.append(slot)
-                if not self._order:  # nothing staged: nothing left on disk either
-                    with contextlib.suppress(OSError):
-                        os.ftruncate(self._fd, 0)
-                self._changed.notify_all()
+        while not self._order and not self._closed:
+            await self._changed()
+        self._check_open()
+        index, slot, length, note = self._order.popleft()
+        self._indices.discard(index)
+        try:
+            return index, self._read(index, slot, length), note
+        finally:
+            self._free.append(slot)
+            if not self._order:  # nothing staged: nothing left on disk either
+                with contextlib.suppress(OSError):
+                    os.ftruncate(self._fd, 0)
+            self._notify()
 
     def staged(self) -> int:
         """How many chunks are staged and not yet taken."""
@@ -196,8 +196,7 @@ class RelayStaging:
                 describe_os_error(exc, f"removing relay staging {self.directory}"),
             ) from exc
         finally:
-            async with self._changed:
-                self._changed.notify_all()
+            self._notify()
 
     # --- cleanup of whole staging directories -----------------------------------------
 
@@ -217,11 +216,20 @@ class RelayStaging:
 
     # --- inside -----------------------------------------------------------------------
 
-    def _has_room(self) -> bool:
-        return self._closed or len(self._order) < self.window
+    def _changed(self) -> asyncio.Future[None]:
+        """A future that is done at the next put, take or close (await it, then look
+        again: the single event loop makes that check and the change that follows it
+        atomic, so no lock is needed)."""
+        waiter: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self._waiters.append(waiter)
+        return waiter
 
-    def _has_chunk(self) -> bool:
-        return self._closed or bool(self._order)
+    def _notify(self) -> None:
+        if self._waiters:
+            waiters, self._waiters = self._waiters, []
+            for waiter in waiters:
+                if not waiter.done():
+                    waiter.set_result(None)
 
     def _check_open(self) -> None:
         if self._closed:
