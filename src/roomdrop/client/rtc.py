@@ -36,6 +36,8 @@ LABEL = "roomdrop"
 #: The sender waits when this much is queued in the channel, until it drains to LOW.
 HIGH_WATER = 1024 * 1024
 LOW_WATER = 256 * 1024
+#: A channel that takes nothing from its queue for this long counts as dead.
+DRAIN_TIMEOUT = 10.0
 #: Frames received but not yet handled; aiortc cannot be slowed down from here, and
 #: handling a frame (hash + write) is far faster than aiortc delivers one.
 INBOX = 1024
@@ -229,7 +231,14 @@ class PeerLink:
             raise LinkDown(f"data channel to {self.remote} failed: {exc}") from exc
         while channel.bufferedAmount > HIGH_WATER:
             self._drained.clear()
-            await self._drained.wait()
+            try:
+                async with asyncio.timeout(DRAIN_TIMEOUT):
+                    await self._drained.wait()
+            except TimeoutError:
+                self._mark_down()
+                raise LinkDown(
+                    f"data channel to {self.remote} took nothing for {DRAIN_TIMEOUT:g} s"
+                ) from None
             if not self.is_open:
                 raise LinkDown(f"data channel to {self.remote} closed")
 

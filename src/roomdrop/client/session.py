@@ -49,6 +49,7 @@ from roomdrop.manager import FileTransferManager
 from roomdrop.protocol.chunks import chunk_length, indexes_in, ranges_of
 from roomdrop.protocol.frames import (
     DATA_CHANNEL_MAX_MESSAGE,
+    HEADER_SIZE,
     MAX_CHUNK_SIZE,
     Chunk,
     ChunkAssembler,
@@ -84,6 +85,7 @@ Transport = Literal["auto", "p2p", "relay"]
 UNLIMITED = 1 << 62
 REPORT_EVERY = 1.0
 DISPLAY_EVERY = 0.25
+REQUEST_AGAIN_AFTER = 1.0
 
 
 @dataclass
@@ -100,6 +102,8 @@ class Result:
     resumed_bytes: int
     elapsed_s: float
     peer: str
+    moved_bytes: int = 0
+    """Chunk bytes this run sent (sender, re-sends included) or stored (receiver)."""
     saved_path: str | None = None
     error: str | None = None
     error_code: str | None = None
@@ -121,6 +125,7 @@ class Result:
             "resumed_bytes": self.resumed_bytes,
             "elapsed_s": round(self.elapsed_s, 3),
             "peer": self.peer,
+            "moved_bytes": self.moved_bytes,
             "saved_path": self.saved_path,
             "error": self.error,
             "error_code": self.error_code,
@@ -403,16 +408,18 @@ class Session:
 
     async def _pump(self, out: _Outgoing) -> None:
         await out.accepted.wait()
-        out.transport = await self._choose_transport(out)
-        if out.done.done():
-            return
         tid = out.tid
+        decided = False
         while not out.done.done():
             status = self.outgoing.get_transfer(tid).status
             if not out.queue or status is not Status.ACTIVE or not self._online():
                 out.wake.clear()
                 await out.wake.wait()
                 continue
+            if not decided:
+                out.transport = await self._choose_transport(out)
+                decided = True
+                continue  # the world may have changed while ICE was trying
             index = next(iter(out.queue))
             try:
                 frame = await self.outgoing.send_chunk(tid, index)
@@ -427,25 +434,14 @@ class Session:
                 else:
                     await self.signalling.send_frame(frame)
             except (LinkDown, KeyError):
-                if self.transport == "p2p":
-                    await self._fail_outgoing(
-                        out,
-                        "p2p-unavailable",
-                        f"the data channel to {out.peer} closed (--transport p2p does not "
-                        "fall back to the relay)",
-                        pause=True,
-                    )
-                    return
-                out.transport = "relay"
-                self.reporter.note(
-                    f"data channel to {out.peer} lost; going on through the relay "
-                    "from the chunks still missing"
-                )
+                # try a new data channel (the peer may have restarted), else the relay
+                self.reporter.note(f"data channel to {out.peer} lost")
+                decided = False
                 continue
             except NotConnected:
                 continue  # reconnecting: the loop waits for _online()
             out.queue.pop(index, None)
-            out.via[out.transport] += len(frame) - 72
+            out.via[out.transport] += len(frame) - HEADER_SIZE
 
     async def _choose_transport(self, out: _Outgoing) -> str:
         if self.transport == "relay":
@@ -624,12 +620,14 @@ class Session:
         tid = t.transfer_id
         await incoming.register_offer(offer, t.sender_id, self.room)
         state = _Incoming(tid=tid, peer=t.sender_id, done=self._future())
-        self._receiving[tid] = state
         try:
             await incoming.accept_transfer(tid)
         except StorageError as exc:
+            self._receiving[tid] = state
             self._resolve(state, status="failed", error=str(exc.args[-1]), code="storage-error")
             return
+        # known from here on: a resume that arrives now asks for what the part file lacks
+        self._receiving[tid] = state
         record = incoming.get_transfer(tid)
         state.resumed_bytes = record.bytes_transferred
         self.reporter.note(
@@ -648,10 +646,17 @@ class Session:
             await self._request_missing(state, "resume")
 
     async def _request_missing(self, state: _Incoming, reason: str) -> None:
+        """Ask the sender for every chunk this end still lacks. A resume announced twice
+        (the server's automatic resume racing this end's own take-up) asks once."""
         incoming = self.incoming
         assert incoming is not None
+        now = time.monotonic()
+        if reason == "resume" and now - state.last_request < REQUEST_AGAIN_AFTER:
+            return
+        if self._local_status(state) is not Status.ACTIVE:
+            return  # not accepted here yet (its missing list would be everything)
         missing = await incoming.missing_chunks(state.tid)
-        state.last_request = time.monotonic()
+        state.last_request = now
         if not missing:
             return
         request = ChunkRequest(
@@ -1001,8 +1006,8 @@ class Session:
         if out is None:
             self._stashed_requests.setdefault(tid, []).append(payload)
             return
-        if payload.reason == "bad-checksum":
-            self.reporter.note(f"{len(list(indexes_in(payload.ranges)))} chunk(s) sent again")
+        count = sum(end - start for start, end in payload.ranges)
+        self.reporter.note(f"{out.peer} asks for {count} chunk(s) ({payload.reason})")
         await self._queue_request(out, payload)
 
     def _find(self, tid: str) -> tuple[FileTransferManager | None, _Outgoing | _Incoming | None]:
@@ -1141,6 +1146,7 @@ class Session:
             resumed_bytes=state.resumed_bytes or 0,
             elapsed_s=time.monotonic() - state.started,
             peer=state.peer,
+            moved_bytes=sum(state.via.values()),
             saved_path=record.saved_path if record else None,
             error=error,
             error_code=code,

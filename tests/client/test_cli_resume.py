@@ -1,0 +1,128 @@
+"""Nothing that arrived is lost: a receiver killed mid-transfer, a sender interrupted
+with Ctrl-C, and a server restarted mid-transfer all end with the whole file, verified,
+and only the missing chunks sent again."""
+
+from __future__ import annotations
+
+import signal
+from pathlib import Path
+from typing import Any
+
+import pytest
+from clitools import MB, Room, sha256_of, write_random
+
+pytestmark = pytest.mark.timeout(240)
+
+SIZE = 30 * MB
+CHUNK = 65536
+#: relayed chunks are held to this many bytes per second, so that "40 %" is a moment
+#: a test can catch (the data channel is slow enough by itself)
+BANDWIDTH = "10000000"
+#: chunks in flight when a party stops are lost and sent again: the relay's window (32
+#: chunks) and socket queue (16), the kernel's loopback socket buffers (a few MB each
+#: way), the data channel's 1 MiB; this bounds how much that may be
+IN_FLIGHT = 12 * MB
+
+
+@pytest.mark.parametrize("transport", ["relay", "p2p"])
+async def test_a_receiver_killed_at_40_percent_resumes_from_its_part_file(
+    start: Any, room_on: Any, tmp_path: Path, transport: str
+) -> None:
+    server = await start(ROOMDROP_ROOM_BANDWIDTH=BANDWIDTH)
+    room: Room = room_on(server)
+    source = tmp_path / "movie.bin"
+    digest = write_random(source, SIZE)
+    inbox = tmp_path / "inbox"
+    first = room.receive(inbox)
+    await room.joined(first)
+    sender = room.send(source, transport=transport)
+    await first.progress_at_least(30)
+    first.kill()  # SIGKILL: no goodbye, no pause
+
+    again = room.receive(inbox)
+    assert await again.wait(180) == 0, again.report()
+    assert await sender.wait(60) == 0, sender.report()
+
+    result = again.result()
+    assert result["status"] == "completed"
+    assert result["sha256"] == digest
+    assert 0 < result["resumed_bytes"] < SIZE
+    # every chunk was stored once: what was there plus what this run stored
+    assert result["resumed_bytes"] + result["moved_bytes"] == SIZE
+    assert sha256_of(inbox / "movie.bin") == digest
+    # the restarted receiver asked once, for no more than its part file lacked (chunks
+    # still arriving meanwhile make it less) ...
+    missing = SIZE - result["resumed_bytes"]
+    asked = [n["message"] for n in sender.events("note") if " asks for " in n["message"]]
+    assert len(asked) == 1 and asked[0].endswith("chunk(s) (resume)"), asked
+    assert 0 < int(asked[0].split(" asks for ")[1].split()[0]) <= -(-missing // CHUNK)
+    # ... so the sender sent the file once (part of it into the dead receiver's socket
+    # buffers, which can hold MBs) and the missing part once more, and no more
+    sent = sender.result()
+    assert sent["status"] == "completed"
+    assert SIZE <= sent["moved_bytes"] <= SIZE + missing
+    assert sent["transfer_id"] == result["transfer_id"]  # the same transfer, taken up
+
+
+@pytest.mark.parametrize("transport", ["relay", "p2p"])
+async def test_a_sender_interrupted_with_ctrl_c_pauses_and_the_same_command_resumes(
+    start: Any, room_on: Any, tmp_path: Path, transport: str
+) -> None:
+    server = await start(ROOMDROP_ROOM_BANDWIDTH=BANDWIDTH)
+    room: Room = room_on(server)
+    source = tmp_path / "movie.bin"
+    digest = write_random(source, SIZE)
+    receiver = room.receive(tmp_path / "inbox")
+    await room.joined(receiver)
+    first = room.send(source, transport=transport)
+    await receiver.progress_at_least(30)
+    first.signal(signal.SIGINT)
+
+    assert await first.wait(30) == 130, first.report()
+    last = first.err().strip().splitlines()[-1]
+    assert last.startswith("roomdrop: interrupted: transfers under way were paused"), last
+    await receiver.wait_for(
+        lambda line: line.get("event") == "note" and line["message"].startswith("paused by")
+    )
+    again = room.send(source, transport=transport)
+    assert await again.wait(180) == 0, again.report()
+    assert await receiver.wait(30) == 0, receiver.report()
+
+    sent = again.result()
+    assert sent["status"] == "completed"
+    assert 0 < sent["resumed_bytes"] < SIZE
+    assert sent["moved_bytes"] <= SIZE - sent["resumed_bytes"] + IN_FLIGHT
+    got = receiver.result()
+    assert got["transfer_id"] == sent["transfer_id"]
+    assert got["moved_bytes"] == SIZE  # no chunk stored twice
+    assert sha256_of(tmp_path / "inbox" / "movie.bin") == digest
+
+
+async def test_a_server_restarted_mid_transfer_costs_only_the_missing_chunks(
+    start: Any, room_on: Any, tmp_path: Path
+) -> None:
+    server = await start(ROOMDROP_ROOM_BANDWIDTH=BANDWIDTH)
+    room: Room = room_on(server)
+    source = tmp_path / "movie.bin"
+    digest = write_random(source, SIZE)
+    receiver = room.receive(tmp_path / "inbox")
+    await room.joined(receiver)
+    sender = room.send(source, transport="relay")
+    await receiver.progress_at_least(30)
+    server.stopped_by_test = True
+    server.stop()  # SIGTERM: pauses every transfer, closes every socket, forgets all
+    await start(again=server, ROOMDROP_ROOM_BANDWIDTH=BANDWIDTH)
+
+    assert await sender.wait(180) == 0, sender.report()
+    assert await receiver.wait(30) == 0, receiver.report()
+    got = receiver.result()
+    assert got["status"] == "completed"
+    assert 0 < got["resumed_bytes"] < SIZE
+    assert got["resumed_bytes"] + got["moved_bytes"] == SIZE
+    sent = sender.result()
+    assert sent["transfer_id"] == got["transfer_id"]  # the new offer, after the restart
+    assert sent["moved_bytes"] <= SIZE - got["resumed_bytes"] + IN_FLIGHT
+    notes = [n["message"] for n in sender.events("note")]
+    assert "reconnected to the server" in notes
+    assert any(n.startswith("the server lost movie.bin") for n in notes), notes
+    assert sha256_of(tmp_path / "inbox" / "movie.bin") == digest
