@@ -166,6 +166,32 @@ async def test_a_taken_chunk_leaves_nothing_on_disk(root: Path) -> None:
     await staging.close()
 
 
+async def test_with_trim_after_a_drained_ring_is_truncated_once_it_stayed_empty(
+    root: Path,
+) -> None:
+    staging = RelayStaging(root, TID, trim_after=0.1)
+    await staging.put(0, chunk(0))
+    await staging.take()
+    assert staging.ring.stat().st_size > CHUNK, "not at once: the next chunk may come soon"
+    await asyncio.sleep(0.05)
+    await staging.put(1, chunk(1))  # came soon: the trim is off
+    await asyncio.sleep(0.1)
+    assert staging.ring.stat().st_size > CHUNK
+    await staging.take()
+    await asyncio.sleep(0.15)
+    assert [path.stat().st_size for path in files_under(root)] == [0]
+    await staging.close()
+
+
+async def test_closing_cancels_a_pending_trim(root: Path) -> None:
+    staging = RelayStaging(root, TID, trim_after=0.05)
+    await staging.put(0, chunk(0))
+    await staging.take()
+    await staging.close()
+    await asyncio.sleep(0.1)  # the trim must not touch the closed descriptor
+    assert not staging.directory.exists()
+
+
 async def test_a_tampered_staged_chunk_fails_with_a_storage_error_naming_the_transfer(
     root: Path,
 ) -> None:

@@ -99,6 +99,8 @@ SERVER_ONLY = {T.USER_JOINED, T.USER_LEFT, T.ROOM_STATE}
 GENERIC_TYPES = frozenset({"application/octet-stream", "binary/octet-stream", ""})
 CLOSE_REPLACED = 4409
 MAX_ROUTES = 16
+RELAY_TRIM_AFTER = 1.0
+"""Seconds a drained relay staging stays empty before its ring file is truncated."""
 
 
 @dataclass(eq=False)
@@ -644,7 +646,10 @@ class Hub:
         if link is None:
             # a slot holds one whole frame: the header and up to chunk_size bytes
             staging = RelayStaging(
-                self.settings.data_dir / "relay", tid, chunk_size=HEADER_SIZE + chunk_size
+                self.settings.data_dir / "relay",
+                tid,
+                chunk_size=HEADER_SIZE + chunk_size,
+                trim_after=RELAY_TRIM_AFTER,
             )
             link = self.relays[tid] = RelayLink(staging)
             link.forwarder = asyncio.create_task(self._forward(tid, link), name=f"relay-{tid}")
