@@ -37,7 +37,7 @@ LABEL = "roomdrop"
 HIGH_WATER = 1024 * 1024
 LOW_WATER = 256 * 1024
 #: A channel that takes nothing from its queue for this long counts as dead.
-DRAIN_TIMEOUT = 10.0
+DRAIN_TIMEOUT = 5.0
 #: Frames received but not yet handled; aiortc cannot be slowed down from here, and
 #: handling a frame (hash + write) is far faster than aiortc delivers one.
 INBOX = 1024

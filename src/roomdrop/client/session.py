@@ -104,6 +104,8 @@ class Result:
     peer: str
     moved_bytes: int = 0
     """Chunk bytes this run sent (sender, re-sends included) or stored (receiver)."""
+    bytes_via: dict[str, int] = field(default_factory=dict)
+    """``moved_bytes`` by the path they took: ``p2p`` and ``relay``."""
     saved_path: str | None = None
     error: str | None = None
     error_code: str | None = None
@@ -126,6 +128,7 @@ class Result:
             "elapsed_s": round(self.elapsed_s, 3),
             "peer": self.peer,
             "moved_bytes": self.moved_bytes,
+            "bytes_via": self.bytes_via,
             "saved_path": self.saved_path,
             "error": self.error,
             "error_code": self.error_code,
@@ -1147,6 +1150,7 @@ class Session:
             elapsed_s=time.monotonic() - state.started,
             peer=state.peer,
             moved_bytes=sum(state.via.values()),
+            bytes_via=dict(state.via),
             saved_path=record.saved_path if record else None,
             error=error,
             error_code=code,
