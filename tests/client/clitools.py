@@ -111,7 +111,9 @@ class Room:
     base: Path
     started: list[Command]
 
-    def _run(self, user: str, args: list[str], env: dict[str, str] | None) -> Command:
+    def _run(
+        self, user: str, args: list[str], env: dict[str, str] | None, json: bool = True
+    ) -> Command:
         n = len(self.started)
         name = f"{args[0]}-{n}"
         stdout, stderr = self.base / f"{name}.out", self.base / f"{name}.err"
@@ -125,7 +127,7 @@ class Room:
             self.name,
             "--token",
             self.server.token(user, ttl=3600),
-            "--json",
+            *(["--json"] if json else []),
         ]
         with stdout.open("wb") as out, stderr.open("wb") as err:
             process = subprocess.Popen(
@@ -141,10 +143,14 @@ class Room:
         return command
 
     def send(
-        self, *paths: Path, transport: str = "auto", env: dict[str, str] | None = None
+        self,
+        *paths: Path,
+        transport: str = "auto",
+        env: dict[str, str] | None = None,
+        json: bool = True,
     ) -> Command:
         args = ["send", *map(str, paths), "--to", self.bob, "--transport", transport]
-        return self._run(self.alice, args, env)
+        return self._run(self.alice, args, env, json)
 
     def receive(
         self,

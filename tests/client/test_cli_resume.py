@@ -126,3 +126,30 @@ async def test_a_server_restarted_mid_transfer_costs_only_the_missing_chunks(
     assert "reconnected to the server" in notes
     assert any(n.startswith("the server lost movie.bin") for n in notes), notes
     assert sha256_of(tmp_path / "inbox" / "movie.bin") == digest
+
+
+async def test_a_receiver_interrupted_with_ctrl_c_pauses_and_the_same_command_resumes(
+    start: Any, room_on: Any, tmp_path: Path
+) -> None:
+    server = await start(ROOMDROP_ROOM_BANDWIDTH=BANDWIDTH)
+    room: Room = room_on(server)
+    source = tmp_path / "movie.bin"
+    digest = write_random(source, SIZE)
+    first = room.receive(tmp_path / "inbox")
+    await room.joined(first)
+    sender = room.send(source, transport="relay")
+    await first.progress_at_least(30)
+    first.signal(signal.SIGINT)
+
+    assert await first.wait(30) == 130, first.report()
+    await sender.wait_for(
+        lambda line: line.get("event") == "note" and line["message"].startswith("paused by")
+    )
+    again = room.receive(tmp_path / "inbox")
+    assert await again.wait(120) == 0, again.report()
+    assert await sender.wait(30) == 0, sender.report()
+    got = again.result()
+    assert 0 < got["resumed_bytes"] < SIZE
+    assert got["resumed_bytes"] + got["moved_bytes"] == SIZE
+    assert got["transfer_id"] == sender.result()["transfer_id"]
+    assert sha256_of(tmp_path / "inbox" / "movie.bin") == digest

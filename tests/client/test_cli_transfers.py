@@ -103,3 +103,27 @@ async def test_several_files_go_one_after_another(start: Any, room_on: Any, tmp_
     assert [r["filename"] for r in sender.events("result")] == ["a.bin", "b.txt", "c.bin"]
     for path, digest in files:
         assert sha256_of(tmp_path / "inbox" / path.name) == digest
+
+
+async def test_without_json_a_person_sees_a_bar_and_a_closing_line(
+    start: Any, room_on: Any, tmp_path: Path
+) -> None:
+    server = await start()
+    room: Room = room_on(server)
+    source = tmp_path / "holiday.jpg"
+    write_random(source, 2 * MB)
+    receiver = room.receive(tmp_path / "inbox")
+    await room.joined(receiver)
+    sender = room.send(source, transport="relay", json=False)
+
+    assert await sender.wait(60) == 0, sender.report()
+    assert await receiver.wait(30) == 0, receiver.report()
+    shown = sender.err()
+    assert "holiday.jpg [relay]" in shown  # the bar names the file and the path
+    assert "offered holiday.jpg (2,000,000 bytes) to " in shown
+    assert "done: holiday.jpg (2.0 MB) via relay in " in shown
+    assert sender.stdout.read_text() == ""  # nothing on stdout without --json
+
+
+def last_line(text: str) -> str:
+    return text.strip().splitlines()[-1]

@@ -11,6 +11,7 @@ import time
 from typing import Any, TextIO
 
 from rich.console import Console
+from rich.markup import escape
 from rich.progress import (
     BarColumn,
     DownloadColumn,
@@ -104,7 +105,7 @@ class RichReporter:
 
     def progress(self, snapshot: dict[str, Any], transport: str) -> None:
         tid = snapshot["transfer_id"]
-        label = f"{snapshot['filename']} [{transport}]"
+        label = escape(f"{snapshot['filename']} [{transport}]")
         task = self._tasks.get(tid)
         if task is None:
             task = self._tasks[tid] = self.bars.add_task(label, total=snapshot["file_size"])
@@ -112,6 +113,12 @@ class RichReporter:
 
     def finished(self, result: Result) -> None:
         task = self._tasks.get(result.transfer_id)
+        if task is None and result.file_size:  # over before the first progress tick
+            task = self._tasks[result.transfer_id] = self.bars.add_task(
+                escape(f"{result.filename} [{result.transport}]"),
+                total=result.file_size,
+                completed=result.bytes_transferred,
+            )
         if task is not None:
             if result.ok:
                 self.bars.update(task, completed=result.file_size)
