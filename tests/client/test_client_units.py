@@ -6,6 +6,7 @@ from __future__ import annotations
 import hashlib
 import io
 import json
+from pathlib import Path
 
 import jwt
 import pytest
@@ -34,6 +35,12 @@ def test_ice_hosts_are_a_comma_separated_list(monkeypatch: pytest.MonkeyPatch) -
     assert settings.server == "http://127.0.0.1:9"
     monkeypatch.delenv("ROOMDROP_ICE_HOSTS")
     assert ClientSettings().ice_hosts == []
+
+
+def test_every_client_setting_is_documented_in_the_readme() -> None:
+    text = (Path(__file__).resolve().parents[2] / "README.md").read_text()
+    for name in ClientSettings.model_fields:
+        assert f"`ROOMDROP_{name.upper()}`" in text, name
 
 
 def test_the_user_is_the_tokens_subject() -> None:
