@@ -131,6 +131,7 @@ async def test_whole_frames_reach_the_receiver_as_sent_and_count_as_progress(roo
     hub, _clock, alice, bob, tid, frames = room
     for frame in frames:
         assert await answers(hub, alice, frame) == []
+    assert hub.metrics.staged._value.get() == 0
     await drain(alice, bob)
     received = socket_of(bob).frames
     assert len(received) == TOTAL
@@ -238,6 +239,7 @@ async def test_when_the_receiver_is_behind_frames_are_staged_and_forwarded_in_or
     await asyncio.gather(writer, return_exceptions=True)
     assert socket_of(bob).frames == sent
     assert hub.transfers.get_transfer(tid).chunks_sent == TOTAL
+    assert hub.metrics.staged._value.get() == TOTAL - 1
 
 
 async def test_a_json_chunk_is_staged_and_forwarded_as_one_whole_frame(room: Room) -> None:

@@ -626,7 +626,8 @@ class Hub:
                 return
         if link is None:
             link = self._relay(tid, record.chunk_size)
-        await link.staging.put(index, frame)
+        if await link.staging.put(index, frame):
+            self.metrics.staged.inc()
 
     def _present(self, room_id: str, user: str) -> Participant | None:
         room = self.rooms.get(room_id)

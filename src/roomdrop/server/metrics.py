@@ -18,6 +18,11 @@ class Metrics:
         self.relayed = Counter(
             "roomdrop_relayed_bytes", "Chunk bytes relayed to receivers", registry=self.registry
         )
+        self.staged = Counter(
+            "roomdrop_relay_staged_chunks",
+            "Relayed chunks that waited in the encrypted staging (the receiver was behind)",
+            registry=self.registry,
+        )
         self.messages = Counter(
             "roomdrop_messages", "Control messages handled", ["type"], registry=self.registry
         )
