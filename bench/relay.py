@@ -15,7 +15,8 @@ then measures, in the same run, the median of ``--repeat`` runs of each path:
   ``ROOMDROP_SECRET`` set). Both clients join one room with tokens from
   ``TokenAuthority``; the sender sends ``file-share-offer`` (the file's real sha256,
   chunk_size 65536), the receiver ``file-share-accept``, then the sender streams one
-  binary frame per chunk (``encode_frames``, each chunk's sha256 computed as it goes).
+  binary frame per chunk, built as the engine's ``send_chunk`` builds it (the chunk read,
+  its sha256 computed, the header encoded with ``encode_frame_into``, header + data).
   The receiver parses each frame (``decode_frame``), checks its sha256, writes it at its
   offset, checks the whole file's sha256 from the offer at the end and sends
   ``file-share-complete``, and waits for the server to confirm it.
@@ -69,7 +70,7 @@ import uvloop
 from websockets.asyncio.client import ClientConnection, connect
 
 from roomdrop.protocol.chunks import ChunkSet, count_chunks
-from roomdrop.protocol.frames import HEADER_SIZE, Chunk, decode_frame, encode_frames
+from roomdrop.protocol.frames import HEADER_SIZE, Chunk, decode_frame, encode_frame_into
 
 # roomdrop's server modules are imported inside the parent's functions that need them,
 # so that the clients' memory and start-up are the protocol's and websockets' only.
@@ -200,15 +201,17 @@ async def roomdrop_send(url: str, source: Path) -> dict[str, Any]:
                     done.set_exception(exc)
 
         watcher = asyncio.create_task(watch())
+        header = bytearray(HEADER_SIZE)
         try:
             with source.open("rb") as f:
                 start, cpu = now(), cpu_seconds()
                 for index in range(total):
+                    # as the engine's send_chunk builds a frame: read, hash, header + data
+                    # (one copy, as the bare sender's header + data)
                     data = f.read(CHUNK)
                     checksum = hashlib.sha256(data).hexdigest()
-                    chunk = Chunk(tid, index, total, CHUNK, data, checksum)
-                    for frame in encode_frames(chunk):
-                        await ws.send(frame)
+                    encode_frame_into(header, Chunk(tid, index, total, CHUNK, data, checksum))
+                    await ws.send(bytes(header) + data)
                     if done.done():  # refused or closed early
                         done.result()
                         raise RuntimeError(f"transfer completed after {index + 1} chunks")
@@ -290,6 +293,8 @@ class Run:
     server_cpu: float
     sender_cpu: float
     receiver_cpu: float
+    staged: int | None = None
+    """roomdrop: chunks that went through the encrypted staging (the receiver was behind)."""
 
 
 @dataclass
@@ -413,6 +418,22 @@ class Processes:
         self.pending.clear()
 
 
+def staged_chunks(port: int) -> int | None:
+    """The server's ``roomdrop_relay_staged_chunks_total`` from /metrics (None if absent)."""
+    conn = http.client.HTTPConnection(HOST, port, timeout=5)
+    try:
+        conn.request("GET", "/metrics")
+        text = conn.getresponse().read().decode()
+    except OSError:
+        return None
+    finally:
+        conn.close()
+    for line in text.splitlines():
+        if line.startswith("roomdrop_relay_staged_chunks_total "):
+            return int(float(line.split()[1]))
+    return None
+
+
 def wait_healthy(port: int, proc: subprocess.Popen[bytes], log: Path) -> None:
     deadline = time.monotonic() + 30
     while time.monotonic() < deadline:
@@ -499,6 +520,7 @@ class Bench:
                 )
                 raise Failed(f"{kind} relay run {self.count}: {exc}\n{logs}") from None
             server_kib, server_cpu = vm_hwm_kib(server.pid), process_cpu(server.pid) - server_cpu
+            staged = staged_chunks(port) if kind == "roomdrop" else None
             if kind == "bare" and received["sha256"] != file_sha256(source):
                 raise Failed("bare relay: the received file differs from the source")
             leftovers = list((data_dir / "relay").glob("*")) if kind == "roomdrop" else []
@@ -519,6 +541,7 @@ class Bench:
             server_cpu,
             sent["cpu"],
             received["cpu"],
+            staged,
         )
 
 
@@ -688,9 +711,16 @@ def main() -> None:
     print()
     print(
         "bare relay: forward only, receiver writes the data; roomdrop relay: the server checks "
-        "each chunk's sha256, stages it encrypted on disk and forwards it; the clients hash "
+        "each chunk's sha256 and forwards it (staged encrypted on disk while the receiver is "
+        "behind); the clients hash "
         "every chunk and the receiver the whole file"
     )
+    for p in paths[1:]:
+        counts = ", ".join("?" if r.staged is None else f"{r.staged:,}" for r in p.runs)
+        print(
+            f"{p.label} {p.size // MIB} MiB: chunks staged (the receiver was behind) per run: "
+            f"{counts} of {p.size // CHUNK:,}"
+        )
     ratio = full.rate / bare.rate
     big, little = full.peak("server_kib"), small.peak("server_kib")
     flat = big <= little * FLAT
