@@ -278,9 +278,10 @@ class Session:
         await self.api.close()
 
     def _on_runner_end(self, task: asyncio.Task[None]) -> None:
-        if task.cancelled():
-            return
-        exc = task.exception() or RoomdropError("the connection to the server ended")
+        if task.cancelled() or task.exception() is None:
+            return  # closed on purpose
+        exc = task.exception()
+        assert exc is not None
         for state in [*self._sending.values(), *self._receiving.values()]:
             if not state.done.done():
                 state.done.set_exception(exc)
