@@ -242,6 +242,29 @@ async def test_when_the_receiver_is_behind_frames_are_staged_and_forwarded_in_or
     assert hub.metrics.staged._value.get() == TOTAL - 1
 
 
+async def test_a_chunk_does_not_overtake_one_the_forwarder_holds(room: Room) -> None:
+    """The forwarder has taken chunk 1 out of the staging and waits for room on bob's
+    socket; when room appears, chunk 2 from alice must not slip in ahead of it."""
+    hub, _clock, alice, bob, tid, frames = room
+    for _ in range(16):
+        await answers(hub, alice, frames[0])
+    await answers(hub, alice, frames[1])  # bob's socket is full: staged
+    for _ in range(5):
+        await asyncio.sleep(0)  # the forwarder takes it and waits for room
+    link = hub.relays[tid]
+    assert (link.staging.staged(), link.holding) == (0, True)
+    bob.outbox._frames.popleft()  # room on bob's socket, the forwarder not yet woken
+    await answers(hub, alice, frames[2])
+    writer = asyncio.create_task(bob.outbox.run())
+    for _ in range(100):
+        await asyncio.sleep(0.01)
+        if len(socket_of(bob).frames) == 17:
+            break
+    writer.cancel()
+    await asyncio.gather(writer, return_exceptions=True)
+    assert [decode_frame(f).chunk_index for f in socket_of(bob).frames] == [0] * 15 + [1, 2]
+
+
 async def test_a_json_chunk_is_staged_and_forwarded_as_one_whole_frame(room: Room) -> None:
     hub, _clock, alice, bob, tid, frames = room
     for _ in range(16):

@@ -153,6 +153,9 @@ class Room:
 class RelayLink:
     staging: RelayStaging
     forwarder: asyncio.Task[None] | None = None
+    holding: bool = False
+    """The forwarder has taken a chunk out of the staging and not yet handed it to the
+    receiver's socket: until it has, later chunks must not overtake it."""
 
 
 class Hub:
@@ -612,14 +615,15 @@ class Hub:
         self, p: Participant, record: Transfer, index: int, frame: bytes, nbytes: int
     ) -> None:
         """A verified chunk's whole frame, after the room's bandwidth allows it: straight
-        to the receiver's socket if that has room and nothing of the transfer is staged,
-        otherwise into the staging (waiting while its window is full)."""
+        to the receiver's socket if that has room and nothing of the transfer is staged
+        (or taken out of the staging and not yet handed over: chunks go out in the order
+        they came), otherwise into the staging (waiting while its window is full)."""
         room = self.rooms[p.room_id]
         if room.bandwidth is not None:
             await room.bandwidth.take(nbytes)
         tid = record.transfer_id
         link = self.relays.get(tid)
-        if link is None or link.staging.staged() == 0:
+        if link is None or (link.staging.staged() == 0 and not link.holding):
             receiver = self._present(record.room_id, record.receiver_id)
             if receiver is not None and receiver.outbox.try_send_frame(frame):
                 self._delivered(record, nbytes)
@@ -668,13 +672,16 @@ class Hub:
                 except StorageError:  # that chunk is lost here; the receiver asks again
                     log.exception("relay of %s lost a staged chunk", tid)
                     continue
-                receiver = self._present(record.room_id, record.receiver_id)
-                if receiver is None:
-                    receiver = await self._wait_for_member(record.room_id, record.receiver_id)
+                link.holding = True
                 try:
+                    receiver = self._present(record.room_id, record.receiver_id)
+                    if receiver is None:
+                        receiver = await self._wait_for_member(record.room_id, record.receiver_id)
                     await receiver.outbox.send_frame(frame)
                 except ConnectionError:
                     continue
+                finally:
+                    link.holding = False
                 self._delivered(record, len(frame) - HEADER_SIZE)
         except (RelayClosed, asyncio.CancelledError):
             pass
