@@ -295,6 +295,8 @@ class Run:
     receiver_cpu: float
     staged: int | None = None
     """roomdrop: chunks that went through the encrypted staging (the receiver was behind)."""
+    in_order: bool | None = None
+    """roomdrop: every chunk came in order (else the receiver re-read the file to hash it)."""
 
 
 @dataclass
@@ -542,6 +544,7 @@ class Bench:
             sent["cpu"],
             received["cpu"],
             staged,
+            received.get("in_order"),
         )
 
 
@@ -717,9 +720,11 @@ def main() -> None:
     )
     for p in paths[1:]:
         counts = ", ".join("?" if r.staged is None else f"{r.staged:,}" for r in p.runs)
+        disorder = sum(1 for r in p.runs if r.in_order is False)
         print(
             f"{p.label} {p.size // MIB} MiB: chunks staged (the receiver was behind) per run: "
-            f"{counts} of {p.size // CHUNK:,}"
+            f"{counts} of {p.size // CHUNK:,}; runs with chunks out of order (the receiver "
+            f"re-read the file to hash it): {disorder} of {len(p.runs)}"
         )
     ratio = full.rate / bare.rate
     big, little = full.peak("server_kib"), small.peak("server_kib")
