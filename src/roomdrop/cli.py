@@ -82,7 +82,6 @@ def main(argv: list[str] | None = None) -> int:
 def client_command(args: argparse.Namespace) -> int:
     """``send`` and ``receive``: exit 0 only if every file arrived and verified."""
     from roomdrop.client.command import run_receive, run_send
-    from roomdrop.client.display import JsonReporter, RichReporter
     from roomdrop.client.settings import ClientSettings
 
     settings = ClientSettings()
@@ -98,7 +97,15 @@ def client_command(args: argparse.Namespace) -> int:
             return fail(f"not a file: {unreadable[0]}")
     elif args.count is not None and args.count < 1:
         return fail("--count must be at least 1")
-    reporter: Any = JsonReporter() if args.json else RichReporter()
+    reporter: Any
+    if args.json:
+        from roomdrop.client.jsonlines import JsonReporter
+
+        reporter = JsonReporter()
+    else:
+        from roomdrop.client.display import RichReporter
+
+        reporter = RichReporter()
     common: dict[str, Any] = {
         "server": server,
         "room": args.room,
@@ -112,7 +119,7 @@ def client_command(args: argparse.Namespace) -> int:
         else:
             outcome = run_receive(args.out, count=args.count, yes=args.yes, **common)
     finally:
-        if isinstance(reporter, RichReporter):
+        if not args.json:
             reporter.stop()
     if outcome.message:
         print(f"roomdrop: {outcome.message}", file=sys.stderr)

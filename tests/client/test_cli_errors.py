@@ -118,7 +118,7 @@ async def test_an_unreachable_server_is_reported_at_once(tmp_path: Path) -> None
     )
     assert done.returncode == 3, done.stderr
     assert last_line(done.stderr.decode()).startswith(
-        f"roomdrop: server-unreachable: cannot reach the server at {url}/webrtc"
+        f"roomdrop: server-unreachable: cannot reach the server at {url} ("
     )
 
 

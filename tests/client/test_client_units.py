@@ -11,7 +11,8 @@ from pathlib import Path
 import jwt
 import pytest
 
-from roomdrop.client.display import JsonReporter, human_size
+from roomdrop.client.display import human_size
+from roomdrop.client.jsonlines import JsonReporter
 from roomdrop.client.session import Result
 from roomdrop.client.settings import ClientSettings, user_of
 from roomdrop.client.signalling import websocket_url

@@ -1,14 +1,12 @@
-"""What ``send`` and ``receive`` show: rich progress bars, or JSON lines (``--json``).
+"""What ``send`` and ``receive`` show a person: rich progress bars on stderr (``--json``
+prints JSON lines instead: :mod:`roomdrop.client.jsonlines`).
 
 The only module that imports ``rich``.
 """
 
 from __future__ import annotations
 
-import json
-import sys
-import time
-from typing import Any, TextIO
+from typing import Any
 
 from rich.console import Console
 from rich.markup import escape
@@ -25,7 +23,7 @@ from rich.progress import (
 
 from roomdrop.client.session import Result
 
-__all__ = ["JsonReporter", "RichReporter", "describe_offer", "human_size"]
+__all__ = ["RichReporter", "describe_offer", "human_size"]
 
 
 def human_size(n: int) -> str:
@@ -42,37 +40,6 @@ def describe_offer(offer: dict[str, Any]) -> str:
         f"{offer['sender_id']} offers {offer['filename']} "
         f"({human_size(offer['file_size'])}, {offer.get('mime_type') or 'unknown type'})"
     )
-
-
-class JsonReporter:
-    """One JSON object per line on stdout: ``note``, ``progress`` (the transfer object
-    with ``transport``; at most every ``every`` seconds per transfer) and ``result``."""
-
-    def __init__(self, stream: TextIO | None = None, every: float = 0.5) -> None:
-        self.stream = stream or sys.stdout
-        self.every = every
-        self._last: dict[str, float] = {}
-
-    def _emit(self, obj: dict[str, Any]) -> None:
-        self.stream.write(json.dumps(obj, separators=(",", ":")) + "\n")
-        self.stream.flush()
-
-    def note(self, text: str) -> None:
-        self._emit({"event": "note", "message": text})
-
-    def offer(self, offer: dict[str, Any]) -> None:
-        self._emit({"event": "offer", **offer})
-
-    def progress(self, snapshot: dict[str, Any], transport: str) -> None:
-        now = time.monotonic()
-        tid = snapshot["transfer_id"]
-        if now - self._last.get(tid, 0.0) < self.every:
-            return
-        self._last[tid] = now
-        self._emit({"event": "progress", "transport": transport, **snapshot})
-
-    def finished(self, result: Result) -> None:
-        self._emit(result.to_dict())
 
 
 class RichReporter:

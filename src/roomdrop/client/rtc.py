@@ -28,7 +28,9 @@ from aiortc import (
 )
 from aiortc.sdp import candidate_from_sdp
 
-__all__ = ["LABEL", "LinkDown", "PeerLink", "pin_ice_hosts"]
+from roomdrop.client.errors import LinkDown
+
+__all__ = ["LABEL", "PeerLink", "pin_ice_hosts"]
 
 log = logging.getLogger("roomdrop.client")
 
@@ -44,10 +46,6 @@ INBOX = 1024
 
 Signal = Callable[[str, dict[str, Any]], Awaitable[None]]
 FrameHandler = Callable[[str, bytes], Awaitable[None]]
-
-
-class LinkDown(ConnectionError):
-    """The data channel is not open (never opened, or closed since)."""
 
 
 def pin_ice_hosts(hosts: Iterable[str]) -> None:

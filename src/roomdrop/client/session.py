@@ -29,14 +29,13 @@ import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, ClassVar, Literal, Protocol
+from typing import TYPE_CHECKING, Any, ClassVar, Literal, Protocol
 
 from pydantic import ValidationError
 
-from roomdrop.client.http import ServerApi
-from roomdrop.client.rtc import LinkDown, PeerLink, pin_ice_hosts
+from roomdrop.client.errors import LinkDown, NotConnected
 from roomdrop.client.settings import ClientSettings, user_of
-from roomdrop.client.signalling import NotConnected, Signalling, websocket_url
+from roomdrop.client.signalling import Signalling, websocket_url
 from roomdrop.exceptions import (
     BadChecksum,
     IntegrityError,
@@ -74,6 +73,10 @@ from roomdrop.protocol.messages import (
 from roomdrop.protocol.state import Status
 from roomdrop.protocol.transfer import TransferObject
 from roomdrop.storage import SourceInfo, scan_source
+
+if TYPE_CHECKING:  # aiortc and httpx are imported when first needed: start-up is faster
+    from roomdrop.client.http import ServerApi
+    from roomdrop.client.rtc import PeerLink
 
 __all__ = ["Reporter", "Result", "Session", "Transport"]
 
@@ -206,7 +209,8 @@ class Session:
         self.reporter = reporter
         self.transport: Transport = transport
         self._ask = ask
-        self.api = ServerApi(server, token)
+        self._server, self._token = server, token
+        self._server_api: ServerApi | None = None
         limits: dict[str, Any] = {
             "max_file_size": UNLIMITED,
             "max_transfers_per_user": UNLIMITED,
@@ -220,6 +224,7 @@ class Session:
         )
         self.signalling = Signalling(
             websocket_url(server, room, token),
+            name=server,
             on_connect=self._on_connect,
             on_message=self._on_message,
             on_frame=self._on_relay_frame,
@@ -237,7 +242,7 @@ class Session:
         self._finished: asyncio.Queue[Result] = asyncio.Queue()
         self._joined = asyncio.Event()
         self._tasks: set[asyncio.Task[Any]] = set()
-        self._ice_servers: list[dict[str, Any]] = []
+        self._ice_servers: list[dict[str, Any]] | None = None
         self._runner: asyncio.Task[None] | None = None
         self._ticker: asyncio.Task[None] | None = None
 
@@ -245,8 +250,6 @@ class Session:
 
     async def start(self) -> None:
         """Connect and join the room; raises if the server cannot be reached or refuses."""
-        pin_ice_hosts(self.settings.ice_hosts)
-        self._ice_servers = await self.api.ice_servers()
         self._runner = asyncio.create_task(self.signalling.run(), name="signalling")
         self._runner.add_done_callback(self._on_runner_end)
         joined = asyncio.ensure_future(self.signalling.connected.wait())
@@ -275,7 +278,8 @@ class Session:
         await self.outgoing.close()
         if self.incoming is not None:
             await self.incoming.close()
-        await self.api.close()
+        if self._server_api is not None:
+            await self._server_api.close()
 
     def _on_runner_end(self, task: asyncio.Task[None]) -> None:
         if task.cancelled() or task.exception() is None:
@@ -328,11 +332,12 @@ class Session:
     async def send_file(self, path: Path, to: str) -> Result:
         info = await asyncio.to_thread(scan_source, path)
         if self.transport != "relay":
-            self._ensure_link(to)
+            await self._ensure_link(to)
         while True:
             await self._wait_for(to)
             adopt = self._adoptable_outgoing(info, to)
             out = _Outgoing(tid=adopt or "", peer=to, done=self._future(), info=info)
+            out.transport = self.transport  # "auto" until the path is chosen
             try:
                 if adopt is not None:
                     return await self._take_up_outgoing(out)
@@ -387,7 +392,7 @@ class Session:
         self._sending[out.tid] = out
         out.offered = True
         await self.outgoing.accept_transfer(out.tid)
-        record = await self.api.transfer(self.room, out.tid)
+        record = await self._api().transfer(self.room, out.tid)
         status = record.get("status") if record else None
         self.reporter.note(f"taking up {info.filename} again ({status})")
         if status == Status.PAUSED.value:
@@ -450,7 +455,7 @@ class Session:
     async def _choose_transport(self, out: _Outgoing) -> str:
         if self.transport == "relay":
             return "relay"
-        link = self._ensure_link(out.peer)
+        link = await self._ensure_link(out.peer)
         timeout = self.settings.ice_timeout
         if await link.wait_open(timeout):
             return "p2p"
@@ -641,7 +646,7 @@ class Session:
         if record.status is Status.COMPLETED:
             await self._announce_complete(state)
             return
-        current = await self.api.transfer(self.room, tid)
+        current = await self._api().transfer(self.room, tid)
         status = current.get("status") if current else None
         if status == Status.PAUSED.value:
             await incoming.pause_transfer(tid)
@@ -836,7 +841,7 @@ class Session:
             return
         link = self._links.get(remote)
         if link is None or (msg.type is T.OFFER and link.down.is_set()):
-            link = self._new_link(remote)
+            link = await self._new_link(remote)
         await link.on_signal(msg.type.value, payload.model_dump())
 
     async def _on_user_joined(self, msg: Message) -> None:
@@ -1041,11 +1046,18 @@ class Session:
 
     # --- links -----------------------------------------------------------------------
 
-    def _ensure_link(self, remote: str) -> PeerLink:
+    def _api(self) -> ServerApi:
+        if self._server_api is None:
+            from roomdrop.client.http import ServerApi
+
+            self._server_api = ServerApi(self._server, self._token)
+        return self._server_api
+
+    async def _ensure_link(self, remote: str) -> PeerLink:
         link = self._links.get(remote)
         if link is not None and not link.down.is_set():
             return link
-        link = self._new_link(remote)
+        link = await self._new_link(remote)
         self._spawn(self._start_link(link), f"link-offer-{remote}")
         return link
 
@@ -1056,7 +1068,12 @@ class Session:
         except NotConnected:
             link.down.set()
 
-    def _new_link(self, remote: str) -> PeerLink:
+    async def _new_link(self, remote: str) -> PeerLink:
+        from roomdrop.client import rtc
+
+        if self._ice_servers is None:
+            rtc.pin_ice_hosts(self.settings.ice_hosts)
+            self._ice_servers = await self._api().ice_servers()
         old = self._links.pop(remote, None)
         if old is not None:
             self._spawn(old.close(), f"link-close-{remote}")
@@ -1064,7 +1081,7 @@ class Session:
         async def signal(kind: str, payload: dict[str, Any]) -> None:
             await self._send(MessageType(kind), payload)
 
-        link = PeerLink(
+        link = rtc.PeerLink(
             remote,
             ice_servers=self._ice_servers,
             signal=signal,

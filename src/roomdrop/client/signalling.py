@@ -17,6 +17,7 @@ from pydantic import BaseModel
 from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import ConnectionClosed, InvalidStatus, InvalidURI
 
+from roomdrop.client.errors import NotConnected
 from roomdrop.exceptions import (
     Forbidden,
     ProtocolError,
@@ -25,18 +26,12 @@ from roomdrop.exceptions import (
 )
 from roomdrop.protocol.messages import Message, MessageType, RoomState, parse_message
 
-__all__ = ["NotConnected", "Signalling", "websocket_url"]
+__all__ = ["Signalling", "websocket_url"]
 
 log = logging.getLogger("roomdrop.client")
 
 #: Frames of up to 2 MiB come from the server (a relayed chunk of the largest chunk size).
 MAX_INCOMING = 4 * 1024 * 1024
-#: Final close codes (docs/protocol.md §11.1): reconnecting cannot help.
-FINAL_CLOSES = {4400: ProtocolError, 4401: Unauthorized, 4409: Forbidden}
-
-
-class NotConnected(ConnectionError):
-    """The WebSocket is down at the moment (the client is reconnecting)."""
 
 
 def websocket_url(server: str, room: str, token: str) -> str:
@@ -55,8 +50,8 @@ class Signalling:
     :meth:`run` connects, hands every message to the callbacks in order, and when the
     connection drops connects again with exponential backoff (0.2 s doubling to 5 s),
     for at most ``reconnect_timeout`` seconds (``connect_timeout`` the first time). A
-    close that reconnecting cannot mend (bad token 4401, bad room 4400, replaced by a
-    newer connection 4409) ends it with the matching error.
+    close that reconnecting cannot mend (docs/protocol.md §11.1: bad token 4401, bad room
+    4400, replaced by a newer connection 4409) ends it with the matching error.
     """
 
     def __init__(
@@ -67,10 +62,12 @@ class Signalling:
         on_message: Callable[[Message], Awaitable[None]],
         on_frame: Callable[[bytes], Awaitable[None]],
         on_disconnect: Callable[[], Awaitable[None]] | None = None,
-        connect_timeout: float = 10.0,
+        connect_timeout: float = 2.0,
         reconnect_timeout: float = 120.0,
+        name: str | None = None,
     ) -> None:
         self.url = url
+        self.name = name or url.split("?", 1)[0]
         self._on_connect = on_connect
         self._on_message = on_message
         self._on_frame = on_frame
@@ -124,8 +121,7 @@ class Signalling:
                 waited = loop.time() - lost_at
                 if waited + delay > limit:
                     raise ServerUnreachable(
-                        f"cannot reach the server at {self._safe_url()} ({describe(exc)}); "
-                        f"gave up after {waited:.0f} s"
+                        f"cannot reach the server at {self.name} ({describe(exc)})"
                     ) from None
                 log.info("server unreachable (%s); retrying in %.1f s", describe(exc), delay)
                 await asyncio.sleep(delay)
@@ -185,17 +181,15 @@ class Signalling:
         code = ws.close_code
         if self._closing:
             return True
-        error = FINAL_CLOSES.get(code or 0)
-        if error is not None:
-            reason = ws.close_reason or ""
-            if code == 4409:
-                reason = "another connection of the same user joined the room"
-            raise error(f"the server closed the connection: {reason} ({code})")
+        reason = ws.close_reason or f"closed with {code}"
+        if code == 4401:
+            raise Unauthorized(reason)
+        if code == 4400:
+            raise ProtocolError(f"the server refused the room: {reason}")
+        if code == 4409:
+            raise Forbidden("another connection of the same user joined the room")
         log.info("connection to the server lost (code %s); reconnecting", code)
         return False
-
-    def _safe_url(self) -> str:
-        return self.url.split("?", 1)[0]
 
 
 def describe(exc: BaseException) -> str:
