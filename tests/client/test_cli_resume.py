@@ -36,7 +36,7 @@ async def test_a_receiver_killed_at_40_percent_resumes_from_its_part_file(
     first = room.receive(inbox)
     await room.joined(first)
     sender = room.send(source, transport=transport)
-    await first.progress_at_least(30)
+    await first.progress_at_least(40)
     first.kill()  # SIGKILL: no goodbye, no pause
 
     again = room.receive(inbox)
@@ -75,7 +75,7 @@ async def test_a_sender_interrupted_with_ctrl_c_pauses_and_the_same_command_resu
     receiver = room.receive(tmp_path / "inbox")
     await room.joined(receiver)
     first = room.send(source, transport=transport)
-    await receiver.progress_at_least(30)
+    await receiver.progress_at_least(40)
     first.signal(signal.SIGINT)
 
     assert await first.wait(30) == 130, first.report()
@@ -108,7 +108,7 @@ async def test_a_server_restarted_mid_transfer_costs_only_the_missing_chunks(
     receiver = room.receive(tmp_path / "inbox")
     await room.joined(receiver)
     sender = room.send(source, transport="relay")
-    await receiver.progress_at_least(30)
+    await receiver.progress_at_least(40)
     server.stopped_by_test = True
     server.stop()  # SIGTERM: pauses every transfer, closes every socket, forgets all
     await start(again=server, ROOMDROP_ROOM_BANDWIDTH=BANDWIDTH)
@@ -138,7 +138,7 @@ async def test_a_receiver_interrupted_with_ctrl_c_pauses_and_the_same_command_re
     first = room.receive(tmp_path / "inbox")
     await room.joined(first)
     sender = room.send(source, transport="relay")
-    await first.progress_at_least(30)
+    await first.progress_at_least(40)
     first.signal(signal.SIGINT)
 
     assert await first.wait(30) == 130, first.report()
