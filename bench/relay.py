@@ -718,6 +718,9 @@ def main() -> None:
         "behind); the clients hash "
         "every chunk and the receiver the whole file"
     )
+    for p in paths:  # runs were interleaved: bare 1, roomdrop 1, quarter 1, bare 2, ...
+        rates = ", ".join(f"{p.size / MB / r.seconds:.1f}" for r in p.runs)
+        print(f"{p.label} {p.size // MIB} MiB: MB/s per run: {rates}")
     for p in paths[1:]:
         counts = ", ".join("?" if r.staged is None else f"{r.staged:,}" for r in p.runs)
         disorder = sum(1 for r in p.runs if r.in_order is False)
