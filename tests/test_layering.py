@@ -33,7 +33,7 @@ OWNERS = {  # library -> the only modules that may import it
     "os": {"storage.py", "server/auth.py", "server/relay.py"},
     "shutil": {"storage.py", "server/relay.py"},
     "filetype": {"storage.py"},
-    "fastapi": {"server/app.py", "server/routes.py"},
+    "fastapi": {"server/app.py", "server/routes.py", "server/page.py"},
     "starlette": {"server/app.py", "server/routes.py"},
     "uvicorn": {"server/run.py"},
     "jwt": {"server/auth.py", "client/settings.py"},

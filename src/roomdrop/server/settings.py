@@ -72,4 +72,9 @@ class Settings(BaseSettings):
         default_factory=list,
         description='ICE servers for clients, as RTCIceServer JSON ([{"urls": [...]}]).',
     )
+    guests: bool | None = Field(
+        None,
+        description="Allow guest sign-in on the page (a display name instead of a token); "
+        "unset: only when HOST is a loopback address.",
+    )
     log_level: str = Field("info", description="Log level: debug, info, warning, error.")
