@@ -59,6 +59,19 @@ async def test_a_declined_offer_ends_the_sender_with_rejected(
     assert receiver.process.poll() is None  # it goes on listening
     assert not (tmp_path / "inbox" / "f.bin").exists()
 
+    # declining was the person's choice: the next file accepted ends it with success
+    other = tmp_path / "g.bin"
+    digest = write_random(other, 50_000)
+    again = room.send(other)
+    await receiver.wait_for(
+        lambda line: line.get("event") == "offer" and line["filename"] == "g.bin"
+    )
+    receiver.process.stdin.write(b"y\n")
+    receiver.process.stdin.flush()
+    assert await again.wait(30) == 0, again.report()
+    assert await receiver.wait(30) == 0, receiver.report()
+    assert sha256_of(tmp_path / "inbox" / "g.bin") == digest
+
 
 async def test_a_file_over_the_servers_limit_is_refused_with_its_reason(
     start: Any, room_on: Any, tmp_path: Path

@@ -60,6 +60,7 @@ def run_receive(out: Path, *, count: int | None, yes: bool, **common: Any) -> Ou
         _main(
             lambda session: session.receive_files(count),
             {"download_dir": out, "ask": ask, **common},
+            receiving=True,
         )
     )
 
@@ -78,7 +79,10 @@ def _asker(reporter: Any) -> Callable[[dict[str, Any]], Awaitable[bool]]:
 
 
 async def _main(
-    body: Callable[[Session], Awaitable[list[Result]]], options: dict[str, Any]
+    body: Callable[[Session], Awaitable[list[Result]]],
+    options: dict[str, Any],
+    *,
+    receiving: bool = False,
 ) -> Outcome:
     loop = asyncio.get_running_loop()
     task = asyncio.current_task()
@@ -117,7 +121,8 @@ async def _main(
         for signum in (signal.SIGINT, signal.SIGTERM):
             loop.remove_signal_handler(signum)
     await session.close(pause=False)
-    failed = [r for r in results if not r.ok]
+    # an offer the person at this receiver declined is their choice, not a failure
+    failed = [r for r in results if not r.ok and not (receiving and r.error == "declined")]
     if failed:
         why = "; ".join(f"{r.filename}: {r.status}: {r.error or r.status}" for r in failed)
         return Outcome(EXIT_FAILED, why, results)
