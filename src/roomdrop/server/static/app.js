@@ -1198,6 +1198,7 @@ async function take(chunk, via, remote) {
   t._.lastChunk = now();
   if (t._.held[index] || t._.writing.has(index)) return; // a duplicate: ignored
   t._.writing.add(index);
+  const length = chunk.data.byteLength; // the buffer moves to the worker below
   let stored = false;
   try {
     const digest = toHex(await crypto.subtle.digest("SHA-256", chunk.data));
@@ -1218,7 +1219,6 @@ async function take(chunk, via, remote) {
     t._.writing.delete(index);
   }
   if (!stored || t._.final) return;
-  const length = chunk.data.byteLength;
   t._.held[index] = 1;
   t._.heldCount++;
   t._.heldBytes += length;
