@@ -81,6 +81,7 @@ window.roomdrop = {
   },
   transfers: S.transfers,
   messages: S.messages,
+  _state: S, // for debugging and tests: the page's whole state
 };
 
 // --- a transfer -------------------------------------------------------------------------
@@ -433,6 +434,11 @@ function onRefusal(p) {
   if (t && t.direction === "send" && !t._.offered && !t._.final) {
     t._.refused = true;
     finish(t, "failed", `refused: ${p.message}`, p.code);
+    return;
+  }
+  if (p.code === "transfer-not-active" || p.code === "relay-closed") {
+    // relayed chunks caught by a pause: the receiver asks for them again after the resume
+    console.debug("relay refused a chunk:", p.message);
     return;
   }
   const about = t ? `${t.filename}: ` : "";
@@ -1207,7 +1213,7 @@ async function take(chunk, via, remote) {
       trySend("file-share-chunk-request", { transfer_id: t.transfer_id, ranges: [[index, index + 1]], reason: "bad-checksum" });
       return;
     }
-    if (t._.final || !t._.part) return;
+    if (t._.final || !t._.part || t.status !== "active") return; // paused meanwhile: asked again later
     const result = await S.store.write(t._.part, index, chunk.data);
     stored = result.stored;
   } catch (e) {
@@ -1432,7 +1438,7 @@ function buildTransfer(t) {
 function control(t, type) {
   if (t._.final) return;
   const payload = { transfer_id: t.transfer_id };
-  if (type === "file-share-cancel") payload.reason = `cancelled by ${S.user}`;
+  if (type === "file-share-cancel") payload.reason = "user cancelled";
   if (!trySend(type, payload)) note("not connected to the server: try again in a moment", "error");
 }
 
@@ -1507,16 +1513,24 @@ async function signIn(event) {
       if (!/^[A-Za-z0-9._ -]{1,64}$/.test(name)) {
         throw new Error("a name is 1–64 letters, digits, spaces, '.', '_' or '-'");
       }
-      const answer = await api("/webrtc/guest", { method: "POST", body: JSON.stringify({ name }) });
-      S.token = answer.token;
-      S.user = answer.user_id;
+      // the same name in the same browser is the same guest (so a reload can take its
+      // transfers up again), as long as the token it got is still valid
+      const remembered = rememberedGuest(name);
+      if (remembered) {
+        S.token = remembered.token;
+        S.user = remembered.user;
+      } else {
+        const answer = await api("/webrtc/guest", { method: "POST", body: JSON.stringify({ name }) });
+        S.token = answer.token;
+        S.user = answer.user_id;
+        try {
+          localStorage.setItem(GUEST_KEY, JSON.stringify({ name, token: S.token, user: S.user }));
+        } catch {}
+      }
     } else {
       throw new Error("enter a name or paste a token");
     }
     S.room = room;
-    try {
-      sessionStorage.setItem("roomdrop-token", S.token);
-    } catch {}
     const url = new URL(location.href);
     url.searchParams.set("room", room);
     history.replaceState(null, "", url);
@@ -1534,11 +1548,40 @@ async function signIn(event) {
     note(`joined room ${room} as ${S.user}`);
     renderParticipants();
   } catch (e) {
+    if (!token && name) {
+      try {
+        localStorage.removeItem(GUEST_KEY); // a remembered guest the server refused: a new one next time
+      } catch {}
+    }
     S.token = null;
     S.user = null;
     document.body.dataset.state = "signin";
     note(`cannot join: ${e.message || e}`, "error");
     joinButton.disabled = false;
+  }
+}
+
+const GUEST_KEY = "roomdrop-guest";
+
+function rememberedGuest(name) {
+  try {
+    const last = JSON.parse(localStorage.getItem(GUEST_KEY) || "null");
+    if (!last || last.name !== name || !last.token) return null;
+    const exp = claimsOf(last.token).exp;
+    if (typeof exp === "number" && exp * 1000 < Date.now() + 60000) return null;
+    return last;
+  } catch {
+    return null;
+  }
+}
+
+function claimsOf(token) {
+  try {
+    const b64 = token.split(".")[1].replace(/-/g, "+").replace(/_/g, "/");
+    const bytes = Uint8Array.from(atob(b64 + "=".repeat((4 - (b64.length % 4)) % 4)), (c) => c.charCodeAt(0));
+    return JSON.parse(new TextDecoder().decode(bytes));
+  } catch {
+    return {};
   }
 }
 
@@ -1555,8 +1598,8 @@ async function init() {
   if (params.get("room")) $("#room-input").value = params.get("room");
   if (params.get("name")) $("#name-input").value = params.get("name");
   try {
-    const stored = sessionStorage.getItem("roomdrop-token");
-    if (stored && !$("#token-input").value) $("#token-input").dataset.remembered = stored;
+    const last = JSON.parse(localStorage.getItem(GUEST_KEY) || "null");
+    if (last && last.name && !$("#name-input").value) $("#name-input").value = last.name;
   } catch {}
   $("#signin-form").addEventListener("submit", signIn);
   let guests = false;
