@@ -6,7 +6,6 @@ import { sha256 } from "./vendor/noble-hashes/sha2.js";
 import {
   CHUNK_SIZE,
   DATA_CHANNEL_MAX_MESSAGE,
-  ChunkAssembler,
   canonicalUuid,
   chunkLength,
   countIn,
@@ -21,6 +20,7 @@ import {
   toHex,
   totalChunks,
   userOfToken,
+  uuidOfBytes,
 } from "./protocol.js";
 import { LinkDown, PeerLink } from "./rtc.js";
 import { PartStore } from "./store.js";
@@ -54,8 +54,8 @@ const S = {
   participants: new Set(),
   serverTransfers: new Map(),
   links: new Map(),
-  assemblers: new Map(),
-  relayAssembler: new ChunkAssembler(2),
+  inbox_bytes: 0,
+  dropped: 0,
   transfers: new Map(),
   stashedRequests: new Map(),
   queues: new Map(),
@@ -158,8 +158,6 @@ function finish(t, status, error = null, code = null, { quiet = false } = {}) {
   }
   t.speed_bps = 0;
   t.eta_seconds = null;
-  S.relayAssembler.forget(t.transfer_id);
-  for (const a of S.assemblers.values()) a.forget(t.transfer_id);
   if (t.direction === "receive" && t._.part && status !== "completed") {
     const part = t._.part;
     t._.part = null;
@@ -340,7 +338,6 @@ const HANDLERS = {
       S.links.delete(p.user_id);
       link.close();
     }
-    S.assemblers.delete(p.user_id);
     const live = [...S.transfers.values()].filter((t) => t.peer === p.user_id && isLive(t));
     if (live.length) note(`${p.user_id} left the room; their transfers wait for them to come back`, "error");
     for (const t of S.transfers.values()) {
@@ -502,7 +499,6 @@ function getLink(remote) {
       onDown: (l, wasOpen) => onLinkDown(l, wasOpen),
     });
     S.links.set(remote, link);
-    S.assemblers.delete(remote);
   }
   return link;
 }
@@ -1169,70 +1165,73 @@ function requestMissing(t, reason) {
   trySend("file-share-chunk-request", { transfer_id: t.transfer_id, ranges: rangesOf(missing), reason });
 }
 
+// Frames go to the worker as they come (their buffers move, no copy), which decodes,
+// reassembles, verifies and writes them; the main thread only routes them. At most
+// INBOX_BYTES wait there: beyond that a frame is dropped and its chunk asked for again
+// later (like the reference client's inbox), so memory stays bounded whatever the rate.
+const INBOX_BYTES = 32 * 1024 * 1024;
+
 function onRelayFrame(data) {
-  onFrame(data, S.relayAssembler, "relay", null);
+  routeFrame(data, "relay", null);
 }
 
 function onLinkFrame(remote, data) {
-  let assembler = S.assemblers.get(remote);
-  if (!assembler) {
-    assembler = new ChunkAssembler(4);
-    S.assemblers.set(remote, assembler);
-  }
-  onFrame(data, assembler, "p2p", remote);
+  routeFrame(data, "p2p", remote);
 }
 
-function onFrame(data, assembler, via, remote) {
-  let chunk;
-  try {
-    chunk = assembler.feed(decodeFrame(data));
-  } catch (e) {
-    console.warn(`dropping a bad frame (${via}): ${e.message}`);
+function routeFrame(data, via, remote) {
+  if (data.byteLength < 72) return;
+  const tid = uuidOfBytes(new Uint8Array(data, 4, 16));
+  const t = S.transfers.get(tid);
+  if (!t || t.direction !== "receive" || t._.final || !t._.part) return;
+  if (remote !== null && remote !== t.peer) return; // not this transfer's sender
+  if (t.status !== "active") return; // chunks while pending or paused are dropped (§4)
+  t._.lastChunk = now();
+  if (S.inbox_bytes > INBOX_BYTES) {
+    S.dropped = (S.dropped || 0) + 1;
     return;
   }
-  if (chunk) take(chunk, via, remote).catch((e) => console.error("taking a chunk", e));
+  S.inbox_bytes += data.byteLength;
+  S.store.frame(t._.part, tid, data, via);
 }
 
-async function take(chunk, via, remote) {
-  const t = S.transfers.get(chunk.transferId);
-  if (!t || t.direction !== "receive" || t._.final || !t._.held) return;
-  if (remote !== null && remote !== t.peer) return; // not this transfer's sender
-  if (chunk.total !== t.total_chunks || chunk.chunkSize !== t.chunk_size) return;
-  if (t.status !== "active") return;
-  const index = chunk.index;
-  if (chunk.data.byteLength !== chunkLength(index, t.file_size, t.chunk_size)) return;
-  t._.lastChunk = now();
-  if (t._.held[index] || t._.writing.has(index)) return; // a duplicate: ignored
-  t._.writing.add(index);
-  const length = chunk.data.byteLength; // the buffer moves to the worker below
-  let stored = false;
-  try {
-    const digest = toHex(await crypto.subtle.digest("SHA-256", chunk.data));
-    if (digest !== chunk.checksum) {
+function onStoreEvent(e) {
+  if (e.event === "consumed") {
+    S.inbox_bytes = Math.max(0, S.inbox_bytes - e.bytes);
+    return;
+  }
+  const t = S.transfers.get(e.tid);
+  if (!t || t._.final || t._.part !== e.part) return;
+  const index = e.index;
+  switch (e.result) {
+    case "stored": {
+      t._.lastChunk = now();
+      if (t._.held[index]) return;
+      t._.held[index] = 1;
+      t._.heldCount++;
+      t._.heldBytes += e.length;
+      t.bytes_via[e.via] += e.length;
+      t.transport = e.via;
+      setProgress(t, t._.heldCount, t._.heldBytes);
+      if (t._.heldCount === t.total_chunks) finishReceiving(t);
+      return;
+    }
+    case "duplicate":
+      t._.lastChunk = now();
+      return;
+    case "bad-checksum":
       note(`${t.filename}: chunk ${index} failed its sha256 check; asking for it again`);
       trySend("file-share-chunk-request", { transfer_id: t.transfer_id, ranges: [[index, index + 1]], reason: "bad-checksum" });
       return;
+    case "error": {
+      const message = e.message;
+      trySend("file-share-error", { transfer_id: t.transfer_id, code: "storage-error", message });
+      finish(t, "failed", message, "storage-error");
+      return;
     }
-    if (t._.final || !t._.part || t.status !== "active") return; // paused meanwhile: asked again later
-    const result = await S.store.write(t._.part, index, chunk.data);
-    stored = result.stored;
-  } catch (e) {
-    const message = String(e.message || e);
-    trySend("file-share-error", { transfer_id: t.transfer_id, code: "storage-error", message });
-    finish(t, "failed", message, "storage-error");
-    return;
-  } finally {
-    t._.writing.delete(index);
+    default:
+      console.warn(`dropping a chunk of ${t.filename} (${e.result}): ${e.message || ""}`);
   }
-  if (!stored || t._.final) return;
-  t._.held[index] = 1;
-  t._.heldCount++;
-  t._.heldBytes += length;
-  t._.lastChunk = now();
-  t.bytes_via[via] += length;
-  t.transport = via;
-  setProgress(t, t._.heldCount, t._.heldBytes);
-  if (t._.heldCount === t.total_chunks) await finishReceiving(t);
 }
 
 /** Every chunk is in: check the whole file's sha256, then put it in place (§4). */
@@ -1593,6 +1592,7 @@ function pauseAllOnLeave() {
 
 async function init() {
   S.store = new PartStore();
+  S.store.onEvent = onStoreEvent;
   S.store.sweep().catch((e) => console.warn("sweep", e));
   const params = new URLSearchParams(location.search);
   if (params.get("room")) $("#room-input").value = params.get("room");

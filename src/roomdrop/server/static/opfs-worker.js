@@ -9,6 +9,7 @@
 // sha256: @noble/hashes), and finished at verify() by reading back the rest.
 
 import { sha256 } from "./vendor/noble-hashes/sha2.js";
+import { ChunkAssembler, decodeFrame, toHex } from "./protocol.js";
 
 const PARTS = "roomdrop-parts";
 const RECEIVED = "roomdrop-received";
@@ -163,6 +164,8 @@ async function openPart({ key, filename }) {
     hasher: sha256.create(),
     hashNext: 0,
     dirty: false,
+    assembler: new ChunkAssembler(4),
+    checking: new Set(),
   };
   open.set(name, state);
   return { part: name, held };
@@ -192,7 +195,7 @@ function state(part) {
 function write({ part, index, data }) {
   const st = state(part);
   if (st.held[index]) return { stored: false };
-  const bytes = new Uint8Array(data);
+  const bytes = data instanceof Uint8Array ? data : new Uint8Array(data);
   const at = index * st.key.chunk_size;
   let done = 0;
   while (done < bytes.byteLength) {
@@ -212,6 +215,78 @@ function write({ part, index, data }) {
   }
   hashForward(st);
   return { stored: true };
+}
+
+// --- frames: decoded, reassembled, verified and written here, off the main thread -------
+
+let consumed = 0;
+let consumedTimer = null;
+
+function consume(bytes) {
+  consumed += bytes;
+  if (consumedTimer === null) {
+    consumedTimer = setTimeout(() => {
+      consumedTimer = null;
+      const n = consumed;
+      consumed = 0;
+      self.postMessage({ event: "consumed", bytes: n });
+    }, 20);
+  }
+}
+
+/** One binary frame (§3.3) of the transfer whose part file is `part`. Reports each
+ *  whole chunk's fate as an event: stored, duplicate, bad-checksum, rejected, error. */
+async function frame({ part, data, via, tid }) {
+  const size = data.byteLength;
+  try {
+    const st = open.get(part);
+    if (!st) return;
+    let f;
+    try {
+      f = decodeFrame(data);
+    } catch (e) {
+      self.postMessage({ event: "chunk", part, tid, via, result: "bad-frame", message: e.message });
+      return;
+    }
+    if (f.transferId !== tid) return;
+    const chunk = st.assembler.feed(f);
+    if (!chunk) return;
+    const index = chunk.index;
+    const base = { event: "chunk", part, tid, via, index };
+    if (chunk.total !== st.total || chunk.chunkSize !== st.key.chunk_size) {
+      self.postMessage({ ...base, result: "rejected", message: "total_chunks or chunk_size differ from the offer" });
+      return;
+    }
+    const length = chunkLen(st, index);
+    if (chunk.data.byteLength !== length) {
+      self.postMessage({ ...base, result: "rejected", message: `chunk ${index} has ${chunk.data.byteLength} bytes, not ${length}` });
+      return;
+    }
+    if (st.held[index] || st.checking.has(index)) {
+      self.postMessage({ ...base, result: "duplicate" });
+      return;
+    }
+    st.checking.add(index);
+    let digest;
+    try {
+      digest = toHex(await crypto.subtle.digest("SHA-256", chunk.data));
+    } finally {
+      st.checking.delete(index);
+    }
+    if (digest !== chunk.checksum) {
+      self.postMessage({ ...base, result: "bad-checksum" });
+      return;
+    }
+    if (open.get(part) !== st) return; // closed meanwhile
+    try {
+      const { stored } = write({ part, index, data: chunk.data });
+      self.postMessage({ ...base, result: stored ? "stored" : "duplicate", length });
+    } catch (e) {
+      self.postMessage({ ...base, result: "error", message: String(e.message || e) });
+    }
+  } finally {
+    consume(size);
+  }
 }
 
 function verify({ part }) {
@@ -389,6 +464,10 @@ const ops = {
 
 self.onmessage = async (event) => {
   const { id, op, args } = event.data;
+  if (op === "frame") {
+    frame(args).catch((e) => console.error("frame", e));
+    return;
+  }
   try {
     const result = await ops[op](args || {});
     self.postMessage({ id, ok: true, result });

@@ -5,7 +5,12 @@ export class PartStore {
     this.worker = new Worker(new URL("./opfs-worker.js", import.meta.url), { type: "module" });
     this.next = 1;
     this.waiting = new Map();
+    this.onEvent = () => {};
     this.worker.onmessage = (event) => {
+      if (event.data.event) {
+        this.onEvent(event.data);
+        return;
+      }
       const { id, ok, result, error } = event.data;
       const w = this.waiting.get(id);
       if (!w) return;
@@ -36,6 +41,11 @@ export class PartStore {
       ? data.buffer
       : data.slice().buffer;
     return this.call("write", { part, index, data: copy }, [copy]);
+  }
+
+  /** Hand a received frame (its buffer moves) to the worker; the outcome comes as an event. */
+  frame(part, tid, data, via) {
+    this.worker.postMessage({ op: "frame", args: { part, tid, data, via } }, [data]);
   }
 
   verify(part) {
