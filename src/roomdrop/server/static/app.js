@@ -54,7 +54,6 @@ const S = {
   participants: new Set(),
   serverTransfers: new Map(),
   links: new Map(),
-  inbox_bytes: 0,
   dropped: 0,
   transfers: new Map(),
   stashedRequests: new Map(),
@@ -1165,11 +1164,15 @@ function requestMissing(t, reason) {
   trySend("file-share-chunk-request", { transfer_id: t.transfer_id, ranges: rangesOf(missing), reason });
 }
 
-// Frames go to the worker as they come (their buffers move, no copy), which decodes,
-// reassembles, verifies and writes them; the main thread only routes them. At most
-// INBOX_BYTES wait there: beyond that a frame is dropped and its chunk asked for again
-// later (like the reference client's inbox), so memory stays bounded whatever the rate.
+// Received frames wait in a queue here and go to the worker (their buffers move, no
+// copy), which decodes, reassembles, verifies and writes them; at most WORKER_FRAMES are
+// in the worker at once, so a pause stops the writing at once: queued frames of a
+// transfer that is no longer active are dropped (§4). At most INBOX_BYTES wait: beyond
+// that a frame is dropped and its chunk asked for again later, like the reference
+// client's inbox, so memory stays bounded whatever the rate.
 const INBOX_BYTES = 32 * 1024 * 1024;
+const WORKER_FRAMES = 16;
+const inbox = { items: [], head: 0, bytes: 0, inWorker: 0 };
 
 function onRelayFrame(data) {
   routeFrame(data, "relay", null);
@@ -1187,17 +1190,35 @@ function routeFrame(data, via, remote) {
   if (remote !== null && remote !== t.peer) return; // not this transfer's sender
   if (t.status !== "active") return; // chunks while pending or paused are dropped (§4)
   t._.lastChunk = now();
-  if (S.inbox_bytes > INBOX_BYTES) {
-    S.dropped = (S.dropped || 0) + 1;
+  if (inbox.bytes > INBOX_BYTES) {
+    S.dropped += 1;
     return;
   }
-  S.inbox_bytes += data.byteLength;
-  S.store.frame(t._.part, tid, data, via);
+  inbox.items.push({ t, part: t._.part, tid, data, via });
+  inbox.bytes += data.byteLength;
+  feedWorker();
+}
+
+function feedWorker() {
+  while (inbox.inWorker < WORKER_FRAMES && inbox.head < inbox.items.length) {
+    const item = inbox.items[inbox.head];
+    inbox.items[inbox.head++] = undefined;
+    inbox.bytes -= item.data.byteLength;
+    const t = item.t;
+    if (t._.final || t.status !== "active" || t._.part !== item.part) continue;
+    inbox.inWorker++;
+    S.store.frame(item.part, item.tid, item.data, item.via);
+  }
+  if (inbox.head > 1024 && inbox.head * 2 > inbox.items.length) {
+    inbox.items = inbox.items.slice(inbox.head);
+    inbox.head = 0;
+  }
 }
 
 function onStoreEvent(e) {
   if (e.event === "consumed") {
-    S.inbox_bytes = Math.max(0, S.inbox_bytes - e.bytes);
+    inbox.inWorker = Math.max(0, inbox.inWorker - 1);
+    feedWorker();
     return;
   }
   const t = S.transfers.get(e.tid);

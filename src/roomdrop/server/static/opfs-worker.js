@@ -219,19 +219,8 @@ function write({ part, index, data }) {
 
 // --- frames: decoded, reassembled, verified and written here, off the main thread -------
 
-let consumed = 0;
-let consumedTimer = null;
-
 function consume(bytes) {
-  consumed += bytes;
-  if (consumedTimer === null) {
-    consumedTimer = setTimeout(() => {
-      consumedTimer = null;
-      const n = consumed;
-      consumed = 0;
-      self.postMessage({ event: "consumed", bytes: n });
-    }, 20);
-  }
+  self.postMessage({ event: "consumed", bytes });
 }
 
 /** One binary frame (§3.3) of the transfer whose part file is `part`. Reports each

@@ -1,0 +1,116 @@
+"""Fixtures of the browser tests: the real room page (``GET /`` of a real ``roomdrop
+serve`` on 127.0.0.1) in real headless Chromium (Debian's ``/usr/bin/chromium``, driven
+by Playwright), and the real CLI commands beside it.
+
+* These tests change the network of the namespace they run in (a veth pair for
+  browser-to-browser WebRTC, docs in /work/shared/MEASURED.md), so every test first
+  asserts that it runs in a private, loopback-only network namespace (``scripts/test``
+  runs pytest under ``unshare --net``) and fails loudly otherwise.
+* ``rd`` is the harness: a server of the test's own and pages on it, each page a Chromium
+  of its own with a fresh user-data-dir. Every page's console (and page errors) is
+  captured and added to the report of a failing test, with the server's log and the
+  output of the CLI commands; screenshots go to the test's ``tmp_path`` and are copied to
+  ``test-artifacts/<test>/`` at the repository root, where a failing test also leaves a
+  screenshot of every page.
+* ``veth`` creates the pair (inside the test's namespace only) and removes it afterwards.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import shutil
+from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from pagetools import (
+    FAILED,
+    HARNESS,
+    LOG_TAIL,
+    VETH,
+    Harness,
+    artifact_dir,
+    assert_private_namespace,
+    interfaces,
+    ip,
+)
+from playwright.async_api import async_playwright
+
+from server.conftest import launch
+
+# --- the namespace -----------------------------------------------------------------------
+
+
+@pytest.fixture(autouse=True)
+def _private_namespace() -> None:
+    assert_private_namespace(set())
+
+
+@pytest.fixture
+def veth(_private_namespace: None) -> Iterator[None]:
+    """A veth pair with private test addresses and a default route, inside this test's
+    namespace: two Chromium peers gather no ICE candidates with only ``lo``."""
+    assert_private_namespace(set())
+    try:
+        ip("link", "add", "v0", "type", "veth", "peer", "name", "v1")
+        ip("addr", "add", "10.213.0.1/24", "dev", "v0")
+        ip("addr", "add", "10.213.0.2/24", "dev", "v1")
+        ip("link", "set", "v0", "up")
+        ip("link", "set", "v1", "up")
+        ip("route", "add", "default", "via", "10.213.0.2", "dev", "v0")
+        assert_private_namespace(set(VETH))
+        yield
+    finally:
+        if "v0" in interfaces():
+            ip("link", "del", "v0")  # takes v1, the addresses and the route with it
+    assert interfaces() == {"lo"}, f"the veth pair is still there: {interfaces()}"
+
+
+# --- reporting and the harness -----------------------------------------------------------
+
+
+@pytest.hookimpl(wrapper=True)
+def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) -> Any:
+    report = yield
+    harness = item.stash.get(HARNESS, None)
+    if report.failed and harness is not None:
+        item.stash[FAILED] = True
+        report.sections.append(
+            ("browser console (every page)", "\n".join(harness.console[-400:]) or "(nothing)")
+        )
+        text = harness.server.log()
+        if len(text) > LOG_TAIL:
+            text = "...\n" + text[-LOG_TAIL:]
+        report.sections.append((f"roomdrop serve on port {harness.server.port} (stderr)", text))
+        for command in harness.commands:
+            report.sections.append((f"roomdrop {command.name}", command.report()))
+        report.sections.append(
+            (
+                "screenshots",
+                "\n".join(str(p) for p in harness.shots)
+                + f"\n(a screenshot of every page at the failure: {harness.artifacts}/"
+                "*-at-failure.png)",
+            )
+        )
+    return report
+
+
+@pytest.fixture
+async def rd(
+    request: pytest.FixtureRequest, tmp_path: Path, _private_namespace: None
+) -> AsyncIterator[Harness]:
+    server = await asyncio.to_thread(launch, tmp_path / "serve", {})
+    shutil.rmtree(artifact_dir(request.node.nodeid), ignore_errors=True)
+    try:
+        async with async_playwright() as playwright:
+            harness = Harness(request, tmp_path, playwright, server)
+            request.node.stash[HARNESS] = harness
+            try:
+                yield harness
+            finally:
+                await harness.close(request.node.stash.get(FAILED, False))
+    finally:
+        complaint = server.stop()
+    if complaint:
+        pytest.fail(f"{complaint}\n{server.log()}")

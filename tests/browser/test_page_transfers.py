@@ -1,0 +1,250 @@
+"""The room page in real headless Chromium: files between two pages peer to peer and
+through the relay, between a page and the CLI both ways, pause/resume and reload from the
+page, a rejected offer, and the layout mid-transfer (desktop and phone-sized).
+
+Every file that arrives is saved through the page's ``transfer-save`` button (a real
+download) and compared with the original by sha256. Browser-to-browser P2P needs the
+``veth`` fixture (MEASURED.md: two Chromium peers gather no ICE candidates with only
+``lo``); without it, P2P is impossible and the relay must carry the file.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from pathlib import Path
+
+import pytest
+from pagetools import PHONE, Harness, RoomPage, assert_in_viewport, interfaces
+
+from client.clitools import MB, sha256_of, write_random
+from server.conftest import names
+
+pytestmark = pytest.mark.browser
+
+
+async def receive_file(
+    harness: Harness,
+    a: RoomPage,
+    b: RoomPage,
+    path: Path,
+    timeout: float = 120.0,
+) -> tuple[str, Path]:
+    """``a`` sends ``path`` to ``b``, ``b`` accepts: the transfer id and where ``b``'s
+    download of it was saved, after both pages show it completed."""
+    tid = await a.send(b.user, path)
+    await b.accept()
+    await b.wait_status(tid, "completed", timeout)
+    await a.wait_status(tid, "completed", 30)
+    saved = await b.save(tid, harness.tmp_path / "saved" / path.name, filename=path.name)
+    return tid, saved
+
+
+async def send_and_accept(a: RoomPage, b: RoomPage, path: Path) -> str:
+    tid = await a.send(b.user, path)
+    await b.accept()
+    return tid
+
+
+@pytest.mark.timeout(240)
+async def test_100_mb_peer_to_peer_between_two_pages(
+    veth: None, rd: Harness, tmp_path: Path
+) -> None:
+    size = 100 * MB
+    path = tmp_path / "hundred.bin"
+    digest = write_random(path, size)
+    a, b = await rd.pair()
+    tid = await send_and_accept(a, b, path)
+
+    # Mid-transfer: both pages show the transfer, its bar between 0 and 100, on screen.
+    value = await b.wait_progress(tid, 5, timeout=60)
+    for page in (a, b):
+        await rd.shot(page, "mid-transfer")
+    assert 0 < value < 100, value
+    assert 0 < await b.progress(tid) < 100 or await b.status(tid) == "completed"
+    for page in (a, b):
+        await assert_in_viewport(page, tid)
+
+    await b.wait_status(tid, "completed", 120)
+    await a.wait_status(tid, "completed", 30)
+    await rd.shot(b, "completed")
+    for page in (a, b):
+        assert await page.transport(tid) == "p2p", await page.describe()
+    received = await b.transfer_state(tid)
+    rd.note(f"receiver {received}; sender {await a.transfer_state(tid)}")
+    assert received["bytes_via"]["p2p"] >= size, received
+    assert received["bytes_via"]["relay"] == 0, received
+    assert received["sha256"] == digest, received
+
+    saved = await b.save(tid, tmp_path / "saved" / path.name, filename=path.name)
+    assert saved.stat().st_size == size
+    assert sha256_of(saved) == digest
+
+
+@pytest.mark.timeout(240)
+async def test_the_relay_carries_the_file_when_p2p_is_blocked(rd: Harness, tmp_path: Path) -> None:
+    # No veth pair: two Chromium peers gather no ICE candidates, so no data channel can
+    # open and the page must fall back to the server's relay.
+    assert interfaces() == {"lo"}
+    size = 100 * MB
+    path = tmp_path / "relayed.bin"
+    digest = write_random(path, size)
+    a, b = await rd.pair()
+    tid, saved = await receive_file(rd, a, b, path, timeout=150)
+    await rd.shot(b, "completed")
+    for page in (a, b):
+        assert await page.transport(tid) == "relay", await page.describe()
+    received = await b.transfer_state(tid)
+    rd.note(f"receiver {received}; sender {await a.transfer_state(tid)}")
+    assert received["bytes_via"]["relay"] >= size, received
+    assert received["bytes_via"]["p2p"] == 0, received
+    sent = await a.transfer_state(tid)
+    assert sent["bytes_via"]["relay"] >= size, sent
+    assert saved.stat().st_size == size
+    assert sha256_of(saved) == digest
+
+
+@pytest.mark.timeout(180)
+async def test_a_page_sends_to_the_cli(veth: None, rd: Harness, tmp_path: Path) -> None:
+    path = tmp_path / "to-cli.bin"
+    digest = write_random(path, 30 * MB)
+    room, bob = names("room", "bob")
+    a = await rd.guest("alice", room)
+    cli = rd.room(room, a.user, bob)
+    out = tmp_path / "inbox"
+    receive = cli.receive(out)  # --yes --count 1 --json, ICE on 127.0.0.1
+    await cli.joined(receive)
+    await a.sees(bob)
+    tid = await a.send(bob, path)
+    assert await receive.wait(120) == 0, receive.report()
+    result = receive.result()
+    rd.note(f"cli receive result {result}; page {await a.transfer_state(tid)}")
+    assert result["status"] == "completed", result
+    assert result["sha256"] == digest, result
+    assert sha256_of(out / path.name) == digest
+    await a.wait_status(tid, "completed", 30)
+    await rd.shot(a, "sent-to-cli")
+
+
+@pytest.mark.timeout(180)
+async def test_the_cli_sends_to_a_page(veth: None, rd: Harness, tmp_path: Path) -> None:
+    path = tmp_path / "from-cli.bin"
+    digest = write_random(path, 30 * MB)
+    room, alice = names("room", "alice")
+    b = await rd.guest("bob", room)
+    cli = rd.room(room, alice, b.user)
+    send = cli.send(path)  # waits for b.user, who is here already
+    await cli.joined(send)
+    await b.sees(alice)
+    await b.accept()
+    (tid,) = await b.transfer_ids()
+    await b.wait_status(tid, "completed", 120)
+    assert await send.wait(60) == 0, send.report()
+    rd.note(f"cli send result {send.result()}; page {await b.transfer_state(tid)}")
+    assert send.result()["status"] == "completed", send.result()
+    saved = await b.save(tid, tmp_path / "saved" / path.name, filename=path.name)
+    assert sha256_of(saved) == digest
+    await rd.shot(b, "received-from-cli")
+
+
+@pytest.mark.timeout(180)
+async def test_pause_and_resume_from_the_page(veth: None, rd: Harness, tmp_path: Path) -> None:
+    size = 50 * MB
+    path = tmp_path / "paused.bin"
+    digest = write_random(path, size)
+    a, b = await rd.pair()
+    tid = await send_and_accept(a, b, path)
+    await b.wait_progress(tid, 10)
+
+    await a.transfer(tid).get_by_test_id("transfer-pause").click()  # the sender pauses
+    await a.wait_status(tid, "paused", 10)
+    await b.wait_status(tid, "paused", 10)
+    await asyncio.sleep(1.0)  # chunks in flight when it paused may still land
+    held = await b.progress(tid)
+    await rd.shot(b, "paused")
+    await asyncio.sleep(2.5)
+    assert await b.progress(tid) == held, "progress moved while paused"
+    assert await b.status(tid) == "paused"
+    assert 0 < held < 100, held
+    rd.note(f"held at {held} % while paused")
+
+    await b.transfer(tid).get_by_test_id("transfer-resume").click()  # the receiver resumes
+    await b.wait_status(tid, "completed", 120)
+    await a.wait_status(tid, "completed", 30)
+    saved = await b.save(tid, tmp_path / "saved" / path.name, filename=path.name)
+    assert sha256_of(saved) == digest
+
+
+@pytest.mark.timeout(240)
+async def test_the_receiving_page_reloads_mid_transfer_and_resumes(
+    veth: None, rd: Harness, tmp_path: Path
+) -> None:
+    size = 60 * MB
+    path = tmp_path / "reloaded.bin"
+    digest = write_random(path, size)
+    room, bob = names("room", "bob")
+    a = await rd.guest("alice", room)
+    b = await rd.with_token("bob", room, bob)  # a fixed user id, to come back as
+    await a.sees(bob)
+    await b.sees(a.user)
+    tid = await send_and_accept(a, b, path)
+    await b.wait_progress(tid, 30)
+    await rd.shot(b, "before-reload")
+
+    await b.page.reload()
+    await b.join(room, token=rd.server.token(bob, ttl=3600), navigate=False)
+    assert b.user == bob
+    await b.sees(a.user)
+    await b.wait_status(tid, "completed", 150)
+    await a.wait_status(tid, "completed", 30)
+    await rd.shot(b, "after-reload-completed")
+    received = await b.transfer_state(tid)
+    rd.note(f"receiver after reload {received}")
+    assert received["resumed_bytes"] > 0, received
+    assert received["resumed_bytes"] < size, received
+    moved = received["bytes_via"]["p2p"] + received["bytes_via"]["relay"]
+    assert received["resumed_bytes"] + moved >= size, received
+    saved = await b.save(tid, tmp_path / "saved" / path.name, filename=path.name)
+    assert sha256_of(saved) == digest
+
+
+async def test_a_rejected_offer_is_shown_to_the_sender(rd: Harness, tmp_path: Path) -> None:
+    path = tmp_path / "unwanted.bin"
+    write_random(path, 1 * MB)
+    a, b = await rd.pair()
+    tid = await a.send(b.user, path)
+    await b.reject()
+    await a.wait_status(tid, "rejected", 15)
+    await asyncio.sleep(0.5)
+    await rd.shot(a, "rejected")
+    messages = await a.messages()
+    rd.note(f"sender's messages: {messages}")
+    assert any("reject" in m.lower() or "declin" in m.lower() for m in messages), (
+        f"the sender's page shows no message about the rejection: {await a.describe()}"
+    )
+    assert await b.by("offer").count() == 0, await b.describe()
+
+
+@pytest.mark.timeout(180)
+async def test_the_layout_shows_a_transfer_at_phone_size(
+    veth: None, rd: Harness, tmp_path: Path
+) -> None:
+    path = tmp_path / "phone.bin"
+    digest = write_random(path, 60 * MB)
+    (room,) = names("room")
+    a = await rd.guest("alice", room, viewport=PHONE)
+    b = await rd.guest("bob", room, viewport=PHONE)
+    await a.sees(b.user)
+    await b.sees(a.user)
+    tid = await send_and_accept(a, b, path)
+    value = await b.wait_progress(tid, 3)
+    for page in (a, b):
+        await rd.shot(page, "phone-mid-transfer")
+    assert 0 < value < 100, value
+    for page in (a, b):
+        assert page.page.viewport_size == PHONE
+        await assert_in_viewport(page, tid)
+        width = await page.page.evaluate("() => document.documentElement.scrollWidth")
+        assert width <= PHONE["width"], f"{page.label}: the page is {width} px wide on a phone"
+    await b.wait_status(tid, "completed", 120)
+    saved = await b.save(tid, tmp_path / "saved" / path.name, filename=path.name)
+    assert sha256_of(saved) == digest
