@@ -170,7 +170,7 @@ function finish(t, status, error = null, code = null, { quiet = false } = {}) {
       const how = t.direction === "send" ? `sent to ${t.peer}` : `received from ${t.peer}`;
       note(`${t.filename}: ${how} (${carriedBy(t)}), sha256 verified`);
     } else {
-      note(`${t.filename}: ${status}${error ? `: ${error}` : ""}`, "error");
+      note(`${t.filename}: ${status}${code ? ` (${code})` : ""}${error ? `: ${error}` : ""}`, "error");
     }
   }
   render(t);
