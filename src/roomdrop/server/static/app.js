@@ -339,9 +339,6 @@ const HANDLERS = {
     }
     const live = [...S.transfers.values()].filter((t) => t.peer === p.user_id && isLive(t));
     if (live.length) note(`${p.user_id} left the room; their transfers wait for them to come back`, "error");
-    for (const t of S.transfers.values()) {
-      if (t.peer === p.user_id && t.status === "pending" && t.direction === "receive") removeOffer(t);
-    }
   },
   offer: onSignal,
   answer: onSignal,
