@@ -732,6 +732,7 @@ async function onAccept(p, from) {
   }
   syncProgress(t, indexes);
   t.resumed_bytes = t._.countedBytes;
+  t._.resumedKnown = true;
   t._.queue = new Set(indexes);
   t._.started = now();
   t._.samples = [];
@@ -877,8 +878,9 @@ function queueRequest(t, request) {
     // the receiver's whole list of what it lacks (the reference client's convention)
     syncProgress(t, indexes);
     if (!t._.resumedKnown) {
+      // taken up after a reload: the receiver's first list says what it already held
       t._.resumedKnown = true;
-      if (!t.resumed_bytes) t.resumed_bytes = t._.countedBytes;
+      t.resumed_bytes = t._.countedBytes;
     }
   }
   for (const i of indexes) t._.queue.add(i);
