@@ -366,7 +366,7 @@ async function onRoomState(p) {
   S.serverTransfers = known;
   S.connected = true;
   S.connections += 1;
-  document.body.dataset.state = "joined";
+  if (!$("#room").hidden) document.body.dataset.state = "joined";
   if (S.connections > 1) note("reconnected to the server");
   renderParticipants();
   wakeJoinWaiters();
@@ -1351,7 +1351,12 @@ function renderParticipants() {
   list.textContent = "";
   const others = [...S.participants].filter((u) => u !== S.user).sort();
   if (S.selected && !S.participants.has(S.selected)) S.selected = null;
-  if (!S.selected && others.length === 1) S.selected = others[0];
+  // with one other participant, files go to them; with more, to the one clicked
+  if (S.selectedAuto && others.length !== 1) S.selected = null;
+  if (!S.selected && others.length === 1) {
+    S.selected = others[0];
+    S.selectedAuto = true;
+  }
   for (const user of others) {
     const li = document.createElement("li");
     const b = document.createElement("button");
@@ -1364,6 +1369,7 @@ function renderParticipants() {
     b.setAttribute("aria-pressed", String(S.selected === user));
     b.addEventListener("click", () => {
       S.selected = user;
+      S.selectedAuto = false;
       renderParticipants();
     });
     li.append(b);
@@ -1543,13 +1549,20 @@ async function signIn(event) {
         S.token = answer.token;
         S.user = answer.user_id;
         try {
-          localStorage.setItem(GUEST_KEY, JSON.stringify({ name, token: S.token, user: S.user }));
+          const guests = JSON.parse(localStorage.getItem(GUEST_KEY) || "{}");
+          guests[name] = { token: S.token, user: S.user };
+          localStorage.setItem(GUEST_KEY, JSON.stringify(guests));
         } catch {}
       }
     } else {
       throw new Error("enter a name or paste a token");
     }
     S.room = room;
+    if (!token) {
+      try {
+        sessionStorage.setItem(NAME_KEY, name);
+      } catch {}
+    }
     const url = new URL(location.href);
     url.searchParams.set("room", room);
     history.replaceState(null, "", url);
@@ -1566,10 +1579,14 @@ async function signIn(event) {
     link.textContent = share.toString();
     note(`joined room ${room} as ${S.user}`);
     renderParticipants();
+    document.body.dataset.state = "joined";
   } catch (e) {
     if (!token && name) {
       try {
-        localStorage.removeItem(GUEST_KEY); // a remembered guest the server refused: a new one next time
+        // a remembered guest the server refused: a new one next time
+        const guests = JSON.parse(localStorage.getItem(GUEST_KEY) || "{}");
+        delete guests[name];
+        localStorage.setItem(GUEST_KEY, JSON.stringify(guests));
       } catch {}
     }
     S.token = null;
@@ -1580,12 +1597,13 @@ async function signIn(event) {
   }
 }
 
-const GUEST_KEY = "roomdrop-guest";
+const GUEST_KEY = "roomdrop-guests"; // name → {token, user}, in localStorage
+const NAME_KEY = "roomdrop-name"; // this tab's last name, in sessionStorage
 
 function rememberedGuest(name) {
   try {
-    const last = JSON.parse(localStorage.getItem(GUEST_KEY) || "null");
-    if (!last || last.name !== name || !last.token) return null;
+    const last = (JSON.parse(localStorage.getItem(GUEST_KEY) || "{}") || {})[name];
+    if (!last || !last.token || !last.user) return null;
     const exp = claimsOf(last.token).exp;
     if (typeof exp === "number" && exp * 1000 < Date.now() + 60000) return null;
     return last;
@@ -1618,8 +1636,8 @@ async function init() {
   if (params.get("room")) $("#room-input").value = params.get("room");
   if (params.get("name")) $("#name-input").value = params.get("name");
   try {
-    const last = JSON.parse(localStorage.getItem(GUEST_KEY) || "null");
-    if (last && last.name && !$("#name-input").value) $("#name-input").value = last.name;
+    const last = sessionStorage.getItem(NAME_KEY);
+    if (last && !$("#name-input").value) $("#name-input").value = last;
   } catch {}
   $("#signin-form").addEventListener("submit", signIn);
   let guests = false;
