@@ -12,6 +12,8 @@ by Playwright), and the real CLI commands beside it.
   output of the CLI commands; screenshots go to the test's ``tmp_path`` and are copied to
   ``test-artifacts/<test>/`` at the repository root, where a failing test also leaves a
   screenshot of every page.
+* A test that passed still fails (at teardown) when a page threw an uncaught error or the
+  server logged an error.
 * ``veth`` creates the pair (inside the test's namespace only) and removes it afterwards.
 """
 
@@ -114,3 +116,14 @@ async def rd(
         complaint = server.stop()
     if complaint:
         pytest.fail(f"{complaint}\n{server.log()}")
+    if not request.node.stash.get(FAILED, False):
+        # An uncaught error in a page, or an error the server logged, is a bug even when
+        # the test did not notice it.
+        problems = [line for line in harness.console if "] pageerror: " in line]
+        problems += [
+            line
+            for line in server.log().splitlines()
+            if '"level": "error"' in line or '"level": "critical"' in line
+        ]
+        if problems:
+            pytest.fail("uncaught page errors or server errors:\n" + "\n".join(problems))
