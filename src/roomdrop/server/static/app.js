@@ -1,6 +1,21 @@
 // roomdrop in the browser: sign in, join a room, send files to a participant and receive
 // theirs, peer to peer over a WebRTC data channel or through the server's relay.
 // It follows the reference client (src/roomdrop/client/session.py, docs/protocol.md §13).
+//
+// Modules: protocol.js (frames, ranges, names), rtc.js (the data channel), store.js and
+// opfs-worker.js (part files in the origin-private file system, per-chunk and whole-file
+// sha256), vendor/noble-hashes (streaming sha256).
+//
+// For tests: <body data-ready="true"> once the page can be used, data-state
+// "signin" | "joining" | "joined" | "reconnecting" | "closed". data-testid hooks:
+// name-input, token-input, room-input, join-button, share-link, me, participant
+// (data-user), file-input, offer (data-transfer-id) with offer-accept / offer-reject,
+// transfer (data-transfer-id, data-status, data-direction "send" | "receive") with
+// transfer-status, transfer-transport, transfer-progress, transfer-percent,
+// transfer-pause / -resume / -cancel, transfer-save; message (the log, newest first).
+// window.roomdrop: {user, room, joined, participants, transfers: Map id → transfer
+// (status, transport, bytes_via {p2p, relay}, resumed_bytes, sha256, error, error_code,
+// refused, ...), messages}.
 
 import { sha256 } from "./vendor/noble-hashes/sha2.js";
 import {
@@ -426,6 +441,7 @@ function onRefusal(p) {
   const t = p.transfer_id ? S.transfers.get(p.transfer_id) : null;
   if (t && t.direction === "send" && !t._.offered && !t._.final) {
     t._.refused = true;
+    t.refused = true;
     finish(t, "failed", `refused: ${p.message}`, p.code);
     return;
   }
