@@ -17,7 +17,6 @@
 // (status, transport, bytes_via {p2p, relay}, resumed_bytes, sha256, error, error_code,
 // refused, ...), messages}.
 
-import { sha256 } from "./vendor/noble-hashes/sha2.js";
 import {
   CHUNK_SIZE,
   DATA_CHANNEL_MAX_MESSAGE,
@@ -46,7 +45,6 @@ const REPORT_EVERY = 1000;
 const REQUEST_AGAIN_AFTER = 1000;
 const TICK = 250;
 const RELAY_HIGH_WATER = 1024 * 1024;
-const HASH_SLICE = 4 * 1024 * 1024;
 const LIVE = new Set(["pending", "active", "paused"]);
 const FINAL = new Set(["completed", "failed", "cancelled", "rejected"]);
 
@@ -578,17 +576,39 @@ function enqueueFiles(files, to) {
   }
 }
 
-async function hashFile(t) {
-  const file = t._.file;
-  const hasher = sha256.create();
-  for (let at = 0; at < file.size; at += HASH_SLICE) {
-    const buf = await file.slice(at, Math.min(file.size, at + HASH_SLICE)).arrayBuffer();
-    hasher.update(new Uint8Array(buf));
-    t._.hashing = Math.min(file.size, at + HASH_SLICE) / file.size;
-    render(t);
+let hashWorker = null;
+let hashIds = 0;
+
+/** The whole file's sha256, streamed in a worker (§2.3: the offer's sha256). */
+function hashFile(t) {
+  if (!hashWorker) {
+    hashWorker = new Worker(new URL("./hash-worker.js", import.meta.url), { type: "module" });
+    hashWorker.waiting = new Map();
+    hashWorker.onmessage = (event) => {
+      const { id, progress, sha256: digest, error } = event.data;
+      const w = hashWorker.waiting.get(id);
+      if (!w) return;
+      if (progress !== undefined) return w.progress(progress);
+      hashWorker.waiting.delete(id);
+      if (error !== undefined) w.reject(new Error(error));
+      else w.resolve(digest);
+    };
   }
-  t._.hashing = 1;
-  return toHex(hasher.digest());
+  const id = ++hashIds;
+  return new Promise((resolve, reject) => {
+    hashWorker.waiting.set(id, {
+      resolve: (digest) => {
+        t._.hashing = 1;
+        resolve(digest);
+      },
+      reject,
+      progress: (p) => {
+        t._.hashing = Math.min(p, 0.999);
+        render(t);
+      },
+    });
+    hashWorker.postMessage({ id, file: t._.file });
+  });
 }
 
 async function sendFile(t) {
