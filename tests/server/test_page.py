@@ -6,10 +6,10 @@ from __future__ import annotations
 from typing import Any
 
 import jwt
-from server.conftest import Server
 
 from roomdrop.server.page import guests_allowed
 from roomdrop.server.settings import Settings
+from server.conftest import Server
 
 
 async def test_the_page_and_its_files_are_served(server: Server) -> None:
