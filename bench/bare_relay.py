@@ -7,7 +7,7 @@
 staging. ``GET /healthz`` answers once the server is up. uvicorn runs with the options
 ``roomdrop serve`` uses (:func:`roomdrop.server.run.serve`): the sans-I/O websockets
 backend, permessage-deflate off, uvloop and the same ``ws_max_size``, and the same
-malloc settings (``roomdrop.server.run.tune_allocator``, copied here). It imports nothing
+malloc settings (``roomdrop.allocator.tune_allocator``, copied here). It imports nothing
 of roomdrop, so its memory is FastAPI's and uvicorn's alone.
 """
 
@@ -27,7 +27,7 @@ here, so that this server's memory is FastAPI's and uvicorn's only."""
 
 
 def tune_allocator() -> bool:
-    """A copy of ``roomdrop.server.run.tune_allocator`` (glibc: buffers up to 4 MiB from
+    """A copy of ``roomdrop.allocator.tune_allocator`` (glibc: buffers up to 4 MiB from
     the heap, up to 16 MiB of freed heap kept), so both servers run with one malloc."""
     if not sys.platform.startswith("linux"):
         return False

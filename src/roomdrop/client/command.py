@@ -20,6 +20,7 @@ from typing import Any
 
 import uvloop
 
+from roomdrop.allocator import tune_allocator
 from roomdrop.client.session import Result, Session
 from roomdrop.exceptions import RoomdropError
 
@@ -45,6 +46,7 @@ class Outcome:
 
 
 def run_send(paths: list[Path], to: str, *, transport: str, **common: Any) -> Outcome:
+    tune_allocator()
     return uvloop.run(
         _main(lambda session: session.send_files(paths, to), {"transport": transport, **common})
     )
@@ -56,6 +58,7 @@ def run_receive(out: Path, *, count: int | None, yes: bool, **common: Any) -> Ou
     except OSError as exc:
         return Outcome(EXIT_FAILED, f"cannot use {out} for received files: {exc.strerror}")
     ask = None if yes else _asker(common["reporter"])
+    tune_allocator()
     return uvloop.run(
         _main(
             lambda session: session.receive_files(count),

@@ -2,54 +2,25 @@
 
 from __future__ import annotations
 
-import ctypes
 import json
 import logging
 import re
 import socket
-import sys
 import time
 from typing import Any
 
 import uvicorn
 
+from roomdrop.allocator import tune_allocator
 from roomdrop.server.app import create_app
 from roomdrop.server.hub import Hub
 from roomdrop.server.settings import Settings
 
-__all__ = ["JsonFormatter", "serve", "tune_allocator"]
+__all__ = ["JsonFormatter", "serve"]
 
 MAX_WS_MESSAGE = 2 * 1024 * 1024
 """Largest WebSocket message uvicorn accepts (a 1 MiB chunk in JSON is ~1.4 MB); larger
 ones are closed with 1009, everything below is checked by the hub."""
-
-
-M_TRIM_THRESHOLD = -1
-M_MMAP_THRESHOLD = -3
-HEAP_BUFFERS_UP_TO = 4 * 1024 * 1024
-KEEP_FREED_HEAP = 16 * 1024 * 1024
-
-
-def tune_allocator() -> bool:
-    """glibc's malloc: serve buffers up to 4 MiB from the heap, and keep up to 16 MiB of
-    freed heap instead of handing it back to the kernel at once. True if glibc took it.
-
-    A relayed chunk passes through buffers of 64 KiB to a few hundred KiB (the WebSocket
-    reader's, the frame's, the staging's). Past glibc's default threshold (128 KiB) each
-    one was a fresh mmap, page-faulted in and unmapped again: thousands of page faults
-    per 100 MB relayed. The memory kept is bounded (it does not grow with what is relayed).
-    Elsewhere (another libc, another OS) this does nothing."""
-    if not sys.platform.startswith("linux"):
-        return False
-    try:
-        mallopt = ctypes.CDLL(None).mallopt
-    except (OSError, AttributeError):
-        return False
-    mallopt.argtypes = [ctypes.c_int, ctypes.c_int]
-    mallopt.restype = ctypes.c_int
-    return bool(mallopt(M_MMAP_THRESHOLD, HEAP_BUFFERS_UP_TO)) and bool(
-        mallopt(M_TRIM_THRESHOLD, KEEP_FREED_HEAP)
-    )
 
 
 class JsonFormatter(logging.Formatter):

@@ -1,4 +1,4 @@
-"""The server process's own settings."""
+"""The allocator settings `roomdrop serve`, `send` and `receive` start with."""
 
 from __future__ import annotations
 
@@ -6,7 +6,7 @@ import sys
 
 import pytest
 
-from roomdrop.server.run import tune_allocator
+from roomdrop.allocator import tune_allocator
 
 
 @pytest.mark.skipif(not sys.platform.startswith("linux"), reason="glibc's mallopt")
