@@ -1682,6 +1682,7 @@ async function init() {
   } catch {}
   $("#guest-fields").hidden = !guests;
   $("#guest-off").hidden = guests;
+  $("#token-optional").hidden = !guests;
   $("#file-input").addEventListener("change", (event) => {
     const files = [...event.target.files];
     event.target.value = "";
