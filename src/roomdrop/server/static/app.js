@@ -60,6 +60,7 @@ const S = {
   user: null,
   token: null,
   room: null,
+  joinedRoom: null,
   ws: null,
   connected: false,
   connections: 0,
@@ -79,11 +80,12 @@ const S = {
 };
 
 window.roomdrop = {
+  // user and room are set once the page has joined (the room is shown)
   get user() {
-    return S.user;
+    return S.joinedRoom ? S.user : null;
   },
   get room() {
-    return S.room;
+    return S.joinedRoom;
   },
   get joined() {
     return S.connected;
@@ -1615,6 +1617,7 @@ async function signIn(event) {
     link.textContent = share.toString();
     note(`joined room ${room} as ${S.user}`);
     renderParticipants();
+    S.joinedRoom = room;
     document.body.dataset.state = "joined";
   } catch (e) {
     if (!token && name) {
