@@ -1433,7 +1433,9 @@ function showOffer(t) {
   text.append(who, " offers ", name, ` (${formatBytes(t.file_size)}, ${t.file_size.toLocaleString()} bytes, ${t.mime_type})`);
   const accept = button("Accept", "offer-accept", () => acceptOffer(t));
   accept.classList.add("primary");
+  accept.setAttribute("aria-label", `Accept ${t.filename} from ${t.peer}`);
   const reject = button("Reject", "offer-reject", () => rejectOffer(t));
+  reject.setAttribute("aria-label", `Reject ${t.filename} from ${t.peer}`);
   const actions = document.createElement("div");
   actions.className = "actions";
   actions.append(accept, reject);
@@ -1515,6 +1517,13 @@ function render(t) {
     const node = el.querySelector(sel);
     if (node.textContent !== text) node.textContent = text;
   };
+  if (t._.labelled !== t.filename) {
+    t._.labelled = t.filename;
+    t._.pauseBtn.setAttribute("aria-label", `Pause ${t.filename}`);
+    t._.resumeBtn.setAttribute("aria-label", `Resume ${t.filename}`);
+    t._.cancelBtn.setAttribute("aria-label", `Cancel ${t.filename}`);
+    t._.saveLink.setAttribute("aria-label", `Save ${t.filename}`);
+  }
   set(".dir", t.direction === "send" ? `to ${t.peer}` : `from ${t.peer}`);
   set(".name", t.filename);
   set(".status", t.status);
