@@ -34,7 +34,7 @@ OWNERS = {  # library -> the only modules that may import it
     "shutil": {"storage.py", "server/relay.py"},
     "filetype": {"storage.py"},
     "fastapi": {"server/app.py", "server/routes.py", "server/page.py"},
-    "starlette": {"server/app.py", "server/routes.py"},
+    "starlette": {"server/app.py", "server/routes.py", "server/page.py"},
     "uvicorn": {"server/run.py"},
     "jwt": {"server/auth.py", "client/settings.py"},
     "cryptography": {"server/relay.py"},

@@ -18,6 +18,11 @@ async def test_the_page_and_its_files_are_served(server: Server) -> None:
         assert page.status_code == 200
         assert page.headers["content-type"].startswith("text/html")
         assert "<html" in page.text.lower()
+        assert page.headers["cache-control"] == "no-cache"
+        script = await http.get("/static/app.js")
+        assert script.status_code == 200
+        assert "javascript" in script.headers["content-type"]
+        assert script.headers["cache-control"] == "no-cache"
         missing = await http.get("/static/no-such-file.js")
         assert missing.status_code == 404
 

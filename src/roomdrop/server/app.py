@@ -9,7 +9,6 @@ from contextlib import asynccontextmanager
 
 from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse, PlainTextResponse
-from fastapi.staticfiles import StaticFiles
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from roomdrop import __version__
@@ -25,7 +24,7 @@ from roomdrop.exceptions import (
 )
 from roomdrop.server.auth import TokenAuthority, load_secret
 from roomdrop.server.hub import Hub
-from roomdrop.server.page import STATIC, build_page_router
+from roomdrop.server.page import STATIC, PageFiles, build_page_router
 from roomdrop.server.relay import RelayStaging
 from roomdrop.server.routes import build_router
 from roomdrop.server.settings import Settings
@@ -110,5 +109,5 @@ def create_app(settings: Settings | None = None) -> FastAPI:
 
     app.include_router(build_router(hub), prefix="/webrtc")
     app.include_router(build_page_router(settings, authority))
-    app.mount("/static", StaticFiles(directory=STATIC), name="static")
+    app.mount("/static", PageFiles(directory=STATIC), name="static")
     return app

@@ -11,18 +11,33 @@ from __future__ import annotations
 import ipaddress
 import secrets
 from pathlib import Path
+from typing import Any
 
 from fastapi import APIRouter
 from fastapi.responses import FileResponse
+from fastapi.staticfiles import StaticFiles
 from pydantic import BaseModel, ConfigDict, Field
+from starlette.responses import Response
 
 from roomdrop.exceptions import Forbidden
 from roomdrop.server.auth import TokenAuthority
 from roomdrop.server.settings import Settings
 
-__all__ = ["STATIC", "build_page_router", "guests_allowed"]
+__all__ = ["STATIC", "PageFiles", "build_page_router", "guests_allowed"]
 
 STATIC = Path(__file__).with_name("static")
+#: the browser revalidates the page's files (ETag) on every load, so an upgraded server
+#: never runs with stale modules
+REVALIDATE = {"Cache-Control": "no-cache"}
+
+
+class PageFiles(StaticFiles):
+    """``/static``: the page's modules, styles and vendored code."""
+
+    def file_response(self, *args: Any, **kwargs: Any) -> Response:
+        response = super().file_response(*args, **kwargs)
+        response.headers.update(REVALIDATE)
+        return response
 
 
 class GuestRequest(BaseModel):
@@ -59,7 +74,7 @@ def build_page_router(settings: Settings, authority: TokenAuthority) -> APIRoute
 
     @router.get("/", include_in_schema=False)
     async def page() -> FileResponse:
-        return FileResponse(STATIC / "index.html", media_type="text/html")
+        return FileResponse(STATIC / "index.html", media_type="text/html", headers=REVALIDATE)
 
     @router.get("/webrtc/guest", tags=["page"])
     async def guest_policy() -> GuestPolicy:
