@@ -616,16 +616,7 @@ class Session:
         """Adopt a transfer the server still holds (this receiver restarted)."""
         incoming = self.incoming
         assert incoming is not None and t.sha256 is not None
-        offer = Offer(
-            transfer_id=t.transfer_id,
-            receiver_id=self.user,
-            filename=t.filename,
-            file_size=t.file_size,
-            mime_type=t.mime_type,
-            chunk_size=t.chunk_size,
-            total_chunks=t.total_chunks,
-            sha256=t.sha256,
-        )
+        offer = _offer_of(t, self.user)
         tid = t.transfer_id
         await incoming.register_offer(offer, t.sender_id, self.room)
         state = _Incoming(tid=tid, peer=t.sender_id, done=self._future())
@@ -800,16 +791,7 @@ class Session:
                 if t.status in (Status.ACTIVE, Status.PAUSED):
                     self._spawn(self._take_up_incoming(t), f"take-up-{t.transfer_id}")
                 elif t.status is Status.PENDING:
-                    offer = Offer(
-                        transfer_id=t.transfer_id,
-                        receiver_id=self.user,
-                        filename=t.filename,
-                        file_size=t.file_size,
-                        mime_type=t.mime_type,
-                        chunk_size=t.chunk_size,
-                        total_chunks=t.total_chunks,
-                        sha256=t.sha256,
-                    )
+                    offer = _offer_of(t, self.user)
                     self._spawn(self._consider(offer, t.sender_id), f"offer-{t.transfer_id}")
 
     async def _on_disconnect(self) -> None:
@@ -1177,6 +1159,21 @@ class Session:
         self.reporter.finished(result)
         if isinstance(state, _Incoming):
             self._finished.put_nowait(result)
+
+
+def _offer_of(t: TransferObject, receiver: str) -> Offer:
+    """The offer a transfer object from ``room-state`` stands for (it carries the sha256)."""
+    assert t.sha256 is not None
+    return Offer(
+        transfer_id=t.transfer_id,
+        receiver_id=receiver,
+        filename=t.filename,
+        file_size=t.file_size,
+        mime_type=t.mime_type,
+        chunk_size=t.chunk_size,
+        total_chunks=t.total_chunks,
+        sha256=t.sha256,
+    )
 
 
 @dataclass
