@@ -86,3 +86,12 @@ def test_roomdrop_token_prints_a_token_the_server_accepts(tmp_path: Path) -> Non
 def test_bad_tokens_are_refused_with_a_precise_reason(token: str | None, reason: str) -> None:
     with pytest.raises(Unauthorized, match=reason):
         TokenAuthority(SECRET).verify(token)
+
+
+def test_turn_urls_are_a_comma_separated_list(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("ROOMDROP_TURN_URLS", "turn:127.0.0.1:3478?transport=udp, turns:t:5349")
+    monkeypatch.setenv("ROOMDROP_TURN_SECRET", "shared")
+    settings = Settings()
+    assert settings.turn_urls == ["turn:127.0.0.1:3478?transport=udp", "turns:t:5349"]
+    assert settings.turn_secret is not None
+    assert settings.turn_secret.get_secret_value() == "shared"

@@ -23,6 +23,7 @@ from aiortc import (
     RTCConfiguration,
     RTCDataChannel,
     RTCIceServer,
+    RTCIceTransportPolicy,
     RTCPeerConnection,
     RTCSessionDescription,
 )
@@ -65,7 +66,7 @@ def pin_ice_hosts(hosts: Iterable[str]) -> None:
     aioice.ice.get_host_addresses = addresses
 
 
-def _configuration(ice_servers: list[dict[str, Any]]) -> RTCConfiguration:
+def _configuration(ice_servers: list[dict[str, Any]], policy: str) -> RTCConfiguration:
     servers = [
         RTCIceServer(
             urls=server["urls"],
@@ -74,7 +75,7 @@ def _configuration(ice_servers: list[dict[str, Any]]) -> RTCConfiguration:
         )
         for server in ice_servers
     ]
-    return RTCConfiguration(iceServers=servers)
+    return RTCConfiguration(iceServers=servers, iceTransportPolicy=RTCIceTransportPolicy(policy))
 
 
 class PeerLink:
@@ -85,12 +86,14 @@ class PeerLink:
         remote: str,
         *,
         ice_servers: list[dict[str, Any]],
+        ice_policy: str = "all",
         signal: Signal,
         on_frame: FrameHandler,
         on_down: Callable[[PeerLink], None] | None = None,
     ) -> None:
         self.remote = remote
         self._ice_servers = ice_servers
+        self._ice_policy = ice_policy
         self._signal = signal
         self._on_frame = on_frame
         self._on_down = on_down
@@ -141,7 +144,7 @@ class PeerLink:
         return self.is_open
 
     def _new_connection(self) -> RTCPeerConnection:
-        pc = self._pc = RTCPeerConnection(_configuration(self._ice_servers))
+        pc = self._pc = RTCPeerConnection(_configuration(self._ice_servers, self._ice_policy))
 
         @pc.on("datachannel")
         def _on_channel(channel: RTCDataChannel) -> None:

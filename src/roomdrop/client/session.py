@@ -1066,6 +1066,7 @@ class Session:
         link = rtc.PeerLink(
             remote,
             ice_servers=self._ice_servers,
+            ice_policy=self.settings.ice_policy,
             signal=signal,
             on_frame=self._on_link_frame,
             on_down=self._on_link_down,

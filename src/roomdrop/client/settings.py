@@ -7,7 +7,7 @@ candidates on.
 
 from __future__ import annotations
 
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
 import jwt
 from pydantic import Field, SecretStr, field_validator
@@ -27,6 +27,11 @@ class ClientSettings(BaseSettings):
         default_factory=list,
         description="Comma-separated local addresses ICE may use (e.g. 127.0.0.1); "
         "empty: every address of the machine.",
+    )
+    ice_policy: Literal["all", "relay"] = Field(
+        "all",
+        description="ICE transport policy: relay uses only TURN relay candidates "
+        "(all traffic through the TURN server).",
     )
     ice_timeout: float = Field(
         5.0, gt=0, description="Seconds a client waits for a data channel before the relay."

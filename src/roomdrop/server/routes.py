@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import re
+import time
 from typing import Annotated, Any
 from uuid import UUID, uuid4
 
@@ -22,6 +23,7 @@ from roomdrop.protocol.messages import Offer, Range
 from roomdrop.protocol.state import Status
 from roomdrop.protocol.transfer import TransferObject
 from roomdrop.server.hub import Hub
+from roomdrop.server.turn import turn_server
 
 __all__ = ["build_router"]
 
@@ -132,8 +134,21 @@ def build_router(hub: Hub) -> APIRouter:
 
     @router.get("/config", response_model=IceConfig)
     async def config(user: User) -> IceConfig:
-        """The ICE servers clients should use for peer connections."""
-        return IceConfig(ice_servers=hub.settings.ice_servers)
+        """The ICE servers clients should use for peer connections: the configured ones,
+        and TURN with credentials for this user that expire (ROOMDROP_TURN_*)."""
+        settings = hub.settings
+        servers = list(settings.ice_servers)
+        if settings.turn_urls and settings.turn_secret is not None:
+            servers.append(
+                turn_server(
+                    settings.turn_urls,
+                    settings.turn_secret.get_secret_value(),
+                    user,
+                    now=time.time(),
+                    ttl=settings.turn_ttl,
+                )
+            )
+        return IceConfig(ice_servers=servers)
 
     @router.post("/rooms/{room_id}/file-transfer/offer", response_model=TransferObject)
     async def create_file_transfer_offer(

@@ -8,10 +8,10 @@ The README's settings table is generated from this class's descriptions.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any
 
-from pydantic import Field, SecretStr
-from pydantic_settings import BaseSettings, SettingsConfigDict
+from pydantic import Field, SecretStr, field_validator
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 __all__ = ["Settings"]
 
@@ -72,9 +72,25 @@ class Settings(BaseSettings):
         default_factory=list,
         description='ICE servers for clients, as RTCIceServer JSON ([{"urls": [...]}]).',
     )
+    turn_urls: Annotated[list[str], NoDecode] = Field(
+        default_factory=list,
+        description="Comma-separated TURN URLs handed to clients with time-limited "
+        "credentials (turn:host:3478,turns:host:5349).",
+    )
+    turn_secret: SecretStr | None = Field(
+        None, description="The secret shared with the TURN server (coturn static-auth-secret)."
+    )
+    turn_ttl: int = Field(3600, gt=0, description="Seconds a client's TURN credentials stay valid.")
     guests: bool | None = Field(
         None,
         description="Allow guest sign-in on the page (a display name instead of a token); "
         "unset: only when HOST is a loopback address.",
     )
     log_level: str = Field("info", description="Log level: debug, info, warning, error.")
+
+    @field_validator("turn_urls", mode="before")
+    @classmethod
+    def _split_urls(cls, value: Any) -> Any:
+        if isinstance(value, str):
+            return [part.strip() for part in value.split(",") if part.strip()]
+        return value
