@@ -153,3 +153,30 @@ async def test_a_receiver_interrupted_with_ctrl_c_pauses_and_the_same_command_re
     assert got["resumed_bytes"] + got["moved_bytes"] == SIZE
     assert got["transfer_id"] == sender.result()["transfer_id"]
     assert sha256_of(tmp_path / "inbox" / "movie.bin") == digest
+
+
+async def test_a_sender_killed_mid_transfer_is_taken_up_by_the_same_command(
+    start: Any, room_on: Any, tmp_path: Path
+) -> None:
+    server = await start(ROOMDROP_ROOM_BANDWIDTH=BANDWIDTH)
+    room: Room = room_on(server)
+    source = tmp_path / "movie.bin"
+    digest = write_random(source, SIZE)
+    receiver = room.receive(tmp_path / "inbox")
+    await room.joined(receiver)
+    first = room.send(source, transport="relay")
+    await receiver.progress_at_least(40)
+    first.kill()  # SIGKILL: the server pauses the transfer when its socket closes
+
+    again = room.send(source, transport="relay")
+    assert await again.wait(120) == 0, again.report()
+    assert await receiver.wait(30) == 0, receiver.report()
+    notes = [n["message"] for n in again.events("note")]
+    assert any(n.startswith("taking up movie.bin again") for n in notes), notes
+    sent = again.result()
+    got = receiver.result()
+    assert sent["transfer_id"] == got["transfer_id"]
+    assert 0 < sent["resumed_bytes"] < SIZE
+    assert sent["moved_bytes"] <= SIZE - sent["resumed_bytes"] + IN_FLIGHT
+    assert got["moved_bytes"] == SIZE  # the receiver stored every chunk once
+    assert sha256_of(tmp_path / "inbox" / "movie.bin") == digest
