@@ -5,6 +5,7 @@ and only the missing chunks sent again."""
 from __future__ import annotations
 
 import signal
+import subprocess
 from pathlib import Path
 from typing import Any
 
@@ -179,4 +180,38 @@ async def test_a_sender_killed_mid_transfer_is_taken_up_by_the_same_command(
     assert 0 < sent["resumed_bytes"] < SIZE
     assert sent["moved_bytes"] <= SIZE - sent["resumed_bytes"] + IN_FLIGHT
     assert got["moved_bytes"] == SIZE  # the receiver stored every chunk once
+    assert sha256_of(tmp_path / "inbox" / "movie.bin") == digest
+
+
+async def test_dropped_websockets_reconnect_and_the_same_transfer_goes_on(
+    start: Any, room_on: Any, tmp_path: Path
+) -> None:
+    """``ss -K`` aborts both clients' connections to the server (in this test's own
+    network namespace); the server pauses the transfer, both reconnect with backoff, the
+    server resumes it, and it finishes from the chunks still missing."""
+    server = await start(ROOMDROP_ROOM_BANDWIDTH=BANDWIDTH)
+    room: Room = room_on(server)
+    source = tmp_path / "movie.bin"
+    digest = write_random(source, SIZE)
+    receiver = room.receive(tmp_path / "inbox")
+    await room.joined(receiver)
+    sender = room.send(source, transport="relay")
+    await receiver.progress_at_least(40)
+    kill = ["ss", "-K", "dst", "127.0.0.1", "dport", "=", str(server.port)]
+    assert "ESTAB" in subprocess.run(kill, capture_output=True, text=True, check=True).stdout
+
+    assert await sender.wait(120) == 0, sender.report()
+    assert await receiver.wait(30) == 0, receiver.report()
+    for command in (sender, receiver):
+        notes = [n["message"] for n in command.events("note")]
+        assert "lost the connection to the server; reconnecting" in notes, notes
+        assert "reconnected to the server" in notes, notes
+    got, sent = receiver.result(), sender.result()
+    assert got["transfer_id"] == sent["transfer_id"]  # no new offer: the server kept it
+    assert got["moved_bytes"] == SIZE
+    # the sender sent the file once (part into sockets that were aborted) and again only
+    # what the receiver asked for
+    asked = [n["message"] for n in sender.events("note") if " asks for " in n["message"]]
+    again = sum(int(n.split(" asks for ")[1].split()[0]) for n in asked)
+    assert asked and sent["moved_bytes"] <= SIZE + again * CHUNK, (asked, sent)
     assert sha256_of(tmp_path / "inbox" / "movie.bin") == digest

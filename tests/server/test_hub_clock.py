@@ -114,3 +114,25 @@ async def test_a_transfer_older_than_an_hour_expires_and_both_are_told(
             "code": "expired",
             "message": "expired after 3600 s",
         }
+
+
+async def test_a_participant_back_before_its_disconnect_pause_settled_is_resumed(
+    timed_room: tuple[Hub, ManualClock, Participant, Participant],
+) -> None:
+    """The pause a disconnect causes runs as a task; a reconnect that comes before that
+    task ran must still end with the transfer active again (seen with dropped sockets)."""
+    hub, _, alice, bob = timed_room
+    tid = await offer(hub)
+    await hub.accept("room", "bob", tid)
+    hub.leave(alice)
+    back = hub.join("room", "alice", Socket())  # before the pause task had a chance to run
+    writer = asyncio.create_task(back.outbox.run())
+    try:
+        await asyncio.sleep(0.05)
+        assert hub.transfers.get_transfer(tid).status.value == "active"
+        reasons = [m["payload"].get("reason") for m in sent(bob, "file-share-pause")]
+        assert reasons == ["alice disconnected"]
+        assert [m["payload"]["reason"] for m in sent(bob, "file-share-resume")] == ["reconnected"]
+    finally:
+        writer.cancel()
+        await asyncio.gather(writer, return_exceptions=True)

@@ -448,7 +448,10 @@ class Session:
                 decided = False
                 continue
             except NotConnected:
-                continue  # reconnecting: the loop waits for _online()
+                # reconnecting: let the reader see the close (nothing above may have
+                # yielded to it), then the loop waits for _online()
+                await asyncio.sleep(0.05)
+                continue
             out.queue.pop(index, None)
             out.via[out.transport] += len(frame) - HEADER_SIZE
 
@@ -764,6 +767,8 @@ class Session:
                 out.done.set_exception(_Reoffer())
             elif held.status.value in ("cancelled", "failed", "rejected"):
                 self._resolve(out, status=held.status.value, error=held.error, code=held.error_code)
+            else:
+                await self._align(self.outgoing, out, held.status)
             out.wake.set()
         for inc in list(self._receiving.values()):
             if inc.done.done():
@@ -782,6 +787,10 @@ class Session:
                 self._resolve_completed(inc)
             elif not inc.completed_sent and self._local_status(inc) is Status.COMPLETED:
                 await self._announce_complete(inc)
+            else:
+                assert self.incoming is not None
+                if await self._align(self.incoming, inc, held.status) is Status.ACTIVE:
+                    await self._request_missing(inc, "resume")
         if self.incoming is not None:
             for t in known.values():
                 if t.receiver_id != self.user or t.transfer_id in self._receiving:
@@ -793,6 +802,22 @@ class Session:
                 elif t.status is Status.PENDING:
                     offer = _offer_of(t, self.user)
                     self._spawn(self._consider(offer, t.sender_id), f"offer-{t.transfer_id}")
+
+    async def _align(
+        self, manager: FileTransferManager, state: _Transfer, server: Status
+    ) -> Status | None:
+        """Bring a live local record to the server's status after a reconnect: a pause or
+        resume sent while this end was away never reaches it (§11.3). Returns the status
+        it was changed to, if any."""
+        local = self._local_status(state)
+        with contextlib.suppress(TransferError):
+            if local is Status.PAUSED and server is Status.ACTIVE:
+                await manager.resume_transfer(state.tid)
+                return Status.ACTIVE
+            if local is Status.ACTIVE and server is Status.PAUSED:
+                await manager.pause_transfer(state.tid)
+                return Status.PAUSED
+        return None
 
     async def _on_disconnect(self) -> None:
         self.reporter.note("lost the connection to the server; reconnecting")

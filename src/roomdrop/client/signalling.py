@@ -97,6 +97,7 @@ class Signalling:
         try:
             await ws.send(data)
         except ConnectionClosed as exc:
+            self.connected.clear()  # at once: the reader may not have run yet
             raise NotConnected(f"connection to the server lost ({exc})") from exc
 
     async def close(self) -> None:

@@ -279,6 +279,11 @@ class Hub:
         self._to_parties(
             record, T.FILE_SHARE_PAUSE, TransferRef(transfer_id=UUID(tid), reason=reason), None
         )
+        # the one who left may be back already (its join ran while this pause was under
+        # way, before the transfer counted as paused by a disconnect): resume now
+        room = self.rooms.get(record.room_id)
+        if room is not None and {record.sender_id, record.receiver_id} <= set(room.members):
+            await self._resume_after_disconnect(tid)
 
     def _grace_over(self, room_id: str, user: str) -> None:
         self._grace.pop((room_id, user), None)
