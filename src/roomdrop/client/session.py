@@ -398,7 +398,10 @@ class Session:
         if status == Status.PAUSED.value:
             await self.outgoing.pause_transfer(out.tid)
             await self._send(T.FILE_SHARE_RESUME, TransferRef(transfer_id=out.tid))
-        elif status != Status.ACTIVE.value:
+        elif status != Status.ACTIVE.value:  # it ended meanwhile: offer the file anew
+            self._sending.pop(out.tid, None)
+            with contextlib.suppress(TransferError):
+                await self.outgoing.cancel_transfer(out.tid, "ended on the server")
             raise _Reoffer()
         for request in self._stashed_requests.pop(out.tid, []):
             await self._queue_request(out, request)
