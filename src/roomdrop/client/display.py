@@ -87,8 +87,11 @@ class RichReporter:
                 completed=result.bytes_transferred,
             )
         if task is not None:
+            label = escape(f"{result.filename} [{result.transport}]")
             if result.ok:
-                self.bars.update(task, completed=result.file_size)
+                self.bars.update(task, completed=result.file_size, description=label)
+            else:
+                self.bars.update(task, description=label)
             self.bars.stop_task(task)
         if result.ok:
             where = f" -> {result.saved_path}" if result.saved_path else ""
