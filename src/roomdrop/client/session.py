@@ -964,10 +964,10 @@ class Session:
     async def _on_pause(self, msg: Message) -> None:
         payload = msg.payload
         assert isinstance(payload, TransferRef)
-        tid = str(payload.transfer_id)
-        manager, state = self._find(tid)
-        if manager is None or state is None:
+        found = self._find(str(payload.transfer_id))
+        if found is None:
             return
+        tid, manager, _ = found
         with contextlib.suppress(TransferError):
             await manager.pause_transfer(tid)
             who = "the server" if msg.sender_id is None else msg.sender_id
@@ -977,10 +977,10 @@ class Session:
     async def _on_resume(self, msg: Message) -> None:
         payload = msg.payload
         assert isinstance(payload, TransferRef)
-        tid = str(payload.transfer_id)
-        manager, state = self._find(tid)
-        if manager is None or state is None:
+        found = self._find(str(payload.transfer_id))
+        if found is None:
             return
+        tid, manager, state = found
         with contextlib.suppress(TransferError):
             await manager.resume_transfer(tid)
         if isinstance(state, _Incoming):
@@ -992,10 +992,10 @@ class Session:
     async def _on_cancel(self, msg: Message) -> None:
         payload = msg.payload
         assert isinstance(payload, TransferRef)
-        tid = str(payload.transfer_id)
-        manager, state = self._find(tid)
-        if manager is None or state is None:
+        found = self._find(str(payload.transfer_id))
+        if found is None:
             return
+        tid, manager, state = found
         reason = payload.reason or "cancelled"
         with contextlib.suppress(TransferError):
             if manager is self.incoming and msg.sender_id is None:
@@ -1009,10 +1009,10 @@ class Session:
     async def _on_file_share_error(self, msg: Message) -> None:
         payload = msg.payload
         assert isinstance(payload, FileShareError)
-        tid = str(payload.transfer_id)
-        manager, state = self._find(tid)
-        if manager is None or state is None:
+        found = self._find(str(payload.transfer_id))
+        if found is None:
             return
+        tid, manager, state = found
         with contextlib.suppress(TransferError):
             await manager.fail_transfer(tid, payload.code, payload.message)
         self._resolve(state, status="failed", error=payload.message, code=payload.code)
@@ -1029,12 +1029,13 @@ class Session:
         self.reporter.note(f"{out.peer} asks for {count} chunk(s) ({payload.reason})")
         await self._queue_request(out, payload)
 
-    def _find(self, tid: str) -> tuple[FileTransferManager | None, _Outgoing | _Incoming | None]:
+    def _find(self, tid: str) -> tuple[str, FileTransferManager, _Outgoing | _Incoming] | None:
+        """The transfer ``tid`` this session sends or receives, with its manager."""
         if tid in self._sending:
-            return self.outgoing, self._sending[tid]
-        if tid in self._receiving:
-            return self.incoming, self._receiving[tid]
-        return None, None
+            return tid, self.outgoing, self._sending[tid]
+        if tid in self._receiving and self.incoming is not None:
+            return tid, self.incoming, self._receiving[tid]
+        return None
 
     _handlers: ClassVar[dict[MessageType, Callable[[Session, Message], Awaitable[None]]]] = {
         T.OFFER: _on_signal,
