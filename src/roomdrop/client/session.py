@@ -239,7 +239,8 @@ class Session:
         self._sending: dict[str, _Outgoing] = {}
         self._receiving: dict[str, _Incoming] = {}
         self._stashed_requests: dict[str, list[ChunkRequest]] = {}
-        self._finished: asyncio.Queue[Result] = asyncio.Queue()
+        # results of received files, or what ended the connection for good
+        self._finished: asyncio.Queue[Result | BaseException] = asyncio.Queue()
         self._joined = asyncio.Event()
         self._tasks: set[asyncio.Task[Any]] = set()
         self._ice_servers: list[dict[str, Any]] | None = None
@@ -289,7 +290,7 @@ class Session:
         for state in [*self._sending.values(), *self._receiving.values()]:
             if not state.done.done():
                 state.done.set_exception(exc)
-        self._finished.put_nowait(_failure_marker(exc))
+        self._finished.put_nowait(exc)
 
     async def _pause_all(self) -> None:
         paused: list[str] = []
@@ -524,8 +525,8 @@ class Session:
         completed = 0
         while count is None or completed < count:
             result = await self._finished.get()
-            if isinstance(result, _FailureMarker):
-                raise result.exc
+            if isinstance(result, BaseException):
+                raise result
             results.append(result)
             completed += result.ok
         return results
@@ -1203,25 +1204,4 @@ def _offer_of(t: TransferObject, receiver: str) -> Offer:
         chunk_size=t.chunk_size,
         total_chunks=t.total_chunks,
         sha256=t.sha256,
-    )
-
-
-@dataclass
-class _FailureMarker(Result):
-    exc: BaseException = field(default_factory=lambda: RoomdropError("failed"))
-
-
-def _failure_marker(exc: BaseException) -> Result:
-    return _FailureMarker(
-        transfer_id="",
-        filename="",
-        status="failed",
-        transport="",
-        sha256="",
-        file_size=0,
-        bytes_transferred=0,
-        resumed_bytes=0,
-        elapsed_s=0.0,
-        peer="",
-        exc=exc,
     )
