@@ -23,6 +23,7 @@ cannot go on" from "policy says no"::
     │   └── RateLimited
     ├── Unauthorized             no valid token (HTTP 401, WebSocket close 4401)
     ├── Forbidden                a valid user who may not do this (HTTP 403, ``error``)
+    ├── BackendUnavailable       the state instances share is out of reach (HTTP 503)
     └── ServerUnreachable        a client cannot reach the server
 
 Every class carries a short machine-readable ``code`` that travels in ``error`` and
@@ -36,6 +37,7 @@ __all__ = [
     "ERROR_CODES",
     "EXPIRED",
     "INACTIVE",
+    "BackendUnavailable",
     "BadChecksum",
     "ChunkOutOfRange",
     "ChunkRejected",
@@ -202,6 +204,12 @@ class ServerUnreachable(RoomdropError):
     """A client could not reach the server, or lost it for longer than it waits."""
 
     code = "server-unreachable"
+
+
+class BackendUnavailable(RoomdropError):
+    """The state that server instances share (Redis) is out of reach: try again later."""
+
+    code = "backend-unavailable"
 
 
 class MimeTypeNotAllowed(PolicyError):

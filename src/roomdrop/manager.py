@@ -30,17 +30,13 @@ from uuid import UUID, uuid4
 
 from roomdrop.clock import Clock, SystemClock
 from roomdrop.exceptions import (
-    EXPIRED,
-    INACTIVE,
     BadChecksum,
     ChunkOutOfRange,
     ChunkRejected,
     ChunkSizeMismatch,
-    FileTooLarge,
     IntegrityError,
     ProtocolError,
     StorageError,
-    TooManyTransfers,
     TransferError,
     TransferNotActive,
     UnknownTransfer,
@@ -56,7 +52,7 @@ from roomdrop.protocol.frames import (
 from roomdrop.protocol.messages import Offer
 from roomdrop.protocol.names import sanitize_filename
 from roomdrop.protocol.state import Event, Status
-from roomdrop.protocol.transfer import Transfer
+from roomdrop.protocol.transfer import Limits, Transfer
 from roomdrop.storage import (
     ContentKey,
     PartFile,
@@ -433,21 +429,22 @@ class FileTransferManager:
         """
         now = self.clock.monotonic()
         ended: list[str] = []
+        limits = self.limits
         for tid, local in list(self._transfers.items()):
             r = local.record
-            if r.live and now - r.created_mono > self.expiry:
+            due = limits.overdue(r, now)
+            if due is not None:
+                event, code, message = due
                 async with local.lock:
-                    if r.live:  # its part file stays: a new offer resumes it
-                        self._fail(local, EXPIRED, f"expired after {self.expiry:g} s")
-                        ended.append(tid)
-            elif r.status is Status.ACTIVE and now - r.last_activity > self.idle_timeout:
-                async with local.lock:
-                    if r.status is Status.ACTIVE:
-                        self._apply(local, Event.CANCEL)
-                        r.error_code = INACTIVE
-                        r.error = f"no activity for {self.idle_timeout:g} s"
+                    if limits.overdue(r, self.clock.monotonic()) is None:
+                        continue
+                    if event is Event.FAIL:  # its part file stays: a new offer resumes it
+                        self._fail(local, code, message)
+                    else:
+                        self._apply(local, event)
+                        r.error_code, r.error = code, message
                         await self._discard(local)
-                        ended.append(tid)
+                    ended.append(tid)
             elif not r.live and now - r.last_activity > self.keep_finished:
                 del self._transfers[tid]
         if self.download_dir is not None and self.download_dir.is_dir():
@@ -499,19 +496,22 @@ class FileTransferManager:
             created_mono=self.clock.monotonic(),
         )
 
+    @property
+    def limits(self) -> Limits:
+        return Limits(
+            self.max_file_size,
+            self.max_transfers_per_user,
+            self.max_transfers_per_room,
+            self.idle_timeout,
+            self.expiry,
+        )
+
     def _check_policy(self, size: int, sender_id: str, receiver_id: str, room_id: str) -> None:
-        if size > self.max_file_size:
-            raise FileTooLarge(f"file of {size} bytes exceeds the {self.max_file_size}-byte limit")
+        limits = self.limits
+        limits.check_size(size)
         live = [lo.record for lo in self._transfers.values() if lo.record.live]
-        for user in dict.fromkeys((sender_id, receiver_id)):
-            if sum(r.involves(user) for r in live) >= self.max_transfers_per_user:
-                raise TooManyTransfers(
-                    f"{user} already has {self.max_transfers_per_user} transfers under way"
-                )
-        if sum(r.room_id == room_id for r in live) >= self.max_transfers_per_room:
-            raise TooManyTransfers(
-                f"room {room_id} already has {self.max_transfers_per_room} transfers under way"
-            )
+        per_user = {u: sum(r.involves(u) for r in live) for u in (sender_id, receiver_id)}
+        limits.check_counts(per_user, room_id, sum(r.room_id == room_id for r in live))
 
     def _check_chunk(self, r: Transfer, index: int) -> None:
         if not 0 <= index < r.total_chunks:

@@ -52,8 +52,8 @@ async def timed_room(
     """A hub on a manual clock with alice and bob joined, their writers running."""
     clock = ManualClock()
     hub = Hub(Settings(data_dir=tmp_path), TokenAuthority("k" * 40), clock=clock)
-    alice = hub.join("room", "alice", Socket())
-    bob = hub.join("room", "bob", Socket())
+    alice = await hub.join("room", "alice", Socket())
+    bob = await hub.join("room", "bob", Socket())
     writers = [asyncio.create_task(p.outbox.run()) for p in (alice, bob)]
     yield hub, clock, alice, bob
     for writer in writers:
@@ -84,10 +84,10 @@ async def test_an_active_transfer_idle_for_30_seconds_is_cancelled_and_both_are_
     await hub.accept("room", "bob", tid)
     clock.advance(29)
     await hub.sweep()
-    assert hub.transfers.get_transfer(tid).status.value == "active"
+    assert (await hub.backend.get(tid)).status.value == "active"
     clock.advance(2)
     await hub.sweep()
-    assert hub.transfers.get_transfer(tid).status.value == "cancelled"
+    assert (await hub.backend.get(tid)).status.value == "cancelled"
     await asyncio.sleep(0.05)  # the writers hand the messages to the sockets
     for p in (alice, bob):
         [cancel] = sent(p, "file-share-cancel")
@@ -101,10 +101,10 @@ async def test_a_transfer_older_than_an_hour_expires_and_both_are_told(
     tid = await offer(hub)  # pending: waiting for bob, who is thinking it over
     clock.advance(3599)
     await hub.sweep()
-    assert hub.transfers.get_transfer(tid).status.value == "pending"
+    assert (await hub.backend.get(tid)).status.value == "pending"
     clock.advance(2)
     await hub.sweep()
-    record = hub.transfers.get_transfer(tid)
+    record = await hub.backend.get(tid)
     assert (record.status.value, record.error_code) == ("failed", "expired")
     await asyncio.sleep(0.05)
     for p in (alice, bob):
@@ -124,12 +124,12 @@ async def test_a_participant_back_before_its_disconnect_pause_settled_is_resumed
     hub, _, alice, bob = timed_room
     tid = await offer(hub)
     await hub.accept("room", "bob", tid)
-    hub.leave(alice)
-    back = hub.join("room", "alice", Socket())  # before the pause task had a chance to run
+    await hub.leave(alice)
+    back = await hub.join("room", "alice", Socket())  # before the pause task had a chance to run
     writer = asyncio.create_task(back.outbox.run())
     try:
         await asyncio.sleep(0.05)
-        assert hub.transfers.get_transfer(tid).status.value == "active"
+        assert (await hub.backend.get(tid)).status.value == "active"
         reasons = [m["payload"].get("reason") for m in sent(bob, "file-share-pause")]
         assert reasons == ["alice disconnected"]
         assert [m["payload"]["reason"] for m in sent(bob, "file-share-resume")] == ["reconnected"]

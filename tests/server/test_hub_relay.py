@@ -65,8 +65,8 @@ async def room(tmp_path: Path) -> AsyncIterator[Room]:
     """alice offers bob a four-chunk file, bob accepts; the frames of its chunks."""
     clock = ManualClock()
     hub = Hub(Settings(data_dir=tmp_path), TokenAuthority("k" * 40), clock=clock)
-    alice = hub.join("room", "alice", Socket())
-    bob = hub.join("room", "bob", Socket())
+    alice = await hub.join("room", "alice", Socket())
+    bob = await hub.join("room", "bob", Socket())
     content = b"plain text, no magic\n" + os.urandom(SIZE - 21)
     tid = str(uuid.uuid4())
     await hub.offer(
@@ -136,7 +136,7 @@ async def test_whole_frames_reach_the_receiver_as_sent_and_count_as_progress(roo
     received = socket_of(bob).frames
     assert len(received) == TOTAL
     assert all(got is sent for got, sent in zip(received, frames, strict=True))
-    record = hub.transfers.get_transfer(tid)
+    record = await hub.backend.get(tid)
     assert (record.chunks_sent, record.bytes_transferred) == (TOTAL, SIZE)
     assert alice.routes, "the transfer's route is cached after its first whole frame"
 
@@ -189,7 +189,7 @@ async def test_the_general_path_refusals_are_the_expected_ones(room: Room) -> No
     assert await answers(hub, alice, frames[1]) == []
     await drain(bob)
     assert [decode_frame(f).chunk_index for f in socket_of(bob).frames] == [0, 1]
-    assert hub.transfers.get_transfer(tid).chunks_sent == 2
+    assert (await hub.backend.get(tid)).chunks_sent == 2
 
 
 async def test_a_frame_of_a_paused_transfer_is_refused_and_not_relayed(room: Room) -> None:
@@ -211,7 +211,7 @@ async def test_a_frame_of_a_forgotten_transfer_is_an_unknown_transfer(room: Room
     clock.advance(3 * 3600)
     await hub.sweep()
     with pytest.raises(Exception, match=tid):
-        hub.transfers.get_transfer(tid)
+        await hub.backend.get(tid)
     [error] = await answers(hub, alice, frames[1])
     assert error["payload"]["code"] == "unknown-transfer"
     assert not alice.routes, "a forgotten transfer's route is dropped"
@@ -238,7 +238,7 @@ async def test_when_the_receiver_is_behind_frames_are_staged_and_forwarded_in_or
     writer.cancel()
     await asyncio.gather(writer, return_exceptions=True)
     assert socket_of(bob).frames == sent
-    assert hub.transfers.get_transfer(tid).chunks_sent == TOTAL
+    assert (await hub.backend.get(tid)).chunks_sent == TOTAL
     assert hub.metrics.staged._value.get() == TOTAL - 1
 
 

@@ -17,9 +17,10 @@ from typing import Any
 
 from pydantic import BaseModel
 
+from roomdrop.exceptions import EXPIRED, INACTIVE, FileTooLarge, TooManyTransfers
 from roomdrop.protocol.state import LIVE_STATUSES, Event, Status, apply_event
 
-__all__ = ["RateMeter", "Transfer", "TransferObject", "iso"]
+__all__ = ["Limits", "RateMeter", "Transfer", "TransferObject", "iso"]
 
 
 def iso(epoch_seconds: float) -> str:
@@ -55,6 +56,45 @@ class TransferObject(BaseModel):
     saved_path: str | None = None
     mime_type: str = "application/octet-stream"
     sha256: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Limits:
+    """The plan's limits on offers and on how long a transfer may last."""
+
+    max_file_size: int
+    max_transfers_per_user: int
+    max_transfers_per_room: int
+    idle_timeout: float
+    expiry: float
+
+    def check_size(self, size: int) -> None:
+        if size > self.max_file_size:
+            raise FileTooLarge(f"file of {size} bytes exceeds the {self.max_file_size}-byte limit")
+
+    def check_counts(self, live_per_user: dict[str, int], room_id: str, live_in_room: int) -> None:
+        """Refuse a new transfer if one of its parties (``live_per_user``: how many live
+        transfers each party of the new one has now) or its room is at its limit."""
+        for user, live in live_per_user.items():
+            if live >= self.max_transfers_per_user:
+                raise TooManyTransfers(
+                    f"{user} already has {self.max_transfers_per_user} transfers under way"
+                )
+        if live_in_room >= self.max_transfers_per_room:
+            raise TooManyTransfers(
+                f"room {room_id} already has {self.max_transfers_per_room} transfers under way"
+            )
+
+    def overdue(self, r: Transfer, now: float) -> tuple[Event, str, str] | None:
+        """What ends ``r`` at monotonic time ``now``, if its time is up: any live transfer
+        older than ``expiry`` fails (``expired``); an ``active`` one with no chunk or
+        state change for ``idle_timeout`` is cancelled (``inactive``). The event, the
+        error code and the message; None if neither applies."""
+        if r.live and now - r.created_mono > self.expiry:
+            return Event.FAIL, EXPIRED, f"expired after {self.expiry:g} s"
+        if r.status is Status.ACTIVE and now - r.last_activity > self.idle_timeout:
+            return Event.CANCEL, INACTIVE, f"no activity for {self.idle_timeout:g} s"
+        return None
 
 
 class RateMeter:

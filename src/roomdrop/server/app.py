@@ -6,6 +6,7 @@ import asyncio
 import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from urllib.parse import urlsplit
 
 from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse, PlainTextResponse
@@ -13,6 +14,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from roomdrop import __version__
 from roomdrop.exceptions import (
+    BackendUnavailable,
     Forbidden,
     InvalidTransition,
     PolicyError,
@@ -23,7 +25,9 @@ from roomdrop.exceptions import (
     UnknownTransfer,
 )
 from roomdrop.server.auth import TokenAuthority, load_secret
+from roomdrop.server.backend import Backend
 from roomdrop.server.hub import Hub
+from roomdrop.server.memory import MemoryBackend
 from roomdrop.server.page import STATIC, PageFiles, build_page_router
 from roomdrop.server.relay import RelayStaging
 from roomdrop.server.routes import build_router
@@ -38,6 +42,8 @@ def status_for(exc: RoomdropError) -> int:
     """The HTTP status of a refused request."""
     if isinstance(exc, Unauthorized):
         return 401
+    if isinstance(exc, BackendUnavailable):
+        return 503
     if isinstance(exc, Forbidden):
         return 403
     if isinstance(exc, UnknownTransfer):
@@ -57,6 +63,23 @@ def status_for(exc: RoomdropError) -> int:
     return 400
 
 
+def make_backend(settings: Settings) -> Backend:
+    """Redis if ``ROOMDROP_REDIS_URL`` is set, else this process's memory."""
+    if settings.redis_url:
+        from roomdrop.server.redisbackend import RedisBackend
+
+        return RedisBackend(settings)
+    return MemoryBackend(settings)
+
+
+def describe_backend(settings: Settings) -> str:
+    if not settings.redis_url:
+        return "in memory (this instance only)"
+    parts = urlsplit(settings.redis_url)
+    where = parts.hostname or "localhost"
+    return f"shared in Redis at {where}:{parts.port or 6379}{parts.path or ''}"
+
+
 def create_app(settings: Settings | None = None) -> FastAPI:
     settings = settings or Settings()
     authority = TokenAuthority(load_secret(settings))
@@ -67,15 +90,22 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         purged = RelayStaging.purge(relay_root)
         if purged:
             log.info("purged %d relay staging dirs left by the last run", purged)
+        await hub.start()
         sweeper = asyncio.create_task(hub.run_sweeper(), name="roomdrop-sweeper")
-        log.info("roomdrop %s serving; data dir %s", __version__, settings.data_dir.resolve())
+        log.info(
+            "roomdrop %s serving; data dir %s; state %s",
+            __version__,
+            settings.data_dir.resolve(),
+            describe_backend(settings),
+        )
         try:
             yield
         finally:
             sweeper.cancel()
             await hub.shutdown()
+            await hub.backend.close()
 
-    hub = Hub(settings, authority)
+    hub = Hub(settings, authority, backend=make_backend(settings))
     app = FastAPI(
         title="roomdrop",
         version=__version__,
@@ -102,7 +132,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     @app.get("/metrics", tags=["operations"], response_class=PlainTextResponse)
     async def metrics() -> PlainTextResponse:
         """Prometheus metrics."""
-        hub.update_gauges()
+        await hub.update_gauges()
         return PlainTextResponse(
             generate_latest(hub.metrics.registry), media_type=CONTENT_TYPE_LATEST
         )

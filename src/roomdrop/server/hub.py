@@ -31,16 +31,17 @@ import fnmatch
 import hashlib
 import logging
 import time
-from collections.abc import Coroutine, Iterable, Iterator
+from collections.abc import Coroutine, Iterator
 from dataclasses import dataclass, field
 from typing import Any
-from uuid import UUID
+from uuid import UUID, uuid4
 
 from pydantic import BaseModel, ValidationError
 
-from roomdrop.clock import Clock
+from roomdrop.clock import Clock, SystemClock
 from roomdrop.exceptions import (
     Forbidden,
+    InvalidTransition,
     MimeTypeNotAllowed,
     ProtocolError,
     RateLimited,
@@ -50,7 +51,6 @@ from roomdrop.exceptions import (
     TransferNotActive,
     UnknownTransfer,
 )
-from roomdrop.manager import FileTransferManager
 from roomdrop.protocol.chunks import chunk_length
 from roomdrop.protocol.frames import (
     HEADER,
@@ -79,10 +79,12 @@ from roomdrop.protocol.messages import (
     UserEvent,
     parse_message,
 )
-from roomdrop.protocol.state import Status
+from roomdrop.protocol.state import Event, Status
 from roomdrop.protocol.transfer import Transfer
 from roomdrop.server.auth import TokenAuthority
+from roomdrop.server.backend import Backend
 from roomdrop.server.buckets import TokenBucket
+from roomdrop.server.memory import MemoryBackend
 from roomdrop.server.metrics import Metrics
 from roomdrop.server.outbox import Outbox, Socket
 from roomdrop.server.relay import RelayStaging
@@ -109,6 +111,8 @@ class Participant:
     room_id: str
     outbox: Outbox
     bucket: TokenBucket
+    conn_id: str = field(default_factory=lambda: uuid4().hex)
+    """This connection, among every connection the user ever had (on any instance)."""
     assembler: ChunkAssembler = field(default_factory=lambda: ChunkAssembler(max_partial=2))
     routes: dict[bytes, Route] = field(default_factory=dict)
     """The transfers this connection has relayed whole frames of, by the frame header's
@@ -119,7 +123,8 @@ class Participant:
 
     def remember_route(self, record: Transfer) -> None:
         key = UUID(record.transfer_id).bytes
-        if key not in self.routes:
+        route = self.routes.get(key)
+        if route is None or route.record is not record:
             if len(self.routes) >= MAX_ROUTES:
                 self.routes.clear()
             self.routes[key] = Route.of(record)
@@ -143,10 +148,10 @@ class Route:
 
 @dataclass(eq=False)
 class Room:
+    """A room's participants connected to this instance."""
+
     room_id: str
     members: dict[str, Participant] = field(default_factory=dict)
-    away: dict[str, float] = field(default_factory=dict)  # user -> when they dropped
-    bandwidth: TokenBucket | None = None
 
 
 @dataclass(eq=False)
@@ -159,35 +164,40 @@ class RelayLink:
 
 
 class Hub:
+    """Rooms, signalling, transfer records and the relay, for the participants connected
+    to this instance; what instances share goes through ``backend`` (in memory by
+    default, :mod:`roomdrop.server.backend`)."""
+
     def __init__(
-        self, settings: Settings, authority: TokenAuthority, clock: Clock | None = None
+        self,
+        settings: Settings,
+        authority: TokenAuthority,
+        clock: Clock | None = None,
+        backend: Backend | None = None,
     ) -> None:
         self.settings = settings
         self.authority = authority
-        self.transfers = FileTransferManager(
-            settings.chunk_size,
-            download_dir=None,
-            max_file_size=settings.max_file_size,
-            max_transfers_per_user=settings.max_transfers_per_user,
-            max_transfers_per_room=settings.max_transfers_per_room,
-            idle_timeout=settings.idle_timeout,
-            expiry=settings.expiry,
-            clock=clock,
-        )
+        self.clock: Clock = clock or SystemClock()
+        self.backend: Backend = backend or MemoryBackend(settings, self.clock)
         self.rooms: dict[str, Room] = {}
+        """The rooms with a participant connected to this instance, and those participants."""
         self.relays: dict[str, RelayLink] = {}
+        self.pumps: dict[str, asyncio.Task[None]] = {}
+        """Frames relayed by another instance, on their way to a receiver connected here."""
+        self._pump_poked: set[str] = set()
         self.metrics = Metrics()
         self._progress_sent: dict[str, float] = {}
-        self._grace: dict[tuple[str, str], asyncio.TimerHandle] = {}
-        self._disconnect_paused: set[str] = set()
         self._tasks: set[asyncio.Task[None]] = set()
         self._shut_down = False
         self._progress_due: set[str] = set()
 
+    async def start(self) -> None:
+        """Start taking deliveries from other instances (a shared backend)."""
+        await self.backend.start(self)
+
     def _progress_timer(self, tid: str) -> None:
         self._progress_due.discard(tid)
-        with contextlib.suppress(UnknownTransfer):
-            self._broadcast_progress(tid)
+        self._broadcast_progress(tid)
 
     def _spawn(self, work: Coroutine[Any, Any, None]) -> None:
         """Run ``work`` in the background, keeping a reference until it is done."""
@@ -198,122 +208,180 @@ class Hub:
     # --- counts ----------------------------------------------------------------------
 
     def counts(self) -> dict[str, int]:
+        """Rooms with a participant connected here, and connections to this instance."""
         return {
             "rooms": sum(1 for r in self.rooms.values() if r.members),
             "connections": sum(len(r.members) for r in self.rooms.values()),
         }
 
-    def update_gauges(self) -> None:
+    async def update_gauges(self) -> None:
         counts = self.counts()
         self.metrics.rooms.set(counts["rooms"])
         self.metrics.connections.set(counts["connections"])
         by_status = dict.fromkeys(Status, 0)
-        for record in self.transfers.records():
+        for record in await self.backend.records():
             by_status[record.status] += 1
         for status, n in by_status.items():
             self.metrics.transfers.labels(status.value).set(n)
 
     # --- joining and leaving ---------------------------------------------------------
 
-    def join(self, room_id: str, user_id: str, socket: Socket) -> Participant:
+    async def join(self, room_id: str, user_id: str, socket: Socket) -> Participant:
+        """``user_id`` joins ``room_id`` over ``socket``: ``room-state`` to them (first,
+        before anything else), ``user-joined`` to the others. A connection of the same
+        user already in the room, here or on another instance, is replaced."""
         room = self.rooms.setdefault(room_id, Room(room_id))
-        if room.bandwidth is None and self.settings.room_bandwidth:
-            rate = float(self.settings.room_bandwidth)
-            room.bandwidth = TokenBucket(rate, rate)
-        previous = room.members.pop(user_id, None)
-        if previous is not None:  # same user, new socket: the new one wins
-            previous.outbox.close()
-            self._spawn(previous.outbox.socket.close(CLOSE_REPLACED, "replaced"))
-        returning = room.away.pop(user_id, None) is not None or previous is not None
         participant = Participant(
             user_id,
             room_id,
             Outbox(socket),
             TokenBucket(self.settings.control_rate, self.settings.control_burst),
         )
-        room.members[user_id] = participant
-        timer = self._grace.pop((room_id, user_id), None)
-        if timer is not None:
-            timer.cancel()
-        participant.send(
+        previous = room.members.get(user_id)
+        room.members[user_id] = participant  # deliveries find it from now on
+        if previous is not None:  # same user, new socket: the new one wins
+            self._close_replaced(previous)
+        try:
+            returning = await self.backend.join(room_id, user_id, participant.conn_id)
+            participants = await self.backend.members(room_id)
+            records = await self.backend.records(user=user_id, room=room_id)
+        except BaseException:
+            self._forget_local(participant)
+            raise
+        participant.outbox.send_first(
             Message.build(
                 T.ROOM_STATE,
-                RoomState(
-                    participants=sorted(room.members),
-                    transfers=[r.snapshot() for r in self._records(user_id, room_id)],
-                ),
+                RoomState(participants=participants, transfers=[r.snapshot() for r in records]),
                 room_id=room_id,
             )
         )
-        self._broadcast(room, T.USER_JOINED, UserEvent(user_id=user_id), exclude=user_id)
+        self._broadcast(room_id, T.USER_JOINED, UserEvent(user_id=user_id), exclude=user_id)
         log.info("join room=%s user=%s returning=%s", room_id, user_id, returning)
-        self._resume_after_reconnect(room, user_id)
+        for record in records:
+            if not record.live:
+                continue
+            other = record.receiver_id if record.sender_id == user_id else record.sender_id
+            if record.status is Status.PAUSED and other in participants:
+                self._spawn(self._resume_after_disconnect(record.transfer_id))
+            if self.backend.shared and record.receiver_id == user_id:
+                self.relay_ready(room_id, user_id, record.transfer_id)  # frames may wait
         return participant
 
-    def leave(self, participant: Participant) -> None:
+    def _close_replaced(self, previous: Participant) -> None:
+        previous.outbox.close()
+        self._spawn(previous.outbox.socket.close(CLOSE_REPLACED, "replaced"))
+
+    def _forget_local(self, participant: Participant) -> bool:
+        """Drop ``participant`` from this instance's rooms; False if a newer connection
+        of the same user had replaced it already."""
         room = self.rooms.get(participant.room_id)
         if room is None or room.members.get(participant.user_id) is not participant:
-            return  # replaced by a newer socket: nothing to do
+            return False
         del room.members[participant.user_id]
-        participant.outbox.close()
-        user = participant.user_id
-        room.away[user] = time.monotonic()
-        self._broadcast(room, T.USER_LEFT, UserEvent(user_id=user))
-        log.info("leave room=%s user=%s", room.room_id, user)
-        for record in self._records(user, room.room_id, live_only=True):
-            if record.status is Status.ACTIVE:
-                self._spawn(self._pause_for_disconnect(record.transfer_id, user))
-        loop = asyncio.get_running_loop()
-        self._grace[(room.room_id, user)] = loop.call_later(
-            self.settings.reconnect_grace, self._grace_over, room.room_id, user
-        )
+        if not room.members:
+            del self.rooms[participant.room_id]
+        return True
 
-    async def _pause_for_disconnect(self, tid: str, user: str) -> None:
-        record = self.transfers.get_transfer(tid)
-        if record.status is not Status.ACTIVE:
-            return
-        await self.transfers.pause_transfer(tid)
+    async def leave(self, participant: Participant) -> None:
+        """``participant``'s socket ended: unless a newer connection of theirs replaced
+        it, they leave the room and their transfers under way pause."""
+        participant.outbox.close()
+        if not self._forget_local(participant):
+            return  # replaced by a newer socket: nothing to do
+        room_id, user = participant.room_id, participant.user_id
+        grace = self.settings.reconnect_grace
+        if await self.backend.leave(room_id, user, participant.conn_id, grace):
+            await self._departed(room_id, user)
+
+    async def _departed(self, room_id: str, user: str) -> None:
+        """``user`` left ``room_id`` (their socket ended, or their instance vanished)."""
+        self._broadcast(room_id, T.USER_LEFT, UserEvent(user_id=user))
+        log.info("leave room=%s user=%s", room_id, user)
+        for record in await self.backend.records(user=user, room=room_id, live_only=True):
+            if record.status is Status.ACTIVE:
+                self._spawn(self._pause_for_disconnect(record.transfer_id, f"{user} disconnected"))
+
+    async def _pause_for_disconnect(self, tid: str, reason: str) -> None:
+        try:
+            record = await self.backend.get(tid)
+            if record.status is not Status.ACTIVE:
+                return
+            record = await self.backend.apply(tid, Event.PAUSE)
+        except (UnknownTransfer, InvalidTransition):
+            return  # ended or paused meanwhile
+        await self.backend.mark_disconnect_paused(tid)
         await self._close_relay(tid)
-        self._disconnect_paused.add(tid)
-        reason = f"{user} disconnected"
         self._to_parties(
             record, T.FILE_SHARE_PAUSE, TransferRef(transfer_id=UUID(tid), reason=reason), None
         )
         # the one who left may be back already (its join ran while this pause was under
         # way, before the transfer counted as paused by a disconnect): resume now
-        room = self.rooms.get(record.room_id)
-        if room is not None and {record.sender_id, record.receiver_id} <= set(room.members):
+        room_id = record.room_id
+        if await self.backend.is_member(room_id, record.sender_id) and await self.backend.is_member(
+            room_id, record.receiver_id
+        ):
             await self._resume_after_disconnect(tid)
 
-    def _grace_over(self, room_id: str, user: str) -> None:
-        self._grace.pop((room_id, user), None)
-        room = self.rooms.get(room_id)
-        if room is None or user in room.members:
+    async def _grace_over(self, room_id: str, user: str) -> None:
+        """``user`` did not come back to ``room_id`` in time: the transfers they send are
+        cancelled (those they receive wait, paused, until they expire)."""
+        if await self.backend.is_member(room_id, user):
             return
-        room.away.pop(user, None)
-        for record in self._records(user, room_id, live_only=True):
+        for record in await self.backend.records(user=user, room=room_id, live_only=True):
             if record.sender_id == user:
-                self._spawn(
-                    self._end(record.transfer_id, "cancel", f"sender {user} did not come back")
-                )
-        if not room.members and not room.away:
-            self.rooms.pop(room_id, None)
-
-    def _resume_after_reconnect(self, room: Room, user: str) -> None:
-        for record in self._records(user, room.room_id, live_only=True):
-            tid = record.transfer_id
-            other = record.receiver_id if record.sender_id == user else record.sender_id
-            if tid in self._disconnect_paused and other in room.members:
-                self._spawn(self._resume_after_disconnect(tid))
+                await self._end(record.transfer_id, f"sender {user} did not come back")
 
     async def _resume_after_disconnect(self, tid: str) -> None:
-        record = self.transfers.get_transfer(tid)
-        if record.status is not Status.PAUSED or tid not in self._disconnect_paused:
+        try:
+            record = await self.backend.get(tid)
+            if record.status is not Status.PAUSED:
+                return
+            if not await self.backend.take_disconnect_paused(tid):
+                return
+            record = await self.backend.apply(tid, Event.RESUME)
+        except (UnknownTransfer, InvalidTransition):
             return
-        self._disconnect_paused.discard(tid)
-        await self.transfers.resume_transfer(tid)
         payload = TransferRef(transfer_id=UUID(tid), reason="reconnected")
         self._to_parties(record, T.FILE_SHARE_RESUME, payload, None)
+
+    # --- deliveries from other instances (backend.Inbound) ---------------------------
+
+    def to_user(self, room_id: str, user_id: str, text: str) -> None:
+        member = self._local(room_id, user_id)
+        if member is not None:
+            member.outbox.send_text(text)
+
+    def to_room(self, room_id: str, text: str, exclude: str | None) -> None:
+        room = self.rooms.get(room_id)
+        for user, member in list(room.members.items()) if room else ():
+            if user != exclude:
+                member.outbox.send_text(text)
+
+    def replaced(self, room_id: str, user_id: str, conn_id: str) -> None:
+        member = self._local(room_id, user_id)
+        if member is not None and member.conn_id != conn_id:
+            self._close_replaced(member)
+
+    def relay_ready(self, room_id: str, user_id: str, transfer_id: str) -> None:
+        if transfer_id in self.pumps:
+            self._pump_poked.add(transfer_id)  # the pump must not stop now
+        elif self._present(room_id, user_id) is not None:
+            self.pumps[transfer_id] = asyncio.create_task(
+                self._pump(transfer_id, room_id, user_id), name=f"relay-in-{transfer_id}"
+            )
+
+    def transfer_changed(self, transfer_id: str) -> None:
+        self._spawn(self._refresh(transfer_id))
+
+    async def _refresh(self, tid: str) -> None:
+        """Another instance changed ``tid``: bring this instance's copy up to date, and
+        stop relaying it here unless it is active."""
+        try:
+            record: Transfer | None = await self.backend.get(tid)
+        except UnknownTransfer:
+            record = None
+        if record is None or record.status is not Status.ACTIVE:
+            await self._close_relay(tid, shared=False)
 
     # --- control messages ------------------------------------------------------------
 
@@ -351,8 +419,8 @@ class Hub:
             raise ProtocolError(f"{m.type.value} is sent by the server, not by participants")
         if m.type in SIGNALLING:
             assert isinstance(payload, Signal)
-            target = self._member(room_id, payload.target_id, what="target")
-            target.send(m.stamped(sender_id=user, room_id=room_id))
+            await self._require_member(room_id, payload.target_id, what="target")
+            self._send_to(room_id, payload.target_id, m.stamped(sender_id=user, room_id=room_id))
         elif m.type is T.FILE_SHARE_OFFER:
             assert isinstance(payload, Offer)
             try:
@@ -391,15 +459,15 @@ class Hub:
     # --- transfer actions (WebSocket and REST) ---------------------------------------
 
     async def offer(self, room_id: str, user: str, offer: Offer) -> dict[str, Any]:
-        self._member(room_id, user)
+        await self._require_member(room_id, user)
         if offer.receiver_id == user:
             raise ProtocolError("a transfer needs another participant as its receiver")
-        receiver = self._member(room_id, offer.receiver_id, what="receiver")
+        await self._require_member(room_id, offer.receiver_id, what="receiver")
         self._check_mime(offer.mime_type)
-        record = await self.transfers.register_offer(offer, user, room_id)
-        offer = offer.model_copy(update={"filename": record["filename"]})  # sanitised
+        record = await self.backend.create(offer, user, room_id)
+        offer = offer.model_copy(update={"filename": record.filename})  # sanitised
         message = Message.build(T.FILE_SHARE_OFFER, offer, sender_id=user, room_id=room_id)
-        receiver.send(message)
+        self._send_to(room_id, offer.receiver_id, message)
         self._send_to(room_id, user, message)
         log.info(
             "offer room=%s %s -> %s transfer=%s size=%d",
@@ -409,12 +477,12 @@ class Hub:
             offer.transfer_id,
             offer.file_size,
         )
-        return record
+        return record.snapshot()
 
     async def accept(
         self, room_id: str, user: str, tid: str, missing: list[tuple[int, int]] | None = None
     ) -> dict[str, Any]:
-        record = self._party(room_id, user, tid, only="receiver")
+        record = await self._party(room_id, user, tid, only="receiver")
         try:
             payload = Accept(transfer_id=UUID(tid), missing=missing)
         except ValidationError as exc:
@@ -424,39 +492,36 @@ class Hub:
             raise ProtocolError(
                 f"missing range ends at {missing[-1][1]}, past total_chunks {record.total_chunks}"
             )
-        await self.transfers.accept_transfer(tid)
+        record = await self.backend.apply(tid, Event.ACCEPT)
         self._to_parties(record, T.FILE_SHARE_ACCEPT, payload, user)
         if missing is not None:
             held = record.total_chunks - sum(end - start for start, end in missing)
-            self._set_progress(tid, held)
+            self._progressed(record, held, min(record.file_size, held * record.chunk_size))
         return record.snapshot()
 
     async def act(
         self, room_id: str, user: str, tid: str, action: str, reason: str | None = None
     ) -> dict[str, Any]:
         """reject, pause, resume or cancel, by a party allowed to."""
-        record = self._party(room_id, user, tid, only="receiver" if action == "reject" else None)
-        kinds = {
-            "reject": (T.FILE_SHARE_REJECT, self.transfers.reject_transfer),
-            "pause": (T.FILE_SHARE_PAUSE, self.transfers.pause_transfer),
-            "resume": (T.FILE_SHARE_RESUME, self.transfers.resume_transfer),
-            "cancel": (T.FILE_SHARE_CANCEL, self.transfers.cancel_transfer),
-        }
-        kind, method = kinds[action]
+        await self._party(room_id, user, tid, only="receiver" if action == "reject" else None)
+        kind, event = {
+            "reject": (T.FILE_SHARE_REJECT, Event.REJECT),
+            "pause": (T.FILE_SHARE_PAUSE, Event.PAUSE),
+            "resume": (T.FILE_SHARE_RESUME, Event.RESUME),
+            "cancel": (T.FILE_SHARE_CANCEL, Event.CANCEL),
+        }[action]
         payload = TransferRef(transfer_id=UUID(tid), reason=reason)  # validated before acting
-        if action in ("reject", "cancel"):
-            await method(tid, reason or "")  # type: ignore[call-arg]
-        else:
-            await method(tid)
+        record = await self.backend.apply(tid, event, error=reason)
         if action != "resume":  # a stopped transfer drops its staged chunks and wakes the
             await self._close_relay(tid)  # sender's reader; the receiver re-requests on resume
-        self._disconnect_paused.discard(tid)
+        if action in ("pause", "resume"):  # a party's own word outweighs a disconnect's
+            await self.backend.take_disconnect_paused(tid)
         self._to_parties(record, kind, payload, user)
         return record.snapshot()
 
     async def complete(self, room_id: str, user: str, tid: str, sha256: str) -> dict[str, Any]:
-        record = self._party(room_id, user, tid, only="receiver")
-        await self.transfers.mark_completed(tid, sha256)
+        await self._party(room_id, user, tid, only="receiver")
+        record = await self.backend.apply(tid, Event.COMPLETE, sha256=sha256)
         await self._close_relay(tid)
         payload = Complete(transfer_id=UUID(tid), sha256=sha256)
         self._to_parties(record, T.FILE_SHARE_COMPLETE, payload, user)
@@ -464,7 +529,7 @@ class Hub:
 
     async def chunk_request(self, room_id: str, user: str, request: ChunkRequest) -> None:
         tid = str(request.transfer_id)
-        record = self._party(room_id, user, tid, only="receiver")
+        record = await self._party(room_id, user, tid, only="receiver")
         if request.ranges[-1][1] > record.total_chunks:
             raise ProtocolError(f"range ends past total_chunks {record.total_chunks}")
         self._send_to(
@@ -475,28 +540,32 @@ class Hub:
 
     async def progress_report(self, room_id: str, user: str, progress: Progress) -> None:
         tid = str(progress.transfer_id)
-        record = self._party(room_id, user, tid)
+        record = await self._party(room_id, user, tid)
         if (
             progress.chunks_sent > record.total_chunks
             or progress.bytes_transferred > record.file_size
         ):
             raise ProtocolError("progress beyond the transfer's size")
         if record.status is Status.ACTIVE:
-            self._set_progress(tid, progress.chunks_sent, progress.bytes_transferred)
+            self._progressed(record, progress.chunks_sent, progress.bytes_transferred)
 
     async def report_error(self, room_id: str, user: str, error: FileShareError) -> None:
         tid = str(error.transfer_id)
-        record = self._party(room_id, user, tid)
+        record = await self._party(room_id, user, tid)
         if record.live:
-            await self.transfers.fail_transfer(tid, error.code, error.message)
+            record = await self.backend.apply(tid, Event.FAIL, code=error.code, error=error.message)
         await self._close_relay(tid)
         self._to_parties(record, T.FILE_SHARE_ERROR, error, user)
 
-    async def _end(self, tid: str, action: str, reason: str) -> None:
-        record = self.transfers.get_transfer(tid)
-        if not record.live:
+    async def _end(self, tid: str, reason: str) -> None:
+        """Cancel a live transfer on the server's own account, and say so."""
+        try:
+            record = await self.backend.get(tid)
+            if not record.live:
+                return
+            record = await self.backend.apply(tid, Event.CANCEL, error=reason)
+        except (UnknownTransfer, InvalidTransition):
             return
-        await self.transfers.cancel_transfer(tid, reason)
         await self._close_relay(tid)
         payload = TransferRef(transfer_id=UUID(tid), reason=reason)
         self._to_parties(record, T.FILE_SHARE_CANCEL, payload, None)
@@ -547,11 +616,7 @@ class Hub:
             return False
         if length != (route.last_length if index == route.last_index else size):
             return False
-        try:
-            current: Transfer | None = self.transfers.get_transfer(route.tid)
-        except UnknownTransfer:
-            current = None
-        if current is not record:  # forgotten (or replaced): the general path says so
+        if self.backend.peek(route.tid) is not record:  # forgotten or replaced: general path
             del p.routes[tid_bytes]
             return False
         if record.status is not Status.ACTIVE:
@@ -567,8 +632,11 @@ class Hub:
         """The general path of a binary frame: decoded and checked in full, fragments
         reassembled; a whole frame's transfer is remembered for the fast path."""
         frame = decode_frame(data)
-        record = self._party(p.room_id, p.user_id, frame.transfer_id, only="sender")
-        if frame.is_whole:
+        route = p.routes.get(UUID(frame.transfer_id).bytes)
+        if route is not None and self.backend.peek(route.tid) is route.record:
+            record = route.record  # checked when the route was remembered
+        else:
+            record = await self._party(p.room_id, p.user_id, frame.transfer_id, only="sender")
             p.remember_route(record)
         p.assembler.max_chunk_size = record.chunk_size
         chunk = p.assembler.feed(frame)
@@ -590,7 +658,7 @@ class Hub:
         transfer's, when the caller has already checked that ``p`` is its sender."""
         tid, index = chunk.transfer_id, chunk.chunk_index
         if record is None:
-            record = self._party(p.room_id, p.user_id, tid, only="sender")
+            record = await self._party(p.room_id, p.user_id, tid, only="sender")
         if record.status is not Status.ACTIVE:
             raise TransferNotActive(tid, index, f"transfer is {record.status.value}")
         if (chunk.total_chunks, chunk.chunk_size) != (record.total_chunks, record.chunk_size):
@@ -623,24 +691,31 @@ class Hub:
         to the receiver's socket if that has room and nothing of the transfer is staged
         (or taken out of the staging and not yet handed over: chunks go out in the order
         they came), otherwise into the staging (waiting while its window is full)."""
-        room = self.rooms[p.room_id]
-        if room.bandwidth is not None:
-            await room.bandwidth.take(nbytes)
+        if self.settings.room_bandwidth:
+            await self.backend.take_bandwidth(p.room_id, nbytes)
         tid = record.transfer_id
         link = self.relays.get(tid)
         if link is None or (link.staging.staged() == 0 and not link.holding):
             receiver = self._present(record.room_id, record.receiver_id)
-            if receiver is not None and receiver.outbox.try_send_frame(frame):
-                self._delivered(record, nbytes)
+            if receiver is not None:
+                if receiver.outbox.try_send_frame(frame):
+                    self._delivered(record, nbytes)
+                    return
+            elif self.backend.shared and await self.backend.relay_push(record, frame, wait=False):
+                self._delivered(record, nbytes)  # to the receiver's instance
                 return
         if link is None:
             link = self._relay(tid, record.chunk_size)
         if await link.staging.put(index, frame):
             self.metrics.staged.inc()
 
-    def _present(self, room_id: str, user: str) -> Participant | None:
+    def _local(self, room_id: str, user: str) -> Participant | None:
+        """``user``'s connection to this instance, if they have one in ``room_id``."""
         room = self.rooms.get(room_id)
-        member = room.members.get(user) if room else None
+        return room.members.get(user) if room else None
+
+    def _present(self, room_id: str, user: str) -> Participant | None:
+        member = self._local(room_id, user)
         return member if member is not None and not member.outbox.closed else None
 
     def _delivered(self, record: Transfer, nbytes: int) -> None:
@@ -650,6 +725,7 @@ class Hub:
         if record.status is Status.ACTIVE:
             chunks = min(record.total_chunks, record.chunks_sent + 1)
             self._progressed(record, chunks, min(record.file_size, chunks * record.chunk_size))
+
 
     def _relay(self, tid: str, chunk_size: int) -> RelayLink:
         link = self.relays.get(tid)
@@ -666,9 +742,10 @@ class Hub:
         return link
 
     async def _forward(self, tid: str, link: RelayLink) -> None:
-        """Hand staged frames to the receiver, as fast as its socket takes them. A chunk
-        in flight when the receiver drops is lost here; the receiver asks for it again."""
-        record = self.transfers.get_transfer(tid)
+        """Hand staged frames to the receiver, as fast as its socket (or the queue to
+        its instance) takes them. A chunk in flight when the receiver drops is lost
+        here; the receiver asks for it again."""
+        record = await self.backend.get(tid)
         try:
             while True:
                 # verified on the way in and authenticated by AES-GCM since: no re-hash
@@ -679,26 +756,69 @@ class Hub:
                     continue
                 link.holding = True
                 try:
-                    receiver = self._present(record.room_id, record.receiver_id)
-                    if receiver is None:
-                        receiver = await self._wait_for_member(record.room_id, record.receiver_id)
-                    await receiver.outbox.send_frame(frame)
+                    await self._deliver_frame(record, frame)
                 except ConnectionError:
                     continue
                 finally:
                     link.holding = False
                 self._delivered(record, len(frame) - HEADER_SIZE)
-        except (RelayClosed, asyncio.CancelledError):
+        except (RelayClosed, UnknownTransfer, asyncio.CancelledError):
             pass
         except Exception:
             log.exception("relay forwarder for %s failed", tid)
 
-    async def _wait_for_member(self, room_id: str, user: str) -> Participant:
-        while (member := self._present(room_id, user)) is None:
+    async def _deliver_frame(self, record: Transfer, frame: bytes) -> None:
+        """One frame to the receiver: its socket here, or the queue to the instance it
+        is connected to; waits while either is full, or until the receiver is back."""
+        while True:
+            receiver = self._present(record.room_id, record.receiver_id)
+            if receiver is not None:
+                await receiver.outbox.send_frame(frame)
+                return
+            if self.backend.shared:
+                await self.backend.relay_push(record, frame, wait=True)
+                return
             await asyncio.sleep(0.05)
-        return member
 
-    async def _close_relay(self, tid: str) -> None:
+    async def _pump(self, tid: str, room_id: str, user: str) -> None:
+        """Frames another instance relays to ``user``, connected here, as fast as their
+        socket takes them; ends when none came for a second (and no new ones were
+        announced), or when the receiver leaves (a frame in hand is lost, and asked for
+        again)."""
+        try:
+            while True:
+                frames = await self.backend.relay_pop(tid, timeout=1.0)
+                if not frames:
+                    if tid in self._pump_poked:
+                        self._pump_poked.discard(tid)
+                        continue
+                    return
+                for frame in frames:
+                    receiver = self._present(room_id, user)
+                    if receiver is None:
+                        return
+                    await receiver.outbox.send_frame(frame)
+        except (ConnectionError, asyncio.CancelledError):
+            pass
+        except Exception:
+            log.exception("relay from another instance for %s failed", tid)
+        finally:
+            if self.pumps.get(tid) is asyncio.current_task():
+                del self.pumps[tid]
+                self._pump_poked.discard(tid)
+
+    async def _close_relay(self, tid: str, *, shared: bool = True) -> None:
+        """Stop relaying ``tid``: its staging here is removed and its forwarder (and a
+        pump bringing its frames from another instance) stopped; with ``shared``, what
+        waits for it between instances is dropped too."""
+        pump = self.pumps.pop(tid, None)
+        if pump is not None:
+            pump.cancel()
+        if shared and self.backend.shared:
+            try:
+                await self.backend.relay_drop(tid)
+            except RoomdropError:
+                log.exception("dropping the relay queue of %s failed", tid)
         link = self.relays.pop(tid, None)
         if link is None:
             return
@@ -715,15 +835,17 @@ class Hub:
         while True:
             await asyncio.sleep(interval)
             try:
+                await self.backend.heartbeat()
                 await self.sweep()
             except Exception:
                 log.exception("sweep failed")
 
     async def sweep(self) -> None:
-        """End idle and expired transfers (the manager's clock decides) and tell both
-        parties; forget what ended; purge staging nobody closed."""
-        for tid in await self.transfers.sweep():
-            record = self.transfers.get_transfer(tid)
+        """End idle and expired transfers (the backend's clock decides) and tell both
+        parties; end the stay of participants whose instance vanished, and of those whose
+        grace window is over; purge staging nobody closed."""
+        for record in await self.backend.sweep():
+            tid = record.transfer_id
             await self._close_relay(tid)
             payload: BaseModel
             if record.status is Status.CANCELLED:
@@ -741,54 +863,59 @@ class Hub:
                     ),
                 )
             self._to_parties(record, kind, payload, None)
-        ended = {t for t in self._progress_sent if not self._is_live(t)}
-        for tid in ended | {t for t in self._disconnect_paused if not self._is_live(t)}:
-            self._progress_sent.pop(tid, None)
-            self._disconnect_paused.discard(tid)
+        for room_id, user in await self.backend.orphans():
+            await self._departed(room_id, user)
+        for room_id, user in await self.backend.graces_over():
+            await self._grace_over(room_id, user)
+        for tid in list(self._progress_sent):
+            copy = self.backend.peek(tid)
+            if copy is None or not copy.live:
+                del self._progress_sent[tid]
         RelayStaging.purge_older_than(
             self.settings.data_dir / "relay", time.time() - self.settings.expiry
         )
 
     async def shutdown(self) -> None:
-        """Pause every active transfer and tell its parties, so that nothing is lost.
-        Called before uvicorn closes the sockets (see run.py), and again by the lifespan."""
+        """Pause every active transfer with a party connected here and tell its parties,
+        so that nothing is lost: they resume by themselves once both parties are back
+        (on this instance restarted, or on another one sharing the backend). Called
+        before uvicorn closes the sockets (see run.py), and again by the lifespan."""
         if self._shut_down:
             return
         self._shut_down = True
-        for record in self.transfers.records():
-            if record.status is Status.ACTIVE:
-                await self.transfers.pause_transfer(record.transfer_id)
+        here = {(room_id, user) for room_id, room in self.rooms.items() for user in room.members}
+        for record in await self.backend.records(live_only=True):
+            parties = {(record.room_id, record.sender_id), (record.room_id, record.receiver_id)}
+            if record.status is Status.ACTIVE and parties & here:
+                try:
+                    record = await self.backend.apply(record.transfer_id, Event.PAUSE)
+                except InvalidTransition:
+                    continue
+                await self.backend.mark_disconnect_paused(record.transfer_id)
                 payload = TransferRef(
                     transfer_id=UUID(record.transfer_id), reason="server shutting down"
                 )
                 self._to_parties(record, T.FILE_SHARE_PAUSE, payload, None)
-        for tid in list(self.relays):
+        for tid in list(self.relays) + list(self.pumps):
             await self._close_relay(tid)
         await asyncio.sleep(0.1)  # let the writers flush the pause messages
-        for room in self.rooms.values():
-            for member in room.members.values():
+        for room in list(self.rooms.values()):
+            for member in list(room.members.values()):
                 member.outbox.close()
                 with contextlib.suppress(Exception):
                     await member.outbox.socket.close(1001, "server shutting down")
 
     # --- helpers ---------------------------------------------------------------------
 
-    def _is_live(self, tid: str) -> bool:
-        try:
-            return self.transfers.get_transfer(tid).live
-        except UnknownTransfer:
-            return False
-
-    def _member(self, room_id: str, user: str, what: str = "you") -> Participant:
-        room = self.rooms.get(room_id)
-        member = room.members.get(user) if room else None
-        if member is None:
+    async def _require_member(self, room_id: str, user: str, what: str = "you") -> None:
+        if not await self.backend.is_member(room_id, user):
             who = "you are" if what == "you" else f"{what} {user!r} is"
             raise Forbidden(f"{who} not in room {room_id!r}")
-        return member
 
-    def _party(self, room_id: str, user: str, tid: str, only: str | None = None) -> Transfer:
-        record = self.transfers.get_transfer(tid)
+    async def _party(
+        self, room_id: str, user: str, tid: str, only: str | None = None
+    ) -> Transfer:
+        record = await self.backend.get(tid)
         if record.room_id != room_id:
             raise UnknownTransfer(tid)
         if not record.involves(user):
@@ -828,7 +955,12 @@ class Hub:
         elif declared in GENERIC_TYPES or declared.split("/")[0] == sniffed.split("/")[0]:
             return True
         tid = record.transfer_id
-        await self.transfers.fail_transfer(tid, MimeTypeNotAllowed.code, message)
+        try:
+            record = await self.backend.apply(
+                tid, Event.FAIL, code=MimeTypeNotAllowed.code, error=message
+            )
+        except InvalidTransition:
+            return False  # ended meanwhile
         await self._close_relay(tid)
         payload = FileShareError(
             transfer_id=UUID(tid), code=MimeTypeNotAllowed.code, message=message
@@ -837,21 +969,17 @@ class Hub:
         self.metrics.refused.labels(MimeTypeNotAllowed.code).inc()
         return False
 
-    def _set_progress(self, tid: str, chunks: int, nbytes: int | None = None) -> None:
-        record = self.transfers.get_transfer(tid)
-        if nbytes is None:
-            nbytes = min(record.file_size, chunks * record.chunk_size)
-        self._progressed(record, chunks, nbytes)
-
     def _progressed(self, record: Transfer, chunks: int, nbytes: int) -> None:
-        record.set_progress(chunks, nbytes, mono=time.monotonic())
+        record.set_progress(chunks, nbytes, mono=self.clock.monotonic())
         if record.transfer_id not in self._progress_due:  # else a broadcast is due anyway
             self._broadcast_progress(record.transfer_id)
 
     def _broadcast_progress(self, tid: str) -> None:
         """Progress to both parties, at most every ``progress_interval``; a change that
         comes too soon goes out when the interval is over (the last one is never lost)."""
-        record = self.transfers.get_transfer(tid)
+        record = self.backend.peek(tid)
+        if record is None:
+            return
         now = time.monotonic()
         wait = self._progress_sent.get(tid, 0.0) + self.settings.progress_interval - now
         if wait > 0:
@@ -860,6 +988,7 @@ class Hub:
                 asyncio.get_running_loop().call_later(wait, self._progress_timer, tid)
             return
         self._progress_sent[tid] = now
+        self.backend.save_progress(record)
         snap = record.snapshot()
         payload = Progress(
             transfer_id=UUID(tid),
@@ -872,43 +1001,40 @@ class Hub:
         )
         self._to_parties(record, T.FILE_SHARE_PROGRESS, payload, None)
 
-    def _records(self, user: str, room_id: str, live_only: bool = False) -> list[Transfer]:
-        return [
-            record
-            for record in self.transfers.records()
-            if record.involves(user)
-            and record.room_id == room_id
-            and (record.live or not live_only)
-        ]
-
     def _send_to(self, room_id: str, user: str, message: Message) -> None:
-        room = self.rooms.get(room_id)
-        member = room.members.get(user) if room else None
+        """``message`` to ``user``'s connection, here or on another instance."""
+        member = self._local(room_id, user)
         if member is not None:
             member.send(message)
+        elif self.backend.shared:
+            self.backend.publish_to_user(room_id, user, message.to_json())
 
     def _to_parties(
-        self, record: Any, kind: MessageType, payload: BaseModel, by: str | None
+        self, record: Transfer, kind: MessageType, payload: BaseModel, by: str | None
     ) -> None:
         message = Message.build(kind, payload, sender_id=by, room_id=record.room_id)
-        for user in {record.sender_id, record.receiver_id}:
+        for user in dict.fromkeys((record.sender_id, record.receiver_id)):
             self._send_to(record.room_id, user, message)
 
     def _broadcast(
-        self, room: Room, kind: MessageType, payload: BaseModel, exclude: str | None = None
+        self, room_id: str, kind: MessageType, payload: BaseModel, exclude: str | None = None
     ) -> None:
-        message = Message.build(kind, payload, room_id=room.room_id)
-        for user, member in room.members.items():
-            if user != exclude:
-                member.send(message)
+        """``kind`` to everyone in the room but ``exclude``, here and elsewhere."""
+        message = Message.build(kind, payload, room_id=room_id)
+        text = message.to_json()
+        self.to_room(room_id, text, exclude)
+        if self.backend.shared:
+            self.backend.publish_to_room(room_id, text, exclude)
 
-    def user_transfers(self, user: str, status: Status | None) -> Iterable[dict[str, Any]]:
-        for record in self.transfers.records():
-            if record.involves(user) and status in (None, record.status):
-                yield record.snapshot()
+    async def user_transfers(self, user: str, status: Status | None) -> list[dict[str, Any]]:
+        return [
+            record.snapshot()
+            for record in await self.backend.records(user=user)
+            if status in (None, record.status)
+        ]
 
-    def progress_of(self, room_id: str, user: str, tid: str) -> dict[str, Any]:
-        return self._party(room_id, user, tid).snapshot()
+    async def progress_of(self, room_id: str, user: str, tid: str) -> dict[str, Any]:
+        return (await self._party(room_id, user, tid)).snapshot()
 
 
 def _uuid_or_none(value: str | None) -> UUID | None:

@@ -45,14 +45,25 @@ class Outbox:
         self.closed = False
 
     def send(self, message: Message) -> None:
+        self.send_text(message.to_json())
+
+    def send_text(self, text: str) -> None:
+        """Queue a control message already serialised (one from another instance)."""
         if self.closed:
             return
         if len(self._control) >= self.max_control:
             self.closed = True
             self._wake.set()
             return
-        self._control.append(message.to_json())
+        self._control.append(text)
         self._wake.set()
+
+    def send_first(self, message: Message) -> None:
+        """Queue ``message`` ahead of everything queued so far (a newcomer's
+        ``room-state``, computed after the socket could already receive)."""
+        if not self.closed:
+            self._control.appendleft(message.to_json())
+            self._wake.set()
 
     def close(self) -> None:
         """Stop: nothing more is queued, the writer ends, waiting frame senders wake."""

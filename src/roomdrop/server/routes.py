@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 import re
 import time
 from typing import Annotated, Any
@@ -17,7 +18,7 @@ from fastapi import APIRouter, Depends, Path, Query, Request, WebSocket, WebSock
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from pydantic import BaseModel, ConfigDict, Field
 
-from roomdrop.exceptions import ProtocolError, Unauthorized
+from roomdrop.exceptions import ProtocolError, RoomdropError, Unauthorized
 from roomdrop.protocol.chunks import count_chunks
 from roomdrop.protocol.messages import Offer, Range
 from roomdrop.protocol.state import Status
@@ -27,10 +28,13 @@ from roomdrop.server.turn import turn_server
 
 __all__ = ["build_router"]
 
+log = logging.getLogger("roomdrop.server")
+
 TRANSFER = "/rooms/{room_id}/file-transfer/{transfer_id}"
 ROOM_ID = r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$"
 CLOSE_UNAUTHORIZED = 4401
 CLOSE_BAD_ROOM = 4400
+CLOSE_TRY_AGAIN = 1013
 
 
 class OfferRequest(BaseModel):
@@ -113,7 +117,11 @@ def build_router(hub: Hub) -> APIRouter:
         if not re.match(ROOM_ID, room_id):
             await websocket.close(CLOSE_BAD_ROOM, f"invalid room id {room_id[:64]!r}")
             return
-        participant = hub.join(room_id, user, StarletteSocket(websocket))
+        try:
+            participant = await hub.join(room_id, user, StarletteSocket(websocket))
+        except RoomdropError as exc:  # the shared state is out of reach: try again later
+            await websocket.close(CLOSE_TRY_AGAIN, exc.message[:120])
+            return
         writer = asyncio.create_task(participant.outbox.run(), name=f"ws-writer-{user}")
         try:
             while not participant.outbox.closed:
@@ -127,10 +135,13 @@ def build_router(hub: Hub) -> APIRouter:
         except (WebSocketDisconnect, RuntimeError):
             pass
         finally:
-            hub.leave(participant)
             writer.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await writer
+            try:
+                await hub.leave(participant)
+            except RoomdropError:
+                log.exception("leave of %s in %s failed", user, room_id)
 
     @router.get("/config", response_model=IceConfig)
     async def config(user: User) -> IceConfig:
@@ -206,7 +217,7 @@ def build_router(hub: Hub) -> APIRouter:
         room_id: RoomId, transfer_id: TransferId, user: User
     ) -> dict[str, Any]:
         """The transfer object (either party)."""
-        return hub.progress_of(room_id, user, str(transfer_id))
+        return await hub.progress_of(room_id, user, str(transfer_id))
 
     @router.delete(TRANSFER, response_model=TransferObject)
     async def cancel_file_transfer(
@@ -223,6 +234,6 @@ def build_router(hub: Hub) -> APIRouter:
         user: User, status: Annotated[Status | None, Query()] = None
     ) -> list[dict[str, Any]]:
         """The caller's transfers, optionally of one status."""
-        return list(hub.user_transfers(user, status))
+        return await hub.user_transfers(user, status)
 
     return router

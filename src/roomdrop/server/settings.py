@@ -27,6 +27,19 @@ class Settings(BaseSettings):
         Path("roomdrop-data"),
         description="Where the server keeps its secret and the relay's encrypted staging.",
     )
+    redis_url: str | None = Field(
+        None,
+        description="Redis URL (redis://host:6379/0) shared by several instances: rooms, "
+        "transfers and relayed chunks go through it; unset: in memory, this process only.",
+    )
+    redis_prefix: str = Field(
+        "roomdrop",
+        min_length=1,
+        max_length=64,
+        pattern=r"^[A-Za-z0-9._-]+$",
+        description="Namespace of the keys and channels in Redis: instances of one "
+        "deployment share it.",
+    )
     secret: SecretStr | None = Field(
         None,
         min_length=32,
