@@ -354,10 +354,7 @@ class FileTransferManager:
         r = local.record
         if local.part is not None:
             raise TransferError(transfer_id, "the receiving end completes by itself")
-        if sha256 != r.sha256:
-            raise IntegrityError(
-                transfer_id, f"receiver reports sha256 {sha256}, the offer has {r.sha256}"
-            )
+        r.check_reported_sha256(sha256)
         async with local.lock:
             self._apply(local, Event.COMPLETE)
             r.set_progress(r.total_chunks, r.file_size, mono=self.clock.monotonic())

@@ -11,6 +11,10 @@ Every server here is the real command (``python -m roomdrop.cli serve``) under u
 * ``start_server`` — a factory: ``await start_server(ROOMDROP_MAX_FILE_SIZE="1000")``
   starts a server of the test's own.
 
+Both run every test twice, once per backend (``backend``): ``memory`` (the default, state
+in the server process) and ``redis`` (``ROOMDROP_REDIS_URL`` to the session's real
+redis-server, a key prefix per server): one behaviour, two implementations.
+
 A server's stderr goes to a file and is added to the report of a test that fails; a
 server that does not exit within 10 s of SIGTERM fails the test. Every client a test opens
 through :meth:`Server.connect` is closed when the test ends.
@@ -39,6 +43,7 @@ import pytest
 from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import ConnectionClosed
 
+from redistools import RedisServer
 from roomdrop.server.auth import TokenAuthority
 
 STARTUP_TIMEOUT = 15.0
@@ -323,6 +328,8 @@ def launch(
     secret = secret or secrets.token_urlsafe(32)
     environ = {k: v for k, v in os.environ.items() if not k.startswith("ROOMDROP_")}
     environ.update({"ROOMDROP_SECRET": secret, **env})
+    if "ROOMDROP_REDIS_URL" in environ:  # a namespace of its own unless told to share one
+        environ.setdefault("ROOMDROP_REDIS_PREFIX", f"t{uuid.uuid4().hex[:12]}")
     with log_path.open("ab") as log:
         process = subprocess.Popen(
             [
@@ -402,6 +409,24 @@ def _check_errors(request: pytest.FixtureRequest, server: Server, since: int) ->
 # --- fixtures --------------------------------------------------------------------------
 
 
+BACKENDS = ["memory", "redis"]
+
+
+@pytest.fixture(scope="module", params=BACKENDS)
+def backend(request: pytest.FixtureRequest) -> str:
+    """Which backend the module's servers keep their state in."""
+    return str(request.param)
+
+
+@pytest.fixture(scope="module")
+def backend_env(backend: str, request: pytest.FixtureRequest) -> dict[str, str]:
+    """The ROOMDROP_* settings that select ``backend``."""
+    if backend == "memory":
+        return {}
+    redis: RedisServer = request.getfixturevalue("redis_server")
+    return {"ROOMDROP_REDIS_URL": redis.url}
+
+
 @pytest.fixture(scope="module")
 def server_env() -> dict[str, str]:
     """ROOMDROP_* settings of the module's shared server; override in a module."""
@@ -410,9 +435,11 @@ def server_env() -> dict[str, str]:
 
 @pytest.fixture(scope="module")
 def _shared_server(
-    server_env: dict[str, str], tmp_path_factory: pytest.TempPathFactory
+    server_env: dict[str, str],
+    backend_env: dict[str, str],
+    tmp_path_factory: pytest.TempPathFactory,
 ) -> Iterator[Server]:
-    server = launch(tmp_path_factory.mktemp("roomdrop-serve"), server_env)
+    server = launch(tmp_path_factory.mktemp("roomdrop-serve"), {**backend_env, **server_env})
     yield server
     complaint = server.stop()
     if complaint:
@@ -444,13 +471,17 @@ def _own_servers(tmp_path: Path) -> Iterator[list[Server]]:
 
 @pytest.fixture
 async def start_server(
-    request: pytest.FixtureRequest, tmp_path: Path, _own_servers: list[Server]
+    request: pytest.FixtureRequest,
+    tmp_path: Path,
+    _own_servers: list[Server],
+    backend_env: dict[str, str],
 ) -> AsyncIterator[Callable[..., Any]]:
-    """``await start_server(ROOMDROP_X="...")``: a server of this test's own."""
+    """``await start_server(ROOMDROP_X="...")``: a server of this test's own (on the
+    module's backend)."""
 
     async def start(**env: str) -> Server:
         base = tmp_path / f"serve{len(_own_servers)}"
-        server = await asyncio.to_thread(launch, base, env)
+        server = await asyncio.to_thread(launch, base, {**backend_env, **env})
         _own_servers.append(server)
         _watch(request, server)
         return server

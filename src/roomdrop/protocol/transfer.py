@@ -17,7 +17,7 @@ from typing import Any
 
 from pydantic import BaseModel
 
-from roomdrop.exceptions import EXPIRED, INACTIVE, FileTooLarge, TooManyTransfers
+from roomdrop.exceptions import EXPIRED, INACTIVE, FileTooLarge, IntegrityError, TooManyTransfers
 from roomdrop.protocol.state import LIVE_STATUSES, Event, Status, apply_event
 
 __all__ = ["Limits", "RateMeter", "Transfer", "TransferObject", "iso"]
@@ -172,6 +172,40 @@ class Transfer:
     def fail(self, code: str, message: str, *, wall: float, mono: float) -> None:
         self.apply(Event.FAIL, wall=wall, mono=mono)
         self.error_code, self.error = code, message
+
+    def change(
+        self,
+        event: Event,
+        *,
+        wall: float,
+        mono: float,
+        code: str | None = None,
+        error: str | None = None,
+        sha256: str | None = None,
+    ) -> None:
+        """Apply ``event`` as the server records it: ``reject`` and ``cancel`` keep
+        ``error`` as their reason (and ``code`` as ``error_code``: the sweeper's
+        ``inactive``), ``fail`` records ``code`` and ``error``, and ``complete`` needs
+        the receiver's ``sha256`` to be the offer's, then counts every chunk as in."""
+        if event is Event.FAIL:
+            self.fail(code or "failed", error or "", wall=wall, mono=mono)
+            return
+        if event is Event.COMPLETE:
+            self.check_reported_sha256(sha256 or "")
+        self.apply(event, wall=wall, mono=mono)
+        if event in (Event.REJECT, Event.CANCEL):
+            self.error = error or None
+            if code:
+                self.error_code = code
+        elif event is Event.COMPLETE:
+            self.set_progress(self.total_chunks, self.file_size, mono=mono)
+
+    def check_reported_sha256(self, sha256: str) -> None:
+        """The receiver's word that the whole file verified must name the offer's sha256."""
+        if sha256 != self.sha256:
+            raise IntegrityError(
+                self.transfer_id, f"receiver reports sha256 {sha256}, the offer has {self.sha256}"
+            )
 
     def set_progress(self, chunks: int, nbytes: int, *, mono: float) -> None:
         self.chunks_sent, self.bytes_transferred = chunks, nbytes

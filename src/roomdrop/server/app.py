@@ -63,12 +63,12 @@ def status_for(exc: RoomdropError) -> int:
     return 400
 
 
-def make_backend(settings: Settings) -> Backend:
+def make_backend(settings: Settings, secret: str) -> Backend:
     """Redis if ``ROOMDROP_REDIS_URL`` is set, else this process's memory."""
     if settings.redis_url:
         from roomdrop.server.redisbackend import RedisBackend
 
-        return RedisBackend(settings)
+        return RedisBackend(settings, secret)
     return MemoryBackend(settings)
 
 
@@ -82,7 +82,8 @@ def describe_backend(settings: Settings) -> str:
 
 def create_app(settings: Settings | None = None) -> FastAPI:
     settings = settings or Settings()
-    authority = TokenAuthority(load_secret(settings))
+    secret = load_secret(settings)
+    authority = TokenAuthority(secret)
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
@@ -105,7 +106,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             await hub.shutdown()
             await hub.backend.close()
 
-    hub = Hub(settings, authority, backend=make_backend(settings))
+    hub = Hub(settings, authority, backend=make_backend(settings, secret))
     app = FastAPI(
         title="roomdrop",
         version=__version__,

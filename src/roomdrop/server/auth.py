@@ -2,7 +2,9 @@
 
 The secret comes from ``ROOMDROP_SECRET`` or, when that is unset, from
 ``DATA_DIR/secret.key``, generated once (mode 0600) and reused, so that ``roomdrop token``
-and ``roomdrop serve`` on one machine agree without any configuration.
+and ``roomdrop serve`` on one machine agree without any configuration. Instances sharing
+Redis (``ROOMDROP_REDIS_URL``) without ``ROOMDROP_SECRET`` keep it in Redis instead, for
+the same reason.
 """
 
 from __future__ import annotations
@@ -25,6 +27,10 @@ ALGORITHM = "HS256"
 def load_secret(settings: Settings) -> str:
     if settings.secret is not None:
         return settings.secret.get_secret_value()
+    if settings.redis_url:  # every instance of the deployment needs the same one
+        from roomdrop.server.redisbackend import shared_secret
+
+        return shared_secret(settings.redis_url, settings.redis_prefix)
     path = settings.data_dir / "secret.key"
     try:
         return path.read_text().strip()

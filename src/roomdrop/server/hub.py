@@ -726,7 +726,6 @@ class Hub:
             chunks = min(record.total_chunks, record.chunks_sent + 1)
             self._progressed(record, chunks, min(record.file_size, chunks * record.chunk_size))
 
-
     def _relay(self, tid: str, chunk_size: int) -> RelayLink:
         link = self.relays.get(tid)
         if link is None:
@@ -912,9 +911,7 @@ class Hub:
             who = "you are" if what == "you" else f"{what} {user!r} is"
             raise Forbidden(f"{who} not in room {room_id!r}")
 
-    async def _party(
-        self, room_id: str, user: str, tid: str, only: str | None = None
-    ) -> Transfer:
+    async def _party(self, room_id: str, user: str, tid: str, only: str | None = None) -> Transfer:
         record = await self.backend.get(tid)
         if record.room_id != room_id:
             raise UnknownTransfer(tid)

@@ -156,9 +156,7 @@ class MemoryBackend:
         over = [key for key, deadline in self._graces.items() if deadline <= now]
         for room_id, user_id in over:
             del self._graces[(room_id, user_id)]
-            if not self._members.get(room_id) and not any(
-                r == room_id for r, _ in self._graces
-            ):
+            if not self._members.get(room_id) and not any(r == room_id for r, _ in self._graces):
                 self._members.pop(room_id, None)
                 self._bandwidth.pop(room_id, None)
         return over
