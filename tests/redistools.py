@@ -55,11 +55,11 @@ class RedisServer:
                 self.process.wait()
 
 
-def start_redis(base: Path) -> RedisServer:
+def start_redis(base: Path, port: int | None = None) -> RedisServer:
     binary = shutil.which("redis-server")
     assert binary, "redis-server is missing: .ci/run and scripts/test install it (apt redis-server)"
     base.mkdir(parents=True, exist_ok=True)
-    port = free_port()
+    port = port or free_port()
     log_path = base / "redis.log"
     process = subprocess.Popen(
         [

@@ -38,6 +38,7 @@ OWNERS = {  # library -> the only modules that may import it
     "uvicorn": {"server/run.py"},
     "jwt": {"server/auth.py", "client/settings.py"},
     "cryptography": {"server/relay.py"},
+    "redis": {"server/redisbackend.py"},
     "aiortc": {"client/rtc.py"},
     "aioice": {"client/rtc.py"},
     "websockets": {"client/signalling.py"},

@@ -23,11 +23,18 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--host", help="address to listen on (default 127.0.0.1)")
     serve.add_argument("--port", type=int, help="port to listen on (default 8000)")
     serve.add_argument("--data-dir", type=Path, help="secret and relay staging (./roomdrop-data)")
+    serve.add_argument(
+        "--redis-url",
+        metavar="URL",
+        help="share rooms and transfers with other instances through Redis "
+        "(redis://host:6379/0; default: in memory, this process only)",
+    )
 
     token = commands.add_parser("token", help="print a token for USER, signed with the secret")
     token.add_argument("user")
     token.add_argument("--ttl", type=int, help="lifetime in seconds (default 86400)")
     token.add_argument("--data-dir", type=Path, help="where the server keeps its secret")
+    token.add_argument("--redis-url", metavar="URL", help="the Redis the servers share, if any")
 
     send = commands.add_parser("send", help="send files to a participant of a room")
     send.add_argument("paths", metavar="PATH", nargs="+", type=Path, help="files to send")
@@ -46,7 +53,13 @@ def build_parser() -> argparse.ArgumentParser:
         "--count", type=int, metavar="N", help="exit after N files arrived (default: keep on)"
     )
     for client in (send, receive):
-        client.add_argument("--server", metavar="URL", help="server URL ($ROOMDROP_SERVER)")
+        client.add_argument(
+            "--server",
+            metavar="URL",
+            action="append",
+            help="server URL; several (comma-separated or repeated) are tried in order, "
+            "and the next is used when one is lost ($ROOMDROP_SERVER)",
+        )
         client.add_argument("--room", required=True, help="the room to join")
         client.add_argument("--token", help="your token ($ROOMDROP_TOKEN)")
         client.add_argument(
@@ -64,7 +77,7 @@ def main(argv: list[str] | None = None) -> int:
     overrides = {
         key: value
         for key, value in vars(args).items()
-        if key in ("host", "port", "data_dir") and value is not None
+        if key in ("host", "port", "data_dir", "redis_url") and value is not None
     }
     settings = Settings(**overrides)
     if args.command == "serve":
@@ -82,12 +95,12 @@ def main(argv: list[str] | None = None) -> int:
 def client_command(args: argparse.Namespace) -> int:
     """``send`` and ``receive``: exit 0 only if every file arrived and verified."""
     from roomdrop.client.command import run_receive, run_send
-    from roomdrop.client.settings import ClientSettings
+    from roomdrop.client.settings import ClientSettings, split_servers
 
     settings = ClientSettings()
-    server = args.server or settings.server
+    servers = split_servers(args.server or [settings.server])
     token = args.token or (settings.token.get_secret_value() if settings.token else None)
-    if not server:
+    if not servers:
         return fail("no server: pass --server URL or set ROOMDROP_SERVER")
     if not token:
         return fail("no token: pass --token TOKEN or set ROOMDROP_TOKEN (see `roomdrop token`)")
@@ -107,7 +120,7 @@ def client_command(args: argparse.Namespace) -> int:
 
         reporter = RichReporter()
     common: dict[str, Any] = {
-        "server": server,
+        "servers": servers,
         "room": args.room,
         "token": token,
         "settings": settings,

@@ -102,7 +102,12 @@ class Command:
 
 @dataclass
 class Room:
-    """A room on ``server`` with ``alice`` (sends) and ``bob`` (receives)."""
+    """A room on ``server`` with ``alice`` (sends) and ``bob`` (receives).
+
+    Commands get ``--server`` and ``server.url`` unless ``server_args`` (of the room, or
+    of one command) says otherwise, e.g. ``["--server", "http://a,http://b"]``, or
+    ``[]`` with ``ROOMDROP_SERVER`` in the command's ``env``. Tokens are signed with
+    ``server``'s secret."""
 
     server: Server
     name: str
@@ -110,19 +115,28 @@ class Room:
     bob: str
     base: Path
     started: list[Command]
+    server_args: list[str] | None = None
 
     def _run(
-        self, user: str, args: list[str], env: dict[str, str] | None, json: bool = True
+        self,
+        user: str,
+        args: list[str],
+        env: dict[str, str] | None,
+        json: bool = True,
+        server_args: list[str] | None = None,
     ) -> Command:
         n = len(self.started)
         name = f"{args[0]}-{n}"
         stdout, stderr = self.base / f"{name}.out", self.base / f"{name}.err"
         environ = {k: v for k, v in os.environ.items() if not k.startswith("ROOMDROP_")}
         environ.update({"ROOMDROP_ICE_HOSTS": "127.0.0.1", **(env or {})})
+        if server_args is None:
+            server_args = self.server_args
+        if server_args is None:
+            server_args = ["--server", self.server.url]
         full = [
             *args,
-            "--server",
-            self.server.url,
+            *server_args,
             "--room",
             self.name,
             "--token",
@@ -148,9 +162,10 @@ class Room:
         transport: str = "auto",
         env: dict[str, str] | None = None,
         json: bool = True,
+        server_args: list[str] | None = None,
     ) -> Command:
         args = ["send", *map(str, paths), "--to", self.bob, "--transport", transport]
-        return self._run(self.alice, args, env, json)
+        return self._run(self.alice, args, env, json, server_args)
 
     def receive(
         self,
@@ -159,13 +174,14 @@ class Room:
         count: int | None = 1,
         yes: bool = True,
         env: dict[str, str] | None = None,
+        server_args: list[str] | None = None,
     ) -> Command:
         args = ["receive", "--out", str(out)]
         if count is not None:
             args += ["--count", str(count)]
         if yes:
             args.append("--yes")
-        return self._run(self.bob, args, env)
+        return self._run(self.bob, args, env, server_args=server_args)
 
     async def joined(self, command: Command, timeout: float = 30.0) -> None:
         """Wait until ``command`` says it joined the room."""

@@ -41,16 +41,20 @@ def start(
     request: pytest.FixtureRequest, tmp_path: Path, servers: list[Server]
 ) -> Callable[..., Any]:
     """``await start(**env)``: a server of the test's own; ``await start(again=server)``
-    starts one where ``server`` stood (same port, secret and data directory)."""
+    starts one where ``server`` stood (same port, secret and data directory).
+    ``await start(name="b", secret=a.secret)``: another instance beside ``a`` (its own
+    port and data directory under ``name``, ``a``'s secret: the same tokens work)."""
 
-    async def start_server(again: Server | None = None, **env: str) -> Server:
-        base = tmp_path / "serve"
+    async def start_server(
+        again: Server | None = None, *, name: str = "serve", secret: str | None = None, **env: str
+    ) -> Server:
         if again is not None:
+            base = again.data_dir.parent
             server = await asyncio.to_thread(
                 launch, base, env, port=again.port, secret=again.secret
             )
         else:
-            server = await asyncio.to_thread(launch, base, env)
+            server = await asyncio.to_thread(launch, tmp_path / name, env, secret=secret)
         servers.append(server)
         return server
 
@@ -60,14 +64,16 @@ def start(
 @pytest.fixture
 async def room_on(
     request: pytest.FixtureRequest, tmp_path: Path
-) -> AsyncIterator[Callable[[Server], Room]]:
-    """``room_on(server)``: a fresh room with two fresh users; commands are killed at the end."""
+) -> AsyncIterator[Callable[..., Room]]:
+    """``room_on(server)``: a fresh room with two fresh users; commands are killed at the end.
+    ``room_on(server, server_args=[...])``: its commands get those arguments instead of
+    ``--server server.url``."""
     started: list[Command] = []
     request.node.stash[COMMANDS] = started
 
-    def make(server: Server) -> Room:
+    def make(server: Server, server_args: list[str] | None = None) -> Room:
         room, alice, bob = names("room", "alice", "bob")
-        return Room(server, room, alice, bob, tmp_path, started)
+        return Room(server, room, alice, bob, tmp_path, started, server_args)
 
     yield make
     for command in started:

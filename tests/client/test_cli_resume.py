@@ -124,7 +124,7 @@ async def test_a_server_restarted_mid_transfer_costs_only_the_missing_chunks(
     assert sent["transfer_id"] == got["transfer_id"]  # the new offer, after the restart
     assert sent["moved_bytes"] <= SIZE - got["resumed_bytes"] + IN_FLIGHT
     notes = [n["message"] for n in sender.events("note")]
-    assert "reconnected to the server" in notes
+    assert f"reconnected to the server at {server.url}" in notes
     assert any(n.startswith("the server lost movie.bin") for n in notes), notes
     assert sha256_of(tmp_path / "inbox" / "movie.bin") == digest
 
@@ -204,8 +204,8 @@ async def test_dropped_websockets_reconnect_and_the_same_transfer_goes_on(
     assert await receiver.wait(30) == 0, receiver.report()
     for command in (sender, receiver):
         notes = [n["message"] for n in command.events("note")]
-        assert "lost the connection to the server; reconnecting" in notes, notes
-        assert "reconnected to the server" in notes, notes
+        assert f"lost the connection to the server at {server.url}; reconnecting" in notes, notes
+        assert f"reconnected to the server at {server.url}" in notes, notes
     got, sent = receiver.result(), sender.result()
     assert got["transfer_id"] == sent["transfer_id"]  # no new offer: the server kept it
     assert got["moved_bytes"] == SIZE

@@ -1,5 +1,5 @@
-"""The client's pure parts: settings, the URL of a room's socket, the JSON lines, and
-cutting a frame for the data channel."""
+"""The client's pure parts: settings, the server list, the URL of a room's socket, the
+JSON lines, and cutting a frame for the data channel."""
 
 from __future__ import annotations
 
@@ -11,10 +11,12 @@ from pathlib import Path
 import jwt
 import pytest
 
+from roomdrop.cli import build_parser
 from roomdrop.client.display import human_size
+from roomdrop.client.http import api_base
 from roomdrop.client.jsonlines import JsonReporter
 from roomdrop.client.session import Result
-from roomdrop.client.settings import ClientSettings, user_of
+from roomdrop.client.settings import ClientSettings, split_servers, user_of
 from roomdrop.client.signalling import websocket_url
 from roomdrop.protocol.frames import (
     DATA_CHANNEL_MAX_MESSAGE,
@@ -42,6 +44,54 @@ def test_every_client_setting_is_documented_in_the_readme() -> None:
     text = (Path(__file__).resolve().parents[2] / "README.md").read_text()
     for name in ClientSettings.model_fields:
         assert f"`ROOMDROP_{name.upper()}`" in text, name
+
+
+@pytest.mark.parametrize(
+    ("values", "servers"),
+    [
+        (["http://a:8000"], ["http://a:8000"]),
+        (["http://a:8000,http://b:8000"], ["http://a:8000", "http://b:8000"]),
+        ([" http://a:8000 , ,http://b:8000,"], ["http://a:8000", "http://b:8000"]),
+        (
+            ["http://a:8000", "http://b:8000,http://c"],
+            ["http://a:8000", "http://b:8000", "http://c"],
+        ),
+        (["http://b,http://a", "http://b"], ["http://b", "http://a"]),  # first place kept
+        ([None], []),
+        ([" , "], []),
+        ([], []),
+    ],
+)
+def test_server_lists_are_comma_separated_and_may_be_repeated(
+    values: list[str | None], servers: list[str]
+) -> None:
+    assert split_servers(values) == servers
+
+
+def test_the_server_option_may_be_repeated_and_the_variable_may_list_several(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    args = ["send", "f", "--to", "b", "--room", "r", "--server", "http://a,http://b"]
+    parsed = build_parser().parse_args([*args, "--server", "http://c"])
+    assert parsed.server == ["http://a,http://b", "http://c"]
+    assert split_servers(parsed.server) == ["http://a", "http://b", "http://c"]
+    parsed = build_parser().parse_args(["receive", "--room", "r"])
+    assert parsed.server is None
+    monkeypatch.setenv("ROOMDROP_SERVER", "http://a:1, http://b:2")
+    assert split_servers([ClientSettings().server]) == ["http://a:1", "http://b:2"]
+
+
+@pytest.mark.parametrize(
+    ("server", "base"),
+    [
+        ("http://127.0.0.1:8000", "http://127.0.0.1:8000/webrtc"),
+        ("https://example.org/base/", "https://example.org/base/webrtc"),
+        ("wss://example.org", "https://example.org/webrtc"),
+        ("127.0.0.1:8000", "http://127.0.0.1:8000/webrtc"),
+    ],
+)
+def test_the_rest_base_url_follows_the_server_url(server: str, base: str) -> None:
+    assert api_base(server) == base
 
 
 def test_the_user_is_the_tokens_subject() -> None:

@@ -195,6 +195,11 @@ class Client:
         with contextlib.suppress(ConnectionClosed, OSError):
             await self.ws.close()
 
+    def drop(self) -> None:
+        """Abort the TCP connection, no closing handshake: a peer that vanished (and a
+        quick end for a test whose clients stopped reading)."""
+        self.ws.transport.abort()
+
 
 @dataclass
 class Server:

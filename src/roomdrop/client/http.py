@@ -6,6 +6,7 @@ The only module that imports ``httpx``.
 
 from __future__ import annotations
 
+from collections.abc import Callable, Sequence
 from typing import Any
 from urllib.parse import quote, urlsplit
 
@@ -13,17 +14,50 @@ import httpx
 
 from roomdrop.exceptions import ServerUnreachable, Unauthorized
 
-__all__ = ["ServerApi"]
+__all__ = ["ServerApi", "api_base"]
+
+
+def api_base(server: str) -> str:
+    """``http://host:port`` (or ``ws://``, ``https://``, ``wss://``) to its ``/webrtc``."""
+    parts = urlsplit(server if "://" in server else f"http://{server}")
+    scheme = {"ws": "http", "wss": "https"}.get(parts.scheme, parts.scheme)
+    return f"{scheme}://{parts.netloc}{parts.path.rstrip('/')}/webrtc"
 
 
 class ServerApi:
-    def __init__(self, server: str, token: str, *, timeout: float = 10.0) -> None:
-        parts = urlsplit(server if "://" in server else f"http://{server}")
-        scheme = {"ws": "http", "wss": "https"}.get(parts.scheme, parts.scheme)
-        self.base = f"{scheme}://{parts.netloc}{parts.path.rstrip('/')}/webrtc"
+    """REST calls to one of ``servers``: first the one ``preferred()`` names (the server
+    the client's WebSocket is connected to), then the others in order, moving on only
+    when one cannot be reached at all (a transport error)."""
+
+    def __init__(
+        self,
+        servers: str | Sequence[str],
+        token: str,
+        *,
+        timeout: float = 10.0,
+        preferred: Callable[[], str | None] | None = None,
+    ) -> None:
+        listed = [servers] if isinstance(servers, str) else list(servers)
+        if not listed:
+            raise ValueError("no server URL")
+        self.bases = {server: api_base(server) for server in listed}
+        self._preferred = preferred
         self._client = httpx.AsyncClient(
             headers={"Authorization": f"Bearer {token}"}, timeout=timeout, trust_env=False
         )
+
+    @property
+    def base(self) -> str:
+        """The ``/webrtc`` base URL a call tries first."""
+        return self.bases[self._order()[0]]
+
+    def _order(self) -> list[str]:
+        first = self._preferred() if self._preferred is not None else None
+        servers = list(self.bases)
+        if first in self.bases:
+            servers.remove(first)
+            servers.insert(0, first)
+        return servers
 
     async def ice_servers(self) -> list[dict[str, Any]]:
         """``GET /webrtc/config``: the RTCIceServer list the server hands out."""
@@ -38,16 +72,29 @@ class ServerApi:
         return body if isinstance(body, dict) else None
 
     async def _get(self, path: str, *, missing_ok: bool = False) -> Any:
-        try:
-            response = await self._client.get(self.base + path)
-        except httpx.HTTPError as exc:
-            raise ServerUnreachable(f"cannot reach the server at {self.base}: {exc}") from None
-        if response.status_code == 401:
-            raise Unauthorized(response.json().get("detail", "unauthorized"))
-        if missing_ok and response.status_code in (403, 404):
-            return None
-        response.raise_for_status()
-        return response.json()
+        failures: list[tuple[str, httpx.HTTPError]] = []
+        for server in self._order():
+            base = self.bases[server]
+            try:
+                response = await self._client.get(base + path)
+            except httpx.HTTPError as exc:
+                failures.append((base, exc))
+                continue
+            if response.status_code == 401:
+                raise Unauthorized(response.json().get("detail", "unauthorized"))
+            if missing_ok and response.status_code in (403, 404):
+                return None
+            response.raise_for_status()
+            return response.json()
+        if len(failures) == 1:
+            base, error = failures[0]
+            raise ServerUnreachable(f"cannot reach the server at {base}: {describe(error)}")
+        listed = ", ".join(f"{base} ({describe(error)})" for base, error in failures)
+        raise ServerUnreachable(f"cannot reach any server: {listed}")
 
     async def close(self) -> None:
         await self._client.aclose()
+
+
+def describe(exc: httpx.HTTPError) -> str:
+    return str(exc) or exc.__class__.__name__

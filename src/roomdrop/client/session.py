@@ -12,6 +12,9 @@ The rules (docs/protocol.md §13 says them from the wire's point of view):
 * **Receiver.** Verifies every chunk (the manager does), asks again for a bad one, and
   asks for everything it lacks after a resume or when nothing has arrived for
   ``ROOMDROP_STALL_TIMEOUT``. It reports its progress to the server every second.
+* **Servers.** A session may be given several servers (the instances of one
+  deployment, sharing their state); it joins the room through the first that answers,
+  and when that one is lost reconnects to it or, if it does not answer, to the next.
 * **Restarts.** A transfer the server still holds (``room-state``, with its sha256) is
   taken up again under the same id: a restarted receiver resumes from its part file, a
   restarted sender from the receiver's chunk requests. A transfer the server no longer
@@ -26,7 +29,7 @@ import asyncio
 import contextlib
 import logging
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar, Literal, Protocol
@@ -194,7 +197,7 @@ class Session:
     def __init__(
         self,
         *,
-        server: str,
+        servers: str | Sequence[str],
         room: str,
         token: str,
         reporter: Reporter,
@@ -209,7 +212,10 @@ class Session:
         self.reporter = reporter
         self.transport: Transport = transport
         self._ask = ask
-        self._server, self._token = server, token
+        self.servers = [servers] if isinstance(servers, str) else list(servers)
+        if not self.servers:
+            raise ValueError("no server URL")
+        self._token = token
         self._server_api: ServerApi | None = None
         limits: dict[str, Any] = {
             "max_file_size": UNLIMITED,
@@ -223,8 +229,8 @@ class Session:
             else None
         )
         self.signalling = Signalling(
-            websocket_url(server, room, token),
-            name=server,
+            [websocket_url(server, room, token) for server in self.servers],
+            names=self.servers,
             on_connect=self._on_connect,
             on_message=self._on_message,
             on_frame=self._on_relay_frame,
@@ -260,7 +266,8 @@ class Session:
             self._runner.result()  # raises what ended it
             raise RoomdropError("the connection to the server ended before joining the room")
         self._ticker = asyncio.create_task(self._tick(), name="ticker")
-        self.reporter.note(f"joined room {self.room} as {self.user}")
+        where = f" at {self.signalling.name}" if len(self.servers) > 1 else ""
+        self.reporter.note(f"joined room {self.room} as {self.user}{where}")
 
     async def close(self, *, pause: bool = True) -> None:
         """Leave the room; with ``pause``, active transfers are paused first so that
@@ -761,7 +768,7 @@ class Session:
             known[t.transfer_id] = t
         self.server_transfers = known
         if self.signalling.connections > 1:
-            self.reporter.note("reconnected to the server")
+            self.reporter.note(f"reconnected to the server at {self.signalling.name}")
         for out in list(self._sending.values()):
             if out.done.done():
                 continue
@@ -824,7 +831,9 @@ class Session:
         return None
 
     async def _on_disconnect(self) -> None:
-        self.reporter.note("lost the connection to the server; reconnecting")
+        self.reporter.note(
+            f"lost the connection to the server at {self.signalling.name}; reconnecting"
+        )
 
     def _local_status(self, state: _Transfer) -> Status | None:
         manager = self.outgoing if isinstance(state, _Outgoing) else self.incoming
@@ -1062,7 +1071,10 @@ class Session:
         if self._server_api is None:
             from roomdrop.client.http import ServerApi
 
-            self._server_api = ServerApi(self._server, self._token)
+            # the server the WebSocket is connected to (the others if it cannot be reached)
+            self._server_api = ServerApi(
+                self.servers, self._token, preferred=lambda: self.signalling.name
+            )
         return self._server_api
 
     async def _ensure_link(self, remote: str) -> PeerLink:

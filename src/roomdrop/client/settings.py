@@ -1,26 +1,31 @@
 """Client settings, from ``ROOMDROP_*`` environment variables (pydantic-settings).
 
-``ROOMDROP_SERVER`` and ``ROOMDROP_TOKEN`` stand in for ``--server`` and ``--token``;
-``ROOMDROP_ICE_HOSTS`` (comma-separated) restricts the local addresses ICE gathers
-candidates on.
+``ROOMDROP_SERVER`` and ``ROOMDROP_TOKEN`` stand in for ``--server`` and ``--token``
+(``ROOMDROP_SERVER`` and ``--server`` may name several servers, comma-separated:
+:func:`split_servers`); ``ROOMDROP_ICE_HOSTS`` (comma-separated) restricts the local
+addresses ICE gathers candidates on.
 """
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from typing import Annotated, Any, Literal
 
 import jwt
 from pydantic import Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
-__all__ = ["ClientSettings", "user_of"]
+__all__ = ["ClientSettings", "split_servers", "user_of"]
 
 
 class ClientSettings(BaseSettings):
     model_config = SettingsConfigDict(env_prefix="ROOMDROP_", extra="ignore")
 
     server: str | None = Field(
-        None, description="Server URL for `send`/`receive` (e.g. http://127.0.0.1:8000)."
+        None,
+        description="Server URL for `send`/`receive` (e.g. http://127.0.0.1:8000), or "
+        "several, comma-separated, tried in order and failed over to "
+        "(http://a:8000,http://b:8000).",
     )
     token: SecretStr | None = Field(None, description="JWT for `send`/`receive`.")
     ice_hosts: Annotated[list[str], NoDecode] = Field(
@@ -53,6 +58,18 @@ class ClientSettings(BaseSettings):
         if isinstance(value, str):
             return [part.strip() for part in value.split(",") if part.strip()]
         return value
+
+
+def split_servers(values: Iterable[str | None]) -> list[str]:
+    """The server URLs named by ``values`` (each a ``--server`` or ``ROOMDROP_SERVER``
+    value: one URL or several, comma-separated), in order, blanks and repeats dropped."""
+    servers: list[str] = []
+    for value in values:
+        for part in (value or "").split(","):
+            url = part.strip()
+            if url and url not in servers:
+                servers.append(url)
+    return servers
 
 
 def user_of(token: str) -> str:

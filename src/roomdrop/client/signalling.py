@@ -1,5 +1,6 @@
 """The server's WebSocket, for a client (websockets): control messages both ways, relay
-frames out and in, and reconnection with backoff when the connection drops.
+frames out and in, and reconnection with backoff when the connection drops, to the same
+server or, when it does not answer, to the next of the servers the client was given.
 
 The only module that imports ``websockets`` on the client side.
 """
@@ -9,13 +10,13 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from typing import Any
 from urllib.parse import quote, urlsplit, urlunsplit
 
 from pydantic import BaseModel
 from websockets.asyncio.client import ClientConnection, connect
-from websockets.exceptions import ConnectionClosed, InvalidStatus, InvalidURI
+from websockets.exceptions import ConnectionClosed, InvalidHandshake, InvalidStatus, InvalidURI
 
 from roomdrop.client.errors import NotConnected
 from roomdrop.exceptions import (
@@ -45,18 +46,23 @@ def websocket_url(server: str, room: str, token: str) -> str:
 
 
 class Signalling:
-    """One participant's connection to a room.
+    """One participant's connection to a room, through one of several servers.
 
-    :meth:`run` connects, hands every message to the callbacks in order, and when the
-    connection drops connects again with exponential backoff (0.2 s doubling to 5 s),
-    for at most ``reconnect_timeout`` seconds (``connect_timeout`` the first time). A
-    close that reconnecting cannot mend (docs/protocol.md §11.1: bad token 4401, bad room
-    4400, replaced by a newer connection 4409) ends it with the matching error.
+    ``urls`` are the room's socket on each server (one URL: a single server, or a load
+    balancer in front of several); ``names`` say them to people (the server URLs as
+    given). :meth:`run` connects, hands every message to the callbacks in order, and
+    when the connection drops connects again. An attempt tries the URLs in rotation,
+    starting with the last one that worked (the first one the first time); after a
+    round in which none answered it waits, 0.2 s doubling to 5 s, and tries again, for
+    at most ``reconnect_timeout`` seconds (``connect_timeout`` the first time), and ends
+    with :class:`ServerUnreachable` naming every URL tried. A close that reconnecting
+    cannot mend (docs/protocol.md §11.1: bad token 4401, bad room 4400, replaced by a
+    newer connection 4409) ends it with the matching error.
     """
 
     def __init__(
         self,
-        url: str,
+        urls: str | Sequence[str],
         *,
         on_connect: Callable[[RoomState], Awaitable[None]],
         on_message: Callable[[Message], Awaitable[None]],
@@ -64,10 +70,14 @@ class Signalling:
         on_disconnect: Callable[[], Awaitable[None]] | None = None,
         connect_timeout: float = 2.0,
         reconnect_timeout: float = 120.0,
-        name: str | None = None,
+        names: Sequence[str] | None = None,
     ) -> None:
-        self.url = url
-        self.name = name or url.split("?", 1)[0]
+        self.urls = [urls] if isinstance(urls, str) else list(urls)
+        if not self.urls:
+            raise ValueError("no server URL")
+        self.names = list(names) if names is not None else [u.split("?", 1)[0] for u in self.urls]
+        if len(self.names) != len(self.urls):
+            raise ValueError("one name per server URL")
         self._on_connect = on_connect
         self._on_message = on_message
         self._on_frame = on_frame
@@ -75,9 +85,20 @@ class Signalling:
         self.connect_timeout = connect_timeout
         self.reconnect_timeout = reconnect_timeout
         self._ws: ClientConnection | None = None
+        self._current = 0
         self.connected = asyncio.Event()
         self.connections = 0
         self._closing = False
+
+    @property
+    def url(self) -> str:
+        """The socket URL this client is connected to (or last was; the first before)."""
+        return self.urls[self._current]
+
+    @property
+    def name(self) -> str:
+        """:attr:`url`'s name: the server this client is (or last was) connected to."""
+        return self.names[self._current]
 
     # --- sending ---------------------------------------------------------------------
 
@@ -115,32 +136,60 @@ class Signalling:
         lost_at = loop.time()
         limit = self.connect_timeout
         delay = 0.2
+        failures: dict[int, str] = {}  # this attempt's: URL index -> why
+        order = self._rotation()
         while True:
-            try:
-                ws = await asyncio.wait_for(self._connect(), timeout=5.0)
-            except (OSError, TimeoutError, InvalidStatus) as exc:
+            if not order:  # a whole round failed
                 waited = loop.time() - lost_at
                 if waited + delay > limit:
-                    raise ServerUnreachable(
-                        f"cannot reach the server at {self.name} ({describe(exc)})"
-                    ) from None
-                log.info("server unreachable (%s); retrying in %.1f s", describe(exc), delay)
+                    raise ServerUnreachable(self._unreachable(failures)) from None
+                if self._closing:
+                    return
+                log.info("no server reachable; retrying in %.1f s", delay)
                 await asyncio.sleep(delay)
                 delay = min(delay * 2, 5.0)
+                order = self._rotation()
+            index = order.pop(0)
+            try:
+                ws = await asyncio.wait_for(self._connect(self.urls[index]), timeout=5.0)
+            except (OSError, TimeoutError, InvalidHandshake) as exc:
+                # refused, timed out, or an answer that is not a WebSocket handshake (a
+                # server dying mid-handshake, a proxy's error page)
+                failures[index] = describe(exc)
+                log.info("server at %s unreachable (%s)", self.names[index], describe(exc))
                 continue
             except InvalidURI as exc:
                 raise ServerUnreachable(f"bad server URL: {exc}") from None
-            delay = 0.2
             if self._closing:
                 await ws.close()
                 return
-            if await self._serve(ws):
+            joined = self.connections
+            if await self._serve(ws, index):
                 return
-            lost_at, limit = loop.time(), self.reconnect_timeout
+            if self.connections == joined:  # closed before the room-state: not working
+                failures[index] = f"closed with {ws.close_code} before joining the room"
+                continue
+            # a connection that worked was lost: a new attempt, the same server first
+            lost_at, limit, delay = loop.time(), self.reconnect_timeout, 0.2
+            failures = {}
+            order = self._rotation()
 
-    async def _connect(self) -> ClientConnection:
+    def _rotation(self) -> list[int]:
+        """The URLs' indexes in the order to try them: the last one that worked first."""
+        count = len(self.urls)
+        return [(self._current + step) % count for step in range(count)]
+
+    def _unreachable(self, failures: dict[int, str]) -> str:
+        tried = [(self.names[i], failures[i]) for i in sorted(failures)]
+        if len(self.urls) == 1 and len(tried) == 1:
+            name, why = tried[0]
+            return f"cannot reach the server at {name} ({why})"
+        listed = ", ".join(f"{name} ({why})" for name, why in tried)
+        return f"cannot reach any server: {listed}"
+
+    async def _connect(self, url: str) -> ClientConnection:
         return await connect(
-            self.url,
+            url,
             compression=None,
             max_size=MAX_INCOMING,
             open_timeout=5.0,
@@ -150,8 +199,9 @@ class Signalling:
             max_queue=16,
         )
 
-    async def _serve(self, ws: ClientConnection) -> bool:
-        """Read one connection until it closes; True if we closed it ourselves."""
+    async def _serve(self, ws: ClientConnection, index: int) -> bool:
+        """Read one connection (to ``urls[index]``) until it closes; True if we closed
+        it ourselves."""
         first = True
         try:
             async for raw in ws:
@@ -165,6 +215,7 @@ class Signalling:
                     continue
                 if first and msg.type is MessageType.ROOM_STATE:
                     first = False
+                    self._current = index  # it works: the one to try first from now on
                     self._ws = ws
                     self.connections += 1
                     self.connected.set()

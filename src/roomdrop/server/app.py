@@ -103,7 +103,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             yield
         finally:
             sweeper.cancel()
-            await hub.shutdown()
+            await hub.close()
             await hub.backend.close()
 
     hub = Hub(settings, authority, backend=make_backend(settings, secret))

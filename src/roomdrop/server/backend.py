@@ -79,9 +79,6 @@ class Backend(Protocol):
     async def close(self) -> None:
         """Stop delivering; this instance's presence is left to the hub to end."""
 
-    async def heartbeat(self) -> None:
-        """Called every second or so: tell the others this instance is alive."""
-
     # --- transfer records ------------------------------------------------------------
 
     async def create(self, offer: Offer, sender_id: str, room_id: str) -> Transfer:
@@ -165,7 +162,8 @@ class Backend(Protocol):
     async def relay_push(self, record: Transfer, frame: bytes, *, wait: bool) -> bool:
         """Hand a verified frame to whichever instance the receiver is connected to.
         With ``wait``, waits while the transfer's queue between instances is full; else
-        returns False at once if it is. Always False if the backend is not shared."""
+        returns False at once if it is. False (nothing queued) if the transfer is not
+        active, and always if the backend is not shared."""
 
     async def relay_pop(self, transfer_id: str, timeout: float) -> Sequence[bytes]:
         """The next frames for the receiver connected here (oldest first), waiting up to

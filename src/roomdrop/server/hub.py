@@ -40,6 +40,7 @@ from pydantic import BaseModel, ValidationError
 
 from roomdrop.clock import Clock, SystemClock
 from roomdrop.exceptions import (
+    BackendUnavailable,
     Forbidden,
     InvalidTransition,
     MimeTypeNotAllowed,
@@ -363,6 +364,8 @@ class Hub:
             self._close_replaced(member)
 
     def relay_ready(self, room_id: str, user_id: str, transfer_id: str) -> None:
+        if self._shut_down:
+            return
         if transfer_id in self.pumps:
             self._pump_poked.add(transfer_id)  # the pump must not stop now
         elif self._present(room_id, user_id) is not None:
@@ -799,6 +802,8 @@ class Hub:
                     await receiver.outbox.send_frame(frame)
         except (ConnectionError, asyncio.CancelledError):
             pass
+        except BackendUnavailable as exc:  # what it held is asked for again
+            log.warning("relay from another instance for %s stopped: %s", tid, exc)
         except Exception:
             log.exception("relay from another instance for %s failed", tid)
         finally:
@@ -834,7 +839,6 @@ class Hub:
         while True:
             await asyncio.sleep(interval)
             try:
-                await self.backend.heartbeat()
                 await self.sweep()
             except Exception:
                 log.exception("sweep failed")
@@ -903,6 +907,16 @@ class Hub:
                 member.outbox.close()
                 with contextlib.suppress(Exception):
                     await member.outbox.socket.close(1001, "server shutting down")
+
+    async def close(self) -> None:
+        """After :meth:`shutdown`: stop everything still running here (forwarders,
+        pumps, background work) before the backend closes under it."""
+        await self.shutdown()
+        tasks = [*self._tasks, *self.pumps.values()]
+        tasks += [link.forwarder for link in self.relays.values() if link.forwarder]
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
 
     # --- helpers ---------------------------------------------------------------------
 

@@ -52,9 +52,6 @@ class MemoryBackend:
     async def close(self) -> None:
         pass
 
-    async def heartbeat(self) -> None:
-        pass
-
     # --- transfer records ------------------------------------------------------------
 
     async def create(self, offer: Offer, sender_id: str, room_id: str) -> Transfer:

@@ -60,12 +60,21 @@ from pathlib import Path
 from typing import Final
 
 from cryptography.exceptions import InvalidTag
+from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
+from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 
 from roomdrop.exceptions import RelayClosed, StorageError
 from roomdrop.storage import describe_os_error
 
-__all__ = ["DIR_MODE", "NONCE_SIZE", "TAG_SIZE", "RelayClosed", "RelayStaging"]
+__all__ = [
+    "DIR_MODE",
+    "NONCE_SIZE",
+    "TAG_SIZE",
+    "FrameSeal",
+    "RelayClosed",
+    "RelayStaging",
+]
 
 DIR_MODE: Final = 0o700
 _TOUCH_EVERY: Final = 5.0
@@ -357,3 +366,32 @@ def _remove(path: Path) -> None:
         path.rmdir()
     else:
         path.unlink()
+
+
+class FrameSeal:
+    """AES-GCM for frames relayed between instances (through Redis).
+
+    Every instance of a deployment shares the server secret, so each derives the same
+    key for a transfer (HKDF-SHA256 over the secret, with the transfer id in its info)
+    and no key is ever stored or sent. A sealed frame is a fresh 96-bit nonce followed
+    by the ciphertext and tag; the associated data binds the transfer id, so a frame
+    moved to another transfer's queue fails to open.
+    """
+
+    _INFO = b"roomdrop relay between instances v1\0"
+
+    def __init__(self, secret: str, transfer_id: str) -> None:
+        key = HKDF(hashes.SHA256(), 32, salt=None, info=self._INFO + transfer_id.encode())
+        self._aead = AESGCM(key.derive(secret.encode()))
+        self._aad = _AAD_LABEL + transfer_id.encode()
+
+    def seal(self, frame: bytes) -> bytes:
+        nonce = secrets.token_bytes(NONCE_SIZE)
+        return nonce + self._aead.encrypt(nonce, frame, self._aad)
+
+    def open(self, sealed: bytes) -> bytes | None:
+        """The frame, or None if ``sealed`` is not one of this transfer's, intact."""
+        try:
+            return self._aead.decrypt(sealed[:NONCE_SIZE], sealed[NONCE_SIZE:], self._aad)
+        except InvalidTag:
+            return None

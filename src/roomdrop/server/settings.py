@@ -40,6 +40,12 @@ class Settings(BaseSettings):
         description="Namespace of the keys and channels in Redis: instances of one "
         "deployment share it.",
     )
+    instance_timeout: float = Field(
+        10.0,
+        gt=0,
+        description="With Redis: an instance silent this long is taken as gone, and its "
+        "participants as disconnected.",
+    )
     secret: SecretStr | None = Field(
         None,
         min_length=32,

@@ -1,0 +1,517 @@
+"""Several ``roomdrop serve`` instances sharing rooms through one real redis-server: the
+participants of a room connected to different instances see each other, signal, offer
+and accept; relayed chunks cross from one instance to the other byte for byte in bounded
+memory (on each instance and in Redis); limits and the room's bandwidth hold across
+instances; records survive a restart of every instance; a killed instance's participants
+are taken as gone, or carry on where they reconnect; Redis out of reach is a clear 503."""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import json
+import os
+import secrets
+import signal
+import time
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from test_server_relay import (
+    BIG,
+    CHUNK,
+    RSS_MARGIN,
+    MiB,
+    frame_of,
+    make_chunk,
+    sha256_of,
+    write_random_file,
+)
+from websockets.exceptions import ConnectionClosed
+
+from conftest import Client, Server, _check_errors, _watch, launch, names
+from redistools import RedisServer, start_redis
+from roomdrop.protocol.frames import decode_frame
+from roomdrop.server.redisbackend import QUEUE_FRAMES
+
+
+class Deployment:
+    """Instances of one deployment: one secret, one Redis, one key prefix."""
+
+    def __init__(self, request: pytest.FixtureRequest, base: Path, redis: RedisServer) -> None:
+        self.request, self.base, self.redis = request, base, redis
+        self.prefix = redis.prefix()
+        self.secret = secrets.token_urlsafe(32)
+        self.started: list[Server] = []
+
+    async def start(self, n: int = 2, **env: str) -> list[Server]:
+        """``n`` more instances, with ``env`` on top of the shared settings."""
+        shared = {"ROOMDROP_REDIS_URL": self.redis.url, "ROOMDROP_REDIS_PREFIX": self.prefix}
+        servers = []
+        for _ in range(n):
+            base = self.base / f"instance{len(self.started)}"
+            server = await asyncio.to_thread(launch, base, {**shared, **env}, secret=self.secret)
+            self.started.append(server)
+            _watch(self.request, server)
+            servers.append(server)
+        return servers
+
+    def key(self, *parts: str) -> str:
+        return ":".join((self.prefix, *parts))
+
+
+@pytest.fixture
+async def deployment(
+    request: pytest.FixtureRequest, tmp_path: Path, redis_server: RedisServer
+) -> AsyncIterator[Deployment]:
+    deployment = Deployment(request, tmp_path, redis_server)
+    yield deployment
+    started = deployment.started
+    for server in started:
+        await server.close_clients()
+    await asyncio.sleep(0.05)
+    complaints = [c for s in started if (c := s.stop())]
+    for server in started:
+        _check_errors(request, server, 0)
+    if complaints:
+        pytest.fail("\n".join(complaints))
+
+
+async def offered(a: Client, b: Client, **offer: Any) -> str:
+    """``a`` offers ``b`` a file and ``b`` accepts; the transfer id."""
+    tid = await a.offer(b.user, **offer)
+    await b.recv("file-share-offer")
+    await b.send("file-share-accept", {"transfer_id": tid})
+    await a.recv("file-share-accept")
+    await b.recv("file-share-accept")
+    return tid
+
+
+async def test_participants_on_two_instances_see_each_other_and_signal_only_the_one_named(
+    deployment: Deployment,
+) -> None:
+    one, two = await deployment.start(2)
+    room, alice, bob, carol = names("room", "alice", "bob", "carol")
+    a = await one.connect(room, alice)
+    b = await two.connect(room, bob)
+    assert (await a.recv("user-joined"))["payload"] == {"user_id": bob}
+    c = await two.connect(room, carol, room_state=False)
+    state = await c.recv("room-state")
+    assert state["payload"]["participants"] == sorted([alice, bob, carol])
+    assert (await a.recv("user-joined"))["payload"] == {"user_id": carol}
+    assert (await b.recv("user-joined"))["payload"] == {"user_id": carol}
+
+    await a.send("offer", {"target_id": bob, "type": "offer", "sdp": "v=0 from alice"})
+    signal_ = await b.recv("offer")
+    assert signal_["sender_id"] == alice and signal_["room_id"] == room
+    assert signal_["payload"]["sdp"] == "v=0 from alice"
+    await b.send("answer", {"target_id": alice, "type": "answer", "sdp": "v=0 from bob"})
+    assert (await a.recv("answer"))["sender_id"] == bob
+    candidate = {"target_id": bob, "candidate": "candidate:1 1 udp 1 127.0.0.1 9 typ host"}
+    await a.send("ice-candidate", candidate)
+    assert (await b.recv("ice-candidate"))["payload"]["candidate"] == candidate["candidate"]
+    await c.silent(0.5)  # carol, on bob's instance, got nothing meant for bob
+
+    await b.close()
+    assert (await a.recv("user-left"))["payload"] == {"user_id": bob}
+    assert (await c.recv("user-left"))["payload"] == {"user_id": bob}
+
+
+async def test_an_offer_made_on_one_instance_is_acted_on_from_the_other_with_one_record(
+    deployment: Deployment,
+) -> None:
+    one, two = await deployment.start(2)
+    room, alice, bob = names("room", "alice", "bob")
+    a = await one.connect(room, alice)
+    b = await two.connect(room, bob)
+    await a.recv("user-joined")
+    tid = await a.offer(bob, filename="../report.pdf")
+    offer = await b.recv("file-share-offer")
+    assert offer["sender_id"] == alice and offer["payload"]["filename"] == "report.pdf"
+
+    path = f"/webrtc/rooms/{room}/file-transfer/{tid}"
+    accepted = await two.request(bob, "POST", path + "/accept")
+    assert accepted.status_code == 200, accepted.text
+    assert (await a.recv("file-share-accept"))["sender_id"] == bob
+    assert (await one.transfer(room, alice, tid))["status"] == "active"
+
+    paused = await one.request(alice, "POST", path + "/pause")
+    assert paused.json()["status"] == "paused"
+    assert (await b.recv("file-share-pause"))["sender_id"] == alice
+    await b.send("file-share-resume", {"transfer_id": tid})
+    assert (await a.recv("file-share-resume"))["sender_id"] == bob
+    await a.send(
+        "file-share-progress",
+        {
+            "transfer_id": tid,
+            "chunks_sent": 2,
+            "bytes_transferred": 2 * CHUNK,
+            "progress_percent": 66.7,
+            "status": "active",
+        },
+    )
+    progress = await b.recv("file-share-progress")
+    assert progress["payload"]["chunks_sent"] == 2
+
+    deadline = time.monotonic() + 2
+    while (record := await two.transfer(room, bob, tid))["chunks_sent"] != 2:
+        assert time.monotonic() < deadline, f"progress never reached the shared record: {record}"
+        await asyncio.sleep(0.05)
+    assert record == {
+        **await one.transfer(room, alice, tid),
+        "speed_bps": record["speed_bps"],
+        "eta_seconds": record["eta_seconds"],
+    }
+    # a stranger, on either instance, may not read it; the wrong room is a 404
+    stranger = await two.request("mallory", "GET", path + "/progress")
+    assert stranger.status_code == 403
+    elsewhere = await one.request(alice, "GET", f"/webrtc/rooms/other/file-transfer/{tid}/progress")
+    assert elsewhere.status_code == 404
+    listed = await two.request(alice, "GET", "/webrtc/file-transfers")
+    assert [t["transfer_id"] for t in listed.json()] == [tid]
+
+    cancelled = await two.request(bob, "DELETE", path, params={"reason": "changed my mind"})
+    assert cancelled.json()["status"] == "cancelled"
+    assert (await a.recv("file-share-cancel"))["payload"]["reason"] == "changed my mind"
+    accept_again = await one.request(bob, "POST", path + "/accept")
+    assert accept_again.status_code == 409, accept_again.text
+
+
+async def test_a_100_mb_file_relayed_across_instances_arrives_byte_for_byte_in_bounded_memory(
+    deployment: Deployment, tmp_path: Path
+) -> None:
+    one, two = await deployment.start(2)
+    source, target = tmp_path / "source.bin", tmp_path / "received.bin"
+    sha = await asyncio.to_thread(write_random_file, source, BIG)
+    total = BIG // CHUNK
+    room, alice, bob = names("room", "alice", "bob")
+    a = await one.connect(room, alice)
+    b = await two.connect(room, bob)
+    await a.recv("user-joined")
+    tid = await offered(a, b, size=BIG, sha256=sha)
+    queue_key = deployment.key("q", tid)
+    redis = deployment.redis.client()
+    idle = {"one": one.rss_bytes(), "two": two.rss_bytes()}
+    peak = dict(idle)
+    redis_idle = int(redis.info("memory")["used_memory"])
+    redis_peak, longest_queue = redis_idle, 0
+    done = asyncio.Event()
+
+    async def watch() -> None:
+        nonlocal redis_peak, longest_queue
+        while not done.is_set():
+            peak["one"] = max(peak["one"], one.rss_bytes())
+            peak["two"] = max(peak["two"], two.rss_bytes())
+            redis_peak = max(redis_peak, int(redis.info("memory")["used_memory"]))
+            longest_queue = max(longest_queue, int(redis.llen(queue_key)))
+            await asyncio.sleep(0.02)
+
+    async def send() -> None:
+        with source.open("rb") as f:
+            for index in range(total):
+                await a.send_raw(frame_of(make_chunk(tid, index, total, f.read(CHUNK))))
+
+    async def receive() -> None:
+        held: set[int] = set()
+        fd = os.open(target, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        try:
+            while len(held) < total:
+                message = await asyncio.wait_for(b.ws.recv(), 10)
+                if isinstance(message, str):
+                    assert json.loads(message)["type"] == "file-share-progress", message
+                    continue
+                frame = decode_frame(message)
+                assert frame.transfer_id == tid and frame.is_whole
+                assert hashlib.sha256(frame.data).hexdigest() == frame.checksum
+                assert frame.chunk_index not in held, f"chunk {frame.chunk_index} twice"
+                os.pwrite(fd, frame.data, frame.chunk_index * CHUNK)
+                held.add(frame.chunk_index)
+        finally:
+            os.close(fd)
+
+    watcher = one.spawn(watch())
+    receiver = one.spawn(receive())
+    started = time.monotonic()
+    try:
+        await asyncio.wait_for(asyncio.gather(send(), receiver), 120)
+    finally:
+        done.set()
+        await watcher
+    elapsed = time.monotonic() - started
+
+    assert await asyncio.to_thread(sha256_of, target) == sha
+    for name in ("one", "two"):
+        assert peak[name] < idle[name] + RSS_MARGIN, (
+            f"instance {name}'s RSS rose from {idle[name] / MiB:.1f} to {peak[name] / MiB:.1f} "
+            f"MiB while {BIG / MiB:.0f} MiB crossed in {elapsed:.1f} s"
+        )
+    assert 0 < longest_queue <= QUEUE_FRAMES, f"queue between instances reached {longest_queue}"
+    assert redis_peak - redis_idle < 16 * MiB, (
+        f"Redis grew by {(redis_peak - redis_idle) / MiB:.1f} MiB relaying {BIG / MiB:.0f} MiB"
+    )
+    await b.send("file-share-complete", {"transfer_id": tid, "sha256": sha})
+    assert (await a.recv("file-share-complete"))["payload"]["sha256"] == sha
+    record = await two.transfer(room, bob, tid)
+    assert (record["status"], record["bytes_transferred"]) == ("completed", BIG)
+    finished = time.monotonic()
+    while redis.exists(queue_key) or (one.data_dir / "relay" / tid).exists():
+        assert time.monotonic() - finished < 1.0, "relay queue or staging left after completion"
+        await asyncio.sleep(0.02)
+    redis.close()
+
+
+async def test_limits_hold_across_instances(deployment: Deployment) -> None:
+    one, two = await deployment.start(
+        2, ROOMDROP_MAX_TRANSFERS_PER_USER="1", ROOMDROP_MAX_TRANSFERS_PER_ROOM="2"
+    )
+    room, alice, bob, carol, dave, erin = names("room", "alice", "bob", "carol", "dave", "erin")
+    a = await one.connect(room, alice)
+    await two.connect(room, bob)
+    await two.connect(room, carol)
+    await one.connect(room, dave)
+    await two.connect(room, erin)
+    await a.offer(bob)
+    await a.recv("file-share-offer")
+    body = {"receiver_id": carol, "filename": "f.bin", "file_size": 10, "sha256": "0" * 64}
+    path = f"/webrtc/rooms/{room}/file-transfer/offer"
+    refused = await two.request(alice, "POST", path, json=body)
+    assert refused.status_code == 429, refused.text
+    assert refused.json() == {
+        "code": "too-many-transfers",
+        "detail": f"{alice} already has 1 transfers under way",
+    }
+    second = await two.request(carol, "POST", path, json={**body, "receiver_id": dave})
+    assert second.status_code == 200, second.text
+    third = await one.request(erin, "POST", path, json={**body, "receiver_id": erin + "x"})
+    assert third.status_code == 403  # not in the room: checked before the limits
+    full = await one.request(erin, "POST", path, json={**body, "receiver_id": erin})
+    assert full.status_code == 422  # one's own receiver
+    await two.connect(room, erin + "x")
+    room_full = await one.request(erin, "POST", path, json={**body, "receiver_id": erin + "x"})
+    assert room_full.status_code == 429, room_full.text
+    assert room_full.json()["detail"] == f"room {room} already has 2 transfers under way"
+
+
+async def test_the_rooms_relay_bandwidth_is_one_budget_for_every_instance(
+    deployment: Deployment,
+) -> None:
+    rate = 2_000_000
+    one, two = await deployment.start(2, ROOMDROP_ROOM_BANDWIDTH=str(rate))
+    room, alice, bob, carol, dave = names("room", "alice", "bob", "carol", "dave")
+    a, d = await one.connect(room, alice), await one.connect(room, dave)
+    b, c = await two.connect(room, bob), await two.connect(room, carol)
+    size = 400 * CHUNK
+    first = await offered(a, b, size=size)
+    second = await offered(c, d, size=size)
+    data = os.urandom(CHUNK)
+    received = 0
+    window = 3.0
+
+    async def send(sender: Client, tid: str) -> None:
+        for index in range(size // CHUNK):
+            await sender.send_raw(frame_of(make_chunk(tid, index, size // CHUNK, data)))
+
+    async def receive(receiver: Client) -> None:
+        nonlocal received
+        while True:
+            message = await receiver.ws.recv()
+            if isinstance(message, bytes):
+                received += len(decode_frame(message).data)
+
+    tasks = [one.spawn(send(a, first)), one.spawn(send(c, second))]
+    tasks += [one.spawn(receive(b)), one.spawn(receive(d))]
+    started = time.monotonic()
+    await asyncio.sleep(window)
+    elapsed = time.monotonic() - started
+    for task in tasks:
+        task.cancel()
+    await asyncio.gather(*tasks, return_exceptions=True)
+    for client in (a, b, c, d):  # they stopped reading: no closing handshake
+        client.drop()
+    allowed = rate * elapsed + rate + 2 * CHUNK  # the rate, one burst, chunks in flight
+    assert received <= allowed, (
+        f"{received / 1e6:.1f} MB relayed in {elapsed:.1f} s through two instances of a room "
+        f"limited to {rate / 1e6:.0f} MB/s (at most {allowed / 1e6:.1f} MB)"
+    )
+    assert received >= 0.5 * rate * elapsed, f"only {received / 1e6:.2f} MB relayed"
+
+
+async def test_records_survive_a_restart_of_every_instance_and_resume_when_both_are_back(
+    deployment: Deployment,
+) -> None:
+    one, two = await deployment.start(2)
+    room, alice, bob = names("room", "alice", "bob")
+    a = await one.connect(room, alice)
+    b = await two.connect(room, bob)
+    await a.recv("user-joined")
+    tid = await offered(a, b, filename="holiday.mov", size=5 * CHUNK)
+    await a.send_raw(frame_of(make_chunk(tid, 0, 5, os.urandom(CHUNK))))
+    await b.recv_frame()
+    await b.send(
+        "file-share-progress",
+        {
+            "transfer_id": tid,
+            "chunks_sent": 1,
+            "bytes_transferred": CHUNK,
+            "progress_percent": 20.0,
+            "status": "active",
+        },
+    )
+    await a.recv("file-share-progress")
+    for server in (one, two):  # SIGTERM: the active transfer is paused, not lost
+        assert server.stop() is None
+        server.stopped_by_test = True
+
+    (three,) = await deployment.start(1)
+    record = await three.transfer(room, alice, tid)
+    assert record["status"] == "paused"
+    assert (record["filename"], record["file_size"], record["chunks_sent"]) == (
+        "holiday.mov",
+        5 * CHUNK,
+        1,
+    )
+    a = await three.connect(room, alice, room_state=False)
+    state = await a.recv("room-state")
+    assert [t["transfer_id"] for t in state["payload"]["transfers"]] == [tid]
+    b = await three.connect(room, bob)
+    assert (await a.recv("file-share-resume"))["payload"]["reason"] == "reconnected"
+    assert (await b.recv("file-share-resume"))["payload"]["reason"] == "reconnected"
+    assert (await three.transfer(room, bob, tid))["status"] == "active"
+
+
+async def test_a_participant_of_a_killed_instance_carries_on_where_it_reconnects(
+    deployment: Deployment,
+) -> None:
+    one, two = await deployment.start(2, ROOMDROP_INSTANCE_TIMEOUT="1")
+    room, alice, bob = names("room", "alice", "bob")
+    a = await one.connect(room, alice)
+    b = await two.connect(room, bob)
+    await a.recv("user-joined")
+    tid = await offered(a, b, size=3 * CHUNK)
+    one.process.send_signal(signal.SIGKILL)
+    one.process.wait()
+    one.stopped_by_test = True
+    a = await two.connect(room, alice)  # at once, before anyone notices the kill
+    data = os.urandom(CHUNK)
+    await a.send_raw(frame_of(make_chunk(tid, 1, 3, data)))
+    assert decode_frame(await b.recv_frame()).data == data
+    await asyncio.sleep(2.5)  # the dead instance's heartbeat has expired: it is claimed
+    await b.silent(0.5, ignore=("file-share-progress", "user-joined"))
+    assert (await two.transfer(room, bob, tid))["status"] == "active"
+
+
+async def test_the_participants_of_an_instance_that_vanished_are_taken_as_gone(
+    deployment: Deployment,
+) -> None:
+    one, two = await deployment.start(
+        2, ROOMDROP_INSTANCE_TIMEOUT="1", ROOMDROP_RECONNECT_GRACE="2"
+    )
+    room, alice, bob = names("room", "alice", "bob")
+    a = await one.connect(room, alice)
+    b = await two.connect(room, bob)
+    await a.recv("user-joined")
+    tid = await offered(a, b, size=3 * CHUNK)
+    killed = time.monotonic()
+    one.process.send_signal(signal.SIGKILL)
+    one.process.wait()
+    one.stopped_by_test = True
+    assert (await b.recv("user-left", timeout=5))["payload"] == {"user_id": alice}
+    noticed = time.monotonic() - killed
+    pause = await b.recv("file-share-pause")
+    assert pause["payload"]["reason"] == f"{alice} disconnected"
+    cancel = await b.recv("file-share-cancel", timeout=5)
+    assert cancel["payload"]["reason"] == f"sender {alice} did not come back"
+    assert noticed < 3.5, f"the killed instance was noticed after {noticed:.1f} s"
+    assert (await two.transfer(room, bob, tid))["status"] == "cancelled"
+
+
+async def test_joining_again_on_another_instance_replaces_the_first_connection(
+    deployment: Deployment,
+) -> None:
+    one, two = await deployment.start(2)
+    room, alice, bob = names("room", "alice", "bob")
+    first = await one.connect(room, alice)
+    b = await one.connect(room, bob)
+    await first.recv("user-joined")
+    await two.connect(room, alice)
+    with pytest.raises(ConnectionClosed):
+        while True:
+            await asyncio.wait_for(first.ws.recv(), 5)
+    assert first.ws.close_code == 4409
+    assert (await b.recv("user-joined"))["payload"] == {"user_id": alice}
+    await b.silent(0.5)  # alice never left: bob is told nothing more
+
+
+async def test_a_pause_on_the_receivers_instance_stops_the_relay_on_the_senders(
+    deployment: Deployment,
+) -> None:
+    one, two = await deployment.start(2)
+    room, alice, bob = names("room", "alice", "bob")
+    a = await one.connect(room, alice)
+    b = await two.connect(room, bob)
+    await a.recv("user-joined")
+    total = 400
+    tid = await offered(a, b, size=total * CHUNK)
+    data = os.urandom(CHUNK)
+
+    async def send() -> None:  # bob does not read: his socket, the queue between
+        for index in range(total):  # instances, then alice's staging fill up
+            await a.send_raw(frame_of(make_chunk(tid, index, total, data)))
+
+    one.spawn(send())
+    staging = one.data_dir / "relay" / tid
+    deadline = time.monotonic() + 10
+    while not staging.exists():
+        assert time.monotonic() < deadline, "the sender's instance never staged a chunk"
+        await asyncio.sleep(0.02)
+    await b.send("file-share-pause", {"transfer_id": tid})
+    await a.recv("file-share-pause")
+    paused = time.monotonic()
+    redis = deployment.redis.client()
+    queue_key = deployment.key("q", tid)
+    while staging.exists() or redis.exists(queue_key):
+        assert time.monotonic() - paused < 1.0, "relay still held 1 s after the pause"
+        await asyncio.sleep(0.02)
+    redis.close()
+    # the frame the staging held back is refused as relay-closed, the later ones as not active
+    codes = [(await a.recv_refusal())["payload"]["code"]]
+    while codes[-1] != "transfer-not-active":
+        codes.append((await a.recv_refusal())["payload"]["code"])
+    assert set(codes) <= {"relay-closed", "transfer-not-active"}, codes
+    a.drop()  # its refusals pile up unread: no closing handshake
+    b.drop()
+
+
+async def test_without_redis_requests_are_refused_with_503_and_work_again_when_it_is_back(
+    request: pytest.FixtureRequest, tmp_path: Path
+) -> None:
+    redis = start_redis(tmp_path / "redis")
+    server = await asyncio.to_thread(launch, tmp_path / "serve", {"ROOMDROP_REDIS_URL": redis.url})
+    _watch(request, server)
+    try:
+        room, alice = names("room", "alice")
+        assert (await server.request(alice, "GET", "/webrtc/file-transfers")).status_code == 200
+        redis.stop()
+        refused = await server.request(alice, "GET", "/webrtc/file-transfers")
+        assert refused.status_code == 503, refused.text
+        assert refused.json()["code"] == "backend-unavailable"
+        ws = await server.open_ws(room, server.token(alice))
+        with pytest.raises(ConnectionClosed):
+            await asyncio.wait_for(ws.recv(), 10)
+        assert ws.close_code == 1013
+        assert (await server.request(None, "GET", "/healthz")).status_code == 200
+
+        again = await asyncio.to_thread(start_redis, tmp_path / "redis", redis.port)
+        deadline = time.monotonic() + 10
+        while (await server.request(alice, "GET", "/webrtc/file-transfers")).status_code != 200:
+            assert time.monotonic() < deadline, "the server never recovered its Redis"
+            await asyncio.sleep(0.2)
+        client = await server.connect(room, alice)
+        assert client.user == alice
+        again.stop()
+    finally:
+        await server.close_clients()
+        server.stop()
+        redis.stop()
