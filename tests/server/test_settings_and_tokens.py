@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import os
 import stat
 import subprocess
 import sys
@@ -11,6 +12,7 @@ from pathlib import Path
 import jwt
 import pytest
 
+from redistools import RedisServer
 from roomdrop.exceptions import Unauthorized
 from roomdrop.server.auth import TokenAuthority, load_secret
 from roomdrop.server.settings import Settings
@@ -66,6 +68,28 @@ def test_roomdrop_token_prints_a_token_the_server_accepts(tmp_path: Path) -> Non
     assert authority.verify(printed) == "alice"
     claims = jwt.decode(printed, options={"verify_signature": False})
     assert claims["exp"] - claims["iat"] == 60
+
+
+def test_with_redis_and_no_secret_every_instance_and_roomdrop_token_share_one_secret(
+    tmp_path: Path, redis_server: RedisServer
+) -> None:
+    prefix = redis_server.prefix()
+    env = {k: v for k, v in os.environ.items() if not k.startswith("ROOMDROP_")}
+    env["ROOMDROP_REDIS_PREFIX"] = prefix
+    command = [sys.executable, "-m", "roomdrop.cli", "token", "alice", "--redis-url"]
+    printed = subprocess.run(
+        [*command, redis_server.url, "--data-dir", str(tmp_path / "a")],
+        capture_output=True,
+        text=True,
+        check=True,
+        env=env,
+    ).stdout.strip()
+    # another machine's instance: another data directory, the same Redis and prefix
+    elsewhere = Settings(data_dir=tmp_path / "b", redis_url=redis_server.url, redis_prefix=prefix)
+    assert TokenAuthority(load_secret(elsewhere)).verify(printed) == "alice"
+    assert not (tmp_path / "a" / "secret.key").exists(), "the secret lives in Redis only"
+    with redis_server.client() as client:
+        assert len(client.get(f"{prefix}:secret") or b"") >= 32
 
 
 @pytest.mark.parametrize(

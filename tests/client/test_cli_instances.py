@@ -1,0 +1,93 @@
+"""The real ``roomdrop send`` and ``receive`` against several instances sharing Redis:
+participants connected to different instances transfer peer to peer (signalling crosses
+between instances) and through the relay (chunks cross between instances); when the
+instance a transfer runs through is killed, both commands move to another one and the
+same transfer goes on from the chunks still missing, not offered again."""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+from clitools import MB, Room, sha256_of, write_random
+
+from redistools import RedisServer
+
+pytestmark = pytest.mark.timeout(240)
+
+#: chunks in flight when an instance dies are lost and sent again (see test_cli_failover)
+IN_FLIGHT = 12 * MB
+
+
+async def deployment(start: Any, redis: RedisServer, n: int = 2, **env: str) -> list[Any]:
+    """``n`` instances sharing ``redis`` under a fresh prefix, with one secret."""
+    shared = {"ROOMDROP_REDIS_URL": redis.url, "ROOMDROP_REDIS_PREFIX": redis.prefix(), **env}
+    first = await start(name="i0", **shared)
+    others = [await start(name=f"i{k}", secret=first.secret, **shared) for k in range(1, n)]
+    return [first, *others]
+
+
+@pytest.mark.parametrize("transport", ["p2p", "relay"])
+async def test_participants_on_two_instances_transfer_a_file(
+    start: Any, room_on: Any, redis_server: RedisServer, tmp_path: Path, transport: str
+) -> None:
+    one, two = await deployment(start, redis_server)
+    room: Room = room_on(one)
+    source = tmp_path / "photos.tar"
+    size = 20 * MB
+    digest = write_random(source, size)
+    receiver = room.receive(tmp_path / "inbox", server_args=["--server", two.url])
+    await room.joined(receiver)
+    sender = room.send(source, transport=transport, server_args=["--server", one.url])
+
+    assert await sender.wait(120) == 0, sender.report()
+    assert await receiver.wait(30) == 0, receiver.report()
+    got, sent = receiver.result(), sender.result()
+    assert (got["status"], got["sha256"]) == ("completed", digest)
+    assert got["transport"] == sent["transport"] == transport
+    other = "relay" if transport == "p2p" else "p2p"
+    assert got["bytes_via"] == {transport: size, other: 0}, got["bytes_via"]
+    assert sha256_of(tmp_path / "inbox" / "photos.tar") == digest
+    async with httpx.AsyncClient(base_url=two.url) as http:
+        path = f"/webrtc/rooms/{room.name}/file-transfer/{got['transfer_id']}/progress"
+        record = (await http.get(path, headers=one.headers(room.alice))).json()
+    assert (record["status"], record["bytes_transferred"]) == ("completed", size)
+
+
+async def test_when_their_instance_is_killed_both_move_to_another_and_the_transfer_goes_on(
+    start: Any, room_on: Any, redis_server: RedisServer, tmp_path: Path
+) -> None:
+    a, b = await deployment(start, redis_server, ROOMDROP_ROOM_BANDWIDTH="10000000")
+    room: Room = room_on(a, server_args=["--server", f"{a.url},{b.url}"])
+    source = tmp_path / "movie.bin"
+    size = 60 * MB
+    digest = write_random(source, size)
+    receiver = room.receive(tmp_path / "inbox")
+    await room.joined(receiver)
+    sender = room.send(source, transport="relay")
+    before = await receiver.progress_at_least(40)
+    a.stopped_by_test = True
+    a.process.kill()  # SIGKILL: no goodbye, every socket reset
+    a.process.wait()
+    killed_at = time.monotonic()
+
+    assert await sender.wait(120) == 0, sender.report()
+    assert await receiver.wait(30) == 0, receiver.report()
+    took = time.monotonic() - killed_at
+    for command in (sender, receiver):
+        notes = [n["message"] for n in command.events("note")]
+        assert f"reconnected to the server at {b.url}" in notes, notes
+    sender_notes = [n["message"] for n in sender.events("note")]
+    assert not any(n.startswith("the server lost") for n in sender_notes), sender_notes
+
+    got, sent = receiver.result(), sender.result()
+    assert got["transfer_id"] == sent["transfer_id"] == before["transfer_id"]
+    assert (got["status"], got["sha256"]) == ("completed", digest)
+    assert got["moved_bytes"] == size, "every chunk was stored once"
+    # from the first missing chunk: only what was in flight when a died travelled twice
+    assert size <= sent["moved_bytes"] <= size + IN_FLIGHT, sent["moved_bytes"]
+    assert sha256_of(tmp_path / "inbox" / "movie.bin") == digest
+    assert took < 60, took
