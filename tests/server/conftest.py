@@ -497,3 +497,64 @@ async def start_server(
     await asyncio.sleep(0.05)
     for server in _own_servers:
         _check_errors(request, server, 0)
+
+
+# --- several instances sharing Redis ---------------------------------------------------
+
+
+class Deployment:
+    """Instances of one deployment: one secret, one Redis, one key prefix."""
+
+    def __init__(self, request: pytest.FixtureRequest, base: Path, redis: RedisServer) -> None:
+        self.request, self.base, self.redis = request, base, redis
+        self.prefix = redis.prefix()
+        self.secret = secrets.token_urlsafe(32)
+        self.started: list[Server] = []
+
+    async def start(self, n: int = 2, **env: str) -> list[Server]:
+        """``n`` more instances, with ``env`` on top of the shared settings."""
+        shared = {"ROOMDROP_REDIS_URL": self.redis.url, "ROOMDROP_REDIS_PREFIX": self.prefix}
+        servers = []
+        for _ in range(n):
+            base = self.base / f"instance{len(self.started)}"
+            server = await asyncio.to_thread(launch, base, {**shared, **env}, secret=self.secret)
+            self.started.append(server)
+            _watch(self.request, server)
+            servers.append(server)
+        return servers
+
+    def key(self, *parts: str) -> str:
+        """A key of this deployment in Redis."""
+        return ":".join((self.prefix, *parts))
+
+
+@pytest.fixture
+async def deployments(
+    request: pytest.FixtureRequest, tmp_path: Path
+) -> AsyncIterator[Callable[[RedisServer | None], Deployment]]:
+    """``deployments()``: a deployment on the session's Redis; ``deployments(redis)`` on
+    another one. Every instance is stopped, and its log checked for errors, at the end."""
+    made: list[Deployment] = []
+
+    def make(redis: RedisServer | None = None) -> Deployment:
+        redis = redis or request.getfixturevalue("redis_server")
+        deployment = Deployment(request, tmp_path / f"deployment{len(made)}", redis)
+        made.append(deployment)
+        return deployment
+
+    yield make
+    started = [server for deployment in made for server in deployment.started]
+    for server in started:
+        await server.close_clients()
+    await asyncio.sleep(0.05)
+    complaints = [c for s in started if (c := s.stop())]
+    for server in started:
+        _check_errors(request, server, 0)
+    if complaints:
+        pytest.fail("\n".join(complaints))
+
+
+@pytest.fixture
+def deployment(deployments: Callable[[RedisServer | None], Deployment]) -> Deployment:
+    """Instances sharing the session's Redis: ``await deployment.start(2)``."""
+    return deployments(None)

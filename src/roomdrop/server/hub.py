@@ -13,12 +13,16 @@ this room, and come from the party allowed to send it) and the state table befor
 recorded, then forwarded to the other party. The same methods serve the REST routes, so
 a REST action and its WebSocket twin have the same effect and send the same messages.
 
-Records live in a :class:`~roomdrop.manager.FileTransferManager` with no download
-directory: the server holds no end of a transfer, only its record, its policy and its
-state. Relayed chunks are verified, staged encrypted (:mod:`roomdrop.server.relay`) and
-forwarded by one task per transfer; a disconnect pauses the transfers of the one who
-left, and a sender that does not come back within the grace window has its transfers
-cancelled.
+The hub holds only what is this instance's own: its participants' sockets, the relay
+links of the transfers whose sender is connected here, and the pumps bringing frames
+from other instances to receivers connected here. Records, presence, grace windows and
+delivery to participants elsewhere go through a :class:`~roomdrop.server.backend.Backend`
+(in this process's memory by default, Redis when instances share rooms). Relayed chunks
+are verified, then go straight to the receiver's socket when it keeps up, or staged
+encrypted (:mod:`roomdrop.server.relay`) and forwarded by one task per transfer, to the
+socket here or through the backend to the receiver's instance. A disconnect pauses the
+transfers of the one who left; a sender that does not come back within the grace window
+has its transfers cancelled (the sweeper ends grace windows, idle and expired transfers).
 
 This module imports no web framework: ``routes.py`` adapts FastAPI to it.
 """
@@ -840,6 +844,8 @@ class Hub:
             await asyncio.sleep(interval)
             try:
                 await self.sweep()
+            except BackendUnavailable as exc:  # said once per second until it is back
+                log.warning("sweep skipped: %s", exc)
             except Exception:
                 log.exception("sweep failed")
 
@@ -886,6 +892,21 @@ class Hub:
         if self._shut_down:
             return
         self._shut_down = True
+        try:
+            await self._pause_all_here("server shutting down")
+        except BackendUnavailable as exc:  # the records are out of reach: close anyway
+            log.warning("shutting down without pausing transfers: %s", exc)
+        for tid in list(self.relays) + list(self.pumps):
+            await self._close_relay(tid)
+        await asyncio.sleep(0.1)  # let the writers flush the pause messages
+        for room in list(self.rooms.values()):
+            for member in list(room.members.values()):
+                member.outbox.close()
+                with contextlib.suppress(Exception):
+                    await member.outbox.socket.close(1001, "server shutting down")
+
+    async def _pause_all_here(self, reason: str) -> None:
+        """Pause every active transfer with a party connected here, as a disconnect."""
         here = {(room_id, user) for room_id, room in self.rooms.items() for user in room.members}
         for record in await self.backend.records(live_only=True):
             parties = {(record.room_id, record.sender_id), (record.room_id, record.receiver_id)}
@@ -895,18 +916,8 @@ class Hub:
                 except InvalidTransition:
                     continue
                 await self.backend.mark_disconnect_paused(record.transfer_id)
-                payload = TransferRef(
-                    transfer_id=UUID(record.transfer_id), reason="server shutting down"
-                )
+                payload = TransferRef(transfer_id=UUID(record.transfer_id), reason=reason)
                 self._to_parties(record, T.FILE_SHARE_PAUSE, payload, None)
-        for tid in list(self.relays) + list(self.pumps):
-            await self._close_relay(tid)
-        await asyncio.sleep(0.1)  # let the writers flush the pause messages
-        for room in list(self.rooms.values()):
-            for member in list(room.members.values()):
-                member.outbox.close()
-                with contextlib.suppress(Exception):
-                    await member.outbox.socket.close(1001, "server shutting down")
 
     async def close(self) -> None:
         """After :meth:`shutdown`: stop everything still running here (forwarders,

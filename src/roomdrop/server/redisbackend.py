@@ -36,12 +36,16 @@ windows and the relay queue's bounded push are Lua scripts.
 
 The relay between instances: the sender's instance verifies a chunk, encrypts the
 whole frame with AES-GCM under a key derived from the server secret and the transfer
-id (HKDF-SHA256; no key is stored anywhere, and Redis never holds a chunk in the
-clear), and pushes it onto ``P:q:{tid}`` only while fewer than ``QUEUE_FRAMES`` wait
-there (else it waits: back-pressure to the sender's socket). Pushing onto an empty
-queue announces the frames on the receiver's channel; the instance hosting the
+id (HKDF-SHA256, :class:`~roomdrop.server.relay.FrameSeal`; no key is stored anywhere,
+and Redis never holds a chunk in the clear), and pushes it onto ``P:q:{tid}`` (with the
+record's status read in the same ``MULTI``: a transfer no longer active has its queue
+dropped) only while fewer than ``QUEUE_FRAMES`` wait there (else it waits:
+back-pressure to the sender's socket). Pushing onto an empty queue announces the frames
+on the receiver's channel (at most every ``ANNOUNCE_EVERY``); the instance hosting the
 receiver pops them (``BLMPOP``), decrypts and sends them as the receiver's socket takes
 them. Memory: ``QUEUE_FRAMES`` frames per transfer in Redis, one batch on each side.
+(A Lua script taking the frame as an argument cost Redis ~150 us a chunk, copying it;
+the pipeline costs ~10.)
 
 Liveness: every instance refreshes ``P:i:{instance}`` several times per
 ``ROOMDROP_INSTANCE_TIMEOUT`` (10 s); one whose key expired vanished without leaving
@@ -94,6 +98,9 @@ QUEUE_FRAMES: Final = 16
 KEEP_FINISHED: Final = 3600.0
 """Seconds an ended transfer's record stays readable."""
 POP_BATCH: Final = 16
+ANNOUNCE_EVERY: Final = 0.5
+"""Seconds between two announcements of frames waiting for one transfer (a receiver's
+pump stops only after 1 s without frames, twice that)."""
 _PROGRESS_FIELDS: Final = ("chunks_sent", "bytes_transferred", "last_activity", "meter")
 _STATE_FIELDS: Final = tuple(
     f.name for f in dataclasses.fields(Transfer) if f.name not in _PROGRESS_FIELDS
@@ -138,13 +145,6 @@ _CLAIM_DUE = """
 local due = redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', ARGV[1], 'LIMIT', 0, 100)
 for _, m in ipairs(due) do redis.call('ZREM', KEYS[1], m) end
 return due
-"""
-_PUSH = """
-if redis.call('HGET', KEYS[2], 'status') ~= 'active' then return -2 end
-if redis.call('LLEN', KEYS[1]) >= tonumber(ARGV[2]) then return -1 end
-local n = redis.call('RPUSH', KEYS[1], ARGV[1])
-redis.call('PEXPIRE', KEYS[1], ARGV[3])
-return n
 """
 _PROGRESS = """
 if redis.call('HGET', KEYS[1], 'status') == 'active' then
@@ -278,6 +278,8 @@ class RedisBackend:
         )
         self._secret = secret
         self._seals: dict[str, FrameSeal] = {}
+        self._queued: dict[str, int] = {}  # transfer -> its queue's length, last seen
+        self._announced: dict[str, float] = {}  # transfer -> when its frames were announced
         self._cache: dict[str, Transfer] = {}
         self._inbound: Inbound | None = None
         self._pubsub: Any = None
@@ -293,7 +295,6 @@ class RedisBackend:
         self._leave = self.r.register_script(_LEAVE)
         self._reap = self.r.register_script(_REAP)
         self._claim_due = self.r.register_script(_CLAIM_DUE)
-        self._push = self.r.register_script(_PUSH)
         self._progress = self.r.register_script(_PROGRESS)
         self._bucket = self.r.register_script(_BUCKET)
         self._changed = f"{self.p}:changed".encode()
@@ -326,7 +327,7 @@ class RedisBackend:
 
     async def close(self) -> None:
         """Flush what waits to be published, then stop. The heartbeat key goes, so that
-        participants still recorded here are taken as gone at once."""
+        participants still recorded here (if any) are taken as gone at once."""
         if self._writer is not None:
             for _ in range(50):
                 if not self._outgoing:
@@ -337,6 +338,9 @@ class RedisBackend:
             if task is not None:
                 task.cancel()
         with contextlib.suppress(RedisError, OSError):
+            hosted = self._k("i", self.instance_id, "m")
+            if not await self.r.scard(hosted):  # everyone left properly: nothing to reap
+                await self.r.srem(self._k("insts"), self.instance_id)
             await self.r.delete(self._k("i", self.instance_id))
         with contextlib.suppress(RedisError, OSError, RuntimeError):
             if self._pubsub is not None:
@@ -670,10 +674,14 @@ class RedisBackend:
         room_channel = self._room_channel(room_id)
         self._room_channels[room_channel] = room_id
         await self._subscribe(room_channel)
-        returning, previous = await self._join(
-            keys=[self._k("m", room_id), self._k("g"), self._k("i", self.instance_id, "m")],
-            args=[user_id, f"{self.instance_id}/{conn_id}", self._who(room_id, user_id)],
-        )
+        try:
+            returning, previous = await self._join(
+                keys=[self._k("m", room_id), self._k("g"), self._k("i", self.instance_id, "m")],
+                args=[user_id, f"{self.instance_id}/{conn_id}", self._who(room_id, user_id)],
+            )
+        except BaseException:
+            await self._unsubscribe_member(room_id, user_id)
+            raise
         if previous:  # a connection of theirs elsewhere (or here) is replaced
             self._publish(channel, {"k": "kick", "c": conn_id})
         return bool(returning)
@@ -690,13 +698,16 @@ class RedisBackend:
                 self.instance_id,
             ],
         )
+        await self._unsubscribe_member(room_id, user_id)
+        return bool(left)
+
+    async def _unsubscribe_member(self, room_id: str, user_id: str) -> None:
         channel = self._user_channel(room_id, user_id)
         if await self._unsubscribe(channel):
             self._user_channels.pop(channel, None)
         room_channel = self._room_channel(room_id)
         if await self._unsubscribe(room_channel):
             self._room_channels.pop(room_channel, None)
-        return bool(left)
 
     @_unavailable
     async def members(self, room_id: str) -> list[str]:
@@ -722,6 +733,7 @@ class RedisBackend:
                 continue  # another instance claimed it first
             hosted = self._k("i", inst, "m")
             deadline = repr(self.clock.time() + self.settings.reconnect_grace)
+            gone = 0
             for entry in await self.r.smembers(hosted):
                 room_id, user_id = json.loads(entry)
                 if await self._reap(
@@ -729,8 +741,10 @@ class RedisBackend:
                     args=[user_id, inst, entry, deadline],
                 ):
                     found.append((room_id, user_id))
+                    gone += 1
             await self.r.delete(hosted)
-            log.warning("instance %s stopped answering; %d participants left", inst, len(found))
+            if gone:
+                log.warning("instance %s stopped answering; %d participants left", inst, gone)
         return found
 
     # --- delivery to other instances -------------------------------------------------
@@ -754,28 +768,46 @@ class RedisBackend:
     @_unavailable
     async def relay_push(self, record: Transfer, frame: bytes, *, wait: bool) -> bool:
         tid = record.transfer_id
-        sealed = self._seal(tid).seal(frame)
-        key, record_key = self._k("q", tid), self._k("t", tid)
-        ttl_ms = str(int(self.settings.expiry * 1000))
-        delay, waited, announced = 0.001, 0.0, time.monotonic()
-        while True:
-            n = await self._push(keys=[key, record_key], args=[sealed, QUEUE_FRAMES, ttl_ms])
-            if n == 1:
-                self._announce(record)
-            if n > 0:
-                return True
-            if n == -2 or not wait:  # -2: no longer active (paused, ended): not queued
+        key = self._k("q", tid)
+        delay, announced = 0.001, time.monotonic()
+        # what this instance last saw of the queue's length is an upper bound (only the
+        # receiver's instance takes frames off): look again only when it says full
+        while self._queued.get(tid, 0) >= QUEUE_FRAMES:
+            self._queued[tid] = int(await self.r.llen(key))
+            if self._queued[tid] < QUEUE_FRAMES:
+                break
+            if not wait:
                 return False
             if time.monotonic() - announced > 1.0:  # in case nobody takes them: again
-                self._announce(record)
+                self._announce(record, force=True)
                 announced = time.monotonic()
             await asyncio.sleep(delay)
-            waited += delay
             delay = min(delay * 2, 0.02)
+        sealed = self._seal(tid).seal(frame)
+        async with self.r.pipeline(transaction=True) as pipe:
+            pipe.hget(self._k("t", tid), "status")
+            pipe.rpush(key, sealed)
+            pipe.pexpire(key, int(self.settings.expiry * 1000))
+            status, queued, _ = await pipe.execute()
+        if status != b"active":  # paused or ended meanwhile: nothing may wait for it
+            await self.r.delete(key)
+            self._queued.pop(tid, None)
+            return False
+        self._queued[tid] = int(queued)
+        if queued == 1:  # the queue was empty: its pump may have stopped
+            self._announce(record)
+        return True
 
-    def _announce(self, record: Transfer) -> None:
+    def _announce(self, record: Transfer, *, force: bool = False) -> None:
+        """Tell the receiver's instance that frames wait. Its pump runs on for a second
+        after the last frame it took, so while frames keep coming one word every half
+        second is enough (a publication per chunk cost as much as the chunk)."""
+        tid, now = record.transfer_id, time.monotonic()
+        if not force and now - self._announced.get(tid, -1.0) < ANNOUNCE_EVERY:
+            return
+        self._announced[tid] = now
         channel = self._user_channel(record.room_id, record.receiver_id)
-        self._publish(channel, {"k": "relay", "tid": record.transfer_id})
+        self._publish(channel, {"k": "relay", "tid": tid})
 
     @_unavailable
     async def relay_pop(self, transfer_id: str, timeout: float) -> Sequence[bytes]:
@@ -796,6 +828,8 @@ class RedisBackend:
 
     @_unavailable
     async def relay_drop(self, transfer_id: str) -> None:
+        self._queued.pop(transfer_id, None)
+        self._announced.pop(transfer_id, None)
         await self.r.delete(self._k("q", transfer_id))
 
     # --- per-room relay bandwidth ----------------------------------------------------
