@@ -167,19 +167,7 @@ class FileTransferManager:
         if tid in self._transfers:
             raise ProtocolError(f"transfer {tid} is already known here")
         self._check_policy(model.file_size, sender_id, model.receiver_id, room_id)
-        record = Transfer(
-            transfer_id=tid,
-            room_id=room_id,
-            sender_id=sender_id,
-            receiver_id=model.receiver_id,
-            filename=sanitize_filename(model.filename),
-            file_size=model.file_size,
-            chunk_size=model.chunk_size,
-            total_chunks=model.total_chunks,
-            sha256=model.sha256,
-            mime_type=model.mime_type,
-            created_mono=self.clock.monotonic(),
-        )
+        record = Transfer.from_offer(model, sender_id, room_id, mono=self.clock.monotonic())
         self._transfers[tid] = _Local(record)
         return record.snapshot()
 

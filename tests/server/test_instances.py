@@ -8,8 +8,6 @@ are taken as gone, or carry on where they reconnect; Redis out of reach is a cle
 from __future__ import annotations
 
 import asyncio
-import hashlib
-import json
 import os
 import signal
 import time
@@ -26,6 +24,7 @@ from test_server_relay import (
     frame_of,
     fresh,
     make_chunk,
+    receive_file,
     sha256_of,
     write_random_file,
 )
@@ -36,7 +35,18 @@ from roomdrop.protocol.frames import decode_frame
 from roomdrop.server.redisbackend import QUEUE_FRAMES
 
 if TYPE_CHECKING:
-    from conftest import Client, Deployment
+    from conftest import Client, Deployment, Server
+
+
+async def across(
+    one: Server, two: Server, room: str, alice: str, bob: str
+) -> tuple[Client, Client]:
+    """``alice`` on instance ``one`` and ``bob`` on ``two`` in ``room``, each having seen
+    the other join."""
+    a = await one.connect(room, alice)
+    b = await two.connect(room, bob)
+    await a.recv("user-joined")
+    return a, b
 
 
 async def offered(a: Client, b: Client, **offer: Any) -> str:
@@ -84,9 +94,7 @@ async def test_an_offer_made_on_one_instance_is_acted_on_from_the_other_with_one
 ) -> None:
     one, two = await deployment.start(2)
     room, alice, bob = fresh("room", "alice", "bob")
-    a = await one.connect(room, alice)
-    b = await two.connect(room, bob)
-    await a.recv("user-joined")
+    a, b = await across(one, two, room, alice, bob)
     tid = await a.offer(bob, filename="../report.pdf")
     offer = await b.recv("file-share-offer")
     assert offer["sender_id"] == alice and offer["payload"]["filename"] == "report.pdf"
@@ -147,9 +155,7 @@ async def test_a_100_mb_file_relayed_across_instances_arrives_byte_for_byte_in_b
     sha = await asyncio.to_thread(write_random_file, source, BIG)
     total = BIG // CHUNK
     room, alice, bob = fresh("room", "alice", "bob")
-    a = await one.connect(room, alice)
-    b = await two.connect(room, bob)
-    await a.recv("user-joined")
+    a, b = await across(one, two, room, alice, bob)
     tid = await offered(a, b, size=BIG, sha256=sha)
     queue_key = deployment.key("q", tid)
     redis = deployment.redis.client()
@@ -173,26 +179,9 @@ async def test_a_100_mb_file_relayed_across_instances_arrives_byte_for_byte_in_b
             for index in range(total):
                 await a.send_raw(frame_of(make_chunk(tid, index, total, f.read(CHUNK))))
 
-    async def receive() -> None:
-        held: set[int] = set()
-        fd = os.open(target, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-        try:
-            while len(held) < total:
-                message = await asyncio.wait_for(b.ws.recv(), 10)
-                if isinstance(message, str):
-                    assert json.loads(message)["type"] == "file-share-progress", message
-                    continue
-                frame = decode_frame(message)
-                assert frame.transfer_id == tid and frame.is_whole
-                assert hashlib.sha256(frame.data).hexdigest() == frame.checksum
-                assert frame.chunk_index not in held, f"chunk {frame.chunk_index} twice"
-                os.pwrite(fd, frame.data, frame.chunk_index * CHUNK)
-                held.add(frame.chunk_index)
-        finally:
-            os.close(fd)
-
     watcher = one.spawn(watch())
-    receiver = one.spawn(receive())
+    progress: list[dict[str, Any]] = []
+    receiver = one.spawn(receive_file(b, target, tid, total, progress))
     started = time.monotonic()
     try:
         await asyncio.wait_for(asyncio.gather(send(), receiver), 120)
@@ -303,9 +292,7 @@ async def test_records_survive_a_restart_of_every_instance_and_resume_when_both_
 ) -> None:
     one, two = await deployment.start(2)
     room, alice, bob = fresh("room", "alice", "bob")
-    a = await one.connect(room, alice)
-    b = await two.connect(room, bob)
-    await a.recv("user-joined")
+    a, b = await across(one, two, room, alice, bob)
     tid = await offered(a, b, filename="holiday.mov", size=5 * CHUNK)
     await a.send_raw(frame_of(make_chunk(tid, 0, 5, os.urandom(CHUNK))))
     await b.recv_frame()
@@ -346,9 +333,7 @@ async def test_a_participant_of_a_killed_instance_carries_on_where_it_reconnects
 ) -> None:
     one, two = await deployment.start(2, ROOMDROP_INSTANCE_TIMEOUT="1")
     room, alice, bob = fresh("room", "alice", "bob")
-    a = await one.connect(room, alice)
-    b = await two.connect(room, bob)
-    await a.recv("user-joined")
+    a, b = await across(one, two, room, alice, bob)
     tid = await offered(a, b, size=3 * CHUNK)
     one.process.send_signal(signal.SIGKILL)
     one.process.wait()
@@ -369,9 +354,7 @@ async def test_the_participants_of_an_instance_that_vanished_are_taken_as_gone(
         2, ROOMDROP_INSTANCE_TIMEOUT="1", ROOMDROP_RECONNECT_GRACE="2"
     )
     room, alice, bob = fresh("room", "alice", "bob")
-    a = await one.connect(room, alice)
-    b = await two.connect(room, bob)
-    await a.recv("user-joined")
+    a, b = await across(one, two, room, alice, bob)
     tid = await offered(a, b, size=3 * CHUNK)
     killed = time.monotonic()
     one.process.send_signal(signal.SIGKILL)
@@ -409,9 +392,7 @@ async def test_a_pause_on_the_receivers_instance_stops_the_relay_on_the_senders(
 ) -> None:
     one, two = await deployment.start(2)
     room, alice, bob = fresh("room", "alice", "bob")
-    a = await one.connect(room, alice)
-    b = await two.connect(room, bob)
-    await a.recv("user-joined")
+    a, b = await across(one, two, room, alice, bob)
     total = 400
     tid = await offered(a, b, size=total * CHUNK)
     data = os.urandom(CHUNK)

@@ -62,6 +62,33 @@ def sha256_of(path: Path) -> str:
     return digest.hexdigest()
 
 
+async def receive_file(
+    b: Client, target: Path, tid: str, total: int, progress: list[dict[str, Any]]
+) -> None:
+    """Every chunk of ``tid`` as ``b`` gets it, verified and written at its offset in
+    ``target``, each exactly once; the progress ``b`` is told on the way, into
+    ``progress`` (any other message fails)."""
+    held: set[int] = set()
+    fd = os.open(target, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    try:
+        while len(held) < total:
+            message = await asyncio.wait_for(b.ws.recv(), 10)
+            if isinstance(message, str):
+                parsed = json.loads(message)
+                assert parsed["type"] == "file-share-progress", parsed
+                progress.append(parsed["payload"])
+                continue
+            frame = decode_frame(message)
+            assert frame.transfer_id == tid and frame.is_whole
+            assert frame.total_chunks == total and frame.chunk_size == CHUNK
+            assert hashlib.sha256(frame.data).hexdigest() == frame.checksum
+            assert frame.chunk_index not in held, f"chunk {frame.chunk_index} twice"
+            os.pwrite(fd, frame.data, frame.chunk_index * CHUNK)
+            held.add(frame.chunk_index)
+    finally:
+        os.close(fd)
+
+
 async def accepted(
     server: Server, room: str, sender: str, receiver: str, **offer: Any
 ) -> tuple[Client, Client, str]:
@@ -101,30 +128,8 @@ async def test_a_100_mb_file_is_relayed_byte_for_byte_in_bounded_server_memory(
                 await a.send_raw(frame_of(make_chunk(tid, index, total, f.read(CHUNK))))
 
     progress: list[dict[str, Any]] = []
-
-    async def receive() -> None:
-        held: set[int] = set()
-        fd = os.open(target, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-        try:
-            while len(held) < total:
-                message = await asyncio.wait_for(b.ws.recv(), 10)
-                if isinstance(message, str):
-                    parsed = json.loads(message)
-                    assert parsed["type"] == "file-share-progress", parsed
-                    progress.append(parsed["payload"])
-                    continue
-                frame = decode_frame(message)
-                assert frame.transfer_id == tid and frame.is_whole
-                assert frame.total_chunks == total and frame.chunk_size == CHUNK
-                assert hashlib.sha256(frame.data).hexdigest() == frame.checksum
-                assert frame.chunk_index not in held, f"chunk {frame.chunk_index} twice"
-                os.pwrite(fd, frame.data, frame.chunk_index * CHUNK)
-                held.add(frame.chunk_index)
-        finally:
-            os.close(fd)
-
     watcher = server.spawn(watch())
-    receiver = server.spawn(receive())
+    receiver = server.spawn(receive_file(b, target, tid, total, progress))
     started = time.monotonic()
     try:
         await asyncio.wait_for(asyncio.gather(send(), receiver), 60)

@@ -18,6 +18,8 @@ from typing import Any
 from pydantic import BaseModel
 
 from roomdrop.exceptions import EXPIRED, INACTIVE, FileTooLarge, IntegrityError, TooManyTransfers
+from roomdrop.protocol.messages import Offer
+from roomdrop.protocol.names import sanitize_filename
 from roomdrop.protocol.state import LIVE_STATUSES, Event, Status, apply_event
 
 __all__ = ["Limits", "RateMeter", "Transfer", "TransferObject", "iso"]
@@ -149,6 +151,24 @@ class Transfer:
 
     def __post_init__(self) -> None:
         self.last_activity = self.created_mono
+
+    @classmethod
+    def from_offer(cls, offer: Offer, sender_id: str, room_id: str, *, mono: float) -> Transfer:
+        """The pending record of an offer that arrived over the wire (its file name
+        sanitised), offered at monotonic time ``mono``."""
+        return cls(
+            transfer_id=str(offer.transfer_id),
+            room_id=room_id,
+            sender_id=sender_id,
+            receiver_id=offer.receiver_id,
+            filename=sanitize_filename(offer.filename),
+            file_size=offer.file_size,
+            chunk_size=offer.chunk_size,
+            total_chunks=offer.total_chunks,
+            sha256=offer.sha256,
+            mime_type=offer.mime_type,
+            created_mono=mono,
+        )
 
     @property
     def live(self) -> bool:

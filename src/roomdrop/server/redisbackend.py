@@ -81,7 +81,6 @@ from roomdrop.exceptions import (
     UnknownTransfer,
 )
 from roomdrop.protocol.messages import Offer
-from roomdrop.protocol.names import sanitize_filename
 from roomdrop.protocol.state import Event, Status
 from roomdrop.protocol.transfer import Limits, Transfer
 from roomdrop.server.backend import Inbound
@@ -479,19 +478,7 @@ class RedisBackend:
     async def create(self, offer: Offer, sender_id: str, room_id: str) -> Transfer:
         self.limits.check_size(offer.file_size)
         tid = str(offer.transfer_id)
-        record = Transfer(
-            transfer_id=tid,
-            room_id=room_id,
-            sender_id=sender_id,
-            receiver_id=offer.receiver_id,
-            filename=sanitize_filename(offer.filename),
-            file_size=offer.file_size,
-            chunk_size=offer.chunk_size,
-            total_chunks=offer.total_chunks,
-            sha256=offer.sha256,
-            mime_type=offer.mime_type,
-            created_mono=self.clock.monotonic(),
-        )
+        record = Transfer.from_offer(offer, sender_id, room_id, mono=self.clock.monotonic())
         parties = list(dict.fromkeys((sender_id, offer.receiver_id)))
         key = self._k("t", tid)
         user_sets = [self._k("live", "u", u) for u in parties]
