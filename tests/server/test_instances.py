@@ -430,27 +430,31 @@ async def test_without_redis_requests_are_refused_with_503_and_work_again_when_i
 ) -> None:
     redis = start_redis(tmp_path / "redis")
     try:
-        (server,) = await deployments(redis).start(1)
-        room, alice = fresh("room", "alice")
-        assert (await server.request(alice, "GET", "/webrtc/file-transfers")).status_code == 200
+        one, two = await deployments(redis).start(2)
+        room, alice, bob = fresh("room", "alice", "bob")
+        assert (await one.request(alice, "GET", "/webrtc/file-transfers")).status_code == 200
         redis.stop()
-        refused = await server.request(alice, "GET", "/webrtc/file-transfers")
+        refused = await one.request(alice, "GET", "/webrtc/file-transfers")
         assert refused.status_code == 503, refused.text
         assert refused.json()["code"] == "backend-unavailable"
-        ws = await server.open_ws(room, server.token(alice))
+        ws = await one.open_ws(room, one.token(alice))
         with pytest.raises(ConnectionClosed):
             await asyncio.wait_for(ws.recv(), 10)
         assert ws.close_code == 1013
-        assert (await server.request(None, "GET", "/healthz")).status_code == 200
+        assert (await one.request(None, "GET", "/healthz")).status_code == 200
         await asyncio.sleep(1.5)  # the sweeper meets the outage too: a warning, not an error
 
+        # Redis back (empty: it kept nothing): both instances serve again, and messages
+        # cross between them again (their subscriptions were renewed)
         redis = await asyncio.to_thread(start_redis, tmp_path / "redis", redis.port)
-        deadline = time.monotonic() + 10
-        while (await server.request(alice, "GET", "/webrtc/file-transfers")).status_code != 200:
-            assert time.monotonic() < deadline, "the server never recovered its Redis"
-            await asyncio.sleep(0.2)
-        client = await server.connect(room, alice)
-        assert client.user == alice
-        assert '"level": "warning"' in server.log() and "out of reach" in server.log()
+        for server in (one, two):
+            deadline = time.monotonic() + 10
+            while (await server.request(alice, "GET", "/webrtc/file-transfers")).status_code != 200:
+                assert time.monotonic() < deadline, "an instance never recovered its Redis"
+                await asyncio.sleep(0.2)
+        a, b = await across(one, two, room, alice, bob)
+        await b.send("offer", {"target_id": alice, "type": "offer", "sdp": "v=0 after"})
+        assert (await a.recv("offer"))["payload"]["sdp"] == "v=0 after"
+        assert '"level": "warning"' in one.log() and "out of reach" in one.log()
     finally:
         redis.stop()

@@ -59,6 +59,7 @@ import asyncio
 import contextlib
 import dataclasses
 import functools
+import itertools
 import json
 import logging
 import platform
@@ -97,6 +98,7 @@ QUEUE_FRAMES: Final = 16
 KEEP_FINISHED: Final = 3600.0
 """Seconds an ended transfer's record stays readable."""
 POP_BATCH: Final = 16
+WRITE_BATCH: Final = 1000
 ANNOUNCE_EVERY: Final = 0.5
 """Seconds between two announcements of frames waiting for one transfer (a receiver's
 pump stops only after 1 s without frames, twice that)."""
@@ -287,6 +289,8 @@ class RedisBackend:
         self._heart: asyncio.Task[None] | None = None
         self._outgoing: deque[tuple[str, tuple[Any, ...]]] = deque()
         self._wake = asyncio.Event()
+        self._listening = asyncio.Event()
+        """The subscription works: deliveries to this instance's participants arrive."""
         self._user_channels: dict[bytes, tuple[str, str]] = {}
         self._room_channels: dict[bytes, str] = {}
         self._subscriptions: dict[bytes, int] = {}
@@ -318,6 +322,7 @@ class RedisBackend:
         self._inbound = inbound
         self._pubsub = self.r.pubsub(ignore_subscribe_messages=True)
         await self._pubsub.subscribe(self._changed)
+        self._listening.set()
         await self._beat()
         self._reader = asyncio.create_task(self._read(), name="redis-reader")
         self._writer = asyncio.create_task(self._write(), name="redis-writer")
@@ -365,7 +370,11 @@ class RedisBackend:
                 log.warning("heartbeat to Redis failed: %s", exc)
 
     async def _read(self) -> None:
-        """Deliveries from other instances, in the order they were published."""
+        """Deliveries from other instances, in the order they were published. When the
+        subscription breaks (Redis restarted, the network failed), a new one is made,
+        to every channel this instance needs, as soon as Redis answers again: what was
+        published meanwhile is lost (clients that lost messages reconnect, and catch up
+        from room-state)."""
         while True:
             try:
                 message = await self._pubsub.get_message(
@@ -374,8 +383,11 @@ class RedisBackend:
             except asyncio.CancelledError:
                 raise
             except (RedisError, OSError) as exc:
-                log.warning("lost the Redis subscription (%s); reconnecting", exc)
-                await asyncio.sleep(0.5)
+                log.warning("lost the Redis subscription (%s); renewing it", exc)
+                self._listening.clear()  # no one joins here until it is renewed
+                while not await self._renew_subscription():
+                    await asyncio.sleep(0.2)
+                self._listening.set()
                 continue
             if message is None or message.get("type") != "message":
                 continue
@@ -383,6 +395,21 @@ class RedisBackend:
                 self._deliver(message["channel"], json.loads(message["data"]))
             except Exception:
                 log.exception("delivering a message from another instance failed")
+
+    async def _renew_subscription(self) -> bool:
+        """A new subscription to every channel in use; False if Redis did not answer."""
+        old, self._pubsub = self._pubsub, self.r.pubsub(ignore_subscribe_messages=True)
+        with contextlib.suppress(RedisError, OSError, RuntimeError):
+            await old.aclose()
+        done: set[bytes] = set()
+        try:
+            while wanted := {self._changed, *self._subscriptions} - done:
+                await self._pubsub.subscribe(*wanted)  # joins meanwhile: their channels too
+                done |= wanted
+        except (RedisError, OSError):
+            return False
+        log.info("Redis subscription renewed (%d channels)", len(done))
+        return True
 
     def _deliver(self, channel: bytes, data: dict[str, Any]) -> None:
         inbound = self._inbound
@@ -411,7 +438,7 @@ class RedisBackend:
                 self._wake.clear()
                 await self._wake.wait()
                 continue
-            batch = list(self._outgoing)
+            batch = list(itertools.islice(self._outgoing, WRITE_BATCH))
             try:
                 async with self.r.pipeline(transaction=False) as pipe:
                     for kind, args in batch:
@@ -419,13 +446,16 @@ class RedisBackend:
                             pipe.publish(*args)
                         else:
                             await self._progress(keys=[args[0]], args=args[1:], client=pipe)
-                    await pipe.execute()
+                    results = await pipe.execute(raise_on_error=False)
             except asyncio.CancelledError:
                 raise
-            except (RedisError, OSError) as exc:
+            except (RedisError, OSError) as exc:  # Redis out of reach: the batch again
                 log.warning("publishing to other instances failed (%s); retrying", exc)
                 await asyncio.sleep(0.2)
                 continue
+            for result in results:  # one refused command is not retried for ever
+                if isinstance(result, Exception):
+                    log.warning("Redis refused a publication or progress write: %s", result)
             for _ in batch:
                 self._outgoing.popleft()
 
@@ -441,9 +471,9 @@ class RedisBackend:
 
     async def _subscribe(self, channel: bytes) -> None:
         count = self._subscriptions.get(channel, 0)
-        self._subscriptions[channel] = count + 1
         if count == 0:
             await self._pubsub.subscribe(channel)
+        self._subscriptions[channel] = count + 1
 
     async def _unsubscribe(self, channel: bytes) -> bool:
         count = self._subscriptions.get(channel, 0) - 1
@@ -655,6 +685,11 @@ class RedisBackend:
 
     @_unavailable
     async def join(self, room_id: str, user_id: str, conn_id: str) -> bool:
+        if not self._listening.is_set():  # a participant joined now would miss messages
+            try:
+                await asyncio.wait_for(self._listening.wait(), 5.0)
+            except TimeoutError:
+                raise BackendUnavailable("the subscription to Redis is not back yet") from None
         channel = self._user_channel(room_id, user_id)
         self._user_channels[channel] = (room_id, user_id)
         await self._subscribe(channel)  # before anyone can see them in the room
