@@ -27,6 +27,7 @@ from playwright.async_api import (
     ViewportSize,
     expect,
 )
+from playwright.async_api import Error as PlaywrightError
 
 from client.clitools import Command, Room
 from server.conftest import Server, names
@@ -145,7 +146,17 @@ class RoomPage:
         ).first
 
     async def goto(self, room: str) -> None:
-        await self.page.goto(f"{self.harness.server.url}/?room={room}")
+        """Load the page of ``room``. Chromium aborts a navigation with
+        ERR_NETWORK_CHANGED when the namespace's links change under it (the veth pair a
+        test has just brought up): that load is made again, twice at most."""
+        for attempt in range(3):
+            try:
+                await self.page.goto(f"{self.harness.server.url}/?room={room}")
+                return
+            except PlaywrightError as exc:
+                if "ERR_NETWORK_CHANGED" not in str(exc) or attempt == 2:
+                    raise
+                await asyncio.sleep(0.5)
 
     async def join(
         self, room: str, *, name: str | None = None, token: str | None = None, navigate: bool = True
