@@ -383,6 +383,8 @@ class Hub:
     async def _refresh(self, tid: str) -> None:
         """Another instance changed ``tid``: bring this instance's copy up to date, and
         stop relaying it here unless it is active."""
+        if self.backend.peek(tid) is None and tid not in self.relays and tid not in self.pumps:
+            return  # nothing of it here
         try:
             record: Transfer | None = await self.backend.get(tid)
         except UnknownTransfer:
