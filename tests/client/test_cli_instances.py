@@ -1,8 +1,9 @@
 """The real ``roomdrop send`` and ``receive`` against several instances sharing Redis:
 participants connected to different instances transfer peer to peer (signalling crosses
 between instances) and through the relay (chunks cross between instances); when the
-instance a transfer runs through is killed, both commands move to another one and the
-same transfer goes on from the chunks still missing, not offered again."""
+instance the parties are connected to is killed, both commands move to another one and
+the same transfer goes on from the chunks still missing, not offered again (through the
+relay, or peer to peer with signalling on the new instance)."""
 
 from __future__ import annotations
 
@@ -57,8 +58,9 @@ async def test_participants_on_two_instances_transfer_a_file(
     assert (record["status"], record["bytes_transferred"]) == ("completed", size)
 
 
+@pytest.mark.parametrize("transport", ["relay", "p2p"])
 async def test_when_their_instance_is_killed_both_move_to_another_and_the_transfer_goes_on(
-    start: Any, room_on: Any, redis_server: RedisServer, tmp_path: Path
+    start: Any, room_on: Any, redis_server: RedisServer, tmp_path: Path, transport: str
 ) -> None:
     a, b = await deployment(start, redis_server, ROOMDROP_ROOM_BANDWIDTH="10000000")
     room: Room = room_on(a, server_args=["--server", f"{a.url},{b.url}"])
@@ -67,7 +69,7 @@ async def test_when_their_instance_is_killed_both_move_to_another_and_the_transf
     digest = write_random(source, size)
     receiver = room.receive(tmp_path / "inbox")
     await room.joined(receiver)
-    sender = room.send(source, transport="relay")
+    sender = room.send(source, transport=transport)
     before = await receiver.progress_at_least(40)
     a.stopped_by_test = True
     a.process.kill()  # SIGKILL: no goodbye, every socket reset
