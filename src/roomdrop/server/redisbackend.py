@@ -32,7 +32,8 @@ Atomicity: a status change reads the record under ``WATCH`` and writes it in
 ``MULTI``/``EXEC`` (retrying if another instance changed it meanwhile), so the state
 table decides every change exactly once; an offer counts the live sets under the same
 ``WATCH``, so the limits hold across instances. Joining, leaving, claiming ended grace
-windows and the relay queue's bounded push are Lua scripts.
+windows, taking over a vanished instance's participants, progress writes (only while
+the transfer is active) and the room's token bucket are Lua scripts.
 
 The relay between instances: the sender's instance verifies a chunk, encrypts the
 whole frame with AES-GCM under a key derived from the server secret and the transfer
