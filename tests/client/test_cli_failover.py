@@ -93,9 +93,7 @@ async def test_both_parties_fail_over_when_their_server_is_killed_mid_transfer(
     await room.joined(receiver)
     sender = room.send(source, transport="relay")
     await receiver.progress_at_least(40)
-    a.stopped_by_test = True
-    a.process.kill()  # SIGKILL: no goodbye, every socket reset
-    a.process.wait()
+    a.kill()
     killed_at = time.monotonic()
 
     assert await sender.wait(120) == 0, sender.report()
@@ -189,9 +187,7 @@ async def test_a_connection_that_drops_goes_back_to_the_server_that_worked(
     try:
         await asyncio.wait_for(joined.get(), 10)
         assert signalling.name == a.url
-        a.stopped_by_test = True
-        a.process.kill()
-        a.process.wait()
+        a.kill()
         await asyncio.wait_for(joined.get(), 10)
         assert (signalling.name, signalling.connections) == (b.url, 2)
 

@@ -71,9 +71,7 @@ async def test_when_their_instance_is_killed_both_move_to_another_and_the_transf
     await room.joined(receiver)
     sender = room.send(source, transport=transport)
     before = await receiver.progress_at_least(40)
-    a.stopped_by_test = True
-    a.process.kill()  # SIGKILL: no goodbye, every socket reset
-    a.process.wait()
+    a.kill()
     killed_at = time.monotonic()
 
     assert await sender.wait(120) == 0, sender.report()

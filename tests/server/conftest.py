@@ -304,6 +304,13 @@ class Server:
         except FileNotFoundError:
             return ""
 
+    def kill(self) -> None:
+        """SIGKILL, and wait for it: no goodbye, every socket reset (the test's doing, so
+        its exit is no complaint)."""
+        self.stopped_by_test = True
+        self.process.kill()
+        self.process.wait()
+
     def stop(self) -> str | None:
         """SIGTERM and wait; a complaint if it does not exit in time, else None."""
         if self.process.poll() is not None:

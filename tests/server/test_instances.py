@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import asyncio
 import os
-import signal
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -335,9 +334,7 @@ async def test_a_participant_of_a_killed_instance_carries_on_where_it_reconnects
     room, alice, bob = fresh("room", "alice", "bob")
     a, b = await across(one, two, room, alice, bob)
     tid = await offered(a, b, size=3 * CHUNK)
-    one.process.send_signal(signal.SIGKILL)
-    one.process.wait()
-    one.stopped_by_test = True
+    one.kill()
     a = await two.connect(room, alice)  # at once, before anyone notices the kill
     data = os.urandom(CHUNK)
     await a.send_raw(frame_of(make_chunk(tid, 1, 3, data)))
@@ -357,9 +354,7 @@ async def test_the_participants_of_an_instance_that_vanished_are_taken_as_gone(
     a, b = await across(one, two, room, alice, bob)
     tid = await offered(a, b, size=3 * CHUNK)
     killed = time.monotonic()
-    one.process.send_signal(signal.SIGKILL)
-    one.process.wait()
-    one.stopped_by_test = True
+    one.kill()
     assert (await b.recv("user-left", timeout=5))["payload"] == {"user_id": alice}
     noticed = time.monotonic() - killed
     pause = await b.recv("file-share-pause")

@@ -306,19 +306,27 @@ class Hub:
             if record.status is Status.ACTIVE:
                 self._spawn(self._pause_for_disconnect(record.transfer_id, f"{user} disconnected"))
 
-    async def _pause_for_disconnect(self, tid: str, reason: str) -> None:
+    async def _pause_as_disconnected(self, tid: str, reason: str) -> Transfer | None:
+        """Pause an active transfer on the server's own account (a party dropped, or this
+        instance stops), marked to resume once both parties are back; both are told.
+        None if it was not active (ended or paused meanwhile)."""
         try:
             record = await self.backend.get(tid)
             if record.status is not Status.ACTIVE:
-                return
+                return None
             record = await self.backend.apply(tid, Event.PAUSE)
         except (UnknownTransfer, InvalidTransition):
-            return  # ended or paused meanwhile
+            return None
         await self.backend.mark_disconnect_paused(tid)
         await self._close_relay(tid)
-        self._to_parties(
-            record, T.FILE_SHARE_PAUSE, TransferRef(transfer_id=UUID(tid), reason=reason), None
-        )
+        payload = TransferRef(transfer_id=UUID(tid), reason=reason)
+        self._to_parties(record, T.FILE_SHARE_PAUSE, payload, None)
+        return record
+
+    async def _pause_for_disconnect(self, tid: str, reason: str) -> None:
+        record = await self._pause_as_disconnected(tid, reason)
+        if record is None:
+            return
         # the one who left may be back already (its join ran while this pause was under
         # way, before the transfer counted as paused by a disconnect): resume now
         room_id = record.room_id
@@ -827,8 +835,8 @@ class Hub:
         if shared and self.backend.shared:
             try:
                 await self.backend.relay_drop(tid)
-            except RoomdropError:
-                log.exception("dropping the relay queue of %s failed", tid)
+            except BackendUnavailable as exc:  # it expires by itself (ROOMDROP_EXPIRY)
+                log.warning("the relay queue of %s was not dropped: %s", tid, exc)
         link = self.relays.pop(tid, None)
         if link is None:
             return
@@ -913,13 +921,7 @@ class Hub:
         for record in await self.backend.records(live_only=True):
             parties = {(record.room_id, record.sender_id), (record.room_id, record.receiver_id)}
             if record.status is Status.ACTIVE and parties & here:
-                try:
-                    record = await self.backend.apply(record.transfer_id, Event.PAUSE)
-                except InvalidTransition:
-                    continue
-                await self.backend.mark_disconnect_paused(record.transfer_id)
-                payload = TransferRef(transfer_id=UUID(record.transfer_id), reason=reason)
-                self._to_parties(record, T.FILE_SHARE_PAUSE, payload, None)
+                await self._pause_as_disconnected(record.transfer_id, reason)
 
     async def close(self) -> None:
         """After :meth:`shutdown`: stop everything still running here (forwarders,
