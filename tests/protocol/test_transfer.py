@@ -7,7 +7,7 @@ import pytest
 
 from roomdrop.exceptions import InvalidTransition
 from roomdrop.protocol.state import Event
-from roomdrop.protocol.transfer import Transfer, TransferObject, iso
+from roomdrop.protocol.transfer import RateMeter, Transfer, TransferObject, iso
 
 
 def record() -> Transfer:
@@ -50,3 +50,14 @@ def test_a_final_transfer_keeps_its_end_time_and_refuses_to_change() -> None:
     assert r.snapshot()["completed_at"] == "2025-11-10T02:11:00Z"
     with pytest.raises(InvalidTransition):
         r.apply(Event.RESUME, wall=0.0, mono=2.0)
+
+
+def test_a_byte_count_that_goes_back_is_no_negative_speed() -> None:
+    """The server's estimate of what it relayed can run ahead of the receiver's report
+    that follows it; the speed a progress message carries must stay >= 0."""
+    meter = RateMeter()
+    meter.record(0.0, 5_000_000)
+    meter.record(1.0, 4_600_000)
+    assert meter.rate() == 0.0
+    meter.record(2.0, 6_600_000)
+    assert meter.rate() == 800_000.0

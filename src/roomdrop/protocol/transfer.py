@@ -120,7 +120,9 @@ class RateMeter:
         if len(self._samples) < 2:
             return 0.0
         (t0, b0), (t1, b1) = self._samples[0], self._samples[-1]
-        return (b1 - b0) / (t1 - t0) if t1 > t0 else 0.0
+        # a count that went back (the receiver's report after the server's estimate of
+        # what it delivered) is no negative speed
+        return max(0.0, (b1 - b0) / (t1 - t0)) if t1 > t0 else 0.0
 
 
 @dataclass(slots=True)

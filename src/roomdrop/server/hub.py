@@ -385,12 +385,14 @@ class Hub:
                 self._pump(transfer_id, room_id, user_id), name=f"relay-in-{transfer_id}"
             )
 
-    def transfer_changed(self, transfer_id: str) -> None:
+    def transfer_changed(self, transfer_id: str, status: Status) -> None:
+        if status is not Status.ACTIVE:  # stop relaying it here at once
+            self._spawn(self._close_relay(transfer_id, shared=False))
         self._spawn(self._refresh(transfer_id))
 
     async def _refresh(self, tid: str) -> None:
-        """Another instance changed ``tid``: bring this instance's copy up to date, and
-        stop relaying it here unless it is active."""
+        """Another instance changed ``tid``: bring this instance's copy up to date (and
+        stop relaying it here unless it is active)."""
         if self.backend.peek(tid) is None and tid not in self.relays and tid not in self.pumps:
             return  # nothing of it here
         try:
