@@ -40,7 +40,7 @@ from collections.abc import Sequence
 from typing import Protocol
 
 from roomdrop.protocol.messages import Offer
-from roomdrop.protocol.state import Event, Status
+from roomdrop.protocol.state import Event
 from roomdrop.protocol.transfer import Transfer
 
 __all__ = ["Backend", "Inbound"]
@@ -62,8 +62,8 @@ class Inbound(Protocol):
     def relay_ready(self, room_id: str, user_id: str, transfer_id: str) -> None:
         """Relayed frames of ``transfer_id`` wait for its receiver ``user_id``."""
 
-    def transfer_changed(self, transfer_id: str, status: Status) -> None:
-        """Another instance changed the record's status to ``status``."""
+    def transfer_changed(self, transfer_id: str) -> None:
+        """Another instance changed the record's status."""
 
 
 class Backend(Protocol):

@@ -385,14 +385,13 @@ class Hub:
                 self._pump(transfer_id, room_id, user_id), name=f"relay-in-{transfer_id}"
             )
 
-    def transfer_changed(self, transfer_id: str, status: Status) -> None:
-        if status is not Status.ACTIVE:  # stop relaying it here at once
-            self._spawn(self._close_relay(transfer_id, shared=False))
+    def transfer_changed(self, transfer_id: str) -> None:
         self._spawn(self._refresh(transfer_id))
 
     async def _refresh(self, tid: str) -> None:
-        """Another instance changed ``tid``: bring this instance's copy up to date (and
-        stop relaying it here unless it is active)."""
+        """Another instance changed ``tid``: bring this instance's copy up to date, then
+        (so that no chunk of it starts a new staging here) stop relaying it here unless
+        it is active."""
         if self.backend.peek(tid) is None and tid not in self.relays and tid not in self.pumps:
             return  # nothing of it here
         try:
@@ -724,6 +723,8 @@ class Hub:
                 self._delivered(record, nbytes)  # to the receiver's instance
                 return
         if link is None:
+            if record.status is not Status.ACTIVE:  # stopped while this chunk waited above
+                raise TransferNotActive(tid, index, f"transfer is {record.status.value}")
             link = self._relay(tid, record.chunk_size)
         if await link.staging.put(index, frame):
             self.metrics.staged.inc()

@@ -26,8 +26,7 @@ deployment's prefix ``P`` (``ROOMDROP_REDIS_PREFIX``, default ``roomdrop``)::
                                "kick", "c": conn} a newer connection joined, {"k":
                                "relay", "tid": tid} frames wait in P:q:{tid}
     channel P:r:{room}         room broadcasts {"o": origin, "x": exclude, "t": json}
-    channel P:changed          {"o": origin, "tid": tid, "s": status}: a record's status
-                               changed
+    channel P:changed          {"o": origin, "tid": tid}: a record's status changed
 
 Atomicity: a status change reads the record under ``WATCH`` and writes it in
 ``MULTI``/``EXEC`` (retrying if another instance changed it meanwhile), so the state
@@ -418,7 +417,7 @@ class RedisBackend:
         assert inbound is not None
         if channel == self._changed:
             if data.get("o") != self.instance_id:
-                inbound.transfer_changed(data["tid"], Status(data["s"]))
+                inbound.transfer_changed(data["tid"])
         elif (who := self._user_channels.get(channel)) is not None:
             room_id, user_id = who
             kind = data.get("k")
@@ -584,8 +583,7 @@ class RedisBackend:
                     break
                 except WatchError:
                     continue
-        change = {"o": self.instance_id, "tid": transfer_id, "s": record.status.value}
-        self._publish(self._changed, change)
+        self._publish(self._changed, {"o": self.instance_id, "tid": transfer_id})
         cached = self._adopt(record)
         if event in (Event.ACCEPT, Event.COMPLETE):  # their progress is the record's now
             cached.chunks_sent = record.chunks_sent
