@@ -16,7 +16,8 @@ import pytest
 from roomdrop.clock import ManualClock
 from roomdrop.protocol.messages import Offer
 from roomdrop.server.auth import TokenAuthority
-from roomdrop.server.hub import Hub, Participant
+from roomdrop.server.hub import Hub
+from roomdrop.server.participant import Participant
 from roomdrop.server.settings import Settings
 
 

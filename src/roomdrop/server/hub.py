@@ -1,4 +1,4 @@
-"""The hub: rooms, participants, the authoritative transfer records, and the relay.
+"""The hub: rooms, participants, the authoritative transfer records, and policy.
 
 Theory of operation
 -------------------
@@ -13,16 +13,16 @@ this room, and come from the party allowed to send it) and the state table befor
 recorded, then forwarded to the other party. The same methods serve the REST routes, so
 a REST action and its WebSocket twin have the same effect and send the same messages.
 
-The hub holds only what is this instance's own: its participants' sockets, the relay
-links of the transfers whose sender is connected here, and the pumps bringing frames
-from other instances to receivers connected here. Records, presence, grace windows and
-delivery to participants elsewhere go through a :class:`~roomdrop.server.backend.Backend`
-(in this process's memory by default, Redis when instances share rooms). Relayed chunks
-are verified, then go straight to the receiver's socket when it keeps up, or staged
-encrypted (:mod:`roomdrop.server.relay`) and forwarded by one task per transfer, to the
-socket here or through the backend to the receiver's instance. A disconnect pauses the
-transfers of the one who left; a sender that does not come back within the grace window
-has its transfers cancelled (the sweeper ends grace windows, idle and expired transfers).
+The hub holds only what is this instance's own: its participants' sockets and its
+:class:`~roomdrop.server.relayer.Relayer` (the chunks carried through this instance:
+verified, then straight to the receiver's socket when it keeps up, or staged encrypted
+and forwarded, here or through the backend to the receiver's instance). Records,
+presence, grace windows and delivery to participants elsewhere go through a
+:class:`~roomdrop.server.backend.Backend` (in this process's memory by default, Redis
+when instances share rooms). A disconnect pauses the transfers of the one who left; a
+sender that does not come back within the grace window has its transfers cancelled (the
+sweeper ends grace windows, idle and expired transfers). Whatever stops a transfer
+closes its relay here.
 
 This module imports no web framework: ``routes.py`` adapts FastAPI to it.
 """
@@ -32,13 +32,12 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import fnmatch
-import hashlib
 import logging
 import time
 from collections.abc import Coroutine, Iterator
 from dataclasses import dataclass, field
 from typing import Any
-from uuid import UUID, uuid4
+from uuid import UUID
 
 from pydantic import BaseModel, ValidationError
 
@@ -50,23 +49,11 @@ from roomdrop.exceptions import (
     MimeTypeNotAllowed,
     ProtocolError,
     RateLimited,
-    RelayClosed,
     RoomdropError,
-    StorageError,
-    TransferNotActive,
     UnknownTransfer,
 )
-from roomdrop.protocol.chunks import chunk_length
 from roomdrop.protocol.frames import (
-    HEADER,
-    HEADER_SIZE,
-    MAGIC,
-    VERSION,
-    Chunk,
-    ChunkAssembler,
-    decode_frame,
     decode_json_chunk,
-    encode_frame_into,
 )
 from roomdrop.protocol.messages import (
     Accept,
@@ -92,11 +79,13 @@ from roomdrop.server.buckets import TokenBucket
 from roomdrop.server.memory import MemoryBackend
 from roomdrop.server.metrics import Metrics
 from roomdrop.server.outbox import Outbox, Socket
+from roomdrop.server.participant import Participant
 from roomdrop.server.relay import RelayStaging
+from roomdrop.server.relayer import Relayer
 from roomdrop.server.settings import Settings
 from roomdrop.storage import sniff_mime_type
 
-__all__ = ["Hub", "Participant"]
+__all__ = ["Hub"]
 
 log = logging.getLogger("roomdrop.server")
 
@@ -105,50 +94,6 @@ SIGNALLING = {T.OFFER, T.ANSWER, T.ICE_CANDIDATE}
 SERVER_ONLY = {T.USER_JOINED, T.USER_LEFT, T.ROOM_STATE}
 GENERIC_TYPES = frozenset({"application/octet-stream", "binary/octet-stream", ""})
 CLOSE_REPLACED = 4409
-MAX_ROUTES = 16
-RELAY_TRIM_AFTER = 1.0
-"""Seconds a drained relay staging stays empty before its ring file is truncated."""
-
-
-@dataclass(eq=False)
-class Participant:
-    user_id: str
-    room_id: str
-    outbox: Outbox
-    bucket: TokenBucket
-    conn_id: str = field(default_factory=lambda: uuid4().hex)
-    """This connection, among every connection the user ever had (on any instance)."""
-    assembler: ChunkAssembler = field(default_factory=lambda: ChunkAssembler(max_partial=2))
-    routes: dict[bytes, Route] = field(default_factory=dict)
-    """The transfers this connection has relayed whole frames of, by the frame header's
-    16 transfer-id bytes: found and checked (this room, this sender) once."""
-
-    def send(self, message: Message) -> None:
-        self.outbox.send(message)
-
-    def remember_route(self, record: Transfer) -> None:
-        key = UUID(record.transfer_id).bytes
-        route = self.routes.get(key)
-        if route is None or route.record is not record:
-            if len(self.routes) >= MAX_ROUTES:
-                self.routes.clear()
-            self.routes[key] = Route.of(record)
-
-
-@dataclass(frozen=True, slots=True)
-class Route:
-    """What the relay's fast path needs of a transfer, computed once."""
-
-    tid: str
-    record: Transfer
-    last_index: int
-    last_length: int
-
-    @classmethod
-    def of(cls, record: Transfer) -> Route:
-        last = record.total_chunks - 1
-        length = chunk_length(last, record.file_size, record.chunk_size)
-        return cls(record.transfer_id, record, last, length)
 
 
 @dataclass(eq=False)
@@ -157,15 +102,6 @@ class Room:
 
     room_id: str
     members: dict[str, Participant] = field(default_factory=dict)
-
-
-@dataclass(eq=False)
-class RelayLink:
-    staging: RelayStaging
-    forwarder: asyncio.Task[None] | None = None
-    holding: bool = False
-    """The forwarder has taken a chunk out of the staging and not yet handed it to the
-    receiver's socket: until it has, later chunks must not overtake it."""
 
 
 class Hub:
@@ -186,11 +122,9 @@ class Hub:
         self.backend: Backend = backend or MemoryBackend(settings, self.clock)
         self.rooms: dict[str, Room] = {}
         """The rooms with a participant connected to this instance, and those participants."""
-        self.relays: dict[str, RelayLink] = {}
-        self.pumps: dict[str, asyncio.Task[None]] = {}
-        """Frames relayed by another instance, on their way to a receiver connected here."""
-        self._pump_poked: set[str] = set()
         self.metrics = Metrics()
+        self.relayer = Relayer(self)
+        """Chunks carried through this instance."""
         self._progress_sent: dict[str, float] = {}
         self._tasks: set[asyncio.Task[None]] = set()
         self._shut_down = False
@@ -318,7 +252,7 @@ class Hub:
         except (UnknownTransfer, InvalidTransition):
             return None
         await self.backend.mark_disconnect_paused(tid)
-        await self._close_relay(tid)
+        await self.relayer.close(tid)
         payload = TransferRef(transfer_id=UUID(tid), reason=reason)
         self._to_parties(record, T.FILE_SHARE_PAUSE, payload, None)
         return record
@@ -376,14 +310,8 @@ class Hub:
             self._close_replaced(member)
 
     def relay_ready(self, room_id: str, user_id: str, transfer_id: str) -> None:
-        if self._shut_down:
-            return
-        if transfer_id in self.pumps:
-            self._pump_poked.add(transfer_id)  # the pump must not stop now
-        elif self._present(room_id, user_id) is not None:
-            self.pumps[transfer_id] = asyncio.create_task(
-                self._pump(transfer_id, room_id, user_id), name=f"relay-in-{transfer_id}"
-            )
+        if not self._shut_down:
+            self.relayer.relay_ready(room_id, user_id, transfer_id)
 
     def transfer_changed(self, transfer_id: str) -> None:
         self._spawn(self._refresh(transfer_id))
@@ -392,14 +320,14 @@ class Hub:
         """Another instance changed ``tid``: bring this instance's copy up to date, then
         (so that no chunk of it starts a new staging here) stop relaying it here unless
         it is active."""
-        if self.backend.peek(tid) is None and tid not in self.relays and tid not in self.pumps:
+        if self.backend.peek(tid) is None and not self.relayer.carries(tid):
             return  # nothing of it here
         try:
             record: Transfer | None = await self.backend.get(tid)
         except UnknownTransfer:
             record = None
         if record is None or record.status is not Status.ACTIVE:
-            await self._close_relay(tid, shared=False)
+            await self.relayer.close(tid, shared=False)
 
     # --- control messages ------------------------------------------------------------
 
@@ -449,7 +377,7 @@ class Hub:
             assert isinstance(payload, Accept)
             await self.accept(room_id, user, str(payload.transfer_id), payload.missing)
         elif m.type is T.FILE_SHARE_CHUNK:
-            await self.relay_chunk(p, decode_json_chunk(payload))
+            await self.relayer.relay_chunk(p, decode_json_chunk(payload))
         elif m.type is T.FILE_SHARE_PROGRESS:
             assert isinstance(payload, Progress)
             await self.progress_report(room_id, user, payload)
@@ -500,7 +428,7 @@ class Hub:
     async def accept(
         self, room_id: str, user: str, tid: str, missing: list[tuple[int, int]] | None = None
     ) -> dict[str, Any]:
-        record = await self._party(room_id, user, tid, only="receiver")
+        record = await self.party(room_id, user, tid, only="receiver")
         try:
             payload = Accept(transfer_id=UUID(tid), missing=missing)
         except ValidationError as exc:
@@ -514,14 +442,14 @@ class Hub:
         self._to_parties(record, T.FILE_SHARE_ACCEPT, payload, user)
         if missing is not None:
             held = record.total_chunks - sum(end - start for start, end in missing)
-            self._progressed(record, held, min(record.file_size, held * record.chunk_size))
+            self.progressed(record, held, min(record.file_size, held * record.chunk_size))
         return record.snapshot()
 
     async def act(
         self, room_id: str, user: str, tid: str, action: str, reason: str | None = None
     ) -> dict[str, Any]:
         """reject, pause, resume or cancel, by a party allowed to."""
-        await self._party(room_id, user, tid, only="receiver" if action == "reject" else None)
+        await self.party(room_id, user, tid, only="receiver" if action == "reject" else None)
         kind, event = {
             "reject": (T.FILE_SHARE_REJECT, Event.REJECT),
             "pause": (T.FILE_SHARE_PAUSE, Event.PAUSE),
@@ -531,23 +459,23 @@ class Hub:
         payload = TransferRef(transfer_id=UUID(tid), reason=reason)  # validated before acting
         record = await self.backend.apply(tid, event, error=reason)
         if action != "resume":  # a stopped transfer drops its staged chunks and wakes the
-            await self._close_relay(tid)  # sender's reader; the receiver re-requests on resume
+            await self.relayer.close(tid)  # sender's reader; the receiver re-requests on resume
         if action in ("pause", "resume"):  # a party's own word outweighs a disconnect's
             await self.backend.take_disconnect_paused(tid)
         self._to_parties(record, kind, payload, user)
         return record.snapshot()
 
     async def complete(self, room_id: str, user: str, tid: str, sha256: str) -> dict[str, Any]:
-        await self._party(room_id, user, tid, only="receiver")
+        await self.party(room_id, user, tid, only="receiver")
         record = await self.backend.apply(tid, Event.COMPLETE, sha256=sha256)
-        await self._close_relay(tid)
+        await self.relayer.close(tid)
         payload = Complete(transfer_id=UUID(tid), sha256=sha256)
         self._to_parties(record, T.FILE_SHARE_COMPLETE, payload, user)
         return record.snapshot()
 
     async def chunk_request(self, room_id: str, user: str, request: ChunkRequest) -> None:
         tid = str(request.transfer_id)
-        record = await self._party(room_id, user, tid, only="receiver")
+        record = await self.party(room_id, user, tid, only="receiver")
         if request.ranges[-1][1] > record.total_chunks:
             raise ProtocolError(f"range ends past total_chunks {record.total_chunks}")
         self._send_to(
@@ -558,21 +486,21 @@ class Hub:
 
     async def progress_report(self, room_id: str, user: str, progress: Progress) -> None:
         tid = str(progress.transfer_id)
-        record = await self._party(room_id, user, tid)
+        record = await self.party(room_id, user, tid)
         if (
             progress.chunks_sent > record.total_chunks
             or progress.bytes_transferred > record.file_size
         ):
             raise ProtocolError("progress beyond the transfer's size")
         if record.status is Status.ACTIVE:
-            self._progressed(record, progress.chunks_sent, progress.bytes_transferred)
+            self.progressed(record, progress.chunks_sent, progress.bytes_transferred)
 
     async def report_error(self, room_id: str, user: str, error: FileShareError) -> None:
         tid = str(error.transfer_id)
-        record = await self._party(room_id, user, tid)
+        record = await self.party(room_id, user, tid)
         if record.live:
             record = await self.backend.apply(tid, Event.FAIL, code=error.code, error=error.message)
-        await self._close_relay(tid)
+        await self.relayer.close(tid)
         self._to_parties(record, T.FILE_SHARE_ERROR, error, user)
 
     async def _end(self, tid: str, reason: str) -> None:
@@ -584,271 +512,9 @@ class Hub:
             record = await self.backend.apply(tid, Event.CANCEL, error=reason)
         except (UnknownTransfer, InvalidTransition):
             return
-        await self._close_relay(tid)
+        await self.relayer.close(tid)
         payload = TransferRef(transfer_id=UUID(tid), reason=reason)
         self._to_parties(record, T.FILE_SHARE_CANCEL, payload, None)
-
-    # --- relay -----------------------------------------------------------------------
-    #
-    # Every relayed chunk passes here, so the common case (a whole binary frame of a
-    # transfer this connection has relayed before) has a path of its own: the header is
-    # unpacked once, the transfer's record comes from the connection's route cache
-    # (checked against the manager by identity on every frame), the checksum is compared
-    # as bytes, and the frame the sender sent is the object that is staged or goes out.
-    # Anything else (a first frame, a fragment, anything malformed or refused) takes the
-    # general path, which answers with the same errors in the same order (§11.7).
-
-    async def handle_bytes(self, p: Participant, data: bytes) -> None:
-        """A binary relay frame from ``p``."""
-        try:
-            if not await self._relay_known_whole_frame(p, data):
-                await self._relay_frame(p, data)
-        except RoomdropError as exc:
-            self.refuse(p, exc)
-        except Exception:  # a bug of ours: say so, keep the connection
-            log.exception("relaying this frame from %s in %s failed", p.user_id, p.room_id)
-            self.refuse(p, RoomdropError("internal error relaying this frame"))
-
-    async def _relay_known_whole_frame(self, p: Participant, data: bytes) -> bool:
-        """Relay ``data`` if it is a well-formed whole-chunk frame of a transfer whose
-        route ``p`` has cached, with the offer's layout and length; False (nothing done)
-        if it is anything else."""
-        if len(data) <= HEADER_SIZE:
-            return False
-        magic, version, flags, tid_bytes, index, total, size, length, offset, checksum = (
-            HEADER.unpack_from(data)
-        )
-        route = p.routes.get(tid_bytes)
-        if (
-            route is None
-            or magic != MAGIC
-            or version != VERSION
-            or flags
-            or offset
-            or length != len(data) - HEADER_SIZE
-            or index >= total
-        ):
-            return False
-        record = route.record
-        if total != record.total_chunks or size != record.chunk_size:
-            return False
-        if length != (route.last_length if index == route.last_index else size):
-            return False
-        if self.backend.peek(route.tid) is not record:  # forgotten or replaced: general path
-            del p.routes[tid_bytes]
-            return False
-        if record.status is not Status.ACTIVE:
-            raise TransferNotActive(route.tid, index, f"transfer is {record.status.value}")
-        chunk = memoryview(data)[HEADER_SIZE:]
-        if hashlib.sha256(chunk).digest() != checksum:
-            self._bad_checksum(p, route.tid, index)
-        elif index != 0 or await self._content_allowed(record, chunk):
-            await self._pass_on(p, record, index, data, length)
-        return True
-
-    async def _relay_frame(self, p: Participant, data: bytes) -> None:
-        """The general path of a binary frame: decoded and checked in full, fragments
-        reassembled; a whole frame's transfer is remembered for the fast path."""
-        frame = decode_frame(data)
-        route = p.routes.get(UUID(frame.transfer_id).bytes)
-        if route is not None and self.backend.peek(route.tid) is route.record:
-            record = route.record  # checked when the route was remembered
-        else:
-            record = await self._party(p.room_id, p.user_id, frame.transfer_id, only="sender")
-            p.remember_route(record)
-        p.assembler.max_chunk_size = record.chunk_size
-        chunk = p.assembler.feed(frame)
-        if chunk is not None:
-            await self.relay_chunk(p, chunk, data if frame.is_whole else None, record)
-
-    async def relay_chunk(
-        self,
-        p: Participant,
-        chunk: Chunk,
-        frame: bytes | None = None,
-        record: Transfer | None = None,
-    ) -> None:
-        """Verify one chunk from the sender and pass it on: straight to the receiver's
-        socket when that keeps up and nothing is staged (``frame``, the sender's own
-        whole-chunk frame, goes out as it came), otherwise into the encrypted staging,
-        which the forwarder drains as the receiver takes it. Either way the receiver
-        gets a verified chunk, and what waits, waits encrypted on disk. ``record`` is the
-        transfer's, when the caller has already checked that ``p`` is its sender."""
-        tid, index = chunk.transfer_id, chunk.chunk_index
-        if record is None:
-            record = await self._party(p.room_id, p.user_id, tid, only="sender")
-        if record.status is not Status.ACTIVE:
-            raise TransferNotActive(tid, index, f"transfer is {record.status.value}")
-        if (chunk.total_chunks, chunk.chunk_size) != (record.total_chunks, record.chunk_size):
-            raise ProtocolError(f"chunk {index} does not match the offer's chunk layout")
-        expected = chunk_length(index, record.file_size, record.chunk_size)
-        if len(chunk.data) != expected:
-            raise ProtocolError(f"chunk {index} has {len(chunk.data)} bytes, expected {expected}")
-        if hashlib.sha256(chunk.data).hexdigest() != chunk.checksum:
-            self._bad_checksum(p, tid, index)
-            return
-        if index == 0 and not await self._content_allowed(record, chunk.data):
-            return
-        if frame is None:  # a fragmented or JSON chunk: one whole frame from here on
-            buffer = bytearray(HEADER_SIZE + len(chunk.data))
-            buffer[HEADER_SIZE:] = chunk.data
-            encode_frame_into(buffer, chunk)
-            frame = bytes(buffer)
-        await self._pass_on(p, record, index, frame, expected)
-
-    def _bad_checksum(self, p: Participant, tid: str, index: int) -> None:
-        """A chunk failed its sha256: dropped, and its sender asked for it again."""
-        request = ChunkRequest(transfer_id=tid, ranges=[(index, index + 1)], reason="bad-checksum")
-        p.send(Message.build(T.FILE_SHARE_CHUNK_REQUEST, request, room_id=p.room_id))
-        self.metrics.refused.labels("bad-checksum").inc()
-
-    async def _pass_on(
-        self, p: Participant, record: Transfer, index: int, frame: bytes, nbytes: int
-    ) -> None:
-        """A verified chunk's whole frame, after the room's bandwidth allows it: straight
-        to the receiver's socket if that has room and nothing of the transfer is staged
-        (or taken out of the staging and not yet handed over: chunks go out in the order
-        they came), otherwise into the staging (waiting while its window is full)."""
-        if self.settings.room_bandwidth:
-            await self.backend.take_bandwidth(p.room_id, nbytes)
-        tid = record.transfer_id
-        link = self.relays.get(tid)
-        if link is None or (link.staging.staged() == 0 and not link.holding):
-            receiver = self._present(record.room_id, record.receiver_id)
-            if receiver is not None:
-                if receiver.outbox.try_send_frame(frame):
-                    self._delivered(record, nbytes)
-                    return
-            elif self.backend.shared and await self.backend.relay_push(record, frame, wait=False):
-                self._delivered(record, nbytes)  # to the receiver's instance
-                return
-        if link is None:
-            if record.status is not Status.ACTIVE:  # stopped while this chunk waited above
-                raise TransferNotActive(tid, index, f"transfer is {record.status.value}")
-            link = self._relay(tid, record.chunk_size)
-        if await link.staging.put(index, frame):
-            self.metrics.staged.inc()
-
-    def _local(self, room_id: str, user: str) -> Participant | None:
-        """``user``'s connection to this instance, if they have one in ``room_id``."""
-        room = self.rooms.get(room_id)
-        return room.members.get(user) if room else None
-
-    def _present(self, room_id: str, user: str) -> Participant | None:
-        member = self._local(room_id, user)
-        return member if member is not None and not member.outbox.closed else None
-
-    def _delivered(self, record: Transfer, nbytes: int) -> None:
-        """One chunk handed to the receiver's socket: O(1), a broadcast at most every
-        ``progress_interval`` (the receiver's own reports correct the count)."""
-        self.metrics.relayed.inc(nbytes)
-        if record.status is Status.ACTIVE:
-            chunks = min(record.total_chunks, record.chunks_sent + 1)
-            self._progressed(record, chunks, min(record.file_size, chunks * record.chunk_size))
-
-    def _relay(self, tid: str, chunk_size: int) -> RelayLink:
-        link = self.relays.get(tid)
-        if link is None:
-            # a slot holds one whole frame: the header and up to chunk_size bytes
-            staging = RelayStaging(
-                self.settings.data_dir / "relay",
-                tid,
-                chunk_size=HEADER_SIZE + chunk_size,
-                trim_after=RELAY_TRIM_AFTER,
-            )
-            link = self.relays[tid] = RelayLink(staging)
-            link.forwarder = asyncio.create_task(self._forward(tid, link), name=f"relay-{tid}")
-        return link
-
-    async def _forward(self, tid: str, link: RelayLink) -> None:
-        """Hand staged frames to the receiver, as fast as its socket (or the queue to
-        its instance) takes them. A chunk in flight when the receiver drops is lost
-        here; the receiver asks for it again."""
-        record = await self.backend.get(tid)
-        try:
-            while True:
-                # verified on the way in and authenticated by AES-GCM since: no re-hash
-                try:
-                    _index, frame = await link.staging.take()
-                except StorageError:  # that chunk is lost here; the receiver asks again
-                    log.exception("relay of %s lost a staged chunk", tid)
-                    continue
-                link.holding = True
-                try:
-                    await self._deliver_frame(record, frame)
-                except ConnectionError:
-                    continue
-                finally:
-                    link.holding = False
-                self._delivered(record, len(frame) - HEADER_SIZE)
-        except (RelayClosed, UnknownTransfer, asyncio.CancelledError):
-            pass
-        except Exception:
-            log.exception("relay forwarder for %s failed", tid)
-
-    async def _deliver_frame(self, record: Transfer, frame: bytes) -> None:
-        """One frame to the receiver: its socket here, or the queue to the instance it
-        is connected to; waits while either is full, or until the receiver is back."""
-        while True:
-            receiver = self._present(record.room_id, record.receiver_id)
-            if receiver is not None:
-                await receiver.outbox.send_frame(frame)
-                return
-            if self.backend.shared:
-                await self.backend.relay_push(record, frame, wait=True)
-                return
-            await asyncio.sleep(0.05)
-
-    async def _pump(self, tid: str, room_id: str, user: str) -> None:
-        """Frames another instance relays to ``user``, connected here, as fast as their
-        socket takes them; ends when none came for a second (and no new ones were
-        announced), or when the receiver leaves (a frame in hand is lost, and asked for
-        again)."""
-        try:
-            while True:
-                frames = await self.backend.relay_pop(tid, timeout=1.0)
-                if not frames:
-                    if tid in self._pump_poked:
-                        self._pump_poked.discard(tid)
-                        continue
-                    return
-                for frame in frames:
-                    receiver = self._present(room_id, user)
-                    if receiver is None:
-                        return
-                    await receiver.outbox.send_frame(frame)
-        except (ConnectionError, asyncio.CancelledError):
-            pass
-        except BackendUnavailable as exc:  # what it held is asked for again
-            log.warning("relay from another instance for %s stopped: %s", tid, exc)
-        except Exception:
-            log.exception("relay from another instance for %s failed", tid)
-        finally:
-            if self.pumps.get(tid) is asyncio.current_task():
-                del self.pumps[tid]
-                self._pump_poked.discard(tid)
-
-    async def _close_relay(self, tid: str, *, shared: bool = True) -> None:
-        """Stop relaying ``tid``: its staging here is removed and its forwarder (and a
-        pump bringing its frames from another instance) stopped; with ``shared``, what
-        waits for it between instances is dropped too."""
-        pump = self.pumps.pop(tid, None)
-        if pump is not None:
-            pump.cancel()
-        if shared and self.backend.shared:
-            try:
-                await self.backend.relay_drop(tid)
-            except BackendUnavailable as exc:  # it expires by itself (ROOMDROP_EXPIRY)
-                log.warning("the relay queue of %s was not dropped: %s", tid, exc)
-        link = self.relays.pop(tid, None)
-        if link is None:
-            return
-        if link.forwarder is not None:
-            link.forwarder.cancel()
-        try:
-            await link.staging.close()
-        except RoomdropError:  # the transfer's state has changed already: log, carry on
-            log.exception("removing the relay staging of %s failed", tid)
 
     # --- housekeeping ----------------------------------------------------------------
 
@@ -868,7 +534,7 @@ class Hub:
         grace window is over; purge staging nobody closed."""
         for record in await self.backend.sweep():
             tid = record.transfer_id
-            await self._close_relay(tid)
+            await self.relayer.close(tid)
             payload: BaseModel
             if record.status is Status.CANCELLED:
                 kind, payload = (
@@ -909,8 +575,7 @@ class Hub:
             await self._pause_all_here("server shutting down")
         except BackendUnavailable as exc:  # the records are out of reach: close anyway
             log.warning("shutting down without pausing transfers: %s", exc)
-        for tid in list(self.relays) + list(self.pumps):
-            await self._close_relay(tid)
+        await self.relayer.close_all()
         await asyncio.sleep(0.1)  # let the writers flush the pause messages
         for room in list(self.rooms.values()):
             for member in list(room.members.values()):
@@ -930,20 +595,29 @@ class Hub:
         """After :meth:`shutdown`: stop everything still running here (forwarders,
         pumps, background work) before the backend closes under it."""
         await self.shutdown()
-        tasks = [*self._tasks, *self.pumps.values()]
-        tasks += [link.forwarder for link in self.relays.values() if link.forwarder]
+        tasks = [*self._tasks, *self.relayer.tasks()]
         for task in tasks:
             task.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
 
     # --- helpers ---------------------------------------------------------------------
 
+    def _local(self, room_id: str, user: str) -> Participant | None:
+        """``user``'s connection to this instance, if they have one in ``room_id``."""
+        room = self.rooms.get(room_id)
+        return room.members.get(user) if room else None
+
+    def present(self, room_id: str, user: str) -> Participant | None:
+        """``user``'s open connection to this instance in ``room_id``, if any."""
+        member = self._local(room_id, user)
+        return member if member is not None and not member.outbox.closed else None
+
     async def _require_member(self, room_id: str, user: str, what: str = "you") -> None:
         if not await self.backend.is_member(room_id, user):
             who = "you are" if what == "you" else f"{what} {user!r} is"
             raise Forbidden(f"{who} not in room {room_id!r}")
 
-    async def _party(self, room_id: str, user: str, tid: str, only: str | None = None) -> Transfer:
+    async def party(self, room_id: str, user: str, tid: str, only: str | None = None) -> Transfer:
         record = await self.backend.get(tid)
         if record.room_id != room_id:
             raise UnknownTransfer(tid)
@@ -967,7 +641,7 @@ class Hub:
         if not self._mime_allowed(mime):
             raise MimeTypeNotAllowed(f"files of type {mime.lower()} are not allowed here")
 
-    async def _content_allowed(self, record: Transfer, head: Any) -> bool:
+    async def content_allowed(self, record: Transfer, head: Any) -> bool:
         """What the first relayed chunk shows the file to be must pass the allow/deny
         lists too, and must not contradict a specific declared type (``text/plain`` that
         is really ``application/x-msdownload``). Aliases within one top-level type
@@ -990,7 +664,7 @@ class Hub:
             )
         except InvalidTransition:
             return False  # ended meanwhile
-        await self._close_relay(tid)
+        await self.relayer.close(tid)
         payload = FileShareError(
             transfer_id=UUID(tid), code=MimeTypeNotAllowed.code, message=message
         )
@@ -998,7 +672,7 @@ class Hub:
         self.metrics.refused.labels(MimeTypeNotAllowed.code).inc()
         return False
 
-    def _progressed(self, record: Transfer, chunks: int, nbytes: int) -> None:
+    def progressed(self, record: Transfer, chunks: int, nbytes: int) -> None:
         record.set_progress(chunks, nbytes, mono=self.clock.monotonic())
         if record.transfer_id not in self._progress_due:  # else a broadcast is due anyway
             self._broadcast_progress(record.transfer_id)
@@ -1063,7 +737,7 @@ class Hub:
         ]
 
     async def progress_of(self, room_id: str, user: str, tid: str) -> dict[str, Any]:
-        return (await self._party(room_id, user, tid)).snapshot()
+        return (await self.party(room_id, user, tid)).snapshot()
 
 
 def _uuid_or_none(value: str | None) -> UUID | None:

@@ -131,7 +131,7 @@ def build_router(hub: Hub) -> APIRouter:
                 if message.get("text") is not None:
                     await hub.handle_text(participant, message["text"])
                 elif message.get("bytes") is not None:
-                    await hub.handle_bytes(participant, message["bytes"])
+                    await hub.relayer.handle_bytes(participant, message["bytes"])
         except (WebSocketDisconnect, RuntimeError):
             pass
         finally:

@@ -23,7 +23,8 @@ from roomdrop.clock import ManualClock
 from roomdrop.protocol.frames import HEADER, HEADER_SIZE, Chunk, decode_frame, encode_frames
 from roomdrop.protocol.messages import Offer
 from roomdrop.server.auth import TokenAuthority
-from roomdrop.server.hub import Hub, Participant
+from roomdrop.server.hub import Hub
+from roomdrop.server.participant import Participant
 from roomdrop.server.settings import Settings
 
 CHUNK = 64 * 1024
@@ -91,8 +92,8 @@ async def room(tmp_path: Path) -> AsyncIterator[Room]:
         )
         frames.append(frame)
     yield hub, clock, alice, bob, tid, frames
-    for transfer in list(hub.relays):
-        await hub._close_relay(transfer)
+    for transfer in list(hub.relayer.links):
+        await hub.relayer.close(transfer)
 
 
 async def drain(*ps: Participant) -> None:
@@ -108,7 +109,7 @@ async def answers(hub: Hub, p: Participant, frame: bytes) -> list[dict[str, Any]
     """What ``p`` is told in answer to ``frame``: progress broadcasts and the envelope's
     timestamp left out."""
     before = len(p.outbox._control)
-    await hub.handle_bytes(p, frame)
+    await hub.relayer.handle_bytes(p, frame)
     told = [json.loads(m) for m in list(p.outbox._control)[before:]]
     for message in told:
         message.pop("timestamp", None)
@@ -228,7 +229,7 @@ async def test_when_the_receiver_is_behind_frames_are_staged_and_forwarded_in_or
     for frame in sent:
         assert await answers(hub, alice, frame) == []
     assert len(bob.outbox._frames) == 16
-    link = hub.relays[tid]
+    link = hub.relayer.links[tid]
     assert link.staging.staged() == TOTAL - 1  # the forwarder has not run yet
     writer = asyncio.create_task(bob.outbox.run())
     for _ in range(100):
@@ -251,7 +252,7 @@ async def test_a_chunk_does_not_overtake_one_the_forwarder_holds(room: Room) -> 
     await answers(hub, alice, frames[1])  # bob's socket is full: staged
     for _ in range(5):
         await asyncio.sleep(0)  # the forwarder takes it and waits for room
-    link = hub.relays[tid]
+    link = hub.relayer.links[tid]
     assert (link.staging.staged(), link.holding) == (0, True)
     bob.outbox._frames.popleft()  # room on bob's socket, the forwarder not yet woken
     await answers(hub, alice, frames[2])
@@ -279,7 +280,7 @@ async def test_a_json_chunk_is_staged_and_forwarded_as_one_whole_frame(room: Roo
         "checksum": hashlib.sha256(data).hexdigest(),
     }
     await hub.handle_text(alice, json.dumps({"type": "file-share-chunk", "payload": chunk}))
-    assert hub.relays[tid].staging.staged() == 1
+    assert hub.relayer.links[tid].staging.staged() == 1
     writer = asyncio.create_task(bob.outbox.run())
     for _ in range(100):
         await asyncio.sleep(0.01)
