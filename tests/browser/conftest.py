@@ -20,6 +20,7 @@ by Playwright), and the real CLI commands beside it.
 from __future__ import annotations
 
 import asyncio
+import secrets
 import shutil
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
@@ -39,7 +40,8 @@ from pagetools import (
 )
 from playwright.async_api import async_playwright
 
-from server.conftest import launch
+from redistools import RedisServer
+from server.conftest import Server, launch
 
 # --- the namespace -----------------------------------------------------------------------
 
@@ -85,10 +87,11 @@ def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) ->
         report.sections.append(
             ("browser console (every page)", "\n".join(harness.console[-400:]) or "(nothing)")
         )
-        text = harness.server.log()
-        if len(text) > LOG_TAIL:
-            text = "...\n" + text[-LOG_TAIL:]
-        report.sections.append((f"roomdrop serve on port {harness.server.port} (stderr)", text))
+        for server in harness.servers:
+            text = server.log()
+            if len(text) > LOG_TAIL:
+                text = "...\n" + text[-LOG_TAIL:]
+            report.sections.append((f"roomdrop serve on port {server.port} (stderr)", text))
         for command in harness.commands:
             report.sections.append((f"roomdrop {command.name}", command.report()))
         report.sections.append(
@@ -106,26 +109,54 @@ def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) ->
 async def rd(
     request: pytest.FixtureRequest, tmp_path: Path, _private_namespace: None
 ) -> AsyncIterator[Harness]:
+    """The harness, with a server of the test's own (in-memory state)."""
     server = await asyncio.to_thread(launch, tmp_path / "serve", {})
+    async for harness in _harness(request, tmp_path, [server]):
+        yield harness
+
+
+@pytest.fixture
+async def rd_instances(
+    request: pytest.FixtureRequest, tmp_path: Path, _private_namespace: None
+) -> AsyncIterator[Harness]:
+    """The harness, with two instances of one deployment sharing the session's
+    redis-server (one secret, one key prefix): ``rd.server`` and ``rd.servers[1]``."""
+    redis: RedisServer = request.getfixturevalue("redis_server")
+    env = {"ROOMDROP_REDIS_URL": redis.url, "ROOMDROP_REDIS_PREFIX": redis.prefix()}
+    secret = secrets.token_urlsafe(32)
+    servers = []
+    for n in range(2):
+        base = tmp_path / f"instance{n}"
+        servers.append(await asyncio.to_thread(launch, base, env, secret=secret))
+    async for harness in _harness(request, tmp_path, servers):
+        yield harness
+
+
+async def _harness(
+    request: pytest.FixtureRequest, tmp_path: Path, servers: list[Server]
+) -> AsyncIterator[Harness]:
+    """A harness on ``servers`` (the first is ``harness.server``); at the end every page
+    is closed, every server stopped and its log checked."""
     shutil.rmtree(artifact_dir(request.node.nodeid), ignore_errors=True)
     try:
         async with async_playwright() as playwright:
-            harness = Harness(request, tmp_path, playwright, server)
+            harness = Harness(request, tmp_path, playwright, servers[0], servers)
             request.node.stash[HARNESS] = harness
             try:
                 yield harness
             finally:
                 await harness.close(request.node.stash.get(FAILED, False))
     finally:
-        complaint = server.stop()
-    if complaint:
-        pytest.fail(f"{complaint}\n{server.log()}")
+        complaints = [c for server in servers if (c := server.stop())]
+    if complaints:
+        pytest.fail("\n".join(complaints) + "".join(f"\n{s.log()}" for s in servers))
     if not request.node.stash.get(FAILED, False):
-        # An uncaught error in a page, or an error the server logged, is a bug even when
+        # An uncaught error in a page, or an error a server logged, is a bug even when
         # the test did not notice it.
         problems = [line for line in harness.console if "] pageerror: " in line]
         problems += [
             line
+            for server in servers
             for line in server.log().splitlines()
             if '"level": "error"' in line or '"level": "critical"' in line
         ]

@@ -126,6 +126,8 @@ class RoomPage:
     label: str
     context: BrowserContext
     page: Page
+    server: Server
+    """The instance this page was loaded from (and talks to)."""
     user: str = ""
     room: str = ""
 
@@ -151,7 +153,7 @@ class RoomPage:
         test has just brought up): that load is made again, twice at most."""
         for attempt in range(3):
             try:
-                await self.page.goto(f"{self.harness.server.url}/?room={room}")
+                await self.page.goto(f"{self.server.url}/?room={room}")
                 return
             except PlaywrightError as exc:
                 if "ERR_NETWORK_CHANGED" not in str(exc) or attempt == 2:
@@ -348,6 +350,8 @@ class Harness:
     tmp_path: Path
     playwright: Playwright
     server: Server
+    servers: list[Server]
+    """Every server of the test: ``server`` first, then other instances sharing Redis."""
     pages: list[RoomPage] = field(default_factory=list)
     commands: list[Command] = field(default_factory=list)
     console: list[str] = field(default_factory=list)
@@ -368,8 +372,11 @@ class Harness:
     def log(self, label: str, text: str) -> None:
         self.console.append(f"{time.monotonic() - self.started:8.2f} [{label}] {text}")
 
-    async def open(self, label: str, viewport: ViewportSize | None = None) -> RoomPage:
-        """A new Chromium with a fresh user-data-dir, on a blank page."""
+    async def open(
+        self, label: str, viewport: ViewportSize | None = None, server: Server | None = None
+    ) -> RoomPage:
+        """A new Chromium with a fresh user-data-dir, on a blank page; it will load the
+        room page from ``server`` (default: the harness's)."""
         if not CHROMIUM.exists():
             pytest.fail(f"{CHROMIUM} is missing: apt-get install chromium", pytrace=False)
         profile = self.tmp_path / f"chromium-{label}"
@@ -392,13 +399,19 @@ class Harness:
         page.on("console", on_console)
         page.on("pageerror", lambda error: self.log(label, f"pageerror: {error}"))
         page.on("crash", lambda _: self.log(label, "page crashed"))
-        room_page = RoomPage(self, label, context, page)
+        room_page = RoomPage(self, label, context, page, server or self.server)
         self.pages.append(room_page)
         return room_page
 
-    async def guest(self, label: str, room: str, viewport: ViewportSize | None = None) -> RoomPage:
+    async def guest(
+        self,
+        label: str,
+        room: str,
+        viewport: ViewportSize | None = None,
+        server: Server | None = None,
+    ) -> RoomPage:
         """A page signed in as a guest named like ``label`` and joined to ``room``."""
-        page = await self.open(label, viewport)
+        page = await self.open(label, viewport, server)
         (name,) = names(label)
         await page.join(room, name=name)
         return page
@@ -412,12 +425,15 @@ class Harness:
         assert page.user == user
         return page
 
-    async def pair(self, room: str | None = None) -> tuple[RoomPage, RoomPage]:
-        """Two guest pages in a fresh room, each showing the other."""
+    async def pair(
+        self, room: str | None = None, servers: tuple[Server | None, Server | None] = (None, None)
+    ) -> tuple[RoomPage, RoomPage]:
+        """Two guest pages in a fresh room, each showing the other; each loaded from its
+        server of ``servers`` (default: the harness's)."""
         if room is None:
             (room,) = names("room")
-        a = await self.guest("alice", room)
-        b = await self.guest("bob", room)
+        a = await self.guest("alice", room, server=servers[0])
+        b = await self.guest("bob", room, server=servers[1])
         await a.sees(b.user)
         await b.sees(a.user)
         return a, b

@@ -11,13 +11,14 @@ download) and compared with the original by sha256. Browser-to-browser P2P needs
 from __future__ import annotations
 
 import asyncio
+import re
 from pathlib import Path
 
 import pytest
 from pagetools import PHONE, Harness, RoomPage, assert_in_viewport, interfaces
 
 from client.clitools import MB, sha256_of, write_random
-from server.conftest import names
+from server.conftest import Server, names
 
 pytestmark = pytest.mark.browser
 
@@ -37,6 +38,14 @@ async def receive_file(
     await a.wait_status(tid, "completed", 30)
     saved = await b.save(tid, harness.tmp_path / "saved" / path.name, filename=path.name)
     return tid, saved
+
+
+async def relayed_bytes(server: Server) -> float:
+    """Chunk bytes ``server`` relayed (its Prometheus counter)."""
+    text = (await server.request(None, "GET", "/metrics")).text
+    match = re.search(r"^roomdrop_relayed_bytes_total ([0-9.e+]+)$", text, re.MULTILINE)
+    assert match, text
+    return float(match.group(1))
 
 
 async def send_and_accept(a: RoomPage, b: RoomPage, path: Path) -> str:
@@ -101,6 +110,34 @@ async def test_the_relay_carries_the_file_when_p2p_is_blocked(rd: Harness, tmp_p
     assert sent["bytes_via"]["relay"] >= size, sent
     assert saved.stat().st_size == size
     assert sha256_of(saved) == digest
+
+
+@pytest.mark.timeout(240)
+async def test_pages_on_two_instances_sharing_redis_send_through_the_relay(
+    rd_instances: Harness, tmp_path: Path
+) -> None:
+    # alice's page comes from the first instance, bob's from the second (as a load
+    # balancer would spread them); with no veth no data channel opens, so every chunk
+    # goes alice's page -> instance 1 -> Redis -> instance 2 -> bob's page.
+    rd = rd_instances
+    assert interfaces() == {"lo"}
+    first, second = rd.servers
+    size = 30 * MB
+    path = tmp_path / "across.bin"
+    digest = write_random(path, size)
+    a, b = await rd.pair(servers=(first, second))
+    assert (a.server, b.server) == (first, second)
+    tid, saved = await receive_file(rd, a, b, path, timeout=150)
+    for page in (a, b):
+        assert await page.transport(tid) == "relay", await page.describe()
+    received = await b.transfer_state(tid)
+    rd.note(f"receiver {received}; sender {await a.transfer_state(tid)}")
+    assert received["bytes_via"]["relay"] >= size, received
+    assert saved.stat().st_size == size
+    assert sha256_of(saved) == digest
+    relayed = {server.port: await relayed_bytes(server) for server in rd.servers}
+    assert relayed[first.port] >= size, relayed  # the sender's instance carried it
+    assert relayed[second.port] == 0, relayed  # and handed it on through Redis
 
 
 @pytest.mark.timeout(180)
