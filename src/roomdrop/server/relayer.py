@@ -124,6 +124,7 @@ class Relayer:
         return [*forwarders, *self.pumps.values()]
 
     async def close_all(self) -> None:
+        """Stop relaying everything here (shutdown)."""
         for tid in list(self.links) + list(self.pumps):
             await self.close(tid)
 
@@ -331,6 +332,8 @@ class Relayer:
                 return
             await asyncio.sleep(0.05)
 
+    # --- frames relayed by other instances --------------------------------------------
+
     async def _pump(self, tid: str, room_id: str, user: str) -> None:
         """Frames another instance relays to ``user``, connected here, as fast as their
         socket takes them; ends when none came for a second (and no new ones were
@@ -359,6 +362,8 @@ class Relayer:
             if self.pumps.get(tid) is asyncio.current_task():
                 del self.pumps[tid]
                 self._pump_poked.discard(tid)
+
+    # --- stopping ---------------------------------------------------------------------
 
     async def close(self, tid: str, *, shared: bool = True) -> None:
         """Stop relaying ``tid``: its staging here is removed and its forwarder (and a
