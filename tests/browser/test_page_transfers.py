@@ -11,7 +11,9 @@ download) and compared with the original by sha256. Browser-to-browser P2P needs
 from __future__ import annotations
 
 import asyncio
+import os
 import re
+import signal
 from pathlib import Path
 
 import pytest
@@ -138,6 +140,42 @@ async def test_pages_on_two_instances_sharing_redis_send_through_the_relay(
     relayed = {server.port: await relayed_bytes(server) for server in rd.servers}
     assert relayed[first.port] >= size, relayed  # the sender's instance carried it
     assert relayed[second.port] == 0, relayed  # and handed it on through Redis
+
+
+@pytest.mark.timeout(180)
+async def test_a_page_learns_of_a_cancel_its_instance_missed(
+    rd_instances: Harness, tmp_path: Path
+) -> None:
+    # bob's instance is frozen while Redis drops its subscription and alice cancels her
+    # offer through hers: the file-share-cancel for bob reaches no one. Running again,
+    # his instance subscribes again and sends his page a second room-state, from which
+    # the page shows the offer cancelled (protocol.md §11.11).
+    rd = rd_instances
+    first, second = rd.servers
+    path = tmp_path / "offer.bin"
+    write_random(path, MB)
+    a, b = await rd.pair(servers=(first, second))
+    tid = await a.send(b.user, path)
+    await b.wait_status(tid, "pending", 15)
+    redis = rd.request.getfixturevalue("redis_server").client()
+    os.kill(second.process.pid, signal.SIGSTOP)
+    try:
+        assert redis.client_kill_filter(_type="pubsub") >= 2
+        cancelled = await first.request(
+            a.user,
+            "DELETE",
+            f"/webrtc/rooms/{a.room}/file-transfer/{tid}",
+            params={"reason": "wrong file"},
+        )
+        assert cancelled.json()["status"] == "cancelled", cancelled.text
+    finally:
+        os.kill(second.process.pid, signal.SIGCONT)
+        redis.close()
+    await a.wait_status(tid, "cancelled", 15)
+    await b.wait_status(tid, "cancelled", 15)
+    await rd.shot(b, "cancel-caught-up")
+    shown = await b.messages()
+    assert not any("reconnected" in m for m in shown), shown
 
 
 @pytest.mark.timeout(180)

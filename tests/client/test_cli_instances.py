@@ -7,6 +7,8 @@ relay, or peer to peer with signalling on the new instance)."""
 
 from __future__ import annotations
 
+import os
+import signal
 import time
 from pathlib import Path
 from typing import Any
@@ -91,3 +93,86 @@ async def test_when_their_instance_is_killed_both_move_to_another_and_the_transf
     assert size <= sent["moved_bytes"] <= size + IN_FLIGHT, sent["moved_bytes"]
     assert sha256_of(tmp_path / "inbox" / "movie.bin") == digest
     assert took < 60, took
+
+
+async def test_a_transfer_across_instances_carries_on_when_their_subscriptions_break(
+    start: Any, room_on: Any, redis_server: RedisServer, tmp_path: Path
+) -> None:
+    """Redis drops both instances' subscriptions mid-transfer: each instance subscribes
+    again and sends its participant a second room-state on the same connection; both
+    commands take it in their stride (no reconnect, nothing sent twice)."""
+    one, two = await deployment(start, redis_server, ROOMDROP_ROOM_BANDWIDTH="10000000")
+    room: Room = room_on(one)
+    source = tmp_path / "archive.bin"
+    size = 30 * MB
+    digest = write_random(source, size)
+    receiver = room.receive(tmp_path / "inbox", server_args=["--server", two.url])
+    await room.joined(receiver)
+    sender = room.send(source, transport="relay", server_args=["--server", one.url])
+    await receiver.progress_at_least(30)
+    redis = redis_server.client()
+    try:
+        assert redis.client_kill_filter(_type="pubsub") >= 2
+    finally:
+        redis.close()
+
+    assert await sender.wait(120) == 0, sender.report()
+    assert await receiver.wait(30) == 0, receiver.report()
+    for server in (one, two):
+        assert "room-state resent to every participant here" in server.log()
+    for command in (sender, receiver):
+        notes = [n["message"] for n in command.events("note")]
+        assert not any("reconnected" in n or "lost the connection" in n for n in notes), notes
+    got, sent = receiver.result(), sender.result()
+    assert got["transfer_id"] == sent["transfer_id"]
+    assert (got["status"], got["sha256"]) == ("completed", digest)
+    assert got["moved_bytes"] == sent["moved_bytes"] == size, "no chunk travelled twice"
+    assert sha256_of(tmp_path / "inbox" / "archive.bin") == digest
+
+
+async def test_a_cancel_the_receivers_instance_missed_reaches_the_receiver_all_the_same(
+    start: Any, room_on: Any, redis_server: RedisServer, tmp_path: Path
+) -> None:
+    """The receiver's instance is frozen (SIGSTOP) while Redis drops its subscription and
+    the sender's side cancels through the other instance: the file-share-cancel for the
+    receiver is published to no one. Its instance, running again, subscribes again and
+    sends a second room-state, and ``roomdrop receive`` ends the transfer as cancelled
+    from it, instead of waiting for chunks that will never come (its part file stays)."""
+    one, two = await deployment(start, redis_server, ROOMDROP_ROOM_BANDWIDTH="5000000")
+    room: Room = room_on(one)
+    source = tmp_path / "big.bin"
+    size = 40 * MB
+    write_random(source, size)
+    receiver = room.receive(tmp_path / "inbox", server_args=["--server", two.url])
+    await room.joined(receiver)
+    sender = room.send(source, transport="relay", server_args=["--server", one.url])
+    progress = await receiver.progress_at_least(10)
+    tid = progress["transfer_id"]
+    redis = redis_server.client()
+    os.kill(two.process.pid, signal.SIGSTOP)
+    try:
+        assert redis.client_kill_filter(_type="pubsub") >= 2
+        async with httpx.AsyncClient(base_url=one.url) as http:
+            path = f"/webrtc/rooms/{room.name}/file-transfer/{tid}"
+            answer = await http.delete(
+                path, params={"reason": "sent the wrong file"}, headers=one.headers(room.alice)
+            )
+        assert answer.json()["status"] == "cancelled", answer.text
+    finally:
+        os.kill(two.process.pid, signal.SIGCONT)
+        redis.close()
+
+    # the transfer ends as cancelled; the command goes on waiting for a file that arrives
+    # (--count counts files received), so the test stops it once it has said so
+    got = await receiver.wait_for(lambda line: line.get("event") == "result", timeout=30)
+    assert (got["transfer_id"], got["status"], got["error"]) == (
+        tid,
+        "cancelled",
+        "sent the wrong file",
+    ), got
+    assert got["bytes_transferred"] < size
+    assert await sender.wait(30) == 1, sender.report()
+    assert sender.result()["status"] == "cancelled"
+    notes = [n["message"] for n in receiver.events("note")]
+    assert not any("reconnected" in n for n in notes), notes
+    receiver.kill()

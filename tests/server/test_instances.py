@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import signal
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -465,3 +466,45 @@ async def test_without_redis_requests_are_refused_with_503_and_work_again_when_i
         assert '"level": "warning"' in one.log() and "out of reach" in one.log()
     finally:
         redis.stop()
+
+
+async def test_what_an_instance_missed_while_its_subscription_was_broken_reaches_its_participants(
+    deployment: Deployment,
+) -> None:
+    """bob's instance is frozen (SIGSTOP) while Redis drops its subscription, and alice
+    cancels their transfer on hers meanwhile: the file-share-cancel published for bob
+    reaches no one. Once bob's instance runs again it subscribes again and sends bob a
+    fresh room-state, on the connection he has, in which the transfer is cancelled."""
+    one, two = await deployment.start(2)
+    room, alice, bob = fresh("room", "alice", "bob")
+    a, b = await across(one, two, room, alice, bob)
+    tid = await offered(a, b)
+    redis = deployment.redis.client()
+    os.kill(two.process.pid, signal.SIGSTOP)
+    try:
+        assert redis.client_kill_filter(_type="pubsub") >= 2  # both instances' subscriptions
+        # alice's instance, running, subscribes again at once and catches her up
+        assert [t["status"] for t in (await a.recv("room-state"))["payload"]["transfers"]] == [
+            "active"
+        ]
+        path = f"/webrtc/rooms/{room}/file-transfer/{tid}"
+        cancelled = await one.request(alice, "DELETE", path, params={"reason": "while away"})
+        assert cancelled.json()["status"] == "cancelled"
+        assert (await a.recv("file-share-cancel"))["payload"]["reason"] == "while away"
+    finally:
+        os.kill(two.process.pid, signal.SIGCONT)
+    state = (await b.recv("room-state"))["payload"]
+    assert sorted(state["participants"]) == sorted([alice, bob])
+    [record] = state["transfers"]
+    assert (record["transfer_id"], record["status"], record["error"]) == (
+        tid,
+        "cancelled",
+        "while away",
+    )
+    assert not any(isinstance(m, str) and "file-share-cancel" in m for m in b.skipped), (
+        "the cancel was published while no one listened: it cannot have arrived"
+    )
+    # and messages cross between the instances again
+    await b.send("offer", {"target_id": alice, "type": "offer", "sdp": "v=0 again"})
+    assert (await a.recv("offer"))["payload"]["sdp"] == "v=0 again"
+    redis.close()

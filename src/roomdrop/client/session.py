@@ -588,6 +588,7 @@ class Session:
         for record in incoming.records():
             if (
                 record.live
+                and record.transfer_id != str(offer.transfer_id)  # this offer, seen again
                 and record.sender_id == sender
                 and (record.sha256, record.file_size, record.chunk_size)
                 == (offer.sha256, offer.file_size, offer.chunk_size)
@@ -756,7 +757,11 @@ class Session:
 
     # --- messages from the server ----------------------------------------------------
 
-    async def _on_connect(self, state: RoomState) -> None:
+    async def _on_connect(self, state: RoomState, *, resync: bool = False) -> None:
+        """The server's ``room-state``: at every (re)connection, and again on the same
+        connection (``resync``) when the server may have lost messages meant for this
+        end (§11.11). Either way this end catches up from it: transfers the server
+        ended, paused or resumed meanwhile, offers it missed, its participants."""
         self.participants = set(state.participants)
         self._joined.set()
         known: dict[str, TransferObject] = {}
@@ -767,12 +772,14 @@ class Session:
                 continue
             known[t.transfer_id] = t
         self.server_transfers = known
-        if self.signalling.connections > 1:
+        if self.signalling.connections > 1 and not resync:
             self.reporter.note(f"reconnected to the server at {self.signalling.name}")
         for out in list(self._sending.values()):
             if out.done.done():
                 continue
             held = known.get(out.tid)
+            if held is None and resync and not out.offered:
+                continue  # the offer was on its way when the state was taken: wait for it
             if held is None:
                 self._sending.pop(out.tid, None)
                 out.done.set_exception(_Reoffer())
@@ -796,6 +803,14 @@ class Session:
                 inc.done.cancel()
             elif held.status is Status.COMPLETED:
                 self._resolve_completed(inc)
+            elif held.status.value in ("cancelled", "failed", "rejected"):
+                # it ended while this end was away (or the message saying so was lost):
+                # ended here too, keeping the verified chunks of the part file
+                status, code = held.status.value, held.error_code or held.status.value
+                with contextlib.suppress(TransferError):
+                    assert self.incoming is not None
+                    await self.incoming.fail_transfer(inc.tid, code, held.error or status)
+                self._resolve(inc, status=status, error=held.error, code=held.error_code)
             elif not inc.completed_sent and self._local_status(inc) is Status.COMPLETED:
                 await self._announce_complete(inc)
             else:
@@ -863,6 +878,10 @@ class Session:
         if link is None or (msg.type is T.OFFER and link.down.is_set()):
             link = await self._new_link(remote)
         await link.on_signal(msg.type.value, payload.model_dump())
+
+    async def _on_room_state(self, msg: Message) -> None:
+        assert isinstance(msg.payload, RoomState)
+        await self._on_connect(msg.payload, resync=True)
 
     async def _on_user_joined(self, msg: Message) -> None:
         assert isinstance(msg.payload, UserEvent)
@@ -1051,6 +1070,7 @@ class Session:
         T.OFFER: _on_signal,
         T.ANSWER: _on_signal,
         T.ICE_CANDIDATE: _on_signal,
+        T.ROOM_STATE: _on_room_state,  # the first of a connection goes to _on_connect
         T.USER_JOINED: _on_user_joined,
         T.USER_LEFT: _on_user_left,
         T.ERROR: _on_refusal,

@@ -65,6 +65,10 @@ class Inbound(Protocol):
     def transfer_changed(self, transfer_id: str) -> None:
         """Another instance changed the record's status."""
 
+    def resync(self) -> None:
+        """Deliveries may have been lost (the subscription to them broke and was made
+        again): every participant here is to be told the state it may have missed."""
+
 
 class Backend(Protocol):
     instance_id: str

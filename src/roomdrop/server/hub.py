@@ -187,13 +187,7 @@ class Hub:
         except BaseException:
             self._forget_local(participant)
             raise
-        participant.outbox.send_first(
-            Message.build(
-                T.ROOM_STATE,
-                RoomState(participants=participants, transfers=[r.snapshot() for r in records]),
-                room_id=room_id,
-            )
-        )
+        participant.outbox.send_first(_room_state(room_id, participants, records))
         self._broadcast(room_id, T.USER_JOINED, UserEvent(user_id=user_id), exclude=user_id)
         log.info("join room=%s user=%s returning=%s", room_id, user_id, returning)
         for record in records:
@@ -315,6 +309,24 @@ class Hub:
 
     def transfer_changed(self, transfer_id: str) -> None:
         self._spawn(self._refresh(transfer_id))
+
+    def resync(self) -> None:
+        self._spawn(self._resync())
+
+    async def _resync(self) -> None:
+        """Messages for participants here may have been lost: each gets a fresh
+        ``room-state`` (who is in the room, its transfers' records) to catch up from, as
+        after a reconnect but on the same connection (docs/protocol.md §11.11)."""
+        for room_id, room in list(self.rooms.items()):
+            try:
+                participants = await self.backend.members(room_id)
+                for user, member in list(room.members.items()):
+                    records = await self.backend.records(user=user, room=room_id)
+                    member.send(_room_state(room_id, participants, records))
+            except BackendUnavailable as exc:  # out of reach again: the next renewal resyncs
+                log.warning("room-state for %s not resent: %s", room_id, exc)
+                return
+        log.info("room-state resent to every participant here")
 
     async def _refresh(self, tid: str) -> None:
         """Another instance changed ``tid``: bring this instance's copy up to date, then
@@ -738,6 +750,11 @@ class Hub:
 
     async def progress_of(self, room_id: str, user: str, tid: str) -> dict[str, Any]:
         return (await self.party(room_id, user, tid)).snapshot()
+
+
+def _room_state(room_id: str, participants: list[str], records: list[Transfer]) -> Message:
+    state = RoomState(participants=participants, transfers=[r.snapshot() for r in records])
+    return Message.build(T.ROOM_STATE, state, room_id=room_id)
 
 
 def _uuid_or_none(value: str | None) -> UUID | None:

@@ -373,9 +373,9 @@ class RedisBackend:
     async def _read(self) -> None:
         """Deliveries from other instances, in the order they were published. When the
         subscription breaks (Redis restarted, the network failed), a new one is made,
-        to every channel this instance needs, as soon as Redis answers again: what was
-        published meanwhile is lost (clients that lost messages reconnect, and catch up
-        from room-state)."""
+        to every channel this instance needs, as soon as Redis answers again. What was
+        published meanwhile is lost; the hub then sends its participants a fresh
+        room-state to catch up from (:meth:`Inbound.resync`)."""
         while True:
             try:
                 message = await self._pubsub.get_message(
@@ -389,6 +389,8 @@ class RedisBackend:
                 while not await self._renew_subscription():
                     await asyncio.sleep(0.2)
                 self._listening.set()
+                if self._inbound is not None:
+                    self._inbound.resync()
                 continue
             if message is None or message.get("type") != "message":
                 continue

@@ -371,7 +371,10 @@ const HANDLERS = {
   "file-share-progress": onProgress,
 };
 
+// room-state comes first on every connection, and again on the same one when the server
+// may have lost messages meant for this page (protocol.md §11.11): catch up from it.
 async function onRoomState(p) {
+  const resync = S.connected; // already connected: the same connection, not a new one
   S.participants = new Set(p.participants || []);
   S.participants.add(S.user);
   const known = new Map();
@@ -380,9 +383,9 @@ async function onRoomState(p) {
   }
   S.serverTransfers = known;
   S.connected = true;
-  S.connections += 1;
+  if (!resync) S.connections += 1;
   if (!$("#room").hidden) document.body.dataset.state = "joined";
-  if (S.connections > 1) note("reconnected to the server");
+  if (S.connections > 1 && !resync) note("reconnected to the server");
   renderParticipants();
   wakeJoinWaiters();
   for (const t of [...S.transfers.values()]) {
@@ -407,6 +410,15 @@ async function onRoomState(p) {
     } else {
       if (!held) {
         finish(t, "failed", "the server no longer knows it", "unknown-transfer", { quiet: true });
+      } else if (["cancelled", "failed", "rejected"].includes(held.status)) {
+        // it ended while this page was away (or the message saying so was lost): keep
+        // the verified chunks of the part file, as when the server gives up on a transfer
+        if (t._.part) {
+          const part = t._.part;
+          t._.part = null;
+          S.store.close(part).catch(() => {});
+        }
+        finish(t, held.status, held.error, held.error_code);
       } else if (t.status === "completed" && !t._.completedSent) {
         announceComplete(t);
       }
