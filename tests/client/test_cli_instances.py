@@ -176,3 +176,37 @@ async def test_a_cancel_the_receivers_instance_missed_reaches_the_receiver_all_t
     notes = [n["message"] for n in receiver.events("note")]
     assert not any("reconnected" in n for n in notes), notes
     receiver.kill()
+
+
+async def test_a_completion_the_senders_instance_missed_reaches_the_sender_all_the_same(
+    start: Any, room_on: Any, redis_server: RedisServer, tmp_path: Path
+) -> None:
+    """Peer to peer, the chunks need no server: the sender's instance is frozen
+    (SIGSTOP) while Redis drops its subscription, and the receiver verifies the file and
+    completes it through the other instance meanwhile, so the file-share-complete for the
+    sender is published to no one. Its instance, running again, sends a second
+    room-state, and ``roomdrop send`` ends the transfer as completed from it."""
+    one, two = await deployment(start, redis_server)
+    room: Room = room_on(one)
+    source = tmp_path / "video.bin"
+    size = 30 * MB
+    digest = write_random(source, size)
+    receiver = room.receive(tmp_path / "inbox", server_args=["--server", two.url])
+    await room.joined(receiver)
+    sender = room.send(source, transport="p2p", server_args=["--server", one.url])
+    await receiver.progress_at_least(10)
+    redis = redis_server.client()
+    os.kill(one.process.pid, signal.SIGSTOP)
+    try:
+        assert redis.client_kill_filter(_type="pubsub") >= 2
+        assert await receiver.wait(60) == 0, receiver.report()
+    finally:
+        os.kill(one.process.pid, signal.SIGCONT)
+        redis.close()
+    got = receiver.result()
+    assert (got["status"], got["sha256"], got["transport"]) == ("completed", digest, "p2p")
+
+    assert await sender.wait(30) == 0, sender.report()
+    sent = sender.result()
+    assert (sent["transfer_id"], sent["status"]) == (got["transfer_id"], "completed")
+    assert sha256_of(tmp_path / "inbox" / "video.bin") == digest

@@ -785,6 +785,16 @@ class Session:
                 out.done.set_exception(_Reoffer())
             elif held.status.value in ("cancelled", "failed", "rejected"):
                 self._resolve(out, status=held.status.value, error=held.error, code=held.error_code)
+            elif held.status is Status.COMPLETED:
+                # the receiver verified it while this end was away (or the message saying
+                # so was lost): the server took its file-share-complete, with the offer's
+                # sha256
+                try:
+                    await self.outgoing.mark_completed(out.tid, held.sha256 or "")
+                except TransferError as exc:
+                    log.warning("completion of %s not taken: %s", out.tid, exc)
+                else:
+                    self._resolve(out, status="completed")
             else:
                 await self._align(self.outgoing, out, held.status)
             out.wake.set()
