@@ -20,6 +20,7 @@ import pytest
 from pagetools import PHONE, Harness, RoomPage, assert_in_viewport, interfaces
 
 from client.clitools import MB, sha256_of, write_random
+from roomdrop.protocol.frames import decode_frame
 from server.conftest import Server, names
 
 pytestmark = pytest.mark.browser
@@ -176,6 +177,40 @@ async def test_a_page_learns_of_a_cancel_its_instance_missed(
     await rd.shot(b, "cancel-caught-up")
     shown = await b.messages()
     assert not any("reconnected" in m for m in shown), shown
+
+
+@pytest.mark.timeout(180)
+async def test_a_page_starts_sending_on_an_accept_its_instance_missed(
+    rd_instances: Harness, tmp_path: Path
+) -> None:
+    # alice's instance is frozen while Redis drops its subscription and bob (a bare
+    # WebSocket client on the other instance) accepts her offer: the file-share-accept
+    # for alice reaches no one. From the second room-state, where the transfer is active,
+    # her page starts sending (through the relay: bob answers no WebRTC offer).
+    rd = rd_instances
+    first, second = rd.servers
+    path = tmp_path / "accepted.bin"
+    write_random(path, MB)
+    (room,) = names("room")
+    a = await rd.guest("alice", room, server=first)
+    bob = await second.connect(room, "bob-" + room)
+    await a.sees(bob.user)
+    tid = await a.send(bob.user, path)
+    assert (await bob.recv("file-share-offer", timeout=15))["payload"]["transfer_id"] == tid
+    redis = rd.request.getfixturevalue("redis_server").client()
+    os.kill(first.process.pid, signal.SIGSTOP)
+    try:
+        assert redis.client_kill_filter(_type="pubsub") >= 2
+        await bob.send("file-share-accept", {"transfer_id": tid})
+        assert (await bob.recv("file-share-accept"))["payload"]["transfer_id"] == tid
+    finally:
+        os.kill(first.process.pid, signal.SIGCONT)
+        redis.close()
+    frame = decode_frame(await bob.recv_frame(timeout=30))
+    assert frame.transfer_id == tid
+    await bob.send("file-share-cancel", {"transfer_id": tid, "reason": "seen enough"})
+    await a.wait_status(tid, "cancelled", 15)
+    await bob.close()
 
 
 @pytest.mark.timeout(180)

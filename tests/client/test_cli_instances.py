@@ -18,6 +18,7 @@ import pytest
 from clitools import MB, Room, sha256_of, write_random
 
 from redistools import RedisServer
+from roomdrop.protocol.frames import decode_frame
 
 pytestmark = pytest.mark.timeout(240)
 
@@ -210,3 +211,33 @@ async def test_a_completion_the_senders_instance_missed_reaches_the_sender_all_t
     sent = sender.result()
     assert (sent["transfer_id"], sent["status"]) == (got["transfer_id"], "completed")
     assert sha256_of(tmp_path / "inbox" / "video.bin") == digest
+
+
+async def test_an_accept_the_senders_instance_missed_starts_the_transfer_all_the_same(
+    start: Any, room_on: Any, redis_server: RedisServer, tmp_path: Path
+) -> None:
+    """The sender's instance is frozen (SIGSTOP) while Redis drops its subscription, and
+    the receiver (here a bare WebSocket client on the other instance) accepts meanwhile:
+    the file-share-accept for the sender is published to no one. From the second
+    room-state, where the transfer is active, ``roomdrop send`` starts sending."""
+    one, two = await deployment(start, redis_server)
+    room: Room = room_on(one)
+    source = tmp_path / "report.pdf.bin"
+    write_random(source, 2 * MB)
+    bob = await two.connect(room.name, room.bob)
+    sender = room.send(source, transport="relay", server_args=["--server", one.url])
+    tid = (await bob.recv("file-share-offer", timeout=30))["payload"]["transfer_id"]
+    redis = redis_server.client()
+    os.kill(one.process.pid, signal.SIGSTOP)
+    try:
+        assert redis.client_kill_filter(_type="pubsub") >= 2
+        await bob.send("file-share-accept", {"transfer_id": tid})
+        assert (await bob.recv("file-share-accept"))["payload"]["transfer_id"] == tid
+    finally:
+        os.kill(one.process.pid, signal.SIGCONT)
+        redis.close()
+    frame = decode_frame(await bob.recv_frame(timeout=15))
+    assert (frame.transfer_id, frame.chunk_index) == (tid, 0)
+    await bob.send("file-share-cancel", {"transfer_id": tid, "reason": "seen enough"})
+    assert await sender.wait(30) == 1, sender.report()
+    assert sender.result()["status"] == "cancelled"

@@ -796,6 +796,11 @@ class Session:
                 else:
                     self._resolve(out, status="completed")
             else:
+                if not out.accepted.is_set() and held.status in (Status.ACTIVE, Status.PAUSED):
+                    # accepted while this end was away (or the accept was lost): which
+                    # chunks the receiver lacks is not known here, so all are queued (it
+                    # drops those it holds)
+                    await self._take_accept(out, None)
                 await self._align(self.outgoing, out, held.status)
             out.wake.set()
         for inc in list(self._receiving.values()):
@@ -924,16 +929,20 @@ class Session:
         out = self._sending.get(str(payload.transfer_id))
         if out is None or msg.sender_id == self.user:
             return
+        await self._take_accept(out, payload.missing)
+
+    async def _take_accept(self, out: _Outgoing, missing: list[tuple[int, int]] | None) -> None:
+        """The receiver accepted ``out``, lacking ``missing`` (None: every chunk)."""
         tid = out.tid
         await self.outgoing.accept_transfer(tid)
         info = out.info
         assert info is not None
         total = self.outgoing.get_transfer(tid).total_chunks
-        if payload.missing is None:
+        if missing is None:
             indexes = list(range(total))
             out.resumed_bytes = 0
         else:
-            indexes = list(indexes_in(payload.missing))
+            indexes = list(indexes_in(missing))
             await self.outgoing.sync_progress(tid, indexes)
             out.resumed_bytes = self._bytes_outside(out, indexes)
         out.queue = dict.fromkeys(indexes)

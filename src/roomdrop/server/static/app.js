@@ -405,6 +405,14 @@ async function onRoomState(p) {
         finish(t, held.status, held.error, held.error_code);
       } else if (held.status === "completed") {
         finish(t, "completed");
+      } else if ((held.status === "active" || held.status === "paused") && !t._.accepted) {
+        // accepted while this page was away (or the accept was lost): which chunks the
+        // receiver lacks is not known here, so all are queued (it drops those it holds)
+        await onAccept({ transfer_id: t.transfer_id, missing: null }, held.receiver_id);
+        if (held.status === "paused") {
+          t.status = "paused";
+          render(t);
+        }
       }
       wake(t);
     } else {
