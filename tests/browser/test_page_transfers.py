@@ -214,6 +214,45 @@ async def test_a_page_starts_sending_on_an_accept_its_instance_missed(
 
 
 @pytest.mark.timeout(180)
+async def test_a_page_catches_up_with_a_pause_and_a_resume_its_instance_missed(
+    rd_instances: Harness, tmp_path: Path
+) -> None:
+    # bob's page receives from alice (a bare WebSocket client on the other instance,
+    # which sends no chunk yet). Twice bob's instance is frozen while Redis drops its
+    # subscription: alice pauses the first time, resumes the second, and neither message
+    # reaches bob's page; each time the second room-state brings it to the transfer's
+    # status (active again, it asks for what it lacks, as after any resume).
+    rd = rd_instances
+    first, second = rd.servers
+    (room,) = names("room")
+    alice = await first.connect(room, "alice-" + room)
+    b = await rd.guest("bob", room, server=second)
+    await alice.recv("user-joined")
+    tid = await alice.offer(b.user)  # three chunks
+    await b.accept()
+    await alice.recv("file-share-accept")
+    await b.wait_status(tid, "active", 15)
+
+    async def behind_bobs_back(kind: str) -> None:
+        redis = rd.request.getfixturevalue("redis_server").client()
+        os.kill(second.process.pid, signal.SIGSTOP)
+        try:
+            assert redis.client_kill_filter(_type="pubsub") >= 2
+            await alice.send(kind, {"transfer_id": tid, "reason": "behind bob's back"})
+            await alice.recv(kind)
+        finally:
+            os.kill(second.process.pid, signal.SIGCONT)
+            redis.close()
+
+    await behind_bobs_back("file-share-pause")
+    await b.wait_status(tid, "paused", 15)
+    await behind_bobs_back("file-share-resume")
+    await b.wait_status(tid, "active", 15)
+    shown = await b.messages()
+    assert not any("paused by" in m or "resumed by" in m for m in shown), shown
+
+
+@pytest.mark.timeout(180)
 async def test_a_page_sends_to_the_cli(veth: None, rd: Harness, tmp_path: Path) -> None:
     path = tmp_path / "to-cli.bin"
     digest = write_random(path, 30 * MB)

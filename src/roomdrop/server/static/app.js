@@ -409,10 +409,9 @@ async function onRoomState(p) {
         // accepted while this page was away (or the accept was lost): which chunks the
         // receiver lacks is not known here, so all are queued (it drops those it holds)
         await onAccept({ transfer_id: t.transfer_id, missing: null }, held.receiver_id);
-        if (held.status === "paused") {
-          t.status = "paused";
-          render(t);
-        }
+        alignStatus(t, held.status);
+      } else {
+        alignStatus(t, held.status);
       }
       wake(t);
     } else {
@@ -429,6 +428,8 @@ async function onRoomState(p) {
         finish(t, held.status, held.error, held.error_code);
       } else if (t.status === "completed" && !t._.completedSent) {
         announceComplete(t);
+      } else {
+        alignStatus(t, held.status);
       }
     }
   }
@@ -441,6 +442,25 @@ async function onRoomState(p) {
     } else if (o.sender_id === S.user && LIVE.has(o.status)) {
       showOrphan(o);
     }
+  }
+}
+
+/** A pause or resume this page missed (§13.4): brought to the server's status. */
+function alignStatus(t, server) {
+  if (server === "paused" && t.status === "active") {
+    t.status = "paused";
+    t._.samples = [];
+    render(t);
+  } else if (server === "active" && t.status === "paused") {
+    t.status = "active";
+    t._.samples = [];
+    if (t.direction === "receive") {
+      t._.lastChunk = now();
+      requestMissing(t, "resume");
+    } else {
+      wake(t);
+    }
+    render(t);
   }
 }
 
