@@ -796,7 +796,10 @@ class Session:
                 else:
                     self._resolve(out, status="completed")
             else:
-                if not out.accepted.is_set() and held.status in (Status.ACTIVE, Status.PAUSED):
+                if self._local_status(out) is Status.PENDING and held.status in (
+                    Status.ACTIVE,
+                    Status.PAUSED,
+                ):
                     # accepted while this end was away (or the accept was lost): which
                     # chunks the receiver lacks is not known here, so all are queued (it
                     # drops those it holds)
