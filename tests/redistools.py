@@ -8,11 +8,16 @@ saying so, it does not skip them.
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
+import os
 import shutil
+import signal
 import socket
 import subprocess
 import time
 import uuid
+from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -95,3 +100,39 @@ def start_redis(base: Path, port: int | None = None) -> RedisServer:
             log = log_path.read_text() if log_path.exists() else ""
             raise AssertionError(f"redis-server did not start:\n{log}")
         time.sleep(0.05)
+
+
+@contextlib.asynccontextmanager
+async def frozen_unsubscribed(
+    server: RedisServer, pid: int, timeout: float = 10.0
+) -> AsyncIterator[Callable[[str], Awaitable[None]]]:
+    """The roomdrop instance ``pid`` frozen (SIGSTOP) while Redis drops every
+    subscription, its own among them: what is published for its participants meanwhile
+    reaches no one there. Yields ``published(text)``, which waits until a publication
+    containing ``text`` has gone out (seen by a subscriber of the test's own, made after
+    the drop), so that the instance runs again (SIGCONT, on leaving the block) only once
+    the message it is to miss is gone for good."""
+    client = server.client()
+    os.kill(pid, signal.SIGSTOP)
+    watcher = client.pubsub()
+    try:
+        killed = client.client_kill_filter(_type="pubsub")
+        assert killed >= 2, f"Redis dropped {killed} subscription(s), not every instance's"
+        watcher.psubscribe("*")
+
+        def wait_for(text: str) -> None:
+            deadline = time.monotonic() + timeout
+            while time.monotonic() < deadline:
+                message = watcher.get_message(ignore_subscribe_messages=True, timeout=0.2)
+                if message is not None and text.encode() in message["data"]:
+                    return
+            raise AssertionError(f"nothing containing {text!r} was published in {timeout} s")
+
+        async def published(text: str) -> None:
+            await asyncio.to_thread(wait_for, text)
+
+        yield published
+    finally:
+        os.kill(pid, signal.SIGCONT)
+        watcher.close()
+        client.close()

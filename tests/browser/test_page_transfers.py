@@ -11,15 +11,14 @@ download) and compared with the original by sha256. Browser-to-browser P2P needs
 from __future__ import annotations
 
 import asyncio
-import os
 import re
-import signal
 from pathlib import Path
 
 import pytest
 from pagetools import PHONE, Harness, RoomPage, assert_in_viewport, interfaces
 
 from client.clitools import MB, sha256_of, write_random
+from redistools import RedisServer, frozen_unsubscribed
 from roomdrop.protocol.frames import decode_frame
 from server.conftest import Server, names
 
@@ -158,10 +157,8 @@ async def test_a_page_learns_of_a_cancel_its_instance_missed(
     a, b = await rd.pair(servers=(first, second))
     tid = await a.send(b.user, path)
     await b.wait_status(tid, "pending", 15)
-    redis = rd.request.getfixturevalue("redis_server").client()
-    os.kill(second.process.pid, signal.SIGSTOP)
-    try:
-        assert redis.client_kill_filter(_type="pubsub") >= 2
+    redis: RedisServer = rd.request.getfixturevalue("redis_server")
+    async with frozen_unsubscribed(redis, second.process.pid) as published:
         cancelled = await first.request(
             a.user,
             "DELETE",
@@ -169,9 +166,7 @@ async def test_a_page_learns_of_a_cancel_its_instance_missed(
             params={"reason": "wrong file"},
         )
         assert cancelled.json()["status"] == "cancelled", cancelled.text
-    finally:
-        os.kill(second.process.pid, signal.SIGCONT)
-        redis.close()
+        await published("file-share-cancel")
     await a.wait_status(tid, "cancelled", 15)
     await b.wait_status(tid, "cancelled", 15)
     await rd.shot(b, "cancel-caught-up")
@@ -197,15 +192,11 @@ async def test_a_page_starts_sending_on_an_accept_its_instance_missed(
     await a.sees(bob.user)
     tid = await a.send(bob.user, path)
     assert (await bob.recv("file-share-offer", timeout=15))["payload"]["transfer_id"] == tid
-    redis = rd.request.getfixturevalue("redis_server").client()
-    os.kill(first.process.pid, signal.SIGSTOP)
-    try:
-        assert redis.client_kill_filter(_type="pubsub") >= 2
+    redis: RedisServer = rd.request.getfixturevalue("redis_server")
+    async with frozen_unsubscribed(redis, first.process.pid) as published:
         await bob.send("file-share-accept", {"transfer_id": tid})
         assert (await bob.recv("file-share-accept"))["payload"]["transfer_id"] == tid
-    finally:
-        os.kill(first.process.pid, signal.SIGCONT)
-        redis.close()
+        await published("file-share-accept")
     frame = decode_frame(await bob.recv_frame(timeout=30))
     assert frame.transfer_id == tid
     await bob.send("file-share-cancel", {"transfer_id": tid, "reason": "seen enough"})
@@ -234,15 +225,11 @@ async def test_a_page_catches_up_with_a_pause_and_a_resume_its_instance_missed(
     await b.wait_status(tid, "active", 15)
 
     async def behind_bobs_back(kind: str) -> None:
-        redis = rd.request.getfixturevalue("redis_server").client()
-        os.kill(second.process.pid, signal.SIGSTOP)
-        try:
-            assert redis.client_kill_filter(_type="pubsub") >= 2
+        redis: RedisServer = rd.request.getfixturevalue("redis_server")
+        async with frozen_unsubscribed(redis, second.process.pid) as published:
             await alice.send(kind, {"transfer_id": tid, "reason": "behind bob's back"})
             await alice.recv(kind)
-        finally:
-            os.kill(second.process.pid, signal.SIGCONT)
-            redis.close()
+            await published(kind)
 
     await behind_bobs_back("file-share-pause")
     await b.wait_status(tid, "paused", 15)

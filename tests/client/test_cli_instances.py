@@ -7,8 +7,6 @@ relay, or peer to peer with signalling on the new instance)."""
 
 from __future__ import annotations
 
-import os
-import signal
 import time
 from pathlib import Path
 from typing import Any
@@ -17,7 +15,7 @@ import httpx
 import pytest
 from clitools import MB, Room, sha256_of, write_random
 
-from redistools import RedisServer
+from redistools import RedisServer, frozen_unsubscribed
 from roomdrop.protocol.frames import decode_frame
 
 pytestmark = pytest.mark.timeout(240)
@@ -149,19 +147,14 @@ async def test_a_cancel_the_receivers_instance_missed_reaches_the_receiver_all_t
     sender = room.send(source, transport="relay", server_args=["--server", one.url])
     progress = await receiver.progress_at_least(10)
     tid = progress["transfer_id"]
-    redis = redis_server.client()
-    os.kill(two.process.pid, signal.SIGSTOP)
-    try:
-        assert redis.client_kill_filter(_type="pubsub") >= 2
+    async with frozen_unsubscribed(redis_server, two.process.pid) as published:
         async with httpx.AsyncClient(base_url=one.url) as http:
             path = f"/webrtc/rooms/{room.name}/file-transfer/{tid}"
             answer = await http.delete(
                 path, params={"reason": "sent the wrong file"}, headers=one.headers(room.alice)
             )
         assert answer.json()["status"] == "cancelled", answer.text
-    finally:
-        os.kill(two.process.pid, signal.SIGCONT)
-        redis.close()
+        await published("file-share-cancel")
 
     # the transfer ends as cancelled; the command goes on waiting for a file that arrives
     # (--count counts files received), so the test stops it once it has said so
@@ -196,14 +189,9 @@ async def test_a_completion_the_senders_instance_missed_reaches_the_sender_all_t
     await room.joined(receiver)
     sender = room.send(source, transport="p2p", server_args=["--server", one.url])
     await receiver.progress_at_least(10)
-    redis = redis_server.client()
-    os.kill(one.process.pid, signal.SIGSTOP)
-    try:
-        assert redis.client_kill_filter(_type="pubsub") >= 2
+    async with frozen_unsubscribed(redis_server, one.process.pid) as published:
         assert await receiver.wait(60) == 0, receiver.report()
-    finally:
-        os.kill(one.process.pid, signal.SIGCONT)
-        redis.close()
+        await published("file-share-complete")
     got = receiver.result()
     assert (got["status"], got["sha256"], got["transport"]) == ("completed", digest, "p2p")
 
@@ -227,15 +215,10 @@ async def test_an_accept_the_senders_instance_missed_starts_the_transfer_all_the
     bob = await two.connect(room.name, room.bob)
     sender = room.send(source, transport="relay", server_args=["--server", one.url])
     tid = (await bob.recv("file-share-offer", timeout=30))["payload"]["transfer_id"]
-    redis = redis_server.client()
-    os.kill(one.process.pid, signal.SIGSTOP)
-    try:
-        assert redis.client_kill_filter(_type="pubsub") >= 2
+    async with frozen_unsubscribed(redis_server, one.process.pid) as published:
         await bob.send("file-share-accept", {"transfer_id": tid})
         assert (await bob.recv("file-share-accept"))["payload"]["transfer_id"] == tid
-    finally:
-        os.kill(one.process.pid, signal.SIGCONT)
-        redis.close()
+        await published("file-share-accept")
     frame = decode_frame(await bob.recv_frame(timeout=15))
     assert (frame.transfer_id, frame.chunk_index) == (tid, 0)
     await bob.send("file-share-cancel", {"transfer_id": tid, "reason": "seen enough"})

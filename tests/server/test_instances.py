@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import asyncio
 import os
-import signal
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -30,7 +29,7 @@ from test_server_relay import (
 )
 from websockets.exceptions import ConnectionClosed
 
-from redistools import RedisServer, start_redis
+from redistools import RedisServer, frozen_unsubscribed, start_redis
 from roomdrop.protocol.frames import decode_frame
 from roomdrop.server.redisbackend import QUEUE_FRAMES
 
@@ -479,10 +478,7 @@ async def test_what_an_instance_missed_while_its_subscription_was_broken_reaches
     room, alice, bob = fresh("room", "alice", "bob")
     a, b = await across(one, two, room, alice, bob)
     tid = await offered(a, b)
-    redis = deployment.redis.client()
-    os.kill(two.process.pid, signal.SIGSTOP)
-    try:
-        assert redis.client_kill_filter(_type="pubsub") >= 2  # both instances' subscriptions
+    async with frozen_unsubscribed(deployment.redis, two.process.pid) as published:
         # alice's instance, running, subscribes again at once and catches her up
         assert [t["status"] for t in (await a.recv("room-state"))["payload"]["transfers"]] == [
             "active"
@@ -491,8 +487,7 @@ async def test_what_an_instance_missed_while_its_subscription_was_broken_reaches
         cancelled = await one.request(alice, "DELETE", path, params={"reason": "while away"})
         assert cancelled.json()["status"] == "cancelled"
         assert (await a.recv("file-share-cancel"))["payload"]["reason"] == "while away"
-    finally:
-        os.kill(two.process.pid, signal.SIGCONT)
+        await published("file-share-cancel")
     state = (await b.recv("room-state"))["payload"]
     assert sorted(state["participants"]) == sorted([alice, bob])
     [record] = state["transfers"]
@@ -507,4 +502,31 @@ async def test_what_an_instance_missed_while_its_subscription_was_broken_reaches
     # and messages cross between the instances again
     await b.send("offer", {"target_id": alice, "type": "offer", "sdp": "v=0 again"})
     assert (await a.recv("offer"))["payload"]["sdp"] == "v=0 again"
-    redis.close()
+
+
+async def test_after_redis_restarts_empty_the_open_connections_are_in_the_room_again(
+    deployments: Callable[[RedisServer | None], Deployment], tmp_path: Path
+) -> None:
+    """Redis restarts with nothing (no persistence): the rooms' membership is gone, but
+    alice's and bob's sockets, on two instances, stayed open. Each instance, subscribed
+    again, puts its participants back in their room and sends them a fresh room-state,
+    so what they do on those sockets works as before: an offer reaches the other."""
+    redis = start_redis(tmp_path / "redis")
+    try:
+        one, two = await deployments(redis).start(2)
+        room, alice, bob = fresh("room", "alice", "bob")
+        a, b = await across(one, two, room, alice, bob)
+        redis.stop()
+        redis = await asyncio.to_thread(start_redis, tmp_path / "redis", redis.port)
+        for ws, other in ((a, bob), (b, alice)):
+            state = (await ws.recv("room-state", timeout=15))["payload"]
+            assert state["transfers"] == []  # the records went with Redis
+            if other not in state["participants"]:  # put back after this state was taken
+                assert (await ws.recv("user-joined"))["payload"]["user_id"] == other
+        tid = await a.offer(bob)
+        offer = await b.recv("file-share-offer")
+        assert offer["payload"]["transfer_id"] == tid
+        await b.send("file-share-accept", {"transfer_id": tid})
+        assert (await a.recv("file-share-accept"))["payload"]["transfer_id"] == tid
+    finally:
+        redis.stop()

@@ -313,20 +313,33 @@ class Hub:
     def resync(self) -> None:
         self._spawn(self._resync())
 
-    async def _resync(self) -> None:
+    async def _resync(self, attempts: int = 50) -> None:
         """Messages for participants here may have been lost: each gets a fresh
         ``room-state`` (who is in the room, its transfers' records) to catch up from, as
-        after a reconnect but on the same connection (docs/protocol.md §11.11)."""
-        for room_id, room in list(self.rooms.items()):
+        after a reconnect but on the same connection (docs/protocol.md §11.11). One the
+        shared state no longer counts in the room (Redis restarted empty) is in it again,
+        and the others are told (``user-joined``). Right after Redis comes back, pooled
+        connections to the old one fail once each: tried again, 0.2 s apart."""
+        failure: BackendUnavailable | None = None
+        for _ in range(attempts):
             try:
-                participants = await self.backend.members(room_id)
-                for user, member in list(room.members.items()):
-                    records = await self.backend.records(user=user, room=room_id)
-                    member.send(_room_state(room_id, participants, records))
-            except BackendUnavailable as exc:  # out of reach again: the next renewal resyncs
-                log.warning("room-state for %s not resent: %s", room_id, exc)
-                return
-        log.info("room-state resent to every participant here")
+                for room_id, room in list(self.rooms.items()):
+                    for user, member in list(room.members.items()):
+                        if not await self.backend.is_member(room_id, user):
+                            await self.backend.join(room_id, user, member.conn_id)
+                            event = UserEvent(user_id=user)
+                            self._broadcast(room_id, T.USER_JOINED, event, exclude=user)
+                    participants = await self.backend.members(room_id)
+                    for user, member in list(room.members.items()):
+                        records = await self.backend.records(user=user, room=room_id)
+                        member.send(_room_state(room_id, participants, records))
+            except BackendUnavailable as exc:
+                failure = exc
+                await asyncio.sleep(0.2)
+                continue
+            log.info("room-state resent to every participant here")
+            return
+        log.warning("room-state not resent: %s", failure)
 
     async def _refresh(self, tid: str) -> None:
         """Another instance changed ``tid``: bring this instance's copy up to date, then
