@@ -3,7 +3,9 @@ participants connected to different instances transfer peer to peer (signalling 
 between instances) and through the relay (chunks cross between instances); when the
 instance the parties are connected to is killed, both commands move to another one and
 the same transfer goes on from the chunks still missing, not offered again (through the
-relay, or peer to peer with signalling on the new instance)."""
+relay, or peer to peer with signalling on the new instance); and when an instance's Redis
+subscription breaks, what was published for its participants meanwhile (a cancel, a
+completion, an accept) reaches the commands all the same, through a second room-state."""
 
 from __future__ import annotations
 

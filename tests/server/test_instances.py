@@ -3,7 +3,10 @@ participants of a room connected to different instances see each other, signal, 
 and accept; relayed chunks cross from one instance to the other byte for byte in bounded
 memory (on each instance and in Redis); limits and the room's bandwidth hold across
 instances; records survive a restart of every instance; a killed instance's participants
-are taken as gone, or carry on where they reconnect; Redis out of reach is a clear 503."""
+are taken as gone, or carry on where they reconnect; Redis out of reach is a clear 503;
+what an instance missed while its subscription was broken reaches its participants in a
+second room-state, and after Redis restarts empty their open connections are in their
+rooms again."""
 
 from __future__ import annotations
 
