@@ -1,6 +1,8 @@
 """The room page in real headless Chromium: files between two pages peer to peer and
 through the relay, between a page and the CLI both ways, pause/resume and reload from the
-page, a rejected offer, and the layout mid-transfer (desktop and phone-sized).
+page, a rejected offer, and the layout mid-transfer (desktop and phone-sized); pages on
+two instances sharing Redis, and what a page's instance missed while its subscription was
+broken (a cancel, an accept, a pause and a resume) caught up from a second room-state.
 
 Every file that arrives is saved through the page's ``transfer-save`` button (a real
 download) and compared with the original by sha256. Browser-to-browser P2P needs the
