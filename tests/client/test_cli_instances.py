@@ -5,10 +5,12 @@ instance the parties are connected to is killed, both commands move to another o
 the same transfer goes on from the chunks still missing, not offered again (through the
 relay, or peer to peer with signalling on the new instance); and when an instance's Redis
 subscription breaks, what was published for its participants meanwhile (a cancel, a
-completion, an accept) reaches the commands all the same, through a second room-state."""
+completion, an accept) reaches the commands all the same, through a second room-state,
+as a cancel missed while away reaches a receiver when it reconnects."""
 
 from __future__ import annotations
 
+import signal
 import time
 from pathlib import Path
 from typing import Any
@@ -226,3 +228,43 @@ async def test_an_accept_the_senders_instance_missed_starts_the_transfer_all_the
     await bob.send("file-share-cancel", {"transfer_id": tid, "reason": "seen enough"})
     assert await sender.wait(30) == 1, sender.report()
     assert sender.result()["status"] == "cancelled"
+
+
+async def test_a_receiver_that_reconnects_after_a_cancel_it_missed_ends_the_transfer(
+    start: Any, room_on: Any, redis_server: RedisServer, tmp_path: Path
+) -> None:
+    """An ordinary reconnect: ``roomdrop receive`` is frozen while its instance dies and
+    the sender's side cancels, so the cancel reaches no connection of the receiver. Let
+    run again, it reconnects to the other instance, whose room-state shows the transfer
+    cancelled, and ends it so (before, it went on waiting for chunks)."""
+    one, two = await deployment(start, redis_server, ROOMDROP_ROOM_BANDWIDTH="5000000")
+    room: Room = room_on(one)
+    source = tmp_path / "long.bin"
+    size = 40 * MB
+    write_random(source, size)
+    receiver = room.receive(tmp_path / "inbox", server_args=["--server", f"{two.url},{one.url}"])
+    await room.joined(receiver)
+    sender = room.send(source, transport="relay", server_args=["--server", one.url])
+    tid = (await receiver.progress_at_least(10))["transfer_id"]
+    receiver.signal(signal.SIGSTOP)
+    try:
+        two.kill()
+        async with httpx.AsyncClient(base_url=one.url) as http:
+            path = f"/webrtc/rooms/{room.name}/file-transfer/{tid}"
+            answer = await http.delete(
+                path, params={"reason": "while you were away"}, headers=one.headers(room.alice)
+            )
+        assert answer.json()["status"] == "cancelled", answer.text
+    finally:
+        receiver.signal(signal.SIGCONT)
+
+    got = await receiver.wait_for(lambda line: line.get("event") == "result", timeout=30)
+    assert (got["transfer_id"], got["status"], got["error"]) == (
+        tid,
+        "cancelled",
+        "while you were away",
+    ), got
+    notes = [n["message"] for n in receiver.events("note")]
+    assert f"reconnected to the server at {one.url}" in notes, notes
+    assert await sender.wait(30) == 1, sender.report()
+    receiver.kill()
