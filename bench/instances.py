@@ -369,20 +369,9 @@ def cell(value: float | None, width: int, digits: int = 1) -> str:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--size-mb", type=int, default=100, help="file size in MiB")
-    parser.add_argument("--repeat", type=int, default=3, help="runs per path (median)")
-    parser.add_argument(
-        "--profile-server", type=Path, metavar="DIR", help="sample the instances' CPU here"
-    )
+    relay.add_size_options(parser, "sample the instances' CPU here")
     args = parser.parse_args()
-    if args.size_mb < 1 or args.repeat < 1:
-        parser.error("--size-mb and --repeat must be at least 1")
-    if args.profile_server is not None:
-        args.profile_server = args.profile_server.resolve()
-        args.profile_server.mkdir(parents=True, exist_ok=True)
-
-    quarter_mb = max(1, args.size_mb // 4)
-    size, quarter = args.size_mb * MIB, quarter_mb * MIB
+    quarter_mb, size, quarter = relay.sizes(parser, args)
     paths = [
         Series("one", "one instance", size),
         Series("one-redis", "one + Redis", size),

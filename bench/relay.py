@@ -341,6 +341,38 @@ class Series:
         return statistics.median(getattr(r, attr) for r in self.runs)
 
 
+def sha256_pass_cpu(path: Path) -> float:
+    """CPU seconds of hashing ``path`` chunk by chunk (the file is in the page cache)."""
+    cpu = 0.0
+    with path.open("rb") as f:
+        while block := f.read(CHUNK):
+            start = time.process_time()
+            hashlib.sha256(block).digest()
+            cpu += time.process_time() - start
+    return cpu
+
+
+def staging_round_trip_us(root: Path, chunks: int = 400) -> float:
+    """Microseconds of CPU a whole frame costs to stage and take back out
+    (:class:`~roomdrop.server.relay.RelayStaging`, as the server does while the receiver
+    is behind)."""
+    from roomdrop.server.relay import RelayStaging
+
+    async def run() -> float:
+        staging = RelayStaging(root, "reference", chunk_size=HEADER_SIZE + CHUNK, trim_after=1.0)
+        frame = os.urandom(HEADER_SIZE + CHUNK)
+        try:
+            start = time.process_time()
+            for index in range(chunks):
+                await staging.put(index, frame)
+                await staging.take()
+            return (time.process_time() - start) / chunks * 1e6
+        finally:
+            await staging.close()
+
+    return asyncio.run(run())
+
+
 def total_cpu(p: Series) -> float:
     """The median over the runs of the three processes' CPU seconds together."""
     return statistics.median(r.server_cpu + r.sender_cpu + r.receiver_cpu for r in p.runs)
@@ -666,29 +698,37 @@ def profile_summary(files: list[Path], top: int = 14) -> None:
             print(f"    {100 * n / running:5.1f} %  {name}")
 
 
-def main() -> None:
-    if sys.argv[1:2] == [SAMPLED]:
-        sampled_serve(Path(sys.argv[2]), sys.argv[3:])
-        return
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+def add_size_options(parser: argparse.ArgumentParser, profile_help: str) -> None:
+    """``--size-mb``, ``--repeat`` and ``--profile-server`` (shared with instances.py)."""
     parser.add_argument("--size-mb", type=int, default=100, help="file size in MiB")
     parser.add_argument("--repeat", type=int, default=3, help="runs per path (median)")
-    parser.add_argument(
-        "--profile-server", type=Path, metavar="DIR", help="sample roomdrop's server CPU here"
-    )
-    parser.add_argument("--child", help=argparse.SUPPRESS)
-    args = parser.parse_args()
-    if args.child:
-        child_main(json.loads(args.child))
-        return
+    parser.add_argument("--profile-server", type=Path, metavar="DIR", help=profile_help)
+
+
+def sizes(parser: argparse.ArgumentParser, args: argparse.Namespace) -> tuple[int, int, int]:
+    """Check the options of :func:`add_size_options` (and make the profile directory);
+    ``(quarter_mb, size, quarter)``: the quarter-size file's MiB, both sizes in bytes."""
     if args.size_mb < 1 or args.repeat < 1:
         parser.error("--size-mb and --repeat must be at least 1")
     if args.profile_server is not None:
         args.profile_server = args.profile_server.resolve()
         args.profile_server.mkdir(parents=True, exist_ok=True)
-
     quarter_mb = max(1, args.size_mb // 4)
-    size, quarter = args.size_mb * MIB, quarter_mb * MIB
+    return quarter_mb, args.size_mb * MIB, quarter_mb * MIB
+
+
+def main() -> None:
+    if sys.argv[1:2] == [SAMPLED]:
+        sampled_serve(Path(sys.argv[2]), sys.argv[3:])
+        return
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    add_size_options(parser, "sample roomdrop's server CPU here")
+    parser.add_argument("--child", help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.child:
+        child_main(json.loads(args.child))
+        return
+    quarter_mb, size, quarter = sizes(parser, args)
     paths = [
         Series("bare", "bare relay", size),
         Series("hashed", "bare + sha256", size),
@@ -708,6 +748,8 @@ def main() -> None:
                     p.runs.append(bench.run(p.name, files[p.size]))
         except Failed as exc:
             raise SystemExit(f"benchmark failed: {exc}") from None
+        sha_pass = sha256_pass_cpu(files[size])
+        staging_us = staging_round_trip_us(Path(tmp) / "staging")
 
     bare, hashed, full, small = paths
     load = ", ".join(f"{x:.2f}" for x in os.getloadavg())
@@ -776,6 +818,12 @@ def main() -> None:
         f"{hashed.rate / bare.rate:.2f} x bare): {full.rate / hashed.rate:.2f} x; CPU seconds, "
         f"all three processes: bare {total_cpu(bare):.2f}, bare + sha256 {total_cpu(hashed):.2f}, "
         f"roomdrop {total_cpu(full):.2f}"
+    )
+    print(
+        f"for reference, measured in this process: one sha256 pass over the {args.size_mb} MiB "
+        f"file in 64 KiB chunks {sha_pass:.3f} CPU-s (the path verifies with four such "
+        f"passes); a chunk staged and taken back (AES-GCM both ways, pwrite, pread) "
+        f"{staging_us:.1f} us"
     )
     if args.profile_server is not None:
         profile_summary(sorted(args.profile_server.glob(f"server-{args.size_mb}MiB-*.stacks")))

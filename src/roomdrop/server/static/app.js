@@ -447,21 +447,28 @@ async function onRoomState(p) {
 
 /** A pause or resume this page missed (§13.4): brought to the server's status. */
 function alignStatus(t, server) {
-  if (server === "paused" && t.status === "active") {
-    t.status = "paused";
-    t._.samples = [];
-    render(t);
-  } else if (server === "active" && t.status === "paused") {
-    t.status = "active";
-    t._.samples = [];
-    if (t.direction === "receive") {
-      t._.lastChunk = now();
-      requestMissing(t, "resume");
-    } else {
-      wake(t);
-    }
-    render(t);
+  if (server === "paused" && t.status === "active") setPaused(t);
+  else if (server === "active" && t.status === "paused") setActive(t);
+}
+
+function setPaused(t) {
+  t.status = "paused";
+  t._.samples = [];
+  wake(t);
+  render(t);
+}
+
+/** Active again: a receiver asks for what it lacks, a sender's pump goes on. */
+function setActive(t) {
+  t.status = "active";
+  t._.samples = [];
+  if (t.direction === "receive") {
+    t._.lastChunk = now();
+    requestMissing(t, "resume");
+  } else {
+    wake(t);
   }
+  render(t);
 }
 
 function offerOf(o) {
@@ -891,29 +898,18 @@ function onPause(p, from) {
   const t = S.transfers.get(p.transfer_id);
   if (!t || t._.final) return;
   if (t.status !== "active") return;
-  t.status = "paused";
-  t._.samples = [];
   const who = from == null ? "the server" : from === S.user ? "you" : from;
   note(`${t.filename}: paused by ${who}${p.reason ? ` (${p.reason})` : ""}`);
-  wake(t);
-  render(t);
+  setPaused(t);
 }
 
 function onResume(p, from) {
   const t = S.transfers.get(p.transfer_id);
   if (!t || t._.final) return;
   if (t.status !== "paused" && t.status !== "active") return;
-  t.status = "active";
-  t._.samples = [];
   const who = from == null ? "the server" : from === S.user ? "you" : from;
   note(`${t.filename}: resumed by ${who}${p.reason ? ` (${p.reason})` : ""}`);
-  if (t.direction === "receive") {
-    t._.lastChunk = now();
-    requestMissing(t, "resume");
-  } else {
-    wake(t);
-  }
-  render(t);
+  setActive(t);
 }
 
 async function onCancel(p, from) {
