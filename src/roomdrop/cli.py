@@ -50,7 +50,11 @@ def build_parser() -> argparse.ArgumentParser:
     receive.add_argument("--out", type=Path, default=Path("."), help="where files go (default: .)")
     receive.add_argument("--yes", action="store_true", help="accept every offer without asking")
     receive.add_argument(
-        "--count", type=int, metavar="N", help="exit after N files arrived (default: keep on)"
+        "--count",
+        type=int,
+        metavar="N",
+        help="exit after N accepted transfers ended, arrived or not (the exit status says "
+        "whether any failed; default: keep on)",
     )
     for client in (send, receive):
         client.add_argument(

@@ -279,3 +279,31 @@ async def next_of(queue: asyncio.Queue[Message], kind: MessageType) -> Message:
 ROOMDROP = [sys.executable, "-m", "roomdrop.cli"]
 #: a well-formed token signed with a secret no server here has
 TOKEN_FOR_NOBODY = jwt.encode({"sub": "alice", "exp": 4102444800}, secrets.token_hex(32))
+
+
+async def test_receive_count_1_exits_when_its_one_transfer_fails_and_says_so(
+    start: Any, room_on: Any, tmp_path: Path
+) -> None:
+    """``--count`` counts transfers that ended, arrived or not: a receiver whose disk
+    is full (a 3 MiB tmpfs of the test's own, a 5 MB file) ends the transfer failed and
+    exits 1 with the reason, where before it sat idle until killed."""
+    server = await start()
+    room: Room = room_on(server)
+    source = tmp_path / "big.bin"
+    write_random(source, 5 * MB)
+    small = tmp_path / "small"
+    small.mkdir()
+    subprocess.run(["mount", "-t", "tmpfs", "-o", "size=3m", "tmpfs", str(small)], check=True)
+    try:
+        receiver = room.receive(small / "inbox", count=1)
+        await room.joined(receiver)
+        sender = room.send(source, transport="relay")
+
+        assert await receiver.wait(60) == 1, receiver.report()
+        result = receiver.result()
+        assert (result["status"], result["error_code"]) == ("failed", "storage-error"), result
+        assert last_line(receiver.err()).startswith("roomdrop: big.bin: failed: "), receiver.err()
+        assert await sender.wait(60) == 1, sender.report()
+        assert sender.result()["status"] == "failed"
+    finally:
+        subprocess.run(["umount", "-l", str(small)], check=True)

@@ -160,8 +160,8 @@ async def test_a_cancel_the_receivers_instance_missed_reaches_the_receiver_all_t
         assert answer.json()["status"] == "cancelled", answer.text
         await published("file-share-cancel")
 
-    # the transfer ends as cancelled; the command goes on waiting for a file that arrives
-    # (--count counts files received), so the test stops it once it has said so
+    # the transfer ends as cancelled, and the command with it (--count counts transfers
+    # that ended, arrived or not), saying it failed
     got = await receiver.wait_for(lambda line: line.get("event") == "result", timeout=30)
     assert (got["transfer_id"], got["status"], got["error"]) == (
         tid,
@@ -173,7 +173,7 @@ async def test_a_cancel_the_receivers_instance_missed_reaches_the_receiver_all_t
     assert sender.result()["status"] == "cancelled"
     notes = [n["message"] for n in receiver.events("note")]
     assert not any("reconnected" in n for n in notes), notes
-    receiver.kill()
+    assert await receiver.wait(30) == 1, receiver.report()
 
 
 async def test_a_completion_the_senders_instance_missed_reaches_the_sender_all_the_same(

@@ -15,9 +15,9 @@ from roomdrop.cli import build_parser
 from roomdrop.client.display import human_size
 from roomdrop.client.http import api_base
 from roomdrop.client.jsonlines import JsonReporter
-from roomdrop.client.session import Result
 from roomdrop.client.settings import ClientSettings, split_servers, user_of
 from roomdrop.client.signalling import websocket_url
+from roomdrop.client.transfers import Result
 from roomdrop.protocol.frames import (
     DATA_CHANNEL_MAX_MESSAGE,
     Chunk,

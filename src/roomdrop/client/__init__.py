@@ -6,6 +6,12 @@ data channel (aiortc) or through the server's relay, verified and resumable.
   failover to the next of several servers;
 * :mod:`.rtc` — one peer connection and data channel per remote user (aiortc);
 * :mod:`.http` — the server's REST endpoints the client needs (httpx);
-* :mod:`.session` — what a participant does: offers, accepts, chunks, resume;
+* :mod:`.session` — one participant in one room: connects, dispatches every message
+  to the role it concerns, ticks;
+* :mod:`.outgoing` — the sender: offer, take up, the pump, choosing the transport;
+* :mod:`.incoming` — the receiver: offers considered, chunks in, completion, resume;
+* :mod:`.links` — peer links (one data channel per remote participant);
+* :mod:`.catchup` — aligning both roles with the server's ``room-state``;
+* :mod:`.transfers` — what the roles share: a transfer's bookkeeping and result;
 * :mod:`.display` — progress bars (rich) or JSON lines.
 """

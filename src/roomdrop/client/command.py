@@ -21,7 +21,8 @@ from typing import Any
 import uvloop
 
 from roomdrop.allocator import tune_allocator
-from roomdrop.client.session import Result, Session
+from roomdrop.client.session import Session
+from roomdrop.client.transfers import Result
 from roomdrop.exceptions import RoomdropError
 
 __all__ = [
@@ -125,7 +126,7 @@ async def _main(
             loop.remove_signal_handler(signum)
     await session.close(pause=False)
     # an offer the person at this receiver declined is their choice, not a failure
-    failed = [r for r in results if not r.ok and not (receiving and r.error == "declined")]
+    failed = [r for r in results if not r.ok and not (receiving and r.declined)]
     if failed:
         why = "; ".join(f"{r.filename}: {r.status}: {r.error or r.status}" for r in failed)
         return Outcome(EXIT_FAILED, why, results)

@@ -21,7 +21,7 @@ from rich.progress import (
     TransferSpeedColumn,
 )
 
-from roomdrop.client.session import Result
+from roomdrop.client.transfers import Result
 
 __all__ = ["RichReporter", "describe_offer", "human_size"]
 

@@ -7,7 +7,7 @@ import sys
 import time
 from typing import Any, TextIO
 
-from roomdrop.client.session import Result
+from roomdrop.client.transfers import Result
 
 __all__ = ["JsonReporter"]
 

@@ -1,0 +1,387 @@
+"""The sending end: offer a file, send the chunks the receiver lacks, and follow its
+answers until the file is verified at the other end.
+
+* **Offer or take up.** :meth:`Outgoing.send_file` hashes the file, then either adopts
+  a transfer of the same content that the server still holds (this sender restarted:
+  :meth:`Outgoing._take_up`) or offers it anew (:meth:`Outgoing._offer`). If the server
+  loses the transfer (it restarted), the file is offered again (:class:`Reoffer`).
+* **The pump.** Once the receiver accepts (with the chunks it lacks), one task per
+  transfer (:meth:`Outgoing._pump`) sends the queued chunks while the transfer is
+  active and the server reachable, over the data channel if one opens within
+  ``ROOMDROP_ICE_TIMEOUT`` (``--transport auto``), else through the relay
+  (:meth:`Outgoing._choose_transport`). If the data channel dies mid-transfer it goes
+  on through the relay from the chunks still queued.
+* **Requests.** Every ``file-share-chunk-request`` (bad checksum, missing, resume) puts
+  chunks back in the queue; a request for a transfer not known yet is kept until it is.
+* **Ends.** ``file-share-complete`` from the receiver, a reject, a cancel, an error, or
+  what the server says in ``room-state`` (see :mod:`.catchup`) ends the transfer.
+
+The page mirrors this module in ``static/outgoing.js``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from pathlib import Path
+
+from roomdrop.client.errors import LinkDown, NotConnected
+from roomdrop.client.links import Links
+from roomdrop.client.transfers import Host, Reoffer, Result, Role, SendState
+from roomdrop.exceptions import RoomdropError, StorageError, TransferError
+from roomdrop.manager import FileTransferManager
+from roomdrop.protocol.chunks import chunk_length, indexes_in
+from roomdrop.protocol.frames import DATA_CHANNEL_MAX_MESSAGE, HEADER_SIZE, split_frame
+from roomdrop.protocol.messages import (
+    Accept,
+    ChunkRequest,
+    Complete,
+    ErrorPayload,
+    FileShareError,
+    Message,
+    Offer,
+    TransferRef,
+)
+from roomdrop.protocol.messages import MessageType as T
+from roomdrop.protocol.state import Status
+from roomdrop.storage import SourceInfo, scan_source
+
+__all__ = ["Outgoing"]
+
+log = logging.getLogger("roomdrop.client")
+
+
+class Outgoing(Role[SendState]):
+    """The files this session sends, one at a time."""
+
+    def __init__(self, host: Host, manager: FileTransferManager, links: Links) -> None:
+        super().__init__(host, manager)
+        self.links = links
+        self._stashed_requests: dict[str, list[ChunkRequest]] = {}
+
+    # --- offering --------------------------------------------------------------------
+
+    async def send_files(self, paths: list[Path], to: str) -> list[Result]:
+        """Send ``paths`` to ``to``, one after another; a result for each."""
+        return [await self.send_file(path, to) for path in paths]
+
+    async def send_file(self, path: Path, to: str) -> Result:
+        info = await asyncio.to_thread(scan_source, path)
+        if self.host.transport != "relay":
+            await self.links.ensure(to)
+        while True:
+            await self.host.wait_for(to)
+            adopt = self._adoptable(info, to)
+            out = SendState(tid=adopt or "", peer=to, done=self.future(), info=info)
+            out.transport = self.host.transport  # "auto" until the path is chosen
+            try:
+                if adopt is not None:
+                    return await self._take_up(out)
+                return await self._offer(out)
+            except Reoffer:
+                self.host.reporter.note(f"the server lost {info.filename}; offering it again")
+
+    def _adoptable(self, info: SourceInfo, to: str) -> str | None:
+        for t in self.host.server_transfers.values():
+            if (
+                t.sender_id == self.host.user
+                and t.receiver_id == to
+                and t.sha256 == info.sha256
+                and t.file_size == info.file_size
+                and t.chunk_size == self.manager.chunk_size
+                and t.status in (Status.ACTIVE, Status.PAUSED)
+                and t.transfer_id not in self.states
+            ):
+                return t.transfer_id
+        return None
+
+    async def _offer(self, out: SendState) -> Result:
+        info = out.info
+        assert info is not None
+        host = self.host
+        record = await self.manager.create_offer(
+            info.path, host.user, out.peer, host.room, scanned=info
+        )
+        out.tid = record["transfer_id"]
+        self.states[out.tid] = out
+        await host.send(T.FILE_SHARE_OFFER, self.manager.offer(out.tid))
+        host.reporter.note(
+            f"offered {info.filename} ({info.file_size:,} bytes) to {out.peer}; "
+            "waiting for an answer"
+        )
+        return await self._drive(out)
+
+    async def _take_up(self, out: SendState) -> Result:
+        """Adopt a transfer the server still holds (this sender restarted)."""
+        info = out.info
+        assert info is not None
+        host = self.host
+        await self.manager.create_offer(
+            info.path, host.user, out.peer, host.room, transfer_id=out.tid, scanned=info
+        )
+        self.states[out.tid] = out
+        out.offered = True
+        await self.manager.accept_transfer(out.tid)
+        record = await host.api().transfer(host.room, out.tid)
+        status = record.get("status") if record else None
+        host.reporter.note(f"taking up {info.filename} again ({status})")
+        if status == Status.PAUSED.value:
+            await self.manager.pause_transfer(out.tid)
+            await host.send(T.FILE_SHARE_RESUME, TransferRef(transfer_id=out.tid))
+        elif status != Status.ACTIVE.value:  # it ended meanwhile: offer the file anew
+            self.states.pop(out.tid, None)
+            with contextlib.suppress(TransferError):
+                await self.manager.cancel_transfer(out.tid, "ended on the server")
+            raise Reoffer()
+        for request in self._stashed_requests.pop(out.tid, []):
+            await self._queue_request(out, request)
+        out.started = time.monotonic()
+        out.accepted.set()
+        return await self._drive(out)
+
+    def reoffer(self, out: SendState) -> None:
+        """The server no longer knows ``out`` (it restarted): offer the file again."""
+        self.states.pop(out.tid, None)
+        out.done.set_exception(Reoffer())
+
+    # --- the pump --------------------------------------------------------------------
+
+    async def _drive(self, out: SendState) -> Result:
+        pump = asyncio.create_task(self._pump(out), name=f"pump-{out.tid}")
+        try:
+            return await out.done
+        finally:
+            pump.cancel()
+            with contextlib.suppress(BaseException):
+                await pump
+
+    async def _pump(self, out: SendState) -> None:
+        await out.accepted.wait()
+        tid = out.tid
+        decided = False
+        while not out.done.done():
+            status = self.manager.get_transfer(tid).status
+            if not out.queue or status is not Status.ACTIVE or not self.host.online():
+                out.wake.clear()
+                await out.wake.wait()
+                continue
+            if not decided:
+                out.transport = await self._choose_transport(out)
+                decided = True
+                continue  # the world may have changed while ICE was trying
+            index = next(iter(out.queue))
+            try:
+                frame = await self.manager.send_chunk(tid, index)
+            except StorageError as exc:
+                await self.fail(out, StorageError.code, str(exc.args[-1]))
+                return
+            except TransferError:
+                continue  # paused meanwhile: wait for the resume
+            try:
+                if out.transport == "p2p":
+                    link = self.links.get(out.peer)
+                    if link is None:
+                        raise LinkDown(out.peer)
+                    await link.send(split_frame(frame, DATA_CHANNEL_MAX_MESSAGE))
+                else:
+                    await self.host.send_frame(frame)
+            except LinkDown:
+                # try a new data channel (the peer may have restarted), else the relay
+                self.host.reporter.note(f"data channel to {out.peer} lost")
+                decided = False
+                continue
+            except NotConnected:
+                # reconnecting: let the reader see the close (nothing above may have
+                # yielded to it), then the loop waits for online()
+                await asyncio.sleep(0.05)
+                continue
+            out.queue.pop(index, None)
+            out.via[out.transport] += len(frame) - HEADER_SIZE
+
+    async def _choose_transport(self, out: SendState) -> str:
+        if self.host.transport == "relay":
+            return "relay"
+        link = await self.links.ensure(out.peer)
+        timeout = self.host.settings.ice_timeout
+        if await link.wait_open(timeout):
+            return "p2p"
+        if self.host.transport == "p2p":
+            await self.fail(
+                out,
+                "p2p-unavailable",
+                f"no peer-to-peer connection to {out.peer} within {timeout:g} s "
+                "(--transport p2p does not fall back to the relay)",
+                pause=True,
+            )
+            return "p2p"
+        self.host.reporter.note(
+            f"no peer-to-peer connection to {out.peer} within {timeout:g} s; "
+            "sending through the relay"
+        )
+        return "relay"
+
+    def on_link_down(self, remote: str) -> None:
+        """The data channel to ``remote`` died: its pumps choose a path again."""
+        for out in self.states.values():
+            if out.peer == remote:
+                out.wake.set()
+
+    async def fail(self, out: SendState, code: str, message: str, *, pause: bool = False) -> None:
+        with contextlib.suppress(RoomdropError, NotConnected):
+            if pause:
+                await self.host.send(T.FILE_SHARE_PAUSE, TransferRef(transfer_id=out.tid))
+            else:
+                await self.host.send(
+                    T.FILE_SHARE_ERROR,
+                    FileShareError(transfer_id=out.tid, code=code, message=message),
+                )
+        with contextlib.suppress(TransferError):
+            await self.manager.fail_transfer(out.tid, code, message)
+        self.resolve(out, status="failed", error=message, code=code)
+
+    # --- the receiver's answers ------------------------------------------------------
+
+    def on_offer_seen(self, offer: Offer) -> None:
+        """The server echoed this end's own offer: it holds the transfer now."""
+        out = self.states.get(str(offer.transfer_id))
+        if out is not None:
+            out.offered = True
+
+    async def on_refusal(self, msg: Message) -> None:
+        """An ``error``: if it refuses an offer still on its way, that transfer ends."""
+        payload = msg.payload
+        assert isinstance(payload, ErrorPayload)
+        tid = str(payload.transfer_id) if payload.transfer_id is not None else ""
+        out = self.states.get(tid)
+        if out is not None and not out.offered:
+            with contextlib.suppress(TransferError):
+                await self.manager.fail_transfer(out.tid, payload.code, payload.message)
+            self.resolve(out, status="refused", error=payload.message, code=payload.code)
+            return
+        log.info("the server refused a message: %s: %s", payload.code, payload.message)
+
+    async def on_accept(self, msg: Message) -> None:
+        payload = msg.payload
+        assert isinstance(payload, Accept)
+        out = self.states.get(str(payload.transfer_id))
+        if out is None or msg.sender_id == self.host.user:
+            return
+        await self.take_accept(out, payload.missing)
+
+    async def take_accept(self, out: SendState, missing: list[tuple[int, int]] | None) -> None:
+        """The receiver accepted ``out``, lacking ``missing`` (None: every chunk)."""
+        tid = out.tid
+        await self.manager.accept_transfer(tid)
+        info = out.info
+        assert info is not None
+        total = self.manager.get_transfer(tid).total_chunks
+        if missing is None:
+            indexes = list(range(total))
+            out.resumed_bytes = 0
+        else:
+            indexes = list(indexes_in(missing))
+            await self.manager.sync_progress(tid, indexes)
+            out.resumed_bytes = self._bytes_outside(out, indexes)
+        out.queue = dict.fromkeys(indexes)
+        out.started = time.monotonic()
+        if out.resumed_bytes:
+            self.host.reporter.note(
+                f"{out.peer} already has {out.resumed_bytes:,} bytes of {info.filename}; "
+                "sending the rest"
+            )
+        out.accepted.set()
+        out.wake.set()
+        await self._cancel_superseded(out)
+
+    async def _cancel_superseded(self, out: SendState) -> None:
+        """Older live transfers of the same content to the same receiver, left by an
+        earlier run of this sender, are cancelled once the new one is accepted."""
+        info = out.info
+        assert info is not None
+        held = self.host.server_transfers
+        for t in list(held.values()):
+            if (
+                t.transfer_id != out.tid
+                and t.sender_id == self.host.user
+                and t.receiver_id == out.peer
+                and t.sha256 == info.sha256
+                and t.status in (Status.PENDING, Status.ACTIVE, Status.PAUSED)
+                and t.transfer_id not in self.states
+            ):
+                reason = f"superseded by {out.tid}"
+                ref = TransferRef(transfer_id=t.transfer_id, reason=reason)
+                await self.host.send(T.FILE_SHARE_CANCEL, ref)
+                held.pop(t.transfer_id, None)
+
+    async def on_reject(self, msg: Message) -> None:
+        payload = msg.payload
+        assert isinstance(payload, TransferRef)
+        out = self.states.get(str(payload.transfer_id))
+        if out is None:
+            return
+        with contextlib.suppress(TransferError):
+            await self.manager.reject_transfer(out.tid, payload.reason or "")
+        why = f": {payload.reason}" if payload.reason else ""
+        self.resolve(out, status="rejected", error=f"{out.peer} rejected it{why}")
+
+    async def on_complete(self, msg: Message) -> None:
+        """The receiver verified the whole file (the server checked its sha256)."""
+        payload = msg.payload
+        assert isinstance(payload, Complete)
+        out = self.states.get(str(payload.transfer_id))
+        if out is None or msg.sender_id == self.host.user:
+            return
+        await self.completed(out, payload.sha256)
+
+    async def completed(self, out: SendState, sha256: str) -> None:
+        try:
+            await self.manager.mark_completed(out.tid, sha256)
+        except TransferError as exc:
+            log.warning("completion of %s not taken: %s", out.tid, exc)
+            return
+        self.resolve(out, status="completed")
+
+    async def on_resume(self, msg: Message) -> None:
+        state = await self._resumed(msg)
+        if state is not None:
+            state.wake.set()
+
+    async def on_chunk_request(self, msg: Message) -> None:
+        payload = msg.payload
+        assert isinstance(payload, ChunkRequest)
+        tid = str(payload.transfer_id)
+        out = self.states.get(tid)
+        if out is None:
+            self._stashed_requests.setdefault(tid, []).append(payload)
+            return
+        count = sum(end - start for start, end in payload.ranges)
+        self.host.reporter.note(f"{out.peer} asks for {count} chunk(s) ({payload.reason})")
+        await self._queue_request(out, payload)
+
+    async def _queue_request(self, out: SendState, request: ChunkRequest) -> None:
+        indexes = list(indexes_in(request.ranges))
+        if request.reason != "bad-checksum":
+            # the receiver's whole list of what it lacks (this client's convention)
+            with contextlib.suppress(TransferError):
+                await self.manager.sync_progress(out.tid, indexes)
+            if out.resumed_bytes is None:
+                out.resumed_bytes = self._bytes_outside(out, indexes)
+        for index in indexes:
+            out.queue[index] = None
+        out.wake.set()
+
+    def _bytes_outside(self, out: SendState, missing: list[int]) -> int:
+        info = out.info
+        assert info is not None
+        size, chunk = info.file_size, self.manager.chunk_size
+        return size - sum(chunk_length(i, size, chunk) for i in missing)
+
+    # --- the clock -------------------------------------------------------------------
+
+    def tick(self) -> None:
+        for out in self.live():
+            if out.offered:
+                snapshot = self.manager.get_transfer(out.tid).snapshot()
+                self.host.reporter.progress(snapshot, out.transport)
