@@ -354,9 +354,9 @@ def sha256_pass_cpu(path: Path) -> float:
 
 def staging_round_trip_us(root: Path, chunks: int = 400) -> float:
     """Microseconds of CPU a whole frame costs to stage and take back out
-    (:class:`~roomdrop.server.relay.RelayStaging`, as the server does while the receiver
+    (:class:`~roomdrop.server.staging.RelayStaging`, as the server does while the receiver
     is behind)."""
-    from roomdrop.server.relay import RelayStaging
+    from roomdrop.server.staging import RelayStaging
 
     async def run() -> float:
         staging = RelayStaging(root, "reference", chunk_size=HEADER_SIZE + CHUNK, trim_after=1.0)

@@ -177,7 +177,7 @@ async def test_progress_saved_on_one_copy_is_what_the_record_says(
 async def _stored(b: Backend, tid: str) -> dict[str, object]:
     """The record as a fresh reader sees it (not this instance's copy, for Redis)."""
     if isinstance(b, RedisBackend):
-        b._cache.pop(tid, None)
+        b.transfers.cache.pop(tid, None)
     return (await b.get(tid)).snapshot()
 
 
@@ -211,7 +211,7 @@ async def test_the_sweep_ends_idle_and_expired_transfers_once(
 async def _next_sweep_slot(b: Backend) -> None:
     """Redis lets one instance sweep per 0.9 s; a test does not wait for it."""
     if isinstance(b, RedisBackend):
-        await b.r.delete(b._k("sweep"))
+        await b.r.delete(b.keys.k("sweep"))
 
 
 async def test_records_are_found_by_party_room_and_liveness(

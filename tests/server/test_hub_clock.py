@@ -73,7 +73,7 @@ async def offer(hub: Hub) -> str:
         total_chunks=1,
         sha256="0" * 64,
     )
-    await hub.offer("room", "alice", body)
+    await hub.transfers.offer("room", "alice", body)
     return tid
 
 
@@ -82,7 +82,7 @@ async def test_an_active_transfer_idle_for_30_seconds_is_cancelled_and_both_are_
 ) -> None:
     hub, clock, alice, bob = timed_room
     tid = await offer(hub)
-    await hub.accept("room", "bob", tid)
+    await hub.transfers.accept("room", "bob", tid)
     clock.advance(29)
     await hub.sweep()
     assert (await hub.backend.get(tid)).status.value == "active"
@@ -124,7 +124,7 @@ async def test_a_participant_back_before_its_disconnect_pause_settled_is_resumed
     task ran must still end with the transfer active again (seen with dropped sockets)."""
     hub, _, alice, bob = timed_room
     tid = await offer(hub)
-    await hub.accept("room", "bob", tid)
+    await hub.transfers.accept("room", "bob", tid)
     await hub.leave(alice)
     back = await hub.join("room", "alice", Socket())  # before the pause task had a chance to run
     writer = asyncio.create_task(back.outbox.run())

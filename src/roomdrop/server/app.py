@@ -29,9 +29,9 @@ from roomdrop.server.backend import Backend
 from roomdrop.server.hub import Hub
 from roomdrop.server.memory import MemoryBackend
 from roomdrop.server.page import STATIC, PageFiles, build_page_router
-from roomdrop.server.relay import RelayStaging
 from roomdrop.server.routes import build_router
 from roomdrop.server.settings import Settings
+from roomdrop.server.staging import RelayStaging
 
 __all__ = ["create_app"]
 

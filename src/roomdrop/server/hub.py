@@ -1,4 +1,4 @@
-"""The hub: rooms, participants, the authoritative transfer records, and policy.
+"""The hub: one instance's participants, their control messages, and its housekeeping.
 
 Theory of operation
 -------------------
@@ -8,21 +8,20 @@ takes them. The hub never awaits a slow socket while handling someone else's mes
 control messages are queued (a socket that lets 1,000 pile up is closed as too slow),
 relay frames wait for room (that wait is the relay's back-pressure).
 
-Each file-share message is checked against the transfer's record (it must exist, be in
-this room, and come from the party allowed to send it) and the state table before it is
-recorded, then forwarded to the other party. The same methods serve the REST routes, so
-a REST action and its WebSocket twin have the same effect and send the same messages.
-
-The hub holds only what is this instance's own: its participants' sockets and its
-:class:`~roomdrop.server.relayer.Relayer` (the chunks carried through this instance:
+The hub holds only what is this instance's own, each part in its module:
+:class:`~roomdrop.server.rooms.Rooms` (its participants' sockets, and delivery to
+participants here or elsewhere), :class:`~roomdrop.server.actions.Actions` (each
+file-share action checked against the record and the state table, recorded, told to
+both parties; the same methods serve the REST routes), and its
+:class:`~roomdrop.server.relay.Relay` (the chunks carried through this instance:
 verified, then straight to the receiver's socket when it keeps up, or staged encrypted
 and forwarded, here or through the backend to the receiver's instance). Records,
 presence, grace windows and delivery to participants elsewhere go through a
 :class:`~roomdrop.server.backend.Backend` (in this process's memory by default, Redis
-when instances share rooms). A disconnect pauses the transfers of the one who left; a
-sender that does not come back within the grace window has its transfers cancelled (the
-sweeper ends grace windows, idle and expired transfers). Whatever stops a transfer
-closes its relay here.
+when instances share rooms). Here: joining and leaving (a disconnect pauses the
+transfers of the one who left), the one dispatch table of control messages, what other
+instances deliver (:class:`~roomdrop.server.backend.Inbound`), the sweeper (grace
+windows, idle and expired transfers) and the shutdown.
 
 This module imports no web framework: ``routes.py`` adapts FastAPI to it.
 """
@@ -31,30 +30,23 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import fnmatch
 import logging
 import time
 from collections.abc import Coroutine, Iterator
-from dataclasses import dataclass, field
 from typing import Any
 from uuid import UUID
 
-from pydantic import BaseModel, ValidationError
+from pydantic import BaseModel
 
 from roomdrop.clock import Clock, SystemClock
 from roomdrop.exceptions import (
     BackendUnavailable,
-    Forbidden,
-    InvalidTransition,
-    MimeTypeNotAllowed,
     ProtocolError,
     RateLimited,
     RoomdropError,
     UnknownTransfer,
 )
-from roomdrop.protocol.frames import (
-    decode_json_chunk,
-)
+from roomdrop.protocol.frames import decode_json_chunk
 from roomdrop.protocol.messages import (
     Accept,
     ChunkRequest,
@@ -71,8 +63,9 @@ from roomdrop.protocol.messages import (
     UserEvent,
     parse_message,
 )
-from roomdrop.protocol.state import Event, Status
+from roomdrop.protocol.state import Status
 from roomdrop.protocol.transfer import Transfer
+from roomdrop.server.actions import Actions
 from roomdrop.server.auth import TokenAuthority
 from roomdrop.server.backend import Backend
 from roomdrop.server.buckets import TokenBucket
@@ -80,10 +73,10 @@ from roomdrop.server.memory import MemoryBackend
 from roomdrop.server.metrics import Metrics
 from roomdrop.server.outbox import Outbox, Socket
 from roomdrop.server.participant import Participant
-from roomdrop.server.relay import RelayStaging
-from roomdrop.server.relayer import Relayer
+from roomdrop.server.relay import Relay
+from roomdrop.server.rooms import Rooms
 from roomdrop.server.settings import Settings
-from roomdrop.storage import sniff_mime_type
+from roomdrop.server.staging import RelayStaging
 
 __all__ = ["Hub"]
 
@@ -92,16 +85,13 @@ log = logging.getLogger("roomdrop.server")
 T = MessageType
 SIGNALLING = {T.OFFER, T.ANSWER, T.ICE_CANDIDATE}
 SERVER_ONLY = {T.USER_JOINED, T.USER_LEFT, T.ROOM_STATE}
-GENERIC_TYPES = frozenset({"application/octet-stream", "binary/octet-stream", ""})
 CLOSE_REPLACED = 4409
-
-
-@dataclass(eq=False)
-class Room:
-    """A room's participants connected to this instance."""
-
-    room_id: str
-    members: dict[str, Participant] = field(default_factory=dict)
+_BY_REF = {
+    T.FILE_SHARE_REJECT: "reject",
+    T.FILE_SHARE_PAUSE: "pause",
+    T.FILE_SHARE_RESUME: "resume",
+    T.FILE_SHARE_CANCEL: "cancel",
+}
 
 
 class Hub:
@@ -120,23 +110,21 @@ class Hub:
         self.authority = authority
         self.clock: Clock = clock or SystemClock()
         self.backend: Backend = backend or MemoryBackend(settings, self.clock)
-        self.rooms: dict[str, Room] = {}
-        """The rooms with a participant connected to this instance, and those participants."""
         self.metrics = Metrics()
-        self.relayer = Relayer(self)
+        self.rooms = Rooms(self.backend)
+        """The participants connected to this instance, and delivery to anyone."""
+        self.relay = Relay(self)
         """Chunks carried through this instance."""
-        self._progress_sent: dict[str, float] = {}
+        self.transfers = Actions(
+            settings, self.clock, self.backend, self.metrics, self.rooms, self.relay
+        )
+        """The transfer actions (WebSocket and REST)."""
         self._tasks: set[asyncio.Task[None]] = set()
         self._shut_down = False
-        self._progress_due: set[str] = set()
 
     async def start(self) -> None:
         """Start taking deliveries from other instances (a shared backend)."""
         await self.backend.start(self)
-
-    def _progress_timer(self, tid: str) -> None:
-        self._progress_due.discard(tid)
-        self._broadcast_progress(tid)
 
     def _spawn(self, work: Coroutine[Any, Any, None]) -> None:
         """Run ``work`` in the background, keeping a reference until it is done."""
@@ -144,14 +132,9 @@ class Hub:
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
 
-    # --- counts ----------------------------------------------------------------------
-
     def counts(self) -> dict[str, int]:
         """Rooms with a participant connected here, and connections to this instance."""
-        return {
-            "rooms": sum(1 for r in self.rooms.values() if r.members),
-            "connections": sum(len(r.members) for r in self.rooms.values()),
-        }
+        return self.rooms.counts()
 
     async def update_gauges(self) -> None:
         counts = self.counts()
@@ -169,15 +152,13 @@ class Hub:
         """``user_id`` joins ``room_id`` over ``socket``: ``room-state`` to them (first,
         before anything else), ``user-joined`` to the others. A connection of the same
         user already in the room, here or on another instance, is replaced."""
-        room = self.rooms.setdefault(room_id, Room(room_id))
         participant = Participant(
             user_id,
             room_id,
             Outbox(socket),
             TokenBucket(self.settings.control_rate, self.settings.control_burst),
         )
-        previous = room.members.get(user_id)
-        room.members[user_id] = participant  # deliveries find it from now on
+        previous = self.rooms.add(participant)  # deliveries find it from now on
         if previous is not None:  # same user, new socket: the new one wins
             self._close_replaced(previous)
         try:
@@ -185,17 +166,17 @@ class Hub:
             participants = await self.backend.members(room_id)
             records = await self.backend.records(user=user_id, room=room_id)
         except BaseException:
-            self._forget_local(participant)
+            self.rooms.remove(participant)
             raise
         participant.outbox.send_first(_room_state(room_id, participants, records))
-        self._broadcast(room_id, T.USER_JOINED, UserEvent(user_id=user_id), exclude=user_id)
+        self.rooms.broadcast(room_id, T.USER_JOINED, UserEvent(user_id=user_id), exclude=user_id)
         log.info("join room=%s user=%s returning=%s", room_id, user_id, returning)
         for record in records:
             if not record.live:
                 continue
             other = record.receiver_id if record.sender_id == user_id else record.sender_id
             if record.status is Status.PAUSED and other in participants:
-                self._spawn(self._resume_after_disconnect(record.transfer_id))
+                self._spawn(self.transfers.resume_after_disconnect(record.transfer_id))
             if self.backend.shared and record.receiver_id == user_id:
                 self.relay_ready(room_id, user_id, record.transfer_id)  # frames may wait
         return participant
@@ -204,22 +185,11 @@ class Hub:
         previous.outbox.close()
         self._spawn(previous.outbox.socket.close(CLOSE_REPLACED, "replaced"))
 
-    def _forget_local(self, participant: Participant) -> bool:
-        """Drop ``participant`` from this instance's rooms; False if a newer connection
-        of the same user had replaced it already."""
-        room = self.rooms.get(participant.room_id)
-        if room is None or room.members.get(participant.user_id) is not participant:
-            return False
-        del room.members[participant.user_id]
-        if not room.members:
-            del self.rooms[participant.room_id]
-        return True
-
     async def leave(self, participant: Participant) -> None:
         """``participant``'s socket ended: unless a newer connection of theirs replaced
         it, they leave the room and their transfers under way pause."""
         participant.outbox.close()
-        if not self._forget_local(participant):
+        if not self.rooms.remove(participant):
             return  # replaced by a newer socket: nothing to do
         room_id, user = participant.room_id, participant.user_id
         grace = self.settings.reconnect_grace
@@ -228,84 +198,31 @@ class Hub:
 
     async def _departed(self, room_id: str, user: str) -> None:
         """``user`` left ``room_id`` (their socket ended, or their instance vanished)."""
-        self._broadcast(room_id, T.USER_LEFT, UserEvent(user_id=user))
+        self.rooms.broadcast(room_id, T.USER_LEFT, UserEvent(user_id=user))
         log.info("leave room=%s user=%s", room_id, user)
         for record in await self.backend.records(user=user, room=room_id, live_only=True):
             if record.status is Status.ACTIVE:
-                self._spawn(self._pause_for_disconnect(record.transfer_id, f"{user} disconnected"))
-
-    async def _pause_as_disconnected(self, tid: str, reason: str) -> Transfer | None:
-        """Pause an active transfer on the server's own account (a party dropped, or this
-        instance stops), marked to resume once both parties are back; both are told.
-        None if it was not active (ended or paused meanwhile)."""
-        try:
-            record = await self.backend.get(tid)
-            if record.status is not Status.ACTIVE:
-                return None
-            record = await self.backend.apply(tid, Event.PAUSE)
-        except (UnknownTransfer, InvalidTransition):
-            return None
-        await self.backend.mark_disconnect_paused(tid)
-        await self.relayer.close(tid)
-        payload = TransferRef(transfer_id=UUID(tid), reason=reason)
-        self._to_parties(record, T.FILE_SHARE_PAUSE, payload, None)
-        return record
-
-    async def _pause_for_disconnect(self, tid: str, reason: str) -> None:
-        record = await self._pause_as_disconnected(tid, reason)
-        if record is None:
-            return
-        # the one who left may be back already (its join ran while this pause was under
-        # way, before the transfer counted as paused by a disconnect): resume now
-        room_id = record.room_id
-        if await self.backend.is_member(room_id, record.sender_id) and await self.backend.is_member(
-            room_id, record.receiver_id
-        ):
-            await self._resume_after_disconnect(tid)
-
-    async def _grace_over(self, room_id: str, user: str) -> None:
-        """``user`` did not come back to ``room_id`` in time: the transfers they send are
-        cancelled (those they receive wait, paused, until they expire)."""
-        if await self.backend.is_member(room_id, user):
-            return
-        for record in await self.backend.records(user=user, room=room_id, live_only=True):
-            if record.sender_id == user:
-                await self._end(record.transfer_id, f"sender {user} did not come back")
-
-    async def _resume_after_disconnect(self, tid: str) -> None:
-        try:
-            record = await self.backend.get(tid)
-            if record.status is not Status.PAUSED:
-                return
-            if not await self.backend.take_disconnect_paused(tid):
-                return
-            record = await self.backend.apply(tid, Event.RESUME)
-        except (UnknownTransfer, InvalidTransition):
-            return
-        payload = TransferRef(transfer_id=UUID(tid), reason="reconnected")
-        self._to_parties(record, T.FILE_SHARE_RESUME, payload, None)
+                reason = f"{user} disconnected"
+                self._spawn(self.transfers.pause_for_disconnect(record.transfer_id, reason))
 
     # --- deliveries from other instances (backend.Inbound) ---------------------------
 
     def to_user(self, room_id: str, user_id: str, text: str) -> None:
-        member = self._local(room_id, user_id)
+        member = self.rooms.local(room_id, user_id)
         if member is not None:
             member.outbox.send_text(text)
 
     def to_room(self, room_id: str, text: str, exclude: str | None) -> None:
-        room = self.rooms.get(room_id)
-        for user, member in list(room.members.items()) if room else ():
-            if user != exclude:
-                member.outbox.send_text(text)
+        self.rooms.to_local_room(room_id, text, exclude)
 
     def replaced(self, room_id: str, user_id: str, conn_id: str) -> None:
-        member = self._local(room_id, user_id)
+        member = self.rooms.local(room_id, user_id)
         if member is not None and member.conn_id != conn_id:
             self._close_replaced(member)
 
     def relay_ready(self, room_id: str, user_id: str, transfer_id: str) -> None:
         if not self._shut_down:
-            self.relayer.relay_ready(room_id, user_id, transfer_id)
+            self.relay.relay_ready(room_id, user_id, transfer_id)
 
     def transfer_changed(self, transfer_id: str) -> None:
         self._spawn(self._refresh(transfer_id))
@@ -323,12 +240,12 @@ class Hub:
         failure: BackendUnavailable | None = None
         for _ in range(attempts):
             try:
-                for room_id, room in list(self.rooms.items()):
+                for room_id, room in list(self.rooms.by_id.items()):
                     for user, member in list(room.members.items()):
                         if not await self.backend.is_member(room_id, user):
                             await self.backend.join(room_id, user, member.conn_id)
                             event = UserEvent(user_id=user)
-                            self._broadcast(room_id, T.USER_JOINED, event, exclude=user)
+                            self.rooms.broadcast(room_id, T.USER_JOINED, event, exclude=user)
                     participants = await self.backend.members(room_id)
                     for user, member in list(room.members.items()):
                         records = await self.backend.records(user=user, room=room_id)
@@ -345,14 +262,14 @@ class Hub:
         """Another instance changed ``tid``: bring this instance's copy up to date, then
         (so that no chunk of it starts a new staging here) stop relaying it here unless
         it is active."""
-        if self.backend.peek(tid) is None and not self.relayer.carries(tid):
+        if self.backend.peek(tid) is None and not self.relay.carries(tid):
             return  # nothing of it here
         try:
             record: Transfer | None = await self.backend.get(tid)
         except UnknownTransfer:
             record = None
         if record is None or record.status is not Status.ACTIVE:
-            await self.relayer.close(tid, shared=False)
+            await self.relay.close(tid, shared=False)
 
     # --- control messages ------------------------------------------------------------
 
@@ -390,156 +307,38 @@ class Hub:
             raise ProtocolError(f"{m.type.value} is sent by the server, not by participants")
         if m.type in SIGNALLING:
             assert isinstance(payload, Signal)
-            await self._require_member(room_id, payload.target_id, what="target")
-            self._send_to(room_id, payload.target_id, m.stamped(sender_id=user, room_id=room_id))
+            await self.transfers.require_member(room_id, payload.target_id, what="target")
+            stamped = m.stamped(sender_id=user, room_id=room_id)
+            self.rooms.send_to(room_id, payload.target_id, stamped)
         elif m.type is T.FILE_SHARE_OFFER:
             assert isinstance(payload, Offer)
             try:
-                await self.offer(room_id, user, payload)
+                await self.transfers.offer(room_id, user, payload)
             except RoomdropError as exc:  # name the refused offer: a sender may have several
                 self.refuse(p, exc, transfer_id=str(payload.transfer_id))
         elif m.type is T.FILE_SHARE_ACCEPT:
             assert isinstance(payload, Accept)
-            await self.accept(room_id, user, str(payload.transfer_id), payload.missing)
+            await self.transfers.accept(room_id, user, str(payload.transfer_id), payload.missing)
         elif m.type is T.FILE_SHARE_CHUNK:
-            await self.relayer.relay_chunk(p, decode_json_chunk(payload))
+            await self.relay.relay_chunk(p, decode_json_chunk(payload))
         elif m.type is T.FILE_SHARE_PROGRESS:
             assert isinstance(payload, Progress)
-            await self.progress_report(room_id, user, payload)
+            await self.transfers.progress_report(room_id, user, payload)
         elif m.type is T.FILE_SHARE_COMPLETE:
             assert isinstance(payload, Complete)
-            await self.complete(room_id, user, str(payload.transfer_id), payload.sha256)
+            await self.transfers.complete(room_id, user, str(payload.transfer_id), payload.sha256)
         elif m.type is T.FILE_SHARE_CHUNK_REQUEST:
             assert isinstance(payload, ChunkRequest)
-            await self.chunk_request(room_id, user, payload)
+            await self.transfers.chunk_request(room_id, user, payload)
         elif m.type is T.FILE_SHARE_ERROR:
             assert isinstance(payload, FileShareError)
-            await self.report_error(room_id, user, payload)
+            await self.transfers.report_error(room_id, user, payload)
         elif m.type is T.ERROR:
             log.info("client error room=%s user=%s: %s", room_id, user, payload)
         else:
             assert isinstance(payload, TransferRef)
-            action = {
-                T.FILE_SHARE_REJECT: "reject",
-                T.FILE_SHARE_PAUSE: "pause",
-                T.FILE_SHARE_RESUME: "resume",
-                T.FILE_SHARE_CANCEL: "cancel",
-            }[m.type]
-            await self.act(room_id, user, str(payload.transfer_id), action, payload.reason)
-
-    # --- transfer actions (WebSocket and REST) ---------------------------------------
-
-    async def offer(self, room_id: str, user: str, offer: Offer) -> dict[str, Any]:
-        await self._require_member(room_id, user)
-        if offer.receiver_id == user:
-            raise ProtocolError("a transfer needs another participant as its receiver")
-        await self._require_member(room_id, offer.receiver_id, what="receiver")
-        self._check_mime(offer.mime_type)
-        record = await self.backend.create(offer, user, room_id)
-        offer = offer.model_copy(update={"filename": record.filename})  # sanitised
-        message = Message.build(T.FILE_SHARE_OFFER, offer, sender_id=user, room_id=room_id)
-        self._send_to(room_id, offer.receiver_id, message)
-        self._send_to(room_id, user, message)
-        log.info(
-            "offer room=%s %s -> %s transfer=%s size=%d",
-            room_id,
-            user,
-            offer.receiver_id,
-            offer.transfer_id,
-            offer.file_size,
-        )
-        return record.snapshot()
-
-    async def accept(
-        self, room_id: str, user: str, tid: str, missing: list[tuple[int, int]] | None = None
-    ) -> dict[str, Any]:
-        record = await self.party(room_id, user, tid, only="receiver")
-        try:
-            payload = Accept(transfer_id=UUID(tid), missing=missing)
-        except ValidationError as exc:
-            detail = exc.errors()[0]["msg"].removeprefix("Value error, ")
-            raise ProtocolError(f"missing: {detail}") from None
-        if missing and missing[-1][1] > record.total_chunks:
-            raise ProtocolError(
-                f"missing range ends at {missing[-1][1]}, past total_chunks {record.total_chunks}"
-            )
-        record = await self.backend.apply(tid, Event.ACCEPT)
-        self._to_parties(record, T.FILE_SHARE_ACCEPT, payload, user)
-        if missing is not None:
-            held = record.total_chunks - sum(end - start for start, end in missing)
-            self.progressed(record, held, min(record.file_size, held * record.chunk_size))
-        return record.snapshot()
-
-    async def act(
-        self, room_id: str, user: str, tid: str, action: str, reason: str | None = None
-    ) -> dict[str, Any]:
-        """reject, pause, resume or cancel, by a party allowed to."""
-        await self.party(room_id, user, tid, only="receiver" if action == "reject" else None)
-        kind, event = {
-            "reject": (T.FILE_SHARE_REJECT, Event.REJECT),
-            "pause": (T.FILE_SHARE_PAUSE, Event.PAUSE),
-            "resume": (T.FILE_SHARE_RESUME, Event.RESUME),
-            "cancel": (T.FILE_SHARE_CANCEL, Event.CANCEL),
-        }[action]
-        payload = TransferRef(transfer_id=UUID(tid), reason=reason)  # validated before acting
-        record = await self.backend.apply(tid, event, error=reason)
-        if action != "resume":  # a stopped transfer drops its staged chunks and wakes the
-            await self.relayer.close(tid)  # sender's reader; the receiver re-requests on resume
-        if action in ("pause", "resume"):  # a party's own word outweighs a disconnect's
-            await self.backend.take_disconnect_paused(tid)
-        self._to_parties(record, kind, payload, user)
-        return record.snapshot()
-
-    async def complete(self, room_id: str, user: str, tid: str, sha256: str) -> dict[str, Any]:
-        await self.party(room_id, user, tid, only="receiver")
-        record = await self.backend.apply(tid, Event.COMPLETE, sha256=sha256)
-        await self.relayer.close(tid)
-        payload = Complete(transfer_id=UUID(tid), sha256=sha256)
-        self._to_parties(record, T.FILE_SHARE_COMPLETE, payload, user)
-        return record.snapshot()
-
-    async def chunk_request(self, room_id: str, user: str, request: ChunkRequest) -> None:
-        tid = str(request.transfer_id)
-        record = await self.party(room_id, user, tid, only="receiver")
-        if request.ranges[-1][1] > record.total_chunks:
-            raise ProtocolError(f"range ends past total_chunks {record.total_chunks}")
-        self._send_to(
-            room_id,
-            record.sender_id,
-            Message.build(T.FILE_SHARE_CHUNK_REQUEST, request, sender_id=user, room_id=room_id),
-        )
-
-    async def progress_report(self, room_id: str, user: str, progress: Progress) -> None:
-        tid = str(progress.transfer_id)
-        record = await self.party(room_id, user, tid)
-        if (
-            progress.chunks_sent > record.total_chunks
-            or progress.bytes_transferred > record.file_size
-        ):
-            raise ProtocolError("progress beyond the transfer's size")
-        if record.status is Status.ACTIVE:
-            self.progressed(record, progress.chunks_sent, progress.bytes_transferred)
-
-    async def report_error(self, room_id: str, user: str, error: FileShareError) -> None:
-        tid = str(error.transfer_id)
-        record = await self.party(room_id, user, tid)
-        if record.live:
-            record = await self.backend.apply(tid, Event.FAIL, code=error.code, error=error.message)
-        await self.relayer.close(tid)
-        self._to_parties(record, T.FILE_SHARE_ERROR, error, user)
-
-    async def _end(self, tid: str, reason: str) -> None:
-        """Cancel a live transfer on the server's own account, and say so."""
-        try:
-            record = await self.backend.get(tid)
-            if not record.live:
-                return
-            record = await self.backend.apply(tid, Event.CANCEL, error=reason)
-        except (UnknownTransfer, InvalidTransition):
-            return
-        await self.relayer.close(tid)
-        payload = TransferRef(transfer_id=UUID(tid), reason=reason)
-        self._to_parties(record, T.FILE_SHARE_CANCEL, payload, None)
+            tid, action = str(payload.transfer_id), _BY_REF[m.type]
+            await self.transfers.act(room_id, user, tid, action, payload.reason)
 
     # --- housekeeping ----------------------------------------------------------------
 
@@ -559,7 +358,7 @@ class Hub:
         grace window is over; purge staging nobody closed."""
         for record in await self.backend.sweep():
             tid = record.transfer_id
-            await self.relayer.close(tid)
+            await self.relay.close(tid)
             payload: BaseModel
             if record.status is Status.CANCELLED:
                 kind, payload = (
@@ -575,15 +374,12 @@ class Hub:
                         message=record.error or "",
                     ),
                 )
-            self._to_parties(record, kind, payload, None)
+            self.rooms.to_parties(record, kind, payload, None)
         for room_id, user in await self.backend.orphans():
             await self._departed(room_id, user)
         for room_id, user in await self.backend.graces_over():
-            await self._grace_over(room_id, user)
-        for tid in list(self._progress_sent):
-            copy = self.backend.peek(tid)
-            if copy is None or not copy.live:
-                del self._progress_sent[tid]
+            await self.transfers.grace_over(room_id, user)
+        self.transfers.forget_ended()
         RelayStaging.purge_older_than(
             self.settings.data_dir / "relay", time.time() - self.settings.expiry
         )
@@ -600,169 +396,43 @@ class Hub:
             await self._pause_all_here("server shutting down")
         except BackendUnavailable as exc:  # the records are out of reach: close anyway
             log.warning("shutting down without pausing transfers: %s", exc)
-        await self.relayer.close_all()
+        await self.relay.close_all()
         await asyncio.sleep(0.1)  # let the writers flush the pause messages
-        for room in list(self.rooms.values()):
-            for member in list(room.members.values()):
-                member.outbox.close()
-                with contextlib.suppress(Exception):
-                    await member.outbox.socket.close(1001, "server shutting down")
+        for _, _, member in self.rooms.everyone():
+            member.outbox.close()
+            with contextlib.suppress(Exception):
+                await member.outbox.socket.close(1001, "server shutting down")
 
     async def _pause_all_here(self, reason: str) -> None:
         """Pause every active transfer with a party connected here, as a disconnect."""
-        here = {(room_id, user) for room_id, room in self.rooms.items() for user in room.members}
+        here = {(room_id, user) for room_id, user, _ in self.rooms.everyone()}
         for record in await self.backend.records(live_only=True):
             parties = {(record.room_id, record.sender_id), (record.room_id, record.receiver_id)}
             if record.status is Status.ACTIVE and parties & here:
-                await self._pause_as_disconnected(record.transfer_id, reason)
+                await self.transfers.pause_as_disconnected(record.transfer_id, reason)
 
     async def close(self) -> None:
         """After :meth:`shutdown`: stop everything still running here (forwarders,
         pumps, background work) before the backend closes under it."""
         await self.shutdown()
-        tasks = [*self._tasks, *self.relayer.tasks()]
+        tasks = [*self._tasks, *self.relay.tasks()]
         for task in tasks:
             task.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
 
-    # --- helpers ---------------------------------------------------------------------
-
-    def _local(self, room_id: str, user: str) -> Participant | None:
-        """``user``'s connection to this instance, if they have one in ``room_id``."""
-        room = self.rooms.get(room_id)
-        return room.members.get(user) if room else None
+    # --- what the relay needs of its host (relay.RelayHost) ---------------------------
 
     def present(self, room_id: str, user: str) -> Participant | None:
-        """``user``'s open connection to this instance in ``room_id``, if any."""
-        member = self._local(room_id, user)
-        return member if member is not None and not member.outbox.closed else None
-
-    async def _require_member(self, room_id: str, user: str, what: str = "you") -> None:
-        if not await self.backend.is_member(room_id, user):
-            who = "you are" if what == "you" else f"{what} {user!r} is"
-            raise Forbidden(f"{who} not in room {room_id!r}")
+        return self.rooms.present(room_id, user)
 
     async def party(self, room_id: str, user: str, tid: str, only: str | None = None) -> Transfer:
-        record = await self.backend.get(tid)
-        if record.room_id != room_id:
-            raise UnknownTransfer(tid)
-        if not record.involves(user):
-            raise Forbidden(f"{user} is not a party to transfer {tid}")
-        if only == "receiver" and user != record.receiver_id:
-            raise Forbidden(f"only the receiver of transfer {tid} may do this")
-        if only == "sender" and user != record.sender_id:
-            raise Forbidden(f"only the sender of transfer {tid} may do this")
-        return record
-
-    def _mime_allowed(self, mime: str) -> bool:
-        mime = mime.lower()
-        deny = [pattern.lower() for pattern in self.settings.mime_deny]
-        allow = [pattern.lower() for pattern in self.settings.mime_allow]
-        if any(fnmatch.fnmatchcase(mime, pattern) for pattern in deny):
-            return False
-        return not allow or any(fnmatch.fnmatchcase(mime, pattern) for pattern in allow)
-
-    def _check_mime(self, mime: str) -> None:
-        if not self._mime_allowed(mime):
-            raise MimeTypeNotAllowed(f"files of type {mime.lower()} are not allowed here")
+        return await self.transfers.party(room_id, user, tid, only)
 
     async def content_allowed(self, record: Transfer, head: Any) -> bool:
-        """What the first relayed chunk shows the file to be must pass the allow/deny
-        lists too, and must not contradict a specific declared type (``text/plain`` that
-        is really ``application/x-msdownload``). Aliases within one top-level type
-        (``image/jpg`` and ``image/jpeg``) and a generic declaration
-        (``application/octet-stream``) are not contradictions. If it fails, the transfer
-        fails and both parties are told (``file-share-error``)."""
-        sniffed = sniff_mime_type(head)
-        declared = record.mime_type.lower()
-        if sniffed is None or sniffed == declared:
-            return True
-        message = f"declared {declared}, but the content is {sniffed}"
-        if not self._mime_allowed(sniffed):
-            message += ", which is not allowed here"
-        elif declared in GENERIC_TYPES or declared.split("/")[0] == sniffed.split("/")[0]:
-            return True
-        tid = record.transfer_id
-        try:
-            record = await self.backend.apply(
-                tid, Event.FAIL, code=MimeTypeNotAllowed.code, error=message
-            )
-        except InvalidTransition:
-            return False  # ended meanwhile
-        await self.relayer.close(tid)
-        payload = FileShareError(
-            transfer_id=UUID(tid), code=MimeTypeNotAllowed.code, message=message
-        )
-        self._to_parties(record, T.FILE_SHARE_ERROR, payload, None)
-        self.metrics.refused.labels(MimeTypeNotAllowed.code).inc()
-        return False
+        return await self.transfers.content_allowed(record, head)
 
     def progressed(self, record: Transfer, chunks: int, nbytes: int) -> None:
-        record.set_progress(chunks, nbytes, mono=self.clock.monotonic())
-        if record.transfer_id not in self._progress_due:  # else a broadcast is due anyway
-            self._broadcast_progress(record.transfer_id)
-
-    def _broadcast_progress(self, tid: str) -> None:
-        """Progress to both parties, at most every ``progress_interval``; a change that
-        comes too soon goes out when the interval is over (the last one is never lost)."""
-        record = self.backend.peek(tid)
-        if record is None:
-            return
-        now = time.monotonic()
-        wait = self._progress_sent.get(tid, 0.0) + self.settings.progress_interval - now
-        if wait > 0:
-            if tid not in self._progress_due:
-                self._progress_due.add(tid)
-                asyncio.get_running_loop().call_later(wait, self._progress_timer, tid)
-            return
-        self._progress_sent[tid] = now
-        self.backend.save_progress(record)
-        snap = record.snapshot()
-        payload = Progress(
-            transfer_id=UUID(tid),
-            chunks_sent=snap["chunks_sent"],
-            bytes_transferred=snap["bytes_transferred"],
-            progress_percent=snap["progress_percent"],
-            status=record.status,
-            speed_bps=snap["speed_bps"],
-            eta_seconds=snap["eta_seconds"],
-        )
-        self._to_parties(record, T.FILE_SHARE_PROGRESS, payload, None)
-
-    def _send_to(self, room_id: str, user: str, message: Message) -> None:
-        """``message`` to ``user``'s connection, here or on another instance."""
-        member = self._local(room_id, user)
-        if member is not None:
-            member.send(message)
-        elif self.backend.shared:
-            self.backend.publish_to_user(room_id, user, message.to_json())
-
-    def _to_parties(
-        self, record: Transfer, kind: MessageType, payload: BaseModel, by: str | None
-    ) -> None:
-        message = Message.build(kind, payload, sender_id=by, room_id=record.room_id)
-        for user in dict.fromkeys((record.sender_id, record.receiver_id)):
-            self._send_to(record.room_id, user, message)
-
-    def _broadcast(
-        self, room_id: str, kind: MessageType, payload: BaseModel, exclude: str | None = None
-    ) -> None:
-        """``kind`` to everyone in the room but ``exclude``, here and elsewhere."""
-        message = Message.build(kind, payload, room_id=room_id)
-        text = message.to_json()
-        self.to_room(room_id, text, exclude)
-        if self.backend.shared:
-            self.backend.publish_to_room(room_id, text, exclude)
-
-    async def user_transfers(self, user: str, status: Status | None) -> list[dict[str, Any]]:
-        return [
-            record.snapshot()
-            for record in await self.backend.records(user=user)
-            if status in (None, record.status)
-        ]
-
-    async def progress_of(self, room_id: str, user: str, tid: str) -> dict[str, Any]:
-        return (await self.party(room_id, user, tid)).snapshot()
+        self.transfers.progressed(record, chunks, nbytes)
 
 
 def _room_state(room_id: str, participants: list[str], records: list[Transfer]) -> Message:

@@ -1,397 +1,388 @@
-"""Relay staging: the chunks the server relays for one transfer, encrypted on disk, bounded.
+"""The relay: chunks the server carries itself, for peers that cannot reach each other.
 
-When two peers cannot reach each other the server carries the chunks itself. Each
-verified chunk the sender uploads is *put* here and the receiver's forwarding task
-*takes* it back out, oldest first. Between the two, the chunk lives on disk only, never
-in memory, so a transfer's memory is one chunk in flight whatever the file size::
+Every relayed chunk passes here, so the common case (a whole binary frame of a transfer
+this connection has relayed before) has a path of its own: the header is unpacked once,
+the transfer's record comes from the connection's route cache (checked against the
+backend's copy by identity on every frame), the checksum is compared as bytes, and the
+frame the sender sent is the object that is staged or goes out. Anything else (a first
+frame, a fragment, a JSON chunk, anything malformed or refused) takes the general path,
+which answers with the same errors in the same order (docs/protocol.md §11.7).
 
-    <data_dir>/relay/                 root, one directory per relayed transfer
-        <transfer_id>/                mode 0700, created by RelayStaging
-            ring                      ``window`` slots of nonce (12) || AES-GCM
-                                      ciphertext || tag (16), reused as chunks go out
-
-One file per transfer, opened once, written and read at fixed slot offsets: creating,
-reading and deleting a file per chunk cost ~270 us a chunk here, the slots ~10 us.
-
-Encryption at rest: each :class:`RelayStaging` generates a 256-bit AES-GCM key in
-memory, and the key is never written anywhere. Every chunk gets a fresh random 96-bit
-nonce, stored in front of its ciphertext, and the associated data binds the transfer
-id and the chunk index, so a file copied into another transfer's directory or renamed
-to another index fails authentication instead of decrypting into the wrong place. A
-tampered or truncated slot makes :meth:`~RelayStaging.take` raise :class:`StorageError`
-(the chunk is dropped and its slot freed; the sender may send it again).
-
-Backpressure: at most ``window`` chunks are staged and not yet taken. A ``put`` beyond
-that waits until a ``take`` frees a slot, so a slow receiver slows the sender instead of
-growing anything: disk use is bounded by ``window`` chunks and memory by the one chunk
-being encrypted or decrypted (the bookkeeping is ``window`` integers).
-
-Where the work runs: one chunk's file work (a 64 KiB write or read into the page cache
-and one AES-GCM pass) runs inline on the event loop, because ``asyncio.to_thread`` costs
-about four times as much here (see :mod:`roomdrop.manager`). Nothing is fsynced: staging
-never has to survive the process, since its key does not.
-
-Emptied: when the last staged chunk is taken, the ring is truncated to nothing, so no
-ciphertext stays on disk once everything went out. With ``trim_after`` > 0 that waits
-until the ring has stayed empty that long (a put in between cancels it): a receiver that
-keeps up only just would otherwise have the ring truncated and its pages allocated again
-for nearly every chunk, which cost ~40 us a chunk here.
-
-Cleanup: :meth:`~RelayStaging.close` removes every staged file and the directory before
-it returns and wakes every waiting ``put`` and ``take`` with :class:`RelayClosed`.
-Leftovers of a previous process cannot be decrypted (their keys died with it), so the
-server calls :meth:`~RelayStaging.purge` at start; :meth:`~RelayStaging.purge_older_than`
-is the one-hour backstop for staging nobody closed. A directory's mtime is its last
-activity: every put and take touches it.
+A verified chunk goes straight to the receiver's socket when that keeps up and nothing
+of its transfer waits; otherwise it is staged encrypted on disk
+(:class:`~roomdrop.server.staging.RelayStaging`) and one forwarder task per transfer hands
+the staged chunks on, oldest first, as the receiver's socket takes them. A receiver
+connected to another instance gets its chunks through the backend's relay queue, which a
+pump on that instance empties into its socket. What the relay needs of the rooms and the
+transfer records (who is connected, who may send, what the policy says) it asks its
+:class:`RelayHost`, the hub.
 """
 
 from __future__ import annotations
 
 import asyncio
-import contextlib
-import errno
-import os
-import re
-import secrets
-import stat
-import time
-from collections import deque
-from pathlib import Path
-from typing import Final
+import hashlib
+import logging
+from dataclasses import dataclass
+from typing import Any, Final, Protocol
+from uuid import UUID
 
-from cryptography.exceptions import InvalidTag
-from cryptography.hazmat.primitives import hashes
-from cryptography.hazmat.primitives.ciphers.aead import AESGCM
-from cryptography.hazmat.primitives.kdf.hkdf import HKDF
+from roomdrop.exceptions import (
+    BackendUnavailable,
+    ProtocolError,
+    RelayClosed,
+    RoomdropError,
+    StorageError,
+    TransferNotActive,
+    UnknownTransfer,
+)
+from roomdrop.protocol.chunks import chunk_length
+from roomdrop.protocol.frames import (
+    HEADER,
+    HEADER_SIZE,
+    MAGIC,
+    VERSION,
+    Chunk,
+    decode_frame,
+    encode_frame_into,
+)
+from roomdrop.protocol.messages import ChunkRequest, Message, MessageType
+from roomdrop.protocol.state import Status
+from roomdrop.protocol.transfer import Transfer
+from roomdrop.server.backend import Backend
+from roomdrop.server.metrics import Metrics
+from roomdrop.server.participant import Participant
+from roomdrop.server.settings import Settings
+from roomdrop.server.staging import RelayStaging
 
-from roomdrop.exceptions import RelayClosed, StorageError
-from roomdrop.storage import describe_os_error
+__all__ = ["RELAY_TRIM_AFTER", "Relay", "RelayHost", "RelayLink"]
 
-__all__ = [
-    "DIR_MODE",
-    "NONCE_SIZE",
-    "TAG_SIZE",
-    "FrameSeal",
-    "RelayClosed",
-    "RelayStaging",
-]
+log = logging.getLogger("roomdrop.server")
 
-DIR_MODE: Final = 0o700
-_TOUCH_EVERY: Final = 5.0
-NONCE_SIZE: Final = 12
-TAG_SIZE: Final = 16
-KEY_BITS: Final = 256
-_AAD_LABEL: Final = b"roomdrop-relay-v1\0"
-_TRANSFER_ID: Final = re.compile(r"[A-Za-z0-9][A-Za-z0-9_-]{0,127}")
-"""A transfer id is a single safe path component (a UUID is one)."""
+RELAY_TRIM_AFTER: Final = 1.0
+"""Seconds a drained relay staging stays empty before its ring file is truncated."""
 
 
-class RelayStaging:
-    """Encrypted, bounded, on-disk staging of the chunks relayed for one transfer."""
+class RelayHost(Protocol):
+    """What the relay needs of the hub."""
 
-    def __init__(
-        self,
-        root: Path,
-        transfer_id: str,
-        *,
-        window: int = 32,
-        chunk_size: int = 64 * 1024,
-        trim_after: float = 0.0,
-    ) -> None:
-        if not _TRANSFER_ID.fullmatch(transfer_id):
-            raise ValueError(f"not a usable transfer id: {transfer_id!r}")
-        if window < 1:
-            raise ValueError(f"window must be at least 1, not {window}")
-        self.transfer_id = transfer_id
-        self.window = window
-        self.chunk_size = chunk_size
-        self.directory = root / transfer_id
-        self.ring = self.directory / "ring"
-        self._slot_size = NONCE_SIZE + chunk_size + TAG_SIZE
-        self._key = AESGCM.generate_key(bit_length=KEY_BITS)  # memory only; tests read it
-        self._aead = AESGCM(self._key)
-        # (index, slot, sealed length, note), oldest first
-        self._order: deque[tuple[int, int, int, str]] = deque()
-        self._indices: set[int] = set()
-        self._free = list(range(window - 1, -1, -1))
-        self._waiters: list[asyncio.Future[None]] = []
-        self._closed = False
-        self._touched = 0.0
-        self._fd = -1
-        self.trim_after = trim_after
-        self._trim: asyncio.TimerHandle | None = None
+    backend: Backend
+    settings: Settings
+    metrics: Metrics
+
+    def present(self, room_id: str, user: str) -> Participant | None:
+        """``user``'s open connection to this instance in ``room_id``, if any."""
+
+    async def party(self, room_id: str, user: str, tid: str, only: str | None = None) -> Transfer:
+        """``tid``'s record, if ``user`` is its party (``only``: that one) in ``room_id``;
+        else the precise refusal."""
+
+    async def content_allowed(self, record: Transfer, head: Any) -> bool:
+        """Whether the first chunk's content passes the MIME policy (if not, the transfer
+        has failed and both parties were told)."""
+
+    def progressed(self, record: Transfer, chunks: int, nbytes: int) -> None:
+        """``record`` has got this far (broadcast at a bounded rate)."""
+
+    def refuse(self, p: Participant, exc: RoomdropError, transfer_id: str | None = None) -> None:
+        """Answer ``p`` with ``error``."""
+
+
+@dataclass(eq=False)
+class RelayLink:
+    """A transfer's staging on this instance, and the task that forwards from it."""
+
+    staging: RelayStaging
+    forwarder: asyncio.Task[None] | None = None
+    holding: bool = False
+    """The forwarder has taken a chunk out of the staging and not yet handed it to the
+    receiver's socket: until it has, later chunks must not overtake it."""
+
+
+class Relay:
+    """The relay of one instance: verifies chunks from senders connected here and passes
+    them on; brings frames relayed by other instances to receivers connected here."""
+
+    def __init__(self, host: RelayHost) -> None:
+        self.host = host
+        self.backend = host.backend
+        self.settings = host.settings
+        self.metrics = host.metrics
+        self.links: dict[str, RelayLink] = {}
+        """The transfers whose chunks are staged here, or were lately."""
+        self.pumps: dict[str, asyncio.Task[None]] = {}
+        """Frames relayed by another instance, on their way to a receiver connected here."""
+        self._pump_poked: set[str] = set()
+
+    def carries(self, tid: str) -> bool:
+        """Whether anything of ``tid`` is staged or pumped here."""
+        return tid in self.links or tid in self.pumps
+
+    def tasks(self) -> list[asyncio.Task[None]]:
+        """Every forwarder and pump running here."""
+        forwarders = [link.forwarder for link in self.links.values() if link.forwarder]
+        return [*forwarders, *self.pumps.values()]
+
+    async def close_all(self) -> None:
+        """Stop relaying everything here (shutdown)."""
+        for tid in list(self.links) + list(self.pumps):
+            await self.close(tid)
+
+    def relay_ready(self, room_id: str, user_id: str, transfer_id: str) -> None:
+        """Frames of ``transfer_id`` wait between instances for ``user_id``: bring them
+        to their socket here, if they are connected here."""
+        if transfer_id in self.pumps:
+            self._pump_poked.add(transfer_id)  # the pump must not stop now
+        elif self.host.present(room_id, user_id) is not None:
+            self.pumps[transfer_id] = asyncio.create_task(
+                self._pump(transfer_id, room_id, user_id), name=f"relay-in-{transfer_id}"
+            )
+
+    # --- chunks from senders connected here ------------------------------------------
+
+    async def handle_bytes(self, p: Participant, data: bytes) -> None:
+        """A binary relay frame from ``p``."""
         try:
-            root.mkdir(mode=DIR_MODE, parents=True, exist_ok=True)
-            with contextlib.suppress(FileNotFoundError):
-                # A leftover of this transfer id: undecryptable with our fresh key.
-                _remove(self.directory)
-            self.directory.mkdir(mode=DIR_MODE)
-            self.directory.chmod(DIR_MODE)  # exactly 0700 whatever the umask
-            self._fd = os.open(self.ring, os.O_RDWR | os.O_CREAT | os.O_EXCL, 0o600)
-        except OSError as exc:
-            raise StorageError(
-                transfer_id, describe_os_error(exc, f"creating relay staging {self.directory}")
-            ) from exc
+            if not await self._relay_known_whole_frame(p, data):
+                await self._relay_frame(p, data)
+        except RoomdropError as exc:
+            self.host.refuse(p, exc)
+        except Exception:  # a bug of ours: say so, keep the connection
+            log.exception("relaying this frame from %s in %s failed", p.user_id, p.room_id)
+            self.host.refuse(p, RoomdropError("internal error relaying this frame"))
 
-    def slot_offset(self, index: int) -> int:
-        """Where staged chunk ``index`` lies in :attr:`ring` (for tests and tools)."""
-        slot = next(slot for i, slot, _n, _note in self._order if i == index)
-        return slot * self._slot_size
-
-    # --- the two ends -------------------------------------------------------------
-
-    async def put(self, index: int, data: bytes, note: str = "") -> bool:
-        """Stage chunk ``index``, waiting while ``window`` chunks are staged and not taken.
-
-        Returns False, without waiting, if that index is already staged and not yet taken.
-        ``note`` (e.g. the chunk's checksum) comes back out with it from :meth:`take_item`.
-        """
-        if index < 0:
-            raise ValueError(f"chunk index must not be negative: {index}")
-        self._check_open()
-        if index in self._indices:
+    async def _relay_known_whole_frame(self, p: Participant, data: bytes) -> bool:
+        """Relay ``data`` if it is a well-formed whole-chunk frame of a transfer whose
+        route ``p`` has cached, with the offer's layout and length; False (nothing done)
+        if it is anything else."""
+        if len(data) <= HEADER_SIZE:
             return False
-        while len(self._order) >= self.window:
-            await self._changed()
-            self._check_open()
-            if index in self._indices:  # staged by another put while this one waited
-                return False
-        slot = self._free.pop()
-        try:
-            length = self._write(index, slot, data)
-        except BaseException:
-            self._free.append(slot)
-            raise
-        self._order.append((index, slot, length, note))
-        self._indices.add(index)
-        if self._trim is not None:
-            self._trim.cancel()
-            self._trim = None
-        self._notify()
+        magic, version, flags, tid_bytes, index, total, size, length, offset, checksum = (
+            HEADER.unpack_from(data)
+        )
+        route = p.routes.get(tid_bytes)
+        if (
+            route is None
+            or magic != MAGIC
+            or version != VERSION
+            or flags
+            or offset
+            or length != len(data) - HEADER_SIZE
+            or index >= total
+        ):
+            return False
+        record = route.record
+        if total != record.total_chunks or size != record.chunk_size:
+            return False
+        if length != (route.last_length if index == route.last_index else size):
+            return False
+        if self.backend.peek(route.tid) is not record:  # forgotten or replaced: general path
+            del p.routes[tid_bytes]
+            return False
+        if record.status is not Status.ACTIVE:
+            raise TransferNotActive(route.tid, index, f"transfer is {record.status.value}")
+        chunk = memoryview(data)[HEADER_SIZE:]
+        if hashlib.sha256(chunk).digest() != checksum:
+            self._bad_checksum(p, route.tid, index)
+        elif index != 0 or await self.host.content_allowed(record, chunk):
+            await self._pass_on(p, record, index, data, length)
         return True
 
-    async def take(self) -> tuple[int, bytes]:
-        """Wait for a staged chunk; return the oldest one's ``(index, plaintext)``."""
-        index, data, _note = await self.take_item()
-        return index, data
+    async def _relay_frame(self, p: Participant, data: bytes) -> None:
+        """The general path of a binary frame: decoded and checked in full, fragments
+        reassembled; a whole frame's transfer is remembered for the fast path."""
+        frame = decode_frame(data)
+        route = p.routes.get(UUID(frame.transfer_id).bytes)
+        if route is not None and self.backend.peek(route.tid) is route.record:
+            record = route.record  # checked when the route was remembered
+        else:
+            record = await self.host.party(p.room_id, p.user_id, frame.transfer_id, only="sender")
+            p.remember_route(record)
+        p.assembler.max_chunk_size = record.chunk_size
+        chunk = p.assembler.feed(frame)
+        if chunk is not None:
+            await self.relay_chunk(p, chunk, data if frame.is_whole else None, record)
 
-    async def take_item(self) -> tuple[int, bytes, str]:
-        """Wait for a staged chunk; return the oldest one's ``(index, plaintext)``.
+    async def relay_chunk(
+        self,
+        p: Participant,
+        chunk: Chunk,
+        frame: bytes | None = None,
+        record: Transfer | None = None,
+    ) -> None:
+        """Verify one chunk from the sender and pass it on: straight to the receiver's
+        socket when that keeps up and nothing is staged (``frame``, the sender's own
+        whole-chunk frame, goes out as it came), otherwise into the encrypted staging,
+        which the forwarder drains as the receiver takes it. Either way the receiver
+        gets a verified chunk, and what waits, waits encrypted on disk. ``record`` is the
+        transfer's, when the caller has already checked that ``p`` is its sender."""
+        tid, index = chunk.transfer_id, chunk.chunk_index
+        if record is None:
+            record = await self.host.party(p.room_id, p.user_id, tid, only="sender")
+        if record.status is not Status.ACTIVE:
+            raise TransferNotActive(tid, index, f"transfer is {record.status.value}")
+        if (chunk.total_chunks, chunk.chunk_size) != (record.total_chunks, record.chunk_size):
+            raise ProtocolError(f"chunk {index} does not match the offer's chunk layout")
+        expected = chunk_length(index, record.file_size, record.chunk_size)
+        if len(chunk.data) != expected:
+            raise ProtocolError(f"chunk {index} has {len(chunk.data)} bytes, expected {expected}")
+        if hashlib.sha256(chunk.data).hexdigest() != chunk.checksum:
+            self._bad_checksum(p, tid, index)
+            return
+        if index == 0 and not await self.host.content_allowed(record, chunk.data):
+            return
+        if frame is None:  # a fragmented or JSON chunk: one whole frame from here on
+            buffer = bytearray(HEADER_SIZE + len(chunk.data))
+            buffer[HEADER_SIZE:] = chunk.data
+            encode_frame_into(buffer, chunk)
+            frame = bytes(buffer)
+        await self._pass_on(p, record, index, frame, expected)
 
-        Its slot is freed whether or not it decrypts; a tampered or truncated one raises
-        :class:`StorageError`.
-        """
-        while not self._order and not self._closed:
-            await self._changed()
-        self._check_open()
-        index, slot, length, note = self._order.popleft()
-        self._indices.discard(index)
-        try:
-            return index, self._read(index, slot, length), note
-        finally:
-            self._free.append(slot)
-            if not self._order:  # nothing staged: nothing left on disk either
-                if self.trim_after <= 0:
-                    self._truncate()
-                elif self._trim is None:
-                    loop = asyncio.get_running_loop()
-                    self._trim = loop.call_later(self.trim_after, self._truncate)
-            self._notify()
+    def _bad_checksum(self, p: Participant, tid: str, index: int) -> None:
+        """A chunk failed its sha256: dropped, and its sender asked for it again."""
+        request = ChunkRequest(transfer_id=tid, ranges=[(index, index + 1)], reason="bad-checksum")
+        p.send(Message.build(MessageType.FILE_SHARE_CHUNK_REQUEST, request, room_id=p.room_id))
+        self.metrics.refused.labels("bad-checksum").inc()
 
-    def staged(self) -> int:
-        """How many chunks are staged and not yet taken."""
-        return len(self._order)
+    async def _pass_on(
+        self, p: Participant, record: Transfer, index: int, frame: bytes, nbytes: int
+    ) -> None:
+        """A verified chunk's whole frame, after the room's bandwidth allows it: straight
+        to the receiver's socket if that has room and nothing of the transfer is staged
+        (or taken out of the staging and not yet handed over: chunks go out in the order
+        they came), otherwise into the staging (waiting while its window is full)."""
+        if self.settings.room_bandwidth:
+            await self.backend.take_bandwidth(p.room_id, nbytes)
+        tid = record.transfer_id
+        link = self.links.get(tid)
+        if link is None or (link.staging.staged() == 0 and not link.holding):
+            receiver = self.host.present(record.room_id, record.receiver_id)
+            if receiver is not None:
+                if receiver.outbox.try_send_frame(frame):
+                    self._delivered(record, nbytes)
+                    return
+            elif self.backend.shared and await self.backend.relay_push(record, frame, wait=False):
+                self._delivered(record, nbytes)  # to the receiver's instance
+                return
+        if link is None:
+            if record.status is not Status.ACTIVE:  # stopped while this chunk waited above
+                raise TransferNotActive(tid, index, f"transfer is {record.status.value}")
+            link = self._link(tid, record.chunk_size)
+        if await link.staging.put(index, frame):
+            self.metrics.staged.inc()
 
-    @property
-    def closed(self) -> bool:
-        return self._closed
+    def _delivered(self, record: Transfer, nbytes: int) -> None:
+        """One chunk handed to the receiver's socket: O(1), a broadcast at most every
+        ``progress_interval`` (the receiver's own reports correct the count)."""
+        self.metrics.relayed.inc(nbytes)
+        if record.status is Status.ACTIVE:
+            chunks = min(record.total_chunks, record.chunks_sent + 1)
+            self.host.progressed(record, chunks, min(record.file_size, chunks * record.chunk_size))
 
-    async def close(self) -> None:
-        """Delete every staged file and the directory, and wake every waiter. Idempotent."""
-        self._closed = True
-        self._order.clear()
-        self._indices.clear()
-        if self._trim is not None:
-            self._trim.cancel()
-            self._trim = None
-        if self._fd >= 0:
-            with contextlib.suppress(OSError):
-                os.close(self._fd)
-            self._fd = -1
-        try:
-            _remove(self.directory)
-        except FileNotFoundError:
-            pass  # already purged
-        except OSError as exc:
-            raise StorageError(
-                self.transfer_id,
-                describe_os_error(exc, f"removing relay staging {self.directory}"),
-            ) from exc
-        finally:
-            self._notify()
-
-    # --- cleanup of whole staging directories -----------------------------------------
-
-    @staticmethod
-    def purge(root: Path) -> int:
-        """Remove every staging directory under ``root``; how many were removed.
-
-        For server start: a previous process's staging cannot be decrypted any more.
-        """
-        return _purge(root, older_than=None)
-
-    @staticmethod
-    def purge_older_than(root: Path, older_than: float) -> int:
-        """Remove the staging directories under ``root`` untouched since ``older_than``
-        (epoch seconds); how many were removed."""
-        return _purge(root, older_than=older_than)
-
-    # --- inside -----------------------------------------------------------------------
-
-    def _truncate(self) -> None:
-        self._trim = None
-        if not self._order and self._fd >= 0:
-            with contextlib.suppress(OSError):
-                os.ftruncate(self._fd, 0)
-
-    def _changed(self) -> asyncio.Future[None]:
-        """A future that is done at the next put, take or close (await it, then look
-        again: the single event loop makes that check and the change that follows it
-        atomic, so no lock is needed)."""
-        waiter: asyncio.Future[None] = asyncio.get_running_loop().create_future()
-        self._waiters.append(waiter)
-        return waiter
-
-    def _notify(self) -> None:
-        if self._waiters:
-            waiters, self._waiters = self._waiters, []
-            for waiter in waiters:
-                if not waiter.done():
-                    waiter.set_result(None)
-
-    def _check_open(self) -> None:
-        if self._closed:
-            raise RelayClosed(self.transfer_id)
-
-    def _aad(self, index: int) -> bytes:
-        return b"%s%s\0%d" % (_AAD_LABEL, self.transfer_id.encode("ascii"), index)
-
-    def _touch(self) -> None:
-        """Mark activity for :meth:`purge_older_than` (at most once every few seconds)."""
-        now = time.monotonic()
-        if now - self._touched >= _TOUCH_EVERY:
-            self._touched = now
-            with contextlib.suppress(OSError):
-                os.utime(self.directory)
-
-    def _write(self, index: int, slot: int, data: bytes) -> int:
-        if len(data) > self.chunk_size:
-            raise ValueError(f"chunk of {len(data)} bytes exceeds the {self.chunk_size}-byte slot")
-        nonce = secrets.token_bytes(NONCE_SIZE)
-        sealed = self._aead.encrypt(nonce, data, self._aad(index))
-        try:
-            written = os.pwritev(self._fd, [nonce, sealed], slot * self._slot_size)
-            if written != NONCE_SIZE + len(sealed):
-                raise OSError(errno.EIO, "short write")
-        except OSError as exc:
-            raise StorageError(
-                self.transfer_id,
-                describe_os_error(exc, f"staging chunk {index} of transfer {self.transfer_id}"),
-            ) from exc
-        self._touch()
-        return NONCE_SIZE + len(sealed)
-
-    def _read(self, index: int, slot: int, length: int) -> bytes:
-        try:
-            blob = os.pread(self._fd, length, slot * self._slot_size)
-        except OSError as exc:
-            raise StorageError(
-                self.transfer_id,
-                describe_os_error(exc, f"reading staged chunk {index} of {self.transfer_id}"),
-            ) from exc
-        self._touch()
-        if len(blob) < length:
-            raise StorageError(
-                self.transfer_id,
-                f"staged chunk {index} of transfer {self.transfer_id} is truncated "
-                f"({len(blob)} of {length} bytes)",
+    def _link(self, tid: str, chunk_size: int) -> RelayLink:
+        link = self.links.get(tid)
+        if link is None:
+            # a slot holds one whole frame: the header and up to chunk_size bytes
+            staging = RelayStaging(
+                self.settings.data_dir / "relay",
+                tid,
+                chunk_size=HEADER_SIZE + chunk_size,
+                trim_after=RELAY_TRIM_AFTER,
             )
-        view = memoryview(blob)
+            link = self.links[tid] = RelayLink(staging)
+            link.forwarder = asyncio.create_task(self._forward(tid, link), name=f"relay-{tid}")
+        return link
+
+    async def _forward(self, tid: str, link: RelayLink) -> None:
+        """Hand staged frames to the receiver, as fast as its socket (or the queue to
+        its instance) takes them. A chunk in flight when the receiver drops is lost
+        here; the receiver asks for it again."""
+        record = await self.backend.get(tid)
         try:
-            return self._aead.decrypt(view[:NONCE_SIZE], view[NONCE_SIZE:], self._aad(index))
-        except InvalidTag:
-            raise StorageError(
-                self.transfer_id,
-                f"staged chunk {index} of transfer {self.transfer_id} failed authentication "
-                "(tampered with or truncated)",
-            ) from None
+            while True:
+                # verified on the way in and authenticated by AES-GCM since: no re-hash
+                try:
+                    _index, frame = await link.staging.take()
+                except StorageError:  # that chunk is lost here; the receiver asks again
+                    log.exception("relay of %s lost a staged chunk", tid)
+                    continue
+                link.holding = True
+                try:
+                    await self._deliver_frame(record, frame)
+                except ConnectionError:
+                    continue
+                finally:
+                    link.holding = False
+                self._delivered(record, len(frame) - HEADER_SIZE)
+        except (RelayClosed, UnknownTransfer, asyncio.CancelledError):
+            pass
+        except Exception:
+            log.exception("relay forwarder for %s failed", tid)
 
+    async def _deliver_frame(self, record: Transfer, frame: bytes) -> None:
+        """One frame to the receiver: its socket here, or the queue to the instance it
+        is connected to; waits while either is full, or until the receiver is back."""
+        while True:
+            receiver = self.host.present(record.room_id, record.receiver_id)
+            if receiver is not None:
+                await receiver.outbox.send_frame(frame)
+                return
+            if self.backend.shared:
+                await self.backend.relay_push(record, frame, wait=True)
+                return
+            await asyncio.sleep(0.05)
 
-def _purge(root: Path, older_than: float | None) -> int:
-    try:
-        entries = list(root.iterdir())
-    except FileNotFoundError:
-        return 0
-    except OSError as exc:
-        raise StorageError(
-            "relay", describe_os_error(exc, f"listing relay staging {root}")
-        ) from exc
-    removed = 0
-    for entry in entries:
+    # --- frames relayed by other instances --------------------------------------------
+
+    async def _pump(self, tid: str, room_id: str, user: str) -> None:
+        """Frames another instance relays to ``user``, connected here, as fast as their
+        socket takes them; ends when none came for a second (and no new ones were
+        announced), or when the receiver leaves (a frame in hand is lost, and asked for
+        again)."""
         try:
-            st = entry.lstat()
-            if not stat.S_ISDIR(st.st_mode):
-                continue
-            if older_than is not None and st.st_mtime >= older_than:
-                continue
-            _remove(entry)
-        except FileNotFoundError:
-            continue  # removed meanwhile (closed by its transfer)
-        except OSError as exc:
-            raise StorageError(
-                entry.name, describe_os_error(exc, f"removing relay staging {entry}")
-            ) from exc
-        removed += 1
-    return removed
+            while True:
+                frames = await self.backend.relay_pop(tid, timeout=1.0)
+                if not frames:
+                    if tid in self._pump_poked:
+                        self._pump_poked.discard(tid)
+                        continue
+                    return
+                for frame in frames:
+                    receiver = self.host.present(room_id, user)
+                    if receiver is None:
+                        return
+                    await receiver.outbox.send_frame(frame)
+        except (ConnectionError, asyncio.CancelledError):
+            pass
+        except BackendUnavailable as exc:  # what it held is asked for again
+            log.warning("relay from another instance for %s stopped: %s", tid, exc)
+        except Exception:
+            log.exception("relay from another instance for %s failed", tid)
+        finally:
+            if self.pumps.get(tid) is asyncio.current_task():
+                del self.pumps[tid]
+                self._pump_poked.discard(tid)
 
+    # --- stopping ---------------------------------------------------------------------
 
-def _remove(path: Path) -> None:
-    """Delete ``path``: a directory with everything in it, or anything else; it never
-    follows a symlink. Staging directories are flat; this copes with anything else
-    without ``shutil`` (which only :mod:`roomdrop.storage` may import)."""
-    if stat.S_ISDIR(path.lstat().st_mode):
-        for entry in path.iterdir():
-            with contextlib.suppress(FileNotFoundError):
-                _remove(entry)
-        path.rmdir()
-    else:
-        path.unlink()
-
-
-class FrameSeal:
-    """AES-GCM for frames relayed between instances (through Redis).
-
-    Every instance of a deployment shares the server secret, so each derives the same
-    key for a transfer (HKDF-SHA256 over the secret, with the transfer id in its info)
-    and no key is ever stored or sent. A sealed frame is a fresh 96-bit nonce followed
-    by the ciphertext and tag; the associated data binds the transfer id, so a frame
-    moved to another transfer's queue fails to open.
-    """
-
-    _INFO = b"roomdrop relay between instances v1\0"
-
-    def __init__(self, secret: str, transfer_id: str) -> None:
-        key = HKDF(hashes.SHA256(), 32, salt=None, info=self._INFO + transfer_id.encode())
-        self._aead = AESGCM(key.derive(secret.encode()))
-        self._aad = _AAD_LABEL + transfer_id.encode()
-
-    def seal(self, frame: bytes) -> bytes:
-        nonce = secrets.token_bytes(NONCE_SIZE)
-        return nonce + self._aead.encrypt(nonce, frame, self._aad)
-
-    def open(self, sealed: bytes) -> bytes | None:
-        """The frame, or None if ``sealed`` is not one of this transfer's, intact."""
+    async def close(self, tid: str, *, shared: bool = True) -> None:
+        """Stop relaying ``tid``: its staging here is removed and its forwarder (and a
+        pump bringing its frames from another instance) stopped; with ``shared``, what
+        waits for it between instances is dropped too."""
+        pump = self.pumps.pop(tid, None)
+        if pump is not None:
+            pump.cancel()
+        if shared and self.backend.shared:
+            try:
+                await self.backend.relay_drop(tid)
+            except BackendUnavailable as exc:  # it expires by itself (ROOMDROP_EXPIRY)
+                log.warning("the relay queue of %s was not dropped: %s", tid, exc)
+        link = self.links.pop(tid, None)
+        if link is None:
+            return
+        if link.forwarder is not None:
+            link.forwarder.cancel()
         try:
-            return self._aead.decrypt(sealed[:NONCE_SIZE], sealed[NONCE_SIZE:], self._aad)
-        except InvalidTag:
-            return None
+            await link.staging.close()
+        except RoomdropError:  # the transfer's state has changed already: log, carry on
+            log.exception("removing the relay staging of %s failed", tid)

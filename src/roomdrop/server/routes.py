@@ -131,7 +131,7 @@ def build_router(hub: Hub) -> APIRouter:
                 if message.get("text") is not None:
                     await hub.handle_text(participant, message["text"])
                 elif message.get("bytes") is not None:
-                    await hub.relayer.handle_bytes(participant, message["bytes"])
+                    await hub.relay.handle_bytes(participant, message["bytes"])
         except (WebSocketDisconnect, RuntimeError):
             pass
         finally:
@@ -180,7 +180,7 @@ def build_router(hub: Hub) -> APIRouter:
             )
         except ValueError as exc:
             raise ProtocolError(str(exc)) from None
-        return await hub.offer(room_id, user, offer)
+        return await hub.transfers.offer(room_id, user, offer)
 
     @router.post(TRANSFER + "/accept", response_model=TransferObject)
     async def accept_file_transfer(
@@ -188,7 +188,7 @@ def build_router(hub: Hub) -> APIRouter:
     ) -> dict[str, Any]:
         """Accept a transfer (receiver only)."""
         missing = body.missing if body else None
-        return await hub.accept(room_id, user, str(transfer_id), missing)
+        return await hub.transfers.accept(room_id, user, str(transfer_id), missing)
 
     @router.post(TRANSFER + "/reject", response_model=TransferObject)
     async def reject_file_transfer(
@@ -196,28 +196,28 @@ def build_router(hub: Hub) -> APIRouter:
     ) -> dict[str, Any]:
         """Reject a transfer (receiver only)."""
         reason = body.reason if body else None
-        return await hub.act(room_id, user, str(transfer_id), "reject", reason)
+        return await hub.transfers.act(room_id, user, str(transfer_id), "reject", reason)
 
     @router.post(TRANSFER + "/pause", response_model=TransferObject)
     async def pause_file_transfer(
         room_id: RoomId, transfer_id: TransferId, user: User
     ) -> dict[str, Any]:
         """Pause an active transfer (either party)."""
-        return await hub.act(room_id, user, str(transfer_id), "pause")
+        return await hub.transfers.act(room_id, user, str(transfer_id), "pause")
 
     @router.post(TRANSFER + "/resume", response_model=TransferObject)
     async def resume_file_transfer(
         room_id: RoomId, transfer_id: TransferId, user: User
     ) -> dict[str, Any]:
         """Resume a paused transfer (either party)."""
-        return await hub.act(room_id, user, str(transfer_id), "resume")
+        return await hub.transfers.act(room_id, user, str(transfer_id), "resume")
 
     @router.get(TRANSFER + "/progress", response_model=TransferObject)
     async def get_transfer_progress(
         room_id: RoomId, transfer_id: TransferId, user: User
     ) -> dict[str, Any]:
         """The transfer object (either party)."""
-        return await hub.progress_of(room_id, user, str(transfer_id))
+        return await hub.transfers.progress_of(room_id, user, str(transfer_id))
 
     @router.delete(TRANSFER, response_model=TransferObject)
     async def cancel_file_transfer(
@@ -227,13 +227,13 @@ def build_router(hub: Hub) -> APIRouter:
         reason: Annotated[str | None, Query(max_length=1024)] = None,
     ) -> dict[str, Any]:
         """Cancel a transfer and clean up (either party)."""
-        return await hub.act(room_id, user, str(transfer_id), "cancel", reason)
+        return await hub.transfers.act(room_id, user, str(transfer_id), "cancel", reason)
 
     @router.get("/file-transfers", response_model=list[TransferObject])
     async def list_file_transfers(
         user: User, status: Annotated[Status | None, Query()] = None
     ) -> list[dict[str, Any]]:
         """The caller's transfers, optionally of one status."""
-        return await hub.user_transfers(user, status)
+        return await hub.transfers.user_transfers(user, status)
 
     return router
