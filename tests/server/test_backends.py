@@ -25,7 +25,7 @@ from roomdrop.exceptions import (
 from roomdrop.protocol.messages import Offer
 from roomdrop.protocol.state import Event, Status
 from roomdrop.server.backend import Backend
-from roomdrop.server.memory import MemoryBackend
+from roomdrop.server.memorybackend import MemoryBackend
 from roomdrop.server.redisbackend import RedisBackend
 from roomdrop.server.settings import Settings
 

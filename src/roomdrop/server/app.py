@@ -27,7 +27,7 @@ from roomdrop.exceptions import (
 from roomdrop.server.auth import TokenAuthority, load_secret
 from roomdrop.server.backend import Backend
 from roomdrop.server.hub import Hub
-from roomdrop.server.memory import MemoryBackend
+from roomdrop.server.memorybackend import MemoryBackend
 from roomdrop.server.page import STATIC, PageFiles, build_page_router
 from roomdrop.server.routes import build_router
 from roomdrop.server.settings import Settings

@@ -20,8 +20,9 @@ of a deployment goes through a :class:`Backend`:
 * **the per-room relay bandwidth** — one token bucket per room, whatever instance
   relays.
 
-Two implementations: :class:`~roomdrop.server.memory.MemoryBackend` (the default: one
-process, no other service; delivery and the relay between instances have nothing to do)
+Two implementations: :class:`~roomdrop.server.memorybackend.MemoryBackend` (the
+default: one process, no other service; delivery and the relay between instances have
+nothing to do)
 and :class:`~roomdrop.server.redisbackend.RedisBackend` (``ROOMDROP_REDIS_URL``: several
 instances sharing rooms through Redis). ``tests/server/test_backends.py`` runs the same
 behaviour tests against both.

@@ -69,7 +69,7 @@ from roomdrop.server.actions import Actions
 from roomdrop.server.auth import TokenAuthority
 from roomdrop.server.backend import Backend
 from roomdrop.server.buckets import TokenBucket
-from roomdrop.server.memory import MemoryBackend
+from roomdrop.server.memorybackend import MemoryBackend
 from roomdrop.server.metrics import Metrics
 from roomdrop.server.outbox import Outbox, Socket
 from roomdrop.server.participant import Participant
