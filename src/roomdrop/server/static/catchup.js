@@ -67,14 +67,11 @@ export async function catchUp({ user, transfers, outgoing, incoming }, known) {
 
 async function catchUpOutgoing(outgoing, t, held) {
   if (t._.orphan) {
-    if (!held) outgoing.finish(t, "failed", "the server no longer knows it", "unknown-transfer", { quiet: true });
+    if (!held) outgoing.forget(t);
     return;
   }
   if (!held) {
-    if (t._.offered || t._.accepted) {
-      t._.reoffer = true;
-      outgoing.finish(t, "failed", "the server lost it; offering it again", "unknown-transfer", { quiet: true });
-    }
+    if (t._.offered || t._.accepted) outgoing.reoffer(t);
   } else if (ENDED.includes(held.status)) {
     outgoing.finish(t, held.status, held.error, held.error_code);
   } else if (held.status === "completed") {
@@ -92,7 +89,7 @@ async function catchUpOutgoing(outgoing, t, held) {
 
 function catchUpIncoming(incoming, t, held) {
   if (!held) {
-    incoming.finish(t, "failed", "the server no longer knows it", "unknown-transfer", { quiet: true });
+    incoming.forget(t);
   } else if (ENDED.includes(held.status)) {
     // it ended while this page was away (or the message saying so was lost)
     incoming.end(t, held.status, held.error, held.error_code);

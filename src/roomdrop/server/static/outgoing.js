@@ -242,6 +242,12 @@ export class Outgoing extends Role {
     display.render(t);
   }
 
+  /** The server lost it (it restarted): sendFile offers the file again, under a new id. */
+  reoffer(t) {
+    t._.reoffer = true;
+    this.finish(t, "failed", "the server lost it; offering it again", "unknown-transfer", { quiet: true });
+  }
+
   /** A live transfer the server says this user sends, unknown here: shown, not sent. */
   showOrphan(o) {
     const tid = canonicalUuid(o.transfer_id);

@@ -165,6 +165,11 @@ export class Role {
     display.render(t);
   }
 
+  /** The server no longer knows it (room-state): it ends without a word. */
+  forget(t) {
+    this.finish(t, "failed", "the server no longer knows it", "unknown-transfer", { quiet: true });
+  }
+
   /** What a role does with its own state when one of its transfers ends (finish). */
   ended(t, status) {}
 
