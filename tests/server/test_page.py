@@ -3,11 +3,13 @@ server (and only there, unless configured)."""
 
 from __future__ import annotations
 
+import posixpath
+import re
 from typing import Any
 
 import jwt
 
-from roomdrop.server.page import guests_allowed
+from roomdrop.server.page import STATIC, guests_allowed
 from roomdrop.server.settings import Settings
 from server.conftest import Server
 
@@ -25,6 +27,36 @@ async def test_the_page_and_its_files_are_served(server: Server) -> None:
         assert script.headers["cache-control"] == "no-cache"
         missing = await http.get("/static/no-such-file.js")
         assert missing.status_code == 404
+
+
+#: what a module loads: ``import … from "./x.js"`` and ``new URL("./x.js", import.meta.url)``
+LOADS = re.compile(r"""(?:\bfrom\s*|\bimport\s*\(?\s*|new URL\(\s*)["'](\.{1,2}/[^"']+)["']""")
+
+
+async def test_every_module_the_page_loads_is_served_as_javascript(server: Server) -> None:
+    """From index.html's script through every import and worker, each module is served
+    (with a JavaScript type, revalidated), and none of the page's modules is left out."""
+    async with server.http() as http:
+        page = (await http.get("/")).text
+        entry = re.findall(r'<script type="module" src="(/static/[^"]+)"', page)
+        assert entry == ["/static/app.js"]
+        seen: set[str] = set()
+        todo = list(entry)
+        while todo:
+            path = todo.pop()
+            if path in seen:
+                continue
+            seen.add(path)
+            response = await http.get(path)
+            assert response.status_code == 200, path
+            assert "javascript" in response.headers["content-type"], path
+            assert response.headers["cache-control"] == "no-cache", path
+            for ref in LOADS.findall(response.text):
+                todo.append(posixpath.normpath(posixpath.join(posixpath.dirname(path), ref)))
+    ours = {f"/static/{p.name}" for p in STATIC.glob("*.js")}
+    assert ours <= seen, f"modules no one loads: {sorted(ours - seen)}"
+    for role in ("session", "transfers", "outgoing", "incoming", "links", "catchup"):
+        assert f"/static/{role}.js" in seen
 
 
 async def test_a_guest_on_a_loopback_server_gets_a_token_for_a_name(server: Server) -> None:

@@ -1,0 +1,238 @@
+// What the person sees: the participants (and which one files go to), the offers waiting
+// for an answer, one row per transfer, and the message log (window.roomdrop.messages).
+// It reads transfers and writes only the DOM and its own state (the elements of each
+// row, the participant chosen); the buttons call back into the session.
+// Counterpart: src/roomdrop/client/display.py
+
+import { formatBytes, formatDuration } from "./protocol.js";
+import { LIVE, carriedBy } from "./transfers.js";
+
+const $ = (sel, root = document) => root.querySelector(sel);
+
+function button(label, testid, onClick) {
+  const b = document.createElement("button");
+  b.type = "button";
+  b.textContent = label;
+  b.setAttribute("data-testid", testid);
+  b.addEventListener("click", onClick);
+  return b;
+}
+
+export class Display {
+  /**
+   * @param {object} room what the participant list shows: user, participants (a Set),
+   *   online()
+   * @param {function} control (transfer, "file-share-pause" | "file-share-resume" |
+   *   "file-share-cancel"): a transfer's button was pressed
+   */
+  constructor(room, control) {
+    this.room = room;
+    this.control = control;
+    this.messages = []; // every note, oldest first (window.roomdrop.messages)
+    this.selected = null; // the participant files go to
+    this.selectedAuto = false; // chosen because they were the only one
+    this.rows = new WeakMap(); // transfer → its row's elements
+    this.offers = new WeakMap(); // transfer → its offer's element
+  }
+
+  // --- the message log ------------------------------------------------------------------
+
+  note(text, kind = "info") {
+    this.messages.push(text);
+    const box = $("#messages");
+    if (!box) return;
+    const li = document.createElement("li");
+    li.textContent = text;
+    li.className = kind;
+    box.prepend(li);
+    while (box.children.length > 30) box.lastChild.remove();
+  }
+
+  // --- participants ---------------------------------------------------------------------
+
+  /** `user` left: files no longer go to them. */
+  unselect(user) {
+    if (this.selected === user) this.selected = null;
+  }
+
+  renderParticipants() {
+    const { user: me, participants } = this.room;
+    const list = $("#participants");
+    list.textContent = "";
+    const others = [...participants].filter((u) => u !== me).sort();
+    if (this.selected && !participants.has(this.selected)) this.selected = null;
+    // with one other participant, files go to them; with more, to the one clicked
+    if (this.selectedAuto && others.length !== 1) this.selected = null;
+    if (!this.selected && others.length === 1) {
+      this.selected = others[0];
+      this.selectedAuto = true;
+    }
+    for (const user of others) {
+      const li = document.createElement("li");
+      const b = document.createElement("button");
+      b.type = "button";
+      b.className = "participant";
+      b.dataset.testid = "participant";
+      b.setAttribute("data-testid", "participant");
+      b.dataset.user = user;
+      b.textContent = user;
+      b.setAttribute("aria-pressed", String(this.selected === user));
+      b.addEventListener("click", () => {
+        this.selected = user;
+        this.selectedAuto = false;
+        this.renderParticipants();
+      });
+      li.append(b);
+      list.append(li);
+    }
+    $("#me").textContent = me || "";
+    $("#nobody").hidden = others.length > 0;
+    $("#recipient").textContent = this.selected ? `Files go to ${this.selected}.` : "Choose a participant to send to.";
+    $("#file-input").disabled = !this.room.online();
+  }
+
+  // --- offers ---------------------------------------------------------------------------
+
+  showOffer(t, accept, reject) {
+    if (this.offers.has(t)) return;
+    const li = document.createElement("li");
+    li.className = "offer";
+    li.setAttribute("data-testid", "offer");
+    li.dataset.transferId = t.transfer_id;
+    const text = document.createElement("p");
+    const who = document.createElement("strong");
+    who.textContent = t.peer;
+    const name = document.createElement("strong");
+    name.textContent = t.filename;
+    text.append(who, " offers ", name, ` (${formatBytes(t.file_size)}, ${t.file_size.toLocaleString()} bytes, ${t.mime_type})`);
+    const yes = button("Accept", "offer-accept", accept);
+    yes.classList.add("primary");
+    yes.setAttribute("aria-label", `Accept ${t.filename} from ${t.peer}`);
+    const no = button("Reject", "offer-reject", reject);
+    no.setAttribute("aria-label", `Reject ${t.filename} from ${t.peer}`);
+    const actions = document.createElement("div");
+    actions.className = "actions";
+    actions.append(yes, no);
+    li.append(text, actions);
+    this.offers.set(t, li);
+    $("#offers").append(li);
+    $("#offers-section").hidden = false;
+  }
+
+  removeOffer(t) {
+    const li = this.offers.get(t);
+    if (li) {
+      li.remove();
+      this.offers.delete(t);
+    }
+    $("#offers-section").hidden = $("#offers").children.length === 0;
+  }
+
+  // --- transfers ------------------------------------------------------------------------
+
+  /** Take `t`'s row off the page (it is shown again, as a new row, at its next render). */
+  forget(t) {
+    const row = this.rows.get(t);
+    if (row) {
+      row.el.remove();
+      this.rows.delete(t);
+    }
+  }
+
+  build(t) {
+    const li = document.createElement("li");
+    li.className = "transfer";
+    li.setAttribute("data-testid", "transfer");
+    li.innerHTML = `
+    <div class="head">
+      <span class="dir"></span>
+      <strong class="name"></strong>
+    </div>
+    <div class="tags">
+      <span class="status" data-testid="transfer-status"></span>
+      <span class="transport" data-testid="transfer-transport"></span>
+    </div>
+    <progress data-testid="transfer-progress" max="100" value="0"></progress>
+    <div class="stats">
+      <span class="percent" data-testid="transfer-percent"></span>
+      <span class="bytes"></span>
+      <span class="speed"></span>
+      <span class="eta"></span>
+    </div>
+    <p class="note"></p>
+    <div class="actions"></div>`;
+    const actions = li.querySelector(".actions");
+    const pause = button("Pause", "transfer-pause", () => this.control(t, "file-share-pause"));
+    const resume = button("Resume", "transfer-resume", () => this.control(t, "file-share-resume"));
+    const cancel = button("Cancel", "transfer-cancel", () => this.control(t, "file-share-cancel"));
+    const save = document.createElement("a");
+    save.className = "button primary";
+    save.setAttribute("data-testid", "transfer-save");
+    save.textContent = "Save";
+    save.hidden = true;
+    actions.append(pause, resume, cancel, save);
+    $("#transfers").prepend(li);
+    $("#transfers-section").hidden = false;
+    return { el: li, pauseBtn: pause, resumeBtn: resume, cancelBtn: cancel, saveLink: save, labelled: null };
+  }
+
+  render(t) {
+    let row = this.rows.get(t);
+    if (!row) {
+      row = this.build(t);
+      this.rows.set(t, row);
+    }
+    const el = row.el;
+    if (el.dataset.transferId !== t.transfer_id) el.dataset.transferId = t.transfer_id;
+    el.dataset.status = t.status;
+    el.dataset.direction = t.direction;
+    const set = (sel, text) => {
+      const node = el.querySelector(sel);
+      if (node.textContent !== text) node.textContent = text;
+    };
+    if (row.labelled !== t.filename) {
+      row.labelled = t.filename;
+      row.pauseBtn.setAttribute("aria-label", `Pause ${t.filename}`);
+      row.resumeBtn.setAttribute("aria-label", `Resume ${t.filename}`);
+      row.cancelBtn.setAttribute("aria-label", `Cancel ${t.filename}`);
+      row.saveLink.setAttribute("aria-label", `Save ${t.filename}`);
+    }
+    set(".dir", t.direction === "send" ? `to ${t.peer}` : `from ${t.peer}`);
+    set(".name", t.filename);
+    set(".status", t.status);
+    const transport = carriedBy(t);
+    set(".transport", transport || "");
+    el.querySelector(".transport").hidden = !transport;
+    const bar = el.querySelector("progress");
+    const hashing = t.direction === "send" && t._.hashing < 1 && !t._.final && !t._.orphan;
+    let percent = t.progress_percent;
+    if (hashing) percent = 0;
+    bar.value = percent;
+    const percentText = `${percent.toFixed(percent % 1 ? 2 : 0)} %`;
+    if (bar.textContent !== percentText) bar.textContent = percentText;
+    bar.setAttribute("aria-label", `${t.filename}: ${percentText}`);
+    set(".percent", percentText);
+    set(".bytes", `${formatBytes(t.bytes_transferred)} of ${formatBytes(t.file_size)}`);
+    set(".speed", t.status === "active" && t.speed_bps ? `${formatBytes(t.speed_bps)}/s` : "");
+    set(".eta", t.status === "active" && t.eta_seconds != null ? `ETA ${formatDuration(t.eta_seconds)}` : "");
+    let noteText = t._.note || "";
+    if (hashing) {
+      noteText = `computing sha256… ${Math.floor(t._.hashing * 100)} %`;
+    } else if (t.error) {
+      noteText = t.error;
+    }
+    set(".note", noteText);
+    el.querySelector(".note").classList.toggle("error", Boolean(t.error) && t.status !== "completed");
+    const live = !t._.final && LIVE.has(t.status);
+    row.pauseBtn.disabled = !(live && t.status === "active");
+    row.resumeBtn.disabled = !(live && t.status === "paused");
+    row.cancelBtn.disabled = !live;
+    const save = row.saveLink;
+    const ready = t.direction === "receive" && t.status === "completed" && Boolean(t._.url);
+    if (ready && save.getAttribute("href") !== t._.url) {
+      save.href = t._.url;
+      save.download = t.filename;
+    }
+    save.hidden = !ready;
+  }
+}

@@ -1,0 +1,488 @@
+// The sending end: offer a file, send the chunks the receiver lacks, and follow its
+// answers until the file is verified at the other end.
+//  * Offer or take up. sendFile hashes the file (hash-worker.js), then either adopts a
+//    transfer of the same content that the server still holds (this page was reloaded:
+//    takeUp) or offers it anew (offer). If the server loses the transfer (it
+//    restarted), the file is offered again under a new id.
+//  * The pump. Once the receiver accepts (with the chunks it lacks), one loop per
+//    transfer (pump) sends the queued chunks while the transfer is active and the server
+//    reachable, over the data channel if one opens within ICE_TIMEOUT, else through the
+//    relay (chooseTransport). If the data channel dies mid-transfer it chooses again.
+//  * Requests. Every file-share-chunk-request puts chunks back in the queue; a request
+//    for a transfer not known yet is kept until it is (takeUp).
+//  * Ends. file-share-complete from the receiver, a reject, a cancel, an error, or what
+//    the server says in room-state (catchup.js) ends the transfer.
+// Counterpart: src/roomdrop/client/outgoing.py
+
+import {
+  CHUNK_SIZE,
+  DATA_CHANNEL_MAX_MESSAGE,
+  canonicalUuid,
+  chunkLength,
+  encodeFrames,
+  formatBytes,
+  indexesIn,
+  newUuid,
+  sanitizeFilename,
+  toHex,
+  totalChunks,
+} from "./protocol.js";
+import { LinkDown } from "./rtc.js";
+import { NotConnected } from "./signalling.js";
+import { LIVE, Role, newTransfer, now, pick, setProgress, waitWake, wake } from "./transfers.js";
+
+const ICE_TIMEOUT = 5000;
+
+let hashWorker = null;
+let hashIds = 0;
+
+/** The whole file's sha256, streamed in a worker (§2.3: the offer's sha256). */
+function hashFile(t, render) {
+  if (!hashWorker) {
+    hashWorker = new Worker(new URL("./hash-worker.js", import.meta.url), { type: "module" });
+    hashWorker.waiting = new Map();
+    hashWorker.onmessage = (event) => {
+      const { id, progress, sha256: digest, error } = event.data;
+      const w = hashWorker.waiting.get(id);
+      if (!w) return;
+      if (progress !== undefined) return w.progress(progress);
+      hashWorker.waiting.delete(id);
+      if (error !== undefined) w.reject(new Error(error));
+      else w.resolve(digest);
+    };
+  }
+  const id = ++hashIds;
+  return new Promise((resolve, reject) => {
+    hashWorker.waiting.set(id, {
+      resolve: (digest) => {
+        t._.hashing = 1;
+        resolve(digest);
+      },
+      reject,
+      progress: (p) => {
+        t._.hashing = Math.min(p, 0.999);
+        render(t);
+      },
+    });
+    hashWorker.postMessage({ id, file: t._.file });
+  });
+}
+
+function sendInternals(file, hashing) {
+  return { file, queue: new Set(), counted: null, countedBytes: 0, offered: false, accepted: false, hashing, decided: false };
+}
+
+export class Outgoing extends Role {
+  /**
+   * @param {object} host the session (transfers.js, Host)
+   * @param {import("./links.js").Links} links
+   */
+  constructor(host, links) {
+    super(host);
+    this.links = links;
+    this.stashed = new Map(); // transfer id → chunk requests that came before it was known
+    this.queues = new Map(); // receiver → the promise of the last file queued for them
+  }
+
+  activated(t) {
+    wake(t);
+  }
+
+  // --- offer or take up -----------------------------------------------------------------
+
+  /** Files chosen by the person (picker.js), sent to `to` one after another. */
+  enqueueFiles(files, to) {
+    const { display } = this.host;
+    if (!to) {
+      display.note("choose a participant to send to first", "error");
+      return;
+    }
+    if (to === this.host.user) {
+      display.note("you cannot send files to yourself", "error");
+      return;
+    }
+    for (const file of files) {
+      const t = newTransfer(
+        {
+          transfer_id: newUuid(),
+          direction: "send",
+          peer: to,
+          filename: sanitizeFilename(file.name),
+          file_size: file.size,
+          mime_type: file.type || "application/octet-stream",
+          total_chunks: totalChunks(file.size, CHUNK_SIZE),
+          status: "pending",
+        },
+        sendInternals(file, 0),
+      );
+      this.host.transfers.set(t.transfer_id, t);
+      display.render(t);
+      const before = this.queues.get(to) || Promise.resolve();
+      const next = before.then(() => this.sendFile(t)).catch((e) => {
+        console.error(e);
+        if (!t._.final) this.finish(t, "failed", String(e.message || e), "error");
+      });
+      this.queues.set(to, next);
+    }
+  }
+
+  async sendFile(t) {
+    const { display } = this.host;
+    if (t._.final) return;
+    t._.note = "computing sha256…";
+    display.render(t);
+    try {
+      t.sha256 = await hashFile(t, (x) => display.render(x));
+    } catch (e) {
+      this.finish(t, "failed", `cannot read ${t.filename}: ${e.message || e}`, "storage-error");
+      return;
+    }
+    t._.note = null;
+    if (t._.final) return;
+    for (;;) {
+      await this.host.waitFor(t.peer);
+      if (t._.final) return;
+      this.links.ensure(t.peer).catch(() => {});
+      const orphan = this.adoptable(t);
+      if (orphan) {
+        await this.takeUp(t, orphan);
+      } else {
+        this.offer(t);
+      }
+      const pump = this.pump(t);
+      await t._.done;
+      wake(t);
+      await pump;
+      if (!t._.reoffer) return;
+      // the server restarted and lost it: the same file again, under a new id (§6.5)
+      display.note(`the server lost ${t.filename}; offering it again`);
+      const again = newTransfer(
+        { ...pick(t, ["direction", "peer", "filename", "file_size", "mime_type", "total_chunks", "sha256"]), transfer_id: newUuid() },
+        sendInternals(t._.file, 1),
+      );
+      this.host.transfers.set(again.transfer_id, again);
+      display.render(again);
+      t = again;
+    }
+  }
+
+  offer(t) {
+    const payload = {
+      transfer_id: t.transfer_id,
+      receiver_id: t.peer,
+      filename: t.filename,
+      file_size: t.file_size,
+      mime_type: t.mime_type,
+      chunk_size: t.chunk_size,
+      total_chunks: t.total_chunks,
+      sha256: t.sha256,
+    };
+    if (!this.host.trySend("file-share-offer", payload)) {
+      this.finish(t, "failed", "not connected to the server", "server-unreachable");
+      return;
+    }
+    this.host.display.note(`offered ${t.filename} (${formatBytes(t.file_size)}) to ${t.peer}; waiting for an answer`);
+  }
+
+  /** A live transfer of the same content to the same receiver that the server holds and
+   * no transfer of this page is sending. */
+  adoptable(t) {
+    for (const o of this.host.serverTransfers.values()) {
+      if (
+        o.sender_id === this.host.user &&
+        o.receiver_id === t.peer &&
+        o.sha256 === t.sha256 &&
+        o.file_size === t.file_size &&
+        o.chunk_size === t.chunk_size &&
+        (o.status === "active" || o.status === "paused")
+      ) {
+        const mine = this.get(canonicalUuid(o.transfer_id));
+        if (mine && !mine._.orphan) continue;
+        if (mine && mine._.final) continue;
+        return o;
+      }
+    }
+    return null;
+  }
+
+  /** A transfer this sender left (the page was reloaded) is taken up under its id. */
+  async takeUp(t, o) {
+    const { transfers, display } = this.host;
+    const tid = canonicalUuid(o.transfer_id);
+    const old = transfers.get(tid);
+    if (old) {
+      display.forget(old);
+      transfers.delete(tid);
+    }
+    transfers.delete(t.transfer_id);
+    display.forget(t);
+    t.transfer_id = tid;
+    transfers.set(tid, t);
+    t._.offered = true;
+    t._.accepted = true;
+    t._.counted = new Uint8Array(t.total_chunks);
+    let status = o.status;
+    try {
+      status = (await this.host.api.transfer(this.host.room, tid)).status;
+    } catch {}
+    display.note(`taking up ${t.filename} again (${status})`);
+    if (status === "paused") {
+      t.status = "paused";
+      this.host.trySend("file-share-resume", { transfer_id: tid });
+    } else if (status === "active") {
+      t.status = "active";
+    } else {
+      t._.reoffer = true;
+      this.finish(t, "failed", "the server no longer holds it; offering it again", "unknown-transfer", { quiet: true });
+      return;
+    }
+    for (const request of this.stashed.get(tid) || []) this.queueRequest(t, request);
+    this.stashed.delete(tid);
+    t._.started = now();
+    display.render(t);
+  }
+
+  /** The server lost it (it restarted): sendFile offers the file again, under a new id. */
+  reoffer(t) {
+    t._.reoffer = true;
+    this.finish(t, "failed", "the server lost it; offering it again", "unknown-transfer", { quiet: true });
+  }
+
+  /** A live transfer the server says this user sends, unknown here: shown, not sent. */
+  showOrphan(o) {
+    const tid = canonicalUuid(o.transfer_id);
+    const t = newTransfer(
+      {
+        ...pick(o, ["filename", "file_size", "chunk_size", "total_chunks", "mime_type", "sha256", "status", "bytes_transferred", "chunks_sent", "progress_percent"]),
+        transfer_id: tid,
+        direction: "send",
+        peer: o.receiver_id,
+      },
+      { orphan: true, queue: new Set() },
+    );
+    t._.note = "sent from an earlier visit: choose the same file again for this participant to go on";
+    this.host.transfers.set(tid, t);
+    this.host.display.render(t);
+  }
+
+  /** The server's echo of this page's own offer: it holds the transfer. */
+  onOfferSeen(p) {
+    const t = this.get(p.transfer_id);
+    if (t && t.direction === "send") {
+      t._.offered = true;
+      this.host.display.render(t);
+    }
+  }
+
+  /** error: the server refused a message (an offer, a relayed chunk, …). */
+  onRefusal(p) {
+    const t = p.transfer_id ? this.get(p.transfer_id) : null;
+    if (t && t.direction === "send" && !t._.offered && !t._.final) {
+      t._.refused = true;
+      t.refused = true;
+      this.finish(t, "failed", `refused: ${p.message}`, p.code);
+      return;
+    }
+    if (p.code === "transfer-not-active" || p.code === "relay-closed") {
+      // relayed chunks caught by a pause: the receiver asks for them again after the resume
+      console.debug("relay refused a chunk:", p.message);
+      return;
+    }
+    const about = t ? `${t.filename}: ` : "";
+    this.host.display.note(`${about}the server refused a message: ${p.code}: ${p.message}`, "error");
+  }
+
+  // --- the receiver's answers -----------------------------------------------------------
+
+  async onAccept(p, from) {
+    const t = this.get(p.transfer_id);
+    if (!t) return;
+    if (from === this.host.user || t._.final || t._.orphan) return;
+    t.status = "active";
+    t._.accepted = true;
+    t._.offered = true;
+    const total = t.total_chunks;
+    let indexes;
+    if (p.missing == null) {
+      indexes = Array.from({ length: total }, (_, i) => i);
+    } else {
+      indexes = [...indexesIn(p.missing)].filter((i) => i < total);
+    }
+    this.syncProgress(t, indexes);
+    t.resumed_bytes = t._.countedBytes;
+    t._.resumedKnown = true;
+    t._.queue = new Set(indexes);
+    t._.started = now();
+    t._.samples = [];
+    if (t.resumed_bytes) {
+      this.host.display.note(`${t.peer} already has ${formatBytes(t.resumed_bytes)} of ${t.filename}; sending the rest`);
+    }
+    wake(t);
+    this.host.display.render(t);
+    this.cancelSuperseded(t);
+  }
+
+  /** Every chunk not listed counts as held by the receiver (§6.6 sync_progress). */
+  syncProgress(t, missing) {
+    const counted = new Uint8Array(t.total_chunks).fill(1);
+    for (const i of missing) counted[i] = 0;
+    let bytes = 0;
+    let count = 0;
+    for (let i = 0; i < t.total_chunks; i++) {
+      if (counted[i]) {
+        bytes += chunkLength(i, t.file_size, t.chunk_size);
+        count++;
+      }
+    }
+    t._.counted = counted;
+    t._.countedBytes = bytes;
+    setProgress(t, count, bytes);
+  }
+
+  /** The older transfers of the same content to the same receiver end with this one. */
+  cancelSuperseded(t) {
+    const { serverTransfers } = this.host;
+    for (const o of [...serverTransfers.values()]) {
+      const tid = canonicalUuid(o.transfer_id);
+      const mine = this.get(tid);
+      if (
+        tid !== t.transfer_id &&
+        o.sender_id === this.host.user &&
+        o.receiver_id === t.peer &&
+        o.sha256 === t.sha256 &&
+        LIVE.has(o.status) &&
+        (!mine || mine._.orphan)
+      ) {
+        this.host.trySend("file-share-cancel", { transfer_id: tid, reason: `superseded by ${t.transfer_id}` });
+        serverTransfers.delete(tid);
+      }
+    }
+  }
+
+  onReject(p) {
+    const t = this.get(p.transfer_id);
+    if (!t || t._.final) return;
+    this.finish(t, "rejected", `${t.peer} rejected it${p.reason ? `: ${p.reason}` : ""}`);
+  }
+
+  onComplete(p, from) {
+    const t = this.get(p.transfer_id);
+    if (!t || t._.final) return;
+    if (from === this.host.user) return;
+    if (p.sha256 !== t.sha256) {
+      console.warn("completion with another sha256 not taken", p);
+      return;
+    }
+    setProgress(t, t.total_chunks, t.file_size);
+    this.finish(t, "completed");
+  }
+
+  onChunkRequest(p) {
+    const t = this.get(p.transfer_id);
+    if (!t || t.direction !== "send" || t._.orphan) {
+      if (!this.stashed.has(p.transfer_id)) this.stashed.set(p.transfer_id, []);
+      this.stashed.get(p.transfer_id).push(p);
+      return;
+    }
+    this.queueRequest(t, p);
+  }
+
+  queueRequest(t, request) {
+    const indexes = [...indexesIn(request.ranges || [])].filter((i) => i < t.total_chunks);
+    if (request.reason !== "bad-checksum") {
+      // the receiver's whole list of what it lacks (the reference client's convention)
+      this.syncProgress(t, indexes);
+      if (!t._.resumedKnown) {
+        // taken up after a reload: the receiver's first list says what it already held
+        t._.resumedKnown = true;
+        t.resumed_bytes = t._.countedBytes;
+      }
+    }
+    for (const i of indexes) t._.queue.add(i);
+    wake(t);
+  }
+
+  onProgress(p) {
+    const t = this.get(p.transfer_id);
+    if (t && !t._.final && t._.orphan) {
+      setProgress(t, p.chunks_sent, p.bytes_transferred);
+      this.host.display.render(t);
+    }
+    super.onProgress(p);
+  }
+
+  /** The data channel to `remote` went down: the pumps sending to them choose again. */
+  onLinkDown(remote) {
+    for (const t of this.host.transfers.values()) {
+      if (t.peer !== remote || t._.final) continue;
+      if (t.direction === "send") wake(t);
+    }
+  }
+
+  // --- the pump: a sender's chunks on their way -----------------------------------------
+
+  async pump(t) {
+    while (!t._.final) {
+      if (!t._.accepted || !t._.queue.size || t.status !== "active" || !this.host.online()) {
+        await waitWake(t);
+        continue;
+      }
+      if (!t._.decided) {
+        t.transport = await this.chooseTransport(t);
+        t._.decided = true;
+        this.host.display.render(t);
+        continue; // the world may have changed while ICE was trying
+      }
+      const index = t._.queue.values().next().value;
+      const start = index * t.chunk_size;
+      const length = chunkLength(index, t.file_size, t.chunk_size);
+      let data;
+      try {
+        data = await t._.file.slice(start, start + length).arrayBuffer();
+        if (data.byteLength !== length) throw new Error(`read ${data.byteLength} of ${length} bytes`);
+      } catch (e) {
+        this.fail(t, "storage-error", `cannot read ${t.filename} (changed or gone?): ${e.message || e}`);
+        return;
+      }
+      if (t.status !== "active" || t._.final) continue;
+      const checksum = toHex(await crypto.subtle.digest("SHA-256", data));
+      const via = t.transport;
+      try {
+        if (via === "p2p") {
+          const link = this.links.get(t.peer);
+          if (!link) throw new LinkDown("no link");
+          await link.send(encodeFrames(t.transfer_id, index, t.total_chunks, t.chunk_size, data, checksum, DATA_CHANNEL_MAX_MESSAGE));
+        } else {
+          await this.host.sendFrame(encodeFrames(t.transfer_id, index, t.total_chunks, t.chunk_size, data, checksum, null)[0]);
+        }
+      } catch (e) {
+        if (e instanceof LinkDown) {
+          this.host.display.note(`data channel to ${t.peer} lost`);
+          t._.decided = false;
+          continue;
+        }
+        if (e instanceof NotConnected) continue;
+        throw e;
+      }
+      t._.queue.delete(index);
+      t.bytes_via[via] += length;
+      if (t._.counted && !t._.counted[index]) {
+        t._.counted[index] = 1;
+        t._.countedBytes += length;
+        setProgress(t, t.chunks_sent + 1, t._.countedBytes);
+      }
+    }
+  }
+
+  async chooseTransport(t) {
+    const link = await this.links.ensure(t.peer);
+    if (await link.waitOpen(ICE_TIMEOUT)) return "p2p";
+    this.host.display.note(`no peer-to-peer connection to ${t.peer} within 5 s; sending through the relay`);
+    return "relay";
+  }
+
+  fail(t, code, message) {
+    this.host.trySend("file-share-error", { transfer_id: t.transfer_id, code, message });
+    this.finish(t, "failed", message, code);
+  }
+}
