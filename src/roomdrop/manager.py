@@ -14,26 +14,27 @@ to a worker thread costs more than the work itself (``asyncio.to_thread`` measur
 copying). Chunks larger than ``inline_io_limit`` and everything that scales with the
 file (the offer's scan, the whole-file verification, fsync, placement, cleanup) run in
 worker threads. A per-transfer lock orders the receiving end's writes, completion and
-cleanup.
+cleanup. The receiving end's file work (resume, verify and write, the whole-file check
+and its repair) is :mod:`roomdrop.receiving`'s.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import hashlib
 import tempfile
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Final, TypeVar
+from typing import Any, Final
 from uuid import UUID, uuid4
 
 from roomdrop.clock import Clock, SystemClock
 from roomdrop.exceptions import (
-    BadChecksum,
     ChunkOutOfRange,
     ChunkRejected,
-    ChunkSizeMismatch,
+    DamagedChunks,
     IntegrityError,
     ProtocolError,
     StorageError,
@@ -42,20 +43,14 @@ from roomdrop.exceptions import (
     UnknownTransfer,
 )
 from roomdrop.protocol.chunks import ChunkSet, chunk_length, count_chunks
-from roomdrop.protocol.frames import (
-    HEADER_SIZE,
-    MAX_CHUNK_SIZE,
-    Chunk,
-    decode_frame,
-    encode_frame_into,
-)
+from roomdrop.protocol.frames import HEADER_SIZE, MAX_CHUNK_SIZE, Chunk, encode_frame_into
 from roomdrop.protocol.messages import Offer
 from roomdrop.protocol.names import sanitize_filename
 from roomdrop.protocol.state import Event, Status
 from roomdrop.protocol.transfer import Limits, Transfer
+from roomdrop.receiving import ReceivingEnd, chunk_of, run_chunk_work
 from roomdrop.storage import (
     ContentKey,
-    PartFile,
     SourceFile,
     SourceInfo,
     describe_os_error,
@@ -70,7 +65,6 @@ __all__ = ["DEFAULT_CHUNK_SIZE", "DEFAULT_DOWNLOAD_DIR", "FileTransferManager"]
 MB: Final = 1024 * 1024
 DEFAULT_CHUNK_SIZE: Final = 64 * 1024
 DEFAULT_DOWNLOAD_DIR: Final = Path(tempfile.gettempdir()) / "roomdrop_transfers"
-_T = TypeVar("_T")
 
 
 @dataclass(slots=True)
@@ -80,7 +74,7 @@ class _Local:
     record: Transfer
     source: SourceFile | None = None
     sent: ChunkSet | None = None
-    part: PartFile | None = None
+    part: ReceivingEnd | None = None
     lock: asyncio.Lock = field(default_factory=asyncio.Lock)
 
     def close_files(self) -> None:
@@ -197,7 +191,9 @@ class FileTransferManager:
             if local.part is not None:
                 self._note_progress(local)
                 if local.part.held.complete:
-                    await self._finish(local)
+                    # chunks found damaged are missing again: the accept asks for them
+                    with contextlib.suppress(DamagedChunks):
+                        await self._finish(local)
         return True
 
     async def reject_transfer(self, transfer_id: str, reason: str = "") -> bool:
@@ -249,7 +245,9 @@ class FileTransferManager:
         source = local.source
         length = chunk_length(chunk_index, r.file_size, r.chunk_size)
         try:
-            frame = await self._chunk_io(length, _read_frame, source, r, chunk_index, length)
+            frame = await run_chunk_work(
+                length, self.inline_io_limit, _read_frame, source, r, chunk_index, length
+            )
         except OSError as exc:
             async with local.lock:
                 self._fail(
@@ -275,31 +273,14 @@ class FileTransferManager:
         Raises (and counts nothing) :class:`UnknownTransfer` for an unknown transfer,
         :class:`ProtocolError` for a malformed frame, and a :class:`ChunkRejected`
         subclass for an index out of range, a wrong size, a bad checksum or a transfer
-        that is not active; :class:`IntegrityError` if this chunk completed the file and the
-        file's sha256 is wrong; :class:`StorageError` if the disk refused the write.
+        that is not active. If this chunk completed the file and the file's sha256 is
+        wrong: :class:`DamagedChunks` (a BadChecksum) naming the chunks of the part file
+        that fail their own sha256, missing again (this chunk was stored), or, if none
+        does or after a few such repairs, :class:`IntegrityError` (transfer failed, part
+        file deleted). :class:`StorageError` if the disk refused the write.
         """
         local = self._local(transfer_id)
-        if checksum is None:
-            frame = decode_frame(data)
-            if (frame.transfer_id, frame.chunk_index) != (transfer_id, chunk_index):
-                raise ChunkRejected(
-                    transfer_id,
-                    chunk_index,
-                    f"frame is for chunk {frame.chunk_index} of {frame.transfer_id}",
-                )
-            if not frame.is_whole:
-                raise ChunkSizeMismatch(transfer_id, chunk_index, "frame holds only a fragment")
-            chunk = frame.to_chunk()
-        else:
-            chunk = Chunk(
-                transfer_id,
-                chunk_index,
-                local.record.total_chunks,
-                local.record.chunk_size,
-                data,
-                checksum.lower(),
-            )
-        return await self.receive(chunk)
+        return await self.receive(chunk_of(local.record, chunk_index, data, checksum))
 
     async def receive(self, chunk: Chunk) -> bool:
         """Verify and store a decoded chunk (from either encoding); see receive_chunk."""
@@ -318,13 +299,8 @@ class FileTransferManager:
             part = local.part
             if part is None:
                 raise TransferNotActive(tid, index, "this manager is not receiving it")
-            expected = chunk_length(index, r.file_size, r.chunk_size)
-            if len(chunk.data) != expected:
-                raise ChunkSizeMismatch(tid, index, f"{len(chunk.data)} bytes, expected {expected}")
-            if index in part.held:
-                return False
             try:
-                stored = await self._chunk_io(len(chunk.data), _verify_and_write, part, chunk)
+                stored = await part.store(chunk)
             except OSError as exc:
                 what = describe_os_error(exc, f"writing {part.path.name}")
                 self._fail(local, StorageError.code, what)
@@ -452,12 +428,6 @@ class FileTransferManager:
 
     # --- internals -----------------------------------------------------------------
 
-    async def _chunk_io(self, nbytes: int, work: Callable[..., _T], *args: Any) -> _T:
-        """Run one chunk's file work inline if it is small, else in a worker thread."""
-        if nbytes <= self.inline_io_limit:
-            return work(*args)
-        return await asyncio.to_thread(work, *args)
-
     def _local(self, transfer_id: str) -> _Local:
         try:
             return self._transfers[str(transfer_id)]
@@ -523,12 +493,9 @@ class FileTransferManager:
         r = local.record
         if r.status is not Status.PENDING:
             return  # apply() will refuse the event with a precise error
-        key = ContentKey(r.sha256, r.file_size, r.chunk_size)
         in_use = [lo.part.path for lo in self._transfers.values() if lo.part is not None]
         try:
-            local.part = await asyncio.to_thread(
-                PartFile.open, self.download_dir, r.filename, key, in_use
-            )
+            local.part = await ReceivingEnd.open(self.download_dir, r, in_use, self.inline_io_limit)
         except OSError as exc:
             what = describe_os_error(exc, f"preparing {r.filename} in {self.download_dir}")
             self._fail(local, StorageError.code, what)
@@ -545,18 +512,19 @@ class FileTransferManager:
             await asyncio.to_thread(remove_part, found[0])
 
     async def _finish(self, local: _Local) -> None:
-        """Every chunk is in: verify the whole file, then put it in place."""
+        """Every chunk is in: verify the whole file, then put it in place; or repair it
+        (DamagedChunks), or fail it (IntegrityError)."""
         part, r = local.part, local.record
         assert part is not None
         try:
-            digest = await asyncio.to_thread(part.verify)
-            if digest != r.sha256:
-                await asyncio.to_thread(part.remove)
-                local.part = None
-                message = f"file sha256 {digest} does not match the offer's {r.sha256}"
-                self._fail(local, IntegrityError.code, message)
-                raise IntegrityError(r.transfer_id, message)
-            dest = await asyncio.to_thread(part.place, r.filename)
+            dest = await part.finish()
+        except DamagedChunks:
+            self._note_progress(local)
+            raise
+        except IntegrityError as exc:
+            local.part = None  # deleted
+            self._fail(local, IntegrityError.code, exc.message)
+            raise
         except OSError as exc:
             what = describe_os_error(exc, f"finishing {r.filename}")
             self._fail(local, StorageError.code, what)
@@ -582,9 +550,3 @@ def _read_frame(source: SourceFile, r: Transfer, index: int, length: int) -> byt
     chunk = Chunk(r.transfer_id, index, r.total_chunks, r.chunk_size, data, checksum)
     encode_frame_into(header, chunk)
     return bytes(header) + data
-
-
-def _verify_and_write(part: PartFile, chunk: Chunk) -> bool:
-    if hashlib.sha256(chunk.data).hexdigest() != chunk.checksum:
-        raise BadChecksum(chunk.transfer_id, chunk.chunk_index, "sha256 does not match the data")
-    return part.write_chunk(chunk.chunk_index, chunk.data)
