@@ -290,7 +290,7 @@ class Incoming(Role[ReceiveState]):
             stored = await self.manager.receive(chunk)
         except DamagedChunks as exc:  # this chunk was stored; these others were not right
             state.via[via] += len(chunk.data)
-            state.last_chunk = time.monotonic()
+            state.transport, state.last_chunk = via, time.monotonic()
             damaged = exc.chunk_indexes
             self.host.reporter.note(
                 f"the whole file did not check out: {len(damaged)} chunk(s) of the part file "
