@@ -537,13 +537,13 @@ def recorded_after_tear(record: bytes, cut: int) -> tuple[set[int], set[int]] | 
     """(chunks the record claims, chunks its complete lines still claim after the last
     ``cut`` bytes are torn off), or None if the tear reaches into the header line."""
     header, _, body = record.partition(b"\n")
-    claimed = {int(line) for line in body.splitlines()}
+    claimed = {int(line.split()[0]) for line in body.splitlines()}
     kept = record[: len(record) - cut]
     if len(kept) < len(header):
         return None
     kept_body = kept[len(header) + 1 :]
     complete = kept_body[: kept_body.rfind(b"\n") + 1]
-    return claimed, {int(line) for line in complete.splitlines()}
+    return claimed, {int(line.split()[0]) for line in complete.splitlines()}
 
 
 @settings(max_examples=200, deadline=None)

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import errno
 import hashlib
+import json
 import os
 import subprocess
 from collections.abc import Iterator
@@ -166,3 +167,111 @@ def test_a_record_of_other_content_is_never_resumed(tmp_path: Path) -> None:
         fresh = PartFile.open(tmp_path, "x.bin", other)
         assert fresh.path.name != "x.bin.part" and len(fresh.held) == 0
         fresh.close()
+
+
+# --- per-chunk digests: what the record costs, and the resume's re-verification --------
+
+
+def chunk_bytes(index: int, size: int = 100) -> bytes:
+    return hashlib.sha256(b"%d" % index).digest()[:1] * size
+
+
+def flip(part: Path, offset: int, length: int = 4) -> None:
+    with part.open("r+b") as f:
+        f.seek(offset)
+        block = f.read(length)
+        f.seek(offset)
+        f.write(bytes(b ^ 0xFF for b in block))
+
+
+def test_each_chunk_written_appends_one_line_of_at_most_49_bytes_to_the_record(
+    tmp_path: Path,
+) -> None:
+    """8,000 chunks (as many as a 500 MiB file has at 64 KiB): the record grows by one
+    short line per chunk, never by a rewrite."""
+    key = ContentKey("ab" * 32, file_size=8000 * 16, chunk_size=16)
+    part = PartFile.open(tmp_path, "big.bin", key)
+    sizes = [part.record_path.stat().st_size]
+    for i in range(key.total_chunks):
+        assert part.write_chunk(i, chunk_bytes(i, 16))
+        if i % 1000 == 999 or i < 3:
+            sizes.append(part.record_path.stat().st_size)
+    part.close()
+    final = part.record_path.stat().st_size
+    header = sizes[0]
+    assert sizes[1:4] == [header + 46, header + 92, header + 138]  # "0 <43>\n", ...
+    assert final - header == 10 * 46 + 90 * 47 + 900 * 48 + 7000 * 49
+    assert final < 400_000
+    again = PartFile.open(tmp_path, "big.bin", key)  # compacted: the same size
+    assert len(again.held) == 8000 and again.dropped_on_resume == []
+    assert again.record_path.stat().st_size == final
+    again.close()
+
+
+def test_a_resumed_part_file_drops_the_chunks_whose_data_no_longer_match(
+    tmp_path: Path,
+) -> None:
+    key = ContentKey("ab" * 32, file_size=1000, chunk_size=100)
+    part = PartFile.open(tmp_path, "x.bin", key)
+    for i in (0, 1, 2, 5, 9):
+        assert part.write_chunk(i, chunk_bytes(i))
+    part.close()
+    flip(part.path, 1 * 100 + 40)
+    flip(part.path, 9 * 100 + 96)  # the last 4 bytes of the last chunk
+    again = PartFile.open(tmp_path, "x.bin", key)
+    assert again.dropped_on_resume == [1, 9]
+    assert sorted(again.held) == [0, 2, 5] and again.resumed_chunks == 3
+    assert again.damaged(undigested=True) == []
+    assert again.write_chunk(1, chunk_bytes(1))
+    again.close()
+    # the record was rewritten without them: they are not claimed again
+    third = PartFile.open(tmp_path, "x.bin", key)
+    assert third.dropped_on_resume == [] and sorted(third.held) == [0, 1, 2, 5]
+    third.close()
+
+
+def test_a_record_of_the_previous_format_is_resumed_on_trust(tmp_path: Path) -> None:
+    """Chunks a format-1 record holds have no digest: taken as they are at the resume,
+    and named by damaged(undigested=True) if the whole file turns out wrong."""
+    key = ContentKey("ab" * 32, file_size=1000, chunk_size=100)
+    part = PartFile.open(tmp_path, "x.bin", key)
+    for i in (0, 3, 4):
+        assert part.write_chunk(i, chunk_bytes(i))
+    part.close()
+    header = json.loads(part.record_path.read_text().partition("\n")[0])
+    header["roomdrop_part"] = 1
+    part.record_path.write_text(json.dumps(header) + "\n0\n3\n4\n")
+    flip(part.path, 3 * 100)
+    again = PartFile.open(tmp_path, "x.bin", key)
+    assert again.dropped_on_resume == [] and sorted(again.held) == [0, 3, 4]
+    assert again.write_chunk(7, chunk_bytes(7))
+    assert again.damaged(undigested=False) == []
+    assert again.damaged(undigested=True) == [0, 3, 4]
+    again.drop([0, 3, 4])
+    assert sorted(again.held) == [7]
+    assert again.write_chunk(3, chunk_bytes(3))
+    again.close()
+    # the rewritten record, and the line appended to it after the drop
+    third = PartFile.open(tmp_path, "x.bin", key)
+    assert sorted(third.held) == [3, 7] and len(third.digests) == 2
+    third.close()
+
+
+def test_damaged_reads_each_held_chunk_once_in_1_mib_blocks(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    key = ContentKey("ab" * 32, file_size=40 * 65536, chunk_size=65536)
+    part = PartFile.open(tmp_path, "x.bin", key)
+    for i in [*range(0, 20), *range(25, 40)]:
+        assert part.write_chunk(i, chunk_bytes(i, 65536))
+    reads: list[tuple[int, int]] = []
+    real_pread = os.pread
+
+    def pread(fd: int, length: int, offset: int) -> bytes:
+        reads.append((offset // 65536, length // 65536))
+        return real_pread(fd, length, offset)
+
+    monkeypatch.setattr(os, "pread", pread)
+    assert part.damaged(undigested=True) == []
+    part.close()
+    assert reads == [(0, 16), (16, 4), (25, 15)]

@@ -10,6 +10,7 @@ cannot go on" from "policy says no"::
     │   ├── InvalidTransition    the state table forbids this change
     │   ├── ChunkRejected        a chunk was refused and not counted (has .reason)
     │   │   ├── BadChecksum          its sha256 does not match its data
+    │   │   │   └── DamagedChunks    the whole file is wrong: these held chunks fail theirs
     │   │   ├── ChunkOutOfRange      its index is not in 0..total_chunks-1
     │   │   ├── ChunkSizeMismatch    its length is not the one its index implies
     │   │   └── TransferNotActive    the transfer is not accepting chunks now
@@ -42,6 +43,7 @@ __all__ = [
     "ChunkOutOfRange",
     "ChunkRejected",
     "ChunkSizeMismatch",
+    "DamagedChunks",
     "FileTooLarge",
     "Forbidden",
     "IntegrityError",
@@ -123,6 +125,18 @@ class BadChecksum(ChunkRejected):
     """The chunk's sha256 does not match its data."""
 
     code = "bad-checksum"
+
+
+class DamagedChunks(BadChecksum):
+    """The whole file's sha256 is wrong and these chunks of the part file fail their own
+    (or have none): they were dropped, to be asked for again (reason ``bad-checksum``).
+    The chunk whose arrival completed the file was stored."""
+
+    def __init__(self, transfer_id: str, chunk_indexes: list[int], reason: str) -> None:
+        super().__init__(transfer_id, chunk_indexes[0], reason)
+        self.chunk_indexes = chunk_indexes
+        self.message = reason
+        self.args = (reason,)
 
 
 class ChunkOutOfRange(ChunkRejected):
@@ -229,7 +243,8 @@ def _codes() -> dict[str, str]:
     pending: list[type[RoomdropError]] = [RoomdropError]
     while pending:
         cls = pending.pop()
-        codes[cls.code] = (cls.__doc__ or cls.__name__).strip().splitlines()[0]
+        # a subclass sharing its parent's code (DamagedChunks) keeps the parent's line
+        codes.setdefault(cls.code, (cls.__doc__ or cls.__name__).strip().splitlines()[0])
         pending.extend(cls.__subclasses__())
     codes[EXPIRED] = "the transfer outlived its expiry"
     codes[INACTIVE] = "the transfer was idle past its timeout and was cancelled"

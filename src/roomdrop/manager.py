@@ -7,33 +7,28 @@ the receiving end (an offer that arrived from elsewhere: ``register_offer``), or
 ``download_dir`` (the default is ``$TMPDIR/roomdrop_transfers``); pass
 ``download_dir=None`` for a manager that only sends.
 
-Where file work runs: a chunk's own work (one ``pread`` or ``pwrite`` of 64 KiB into the
-page cache and one sha256, ~40-80 us) runs inline on the event loop, because handing it
-to a worker thread costs more than the work itself (``asyncio.to_thread`` measured
-~180 us per hop on these machines, which held the engine to a fifth of plain file
-copying). Chunks larger than ``inline_io_limit`` and everything that scales with the
-file (the offer's scan, the whole-file verification, fsync, placement, cleanup) run in
-worker threads. A per-transfer lock orders the receiving end's writes, completion and
-cleanup.
+The manager keeps each transfer's state; the file work is the sending end's
+(:mod:`roomdrop.sending`) and the receiving end's (:mod:`roomdrop.receiving`: resume,
+verify and write, the whole-file check and its repair), a chunk's inline on the event
+loop and what scales with the file in worker threads (``run_chunk_work`` says why). A
+per-transfer lock orders the receiving end's writes, completion and cleanup.
 """
 
 from __future__ import annotations
 
 import asyncio
-import hashlib
+import contextlib
 import tempfile
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Final, TypeVar
+from typing import Any, Final
 from uuid import UUID, uuid4
 
 from roomdrop.clock import Clock, SystemClock
 from roomdrop.exceptions import (
-    BadChecksum,
     ChunkOutOfRange,
-    ChunkRejected,
-    ChunkSizeMismatch,
+    DamagedChunks,
     IntegrityError,
     ProtocolError,
     StorageError,
@@ -41,36 +36,20 @@ from roomdrop.exceptions import (
     TransferNotActive,
     UnknownTransfer,
 )
-from roomdrop.protocol.chunks import ChunkSet, chunk_length, count_chunks
-from roomdrop.protocol.frames import (
-    HEADER_SIZE,
-    MAX_CHUNK_SIZE,
-    Chunk,
-    decode_frame,
-    encode_frame_into,
-)
+from roomdrop.protocol.chunks import ChunkSet
+from roomdrop.protocol.frames import MAX_CHUNK_SIZE, Chunk
 from roomdrop.protocol.messages import Offer
-from roomdrop.protocol.names import sanitize_filename
 from roomdrop.protocol.state import Event, Status
 from roomdrop.protocol.transfer import Limits, Transfer
-from roomdrop.storage import (
-    ContentKey,
-    PartFile,
-    SourceFile,
-    SourceInfo,
-    describe_os_error,
-    find_part,
-    remove_part,
-    remove_stale_parts,
-    scan_source,
-)
+from roomdrop.receiving import ReceivingEnd, check_shape, chunk_of, remove_earlier_part
+from roomdrop.sending import SendingEnd, offered
+from roomdrop.storage import SourceInfo, describe_os_error, remove_stale_parts, scan_source
 
 __all__ = ["DEFAULT_CHUNK_SIZE", "DEFAULT_DOWNLOAD_DIR", "FileTransferManager"]
 
 MB: Final = 1024 * 1024
 DEFAULT_CHUNK_SIZE: Final = 64 * 1024
 DEFAULT_DOWNLOAD_DIR: Final = Path(tempfile.gettempdir()) / "roomdrop_transfers"
-_T = TypeVar("_T")
 
 
 @dataclass(slots=True)
@@ -78,9 +57,9 @@ class _Local:
     """One transfer and the files this manager holds for it."""
 
     record: Transfer
-    source: SourceFile | None = None
+    source: SendingEnd | None = None
     sent: ChunkSet | None = None
-    part: PartFile | None = None
+    part: ReceivingEnd | None = None
     lock: asyncio.Lock = field(default_factory=asyncio.Lock)
 
     def close_files(self) -> None:
@@ -152,8 +131,9 @@ class FileTransferManager:
         tid = str(UUID(transfer_id)) if transfer_id is not None else str(uuid4())
         if tid in self._transfers:
             raise ProtocolError(f"transfer {tid} is already known here")
-        local = _Local(self._new_record(tid, info, sender_id, receiver_id, room_id))
-        local.source = SourceFile(info)
+        mono = self.clock.monotonic()
+        local = _Local(offered(tid, info, self.chunk_size, sender_id, receiver_id, room_id, mono))
+        local.source = SendingEnd(info, local.record, self.inline_io_limit)
         local.sent = ChunkSet(local.record.total_chunks)
         self._transfers[local.record.transfer_id] = local
         return local.record.snapshot()
@@ -197,7 +177,9 @@ class FileTransferManager:
             if local.part is not None:
                 self._note_progress(local)
                 if local.part.held.complete:
-                    await self._finish(local)
+                    # chunks found damaged are missing again: the accept asks for them
+                    with contextlib.suppress(DamagedChunks):
+                        await self._finish(local)
         return True
 
     async def reject_transfer(self, transfer_id: str, reason: str = "") -> bool:
@@ -247,15 +229,11 @@ class FileTransferManager:
             raise TransferNotActive(transfer_id, chunk_index, "this manager does not hold the file")
         self._check_chunk(r, chunk_index)
         source = local.source
-        length = chunk_length(chunk_index, r.file_size, r.chunk_size)
         try:
-            frame = await self._chunk_io(length, _read_frame, source, r, chunk_index, length)
+            frame = await source.frame(chunk_index)
         except OSError as exc:
             async with local.lock:
-                self._fail(
-                    local, StorageError.code, describe_os_error(exc, f"reading {r.filename}")
-                )
-            raise StorageError(transfer_id, r.error or "") from exc
+                raise self._storage_error(local, exc, f"reading {r.filename}") from exc
         if local.part is None and local.sent is not None and local.sent.add(chunk_index):
             self._note_progress(local)
         return frame
@@ -275,60 +253,30 @@ class FileTransferManager:
         Raises (and counts nothing) :class:`UnknownTransfer` for an unknown transfer,
         :class:`ProtocolError` for a malformed frame, and a :class:`ChunkRejected`
         subclass for an index out of range, a wrong size, a bad checksum or a transfer
-        that is not active; :class:`IntegrityError` if this chunk completed the file and the
-        file's sha256 is wrong; :class:`StorageError` if the disk refused the write.
+        that is not active. If this chunk completed the file and the file's sha256 is
+        wrong: :class:`DamagedChunks` (a BadChecksum) naming the chunks of the part file
+        that fail their own sha256, missing again (this chunk was stored), or, if none
+        does or after a few such repairs, :class:`IntegrityError` (transfer failed, part
+        file deleted). :class:`StorageError` if the disk refused the write.
         """
         local = self._local(transfer_id)
-        if checksum is None:
-            frame = decode_frame(data)
-            if (frame.transfer_id, frame.chunk_index) != (transfer_id, chunk_index):
-                raise ChunkRejected(
-                    transfer_id,
-                    chunk_index,
-                    f"frame is for chunk {frame.chunk_index} of {frame.transfer_id}",
-                )
-            if not frame.is_whole:
-                raise ChunkSizeMismatch(transfer_id, chunk_index, "frame holds only a fragment")
-            chunk = frame.to_chunk()
-        else:
-            chunk = Chunk(
-                transfer_id,
-                chunk_index,
-                local.record.total_chunks,
-                local.record.chunk_size,
-                data,
-                checksum.lower(),
-            )
-        return await self.receive(chunk)
+        return await self.receive(chunk_of(local.record, chunk_index, data, checksum))
 
     async def receive(self, chunk: Chunk) -> bool:
         """Verify and store a decoded chunk (from either encoding); see receive_chunk."""
         tid, index = chunk.transfer_id, chunk.chunk_index
         local = self._local(tid)
         r = local.record
-        if (chunk.total_chunks, chunk.chunk_size) != (r.total_chunks, r.chunk_size):
-            raise ChunkRejected(
-                tid,
-                index,
-                f"chunk says total_chunks={chunk.total_chunks} chunk_size={chunk.chunk_size}, "
-                f"the offer {r.total_chunks} and {r.chunk_size}",
-            )
+        check_shape(r, chunk)
         async with local.lock:
             self._check_chunk(r, index)
             part = local.part
             if part is None:
                 raise TransferNotActive(tid, index, "this manager is not receiving it")
-            expected = chunk_length(index, r.file_size, r.chunk_size)
-            if len(chunk.data) != expected:
-                raise ChunkSizeMismatch(tid, index, f"{len(chunk.data)} bytes, expected {expected}")
-            if index in part.held:
-                return False
             try:
-                stored = await self._chunk_io(len(chunk.data), _verify_and_write, part, chunk)
+                stored = await part.store(chunk)
             except OSError as exc:
-                what = describe_os_error(exc, f"writing {part.path.name}")
-                self._fail(local, StorageError.code, what)
-                raise StorageError(tid, what) from exc
+                raise self._storage_error(local, exc, f"writing {part.path.name}") from exc
             if stored:
                 self._note_progress(local)
                 if part.held.complete:
@@ -359,11 +307,8 @@ class FileTransferManager:
             raise TransferNotActive(transfer_id, -1, "this manager does not hold the file")
         if not local.record.live:
             raise TransferNotActive(transfer_id, -1, f"transfer is {local.record.status.value}")
-        needed = set(missing)
-        local.sent = ChunkSet(
-            local.record.total_chunks,
-            (i for i in range(local.record.total_chunks) if i not in needed),
-        )
+        needed, total = set(missing), local.record.total_chunks
+        local.sent = ChunkSet(total, (i for i in range(total) if i not in needed))
         self._note_progress(local)
 
     async def missing_chunks(self, transfer_id: str) -> list[int]:
@@ -433,9 +378,10 @@ class FileTransferManager:
             elif not r.live and now - r.last_activity > self.keep_finished:
                 del self._transfers[tid]
         if self.download_dir is not None and self.download_dir.is_dir():
-            in_use = [lo.part.path for lo in self._transfers.values() if lo.part is not None]
             older_than = self.clock.time() - self.part_ttl
-            await asyncio.to_thread(remove_stale_parts, self.download_dir, older_than, in_use)
+            await asyncio.to_thread(
+                remove_stale_parts, self.download_dir, older_than, self._parts()
+            )
         return ended
 
     async def run_sweeper(self, interval: float = 1.0) -> None:
@@ -452,34 +398,11 @@ class FileTransferManager:
 
     # --- internals -----------------------------------------------------------------
 
-    async def _chunk_io(self, nbytes: int, work: Callable[..., _T], *args: Any) -> _T:
-        """Run one chunk's file work inline if it is small, else in a worker thread."""
-        if nbytes <= self.inline_io_limit:
-            return work(*args)
-        return await asyncio.to_thread(work, *args)
-
     def _local(self, transfer_id: str) -> _Local:
         try:
             return self._transfers[str(transfer_id)]
         except KeyError:
             raise UnknownTransfer(str(transfer_id)) from None
-
-    def _new_record(
-        self, tid: str, info: SourceInfo, sender_id: str, receiver_id: str, room_id: str
-    ) -> Transfer:
-        return Transfer(
-            transfer_id=tid,
-            room_id=room_id,
-            sender_id=sender_id,
-            receiver_id=receiver_id,
-            filename=sanitize_filename(info.filename),
-            file_size=info.file_size,
-            chunk_size=self.chunk_size,
-            total_chunks=count_chunks(info.file_size, self.chunk_size),
-            sha256=info.sha256,
-            mime_type=info.mime_type,
-            created_mono=self.clock.monotonic(),
-        )
 
     @property
     def limits(self) -> Limits:
@@ -511,6 +434,16 @@ class FileTransferManager:
         local.record.fail(code, message, wall=self.clock.time(), mono=self.clock.monotonic())
         local.close_files()
 
+    def _storage_error(self, local: _Local, exc: OSError, action: str) -> StorageError:
+        """Fail the transfer for a file operation the system refused; the error to raise."""
+        what = describe_os_error(exc, action)
+        self._fail(local, StorageError.code, what)
+        return StorageError(local.record.transfer_id, what)
+
+    def _parts(self) -> list[Path]:
+        """The part files open transfers use."""
+        return [lo.part.path for lo in self._transfers.values() if lo.part is not None]
+
     def _note_progress(self, local: _Local) -> None:
         r = local.record
         held = local.part.held if local.part is not None else local.sent
@@ -523,44 +456,33 @@ class FileTransferManager:
         r = local.record
         if r.status is not Status.PENDING:
             return  # apply() will refuse the event with a precise error
-        key = ContentKey(r.sha256, r.file_size, r.chunk_size)
-        in_use = [lo.part.path for lo in self._transfers.values() if lo.part is not None]
+        directory = self.download_dir
         try:
-            local.part = await asyncio.to_thread(
-                PartFile.open, self.download_dir, r.filename, key, in_use
-            )
+            local.part = await ReceivingEnd.open(directory, r, self._parts(), self.inline_io_limit)
         except OSError as exc:
-            what = describe_os_error(exc, f"preparing {r.filename} in {self.download_dir}")
-            self._fail(local, StorageError.code, what)
-            raise StorageError(r.transfer_id, what) from exc
+            raise self._storage_error(local, exc, f"preparing {r.filename} in {directory}") from exc
 
     async def _discard_earlier_part(self, r: Transfer) -> None:
         """A rejected offer's content is unwanted: drop a part file an earlier run left."""
-        if self.download_dir is None:
-            return
-        key = ContentKey(r.sha256, r.file_size, r.chunk_size)
-        in_use = [lo.part.path for lo in self._transfers.values() if lo.part is not None]
-        found = await asyncio.to_thread(find_part, self.download_dir, key, in_use)
-        if found is not None:
-            await asyncio.to_thread(remove_part, found[0])
+        if self.download_dir is not None:
+            await remove_earlier_part(self.download_dir, r, self._parts())
 
     async def _finish(self, local: _Local) -> None:
-        """Every chunk is in: verify the whole file, then put it in place."""
+        """Every chunk is in: verify the whole file, then put it in place; or repair it
+        (DamagedChunks), or fail it (IntegrityError)."""
         part, r = local.part, local.record
         assert part is not None
         try:
-            digest = await asyncio.to_thread(part.verify)
-            if digest != r.sha256:
-                await asyncio.to_thread(part.remove)
-                local.part = None
-                message = f"file sha256 {digest} does not match the offer's {r.sha256}"
-                self._fail(local, IntegrityError.code, message)
-                raise IntegrityError(r.transfer_id, message)
-            dest = await asyncio.to_thread(part.place, r.filename)
+            dest = await part.finish()
+        except DamagedChunks:
+            self._note_progress(local)
+            raise
+        except IntegrityError as exc:
+            local.part = None  # deleted
+            self._fail(local, IntegrityError.code, exc.message)
+            raise
         except OSError as exc:
-            what = describe_os_error(exc, f"finishing {r.filename}")
-            self._fail(local, StorageError.code, what)
-            raise StorageError(r.transfer_id, what) from exc
+            raise self._storage_error(local, exc, f"finishing {r.filename}") from exc
         local.part = None
         r.saved_path = str(dest)
         self._apply(local, Event.COMPLETE)
@@ -573,18 +495,3 @@ class FileTransferManager:
         local.close_files()
         if part is not None:
             await asyncio.to_thread(part.remove)
-
-
-def _read_frame(source: SourceFile, r: Transfer, index: int, length: int) -> bytes:
-    data = source.read(index * r.chunk_size, length)
-    header = bytearray(HEADER_SIZE)
-    checksum = hashlib.sha256(data).hexdigest()
-    chunk = Chunk(r.transfer_id, index, r.total_chunks, r.chunk_size, data, checksum)
-    encode_frame_into(header, chunk)
-    return bytes(header) + data
-
-
-def _verify_and_write(part: PartFile, chunk: Chunk) -> bool:
-    if hashlib.sha256(chunk.data).hexdigest() != chunk.checksum:
-        raise BadChecksum(chunk.transfer_id, chunk.chunk_index, "sha256 does not match the data")
-    return part.write_chunk(chunk.chunk_index, chunk.data)

@@ -8,22 +8,23 @@ Receiver layout, in the download directory::
     report.pdf                        a completed file
     .roomdrop-parts/
         movie.mkv.part                a file being received; chunk i at i*chunk_size
-        movie.mkv.part.jsonl          its record: line 1 is a JSON header naming the
-                                      content (sha256, file_size, chunk_size,
-                                      total_chunks, filename), then one line per chunk
-                                      held, the chunk's index
+        movie.mkv.part.jsonl          its record (:mod:`roomdrop.record`): a JSON
+                                      header naming the content, then one line per
+                                      chunk held, its index and its data's sha256
 
 Part files live in their own hidden directory, which no received file can ever be
 placed in (sanitised names never start with a dot), so a received file named like a
 part file or a record can never be mistaken for one and resumed into.
 
-A chunk's index is appended to the record only after its data was written, so the
+A chunk's line is appended to the record only after its data was written, so the
 record never claims a chunk that is not in the part file (a torn last line is dropped
 when the record is next opened). Resume is content-addressed: :meth:`PartFile.open`
-looks for a record with the same sha256, size and chunk size, whatever its name.
-When every chunk is in, the whole file's sha256 is checked, the part file is fsynced
-and linked into place under a name that is not taken (``report (1).pdf``), then the
-part file and its record are removed.
+looks for a record with the same sha256, size and chunk size, whatever its name, and
+re-reads the chunks it holds once, dropping those whose data no longer match their
+recorded sha256. When every chunk is in, the whole file's sha256 is checked; if it is
+wrong, :meth:`PartFile.damaged` finds the chunks to fetch again. Once it is right, the
+part file is fsynced and linked into place under a name that is not taken
+(``report (1).pdf``), then the part file and its record are removed.
 """
 
 from __future__ import annotations
@@ -31,7 +32,6 @@ from __future__ import annotations
 import contextlib
 import errno
 import hashlib
-import json
 import mimetypes
 import os
 import shutil
@@ -40,12 +40,13 @@ from collections.abc import Iterable
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Final
+from typing import Final
 
 import filetype
 
-from roomdrop.protocol.chunks import ChunkSet, count_chunks
+from roomdrop.protocol.chunks import ChunkSet, ranges_of
 from roomdrop.protocol.names import numbered_names, sanitize_filename
+from roomdrop.record import ContentKey, Digests, parse_record, record_line, render_record
 
 __all__ = [
     "PARTS_DIR",
@@ -66,8 +67,8 @@ __all__ = [
 PARTS_DIR: Final = ".roomdrop-parts"
 PART_SUFFIX: Final = ".part"
 RECORD_SUFFIX: Final = ".part.jsonl"
-RECORD_FORMAT: Final = 1
 _SCAN_BLOCK: Final = 1024 * 1024
+_CHECK_BLOCK: Final = 1024 * 1024
 _MAGIC_BYTES: Final = 8192
 _HASH_BATCH: Final = 16  # 1 MiB of 64 KiB chunks
 _HASHER: Final = ThreadPoolExecutor(max_workers=1, thread_name_prefix="roomdrop-hash")
@@ -168,30 +169,23 @@ class SourceFile:
 # --- receiver side -----------------------------------------------------------------
 
 
-@dataclass(frozen=True, slots=True)
-class ContentKey:
-    """What makes two offers the same content, for resume."""
-
-    sha256: str
-    file_size: int
-    chunk_size: int
-
-    @property
-    def total_chunks(self) -> int:
-        return count_chunks(self.file_size, self.chunk_size)
-
-
 class PartFile:
-    """A file being received, with the record of the chunks it holds."""
+    """A file being received, with the record of the chunks it holds and their sha256."""
 
-    def __init__(self, path: Path, key: ContentKey, held: ChunkSet) -> None:
+    def __init__(
+        self, path: Path, key: ContentKey, filename: str, held: ChunkSet, digests: Digests
+    ) -> None:
         self.path = path
         self.record_path = _record_of(path)
         self.key = key
+        self.filename = filename
         self.held = held
+        self.digests = digests
         self.resumed_chunks = len(held)
+        self.dropped_on_resume: list[int] = []
+        """Chunks the record held whose data failed their sha256 when it was resumed."""
         self._fd = os.open(path, os.O_RDWR)
-        self._record_fd = os.open(self.record_path, os.O_WRONLY | os.O_APPEND)
+        self._record_fd = -1
         self._hasher = hashlib.sha256()
         self._hashed = 0  # chunks 0.._hashed-1 are in self._hasher (hashing thread only)
         self._contiguous = 0  # chunks 0.._contiguous-1 are all held
@@ -205,14 +199,28 @@ class PartFile:
         cls, directory: Path, filename: str, key: ContentKey, in_use: Iterable[Path] = ()
     ) -> PartFile:
         """Resume the part file of the same content for download ``directory``, or
-        start one."""
+        start one.
+
+        A resumed part file's chunks are read once and checked against the sha256 the
+        record has for each: those that fail are dropped (missing again, listed in
+        :attr:`dropped_on_resume`). Chunks a format-1 record holds have no digest and
+        are taken on trust; if the whole file is then wrong, :meth:`damaged` names them.
+        """
         parts = directory / PARTS_DIR
         parts.mkdir(parents=True, exist_ok=True)
         found = find_part(directory, key, in_use)
         if found is not None:
-            part, held = found
-            _write_record(_record_of(part), key, filename, held)  # compact, drop torn line
-            return cls(part, key, held)
+            path, held, digests = found
+            part = cls(path, key, filename, held, digests)
+            try:
+                part.dropped_on_resume = part.damaged(undigested=False)
+                part._forget(part.dropped_on_resume)
+                part.resumed_chunks = len(part.held)
+                part._rewrite_record()  # compact, drop torn line, new filename
+            except BaseException:
+                part.close()
+                raise
+            return part
         _check_free_space(parts, key.file_size)
         return cls._create(parts, sanitize_filename(filename), key)
 
@@ -231,24 +239,32 @@ class PartFile:
                 os.ftruncate(fd, key.file_size)
             finally:
                 os.close(fd)
-            held = ChunkSet(key.total_chunks)
-            _write_record(record, key, filename, held)
-            return cls(part, key, held)
+            held, digests = ChunkSet(key.total_chunks), Digests(key.total_chunks)
+            _write_record(record, render_record(key, filename, held, digests))
+            new = cls(part, key, filename, held, digests)
+            new._record_fd = os.open(record, os.O_WRONLY | os.O_APPEND)
+            return new
         raise AssertionError("unreachable")  # pragma: no cover
 
     # writing
 
-    def write_chunk(self, index: int, data: bytes | bytearray | memoryview) -> bool:
-        """Write a verified chunk at its offset and record it; False if already held."""
+    def write_chunk(
+        self, index: int, data: bytes | bytearray | memoryview, digest: bytes | None = None
+    ) -> bool:
+        """Write a verified chunk at its offset and record it with its sha256
+        (``digest``, computed here if not given); False if already held."""
         if index in self.held:
             return False
+        if digest is None:
+            digest = hashlib.sha256(data).digest()
         offset = index * self.key.chunk_size
         view = memoryview(data)
         while view:
             written = os.pwrite(self._fd, view, offset)
             view, offset = view[written:], offset + written
-        os.write(self._record_fd, b"%d\n" % index)
+        os.write(self._record_fd, record_line(index, digest))
         self.held.add(index)
+        self.digests.set(index, digest)
         while self._contiguous < self.key.total_chunks and self._contiguous in self.held:
             self._contiguous += 1
         job = self._hash_job
@@ -280,6 +296,55 @@ class PartFile:
         job, self._hash_job = self._hash_job, None
         if job is not None:
             job.result()
+
+    # checking
+
+    def damaged(self, *, undigested: bool) -> list[int]:
+        """The held chunks whose data no longer match the sha256 the record has for
+        them, in one read pass over those chunks (1 MiB at a time); with
+        ``undigested``, also every held chunk the record has no sha256 for."""
+        size, file_size = self.key.chunk_size, self.key.file_size
+        per_read = max(1, _CHECK_BLOCK // size)
+        bad = [i for i in self.held if i not in self.digests] if undigested else []
+        for start, end in ranges_of(i for i in self.held if i in self.digests):
+            for first in range(start, end, per_read):
+                count = min(end - first, per_read)
+                offset = first * size
+                block = memoryview(
+                    os.pread(self._fd, min(count * size, file_size - offset), offset)
+                )
+                for n in range(count):
+                    data = block[n * size : (n + 1) * size]
+                    if hashlib.sha256(data).digest() != self.digests.get(first + n):
+                        bad.append(first + n)
+        return sorted(bad)
+
+    def drop(self, indexes: Iterable[int]) -> None:
+        """Forget held chunks whose data are bad: they are missing again, here and in
+        the record (rewritten at once), and the whole-file hash starts over."""
+        self._forget(indexes)
+        self._rewrite_record()
+
+    def _forget(self, indexes: Iterable[int]) -> None:
+        gone = set(indexes)
+        if not gone:
+            return
+        self._wait_for_hashing()
+        self.held = ChunkSet(self.key.total_chunks, (i for i in self.held if i not in gone))
+        self.digests.forget(gone)
+        self._hasher = hashlib.sha256()
+        self._hashed = self._hash_target = 0
+        self._contiguous = min(self._contiguous, min(gone))
+
+    def _rewrite_record(self) -> None:
+        """Write the record anew, compactly, and append to the new one from now on."""
+        _write_record(
+            self.record_path, render_record(self.key, self.filename, self.held, self.digests)
+        )
+        fd = os.open(self.record_path, os.O_WRONLY | os.O_APPEND)
+        old, self._record_fd = self._record_fd, fd
+        if old >= 0:
+            os.close(old)
 
     # finishing
 
@@ -324,17 +389,20 @@ def _record_of(part: Path) -> Path:
 
 def find_part(
     directory: Path, key: ContentKey, in_use: Iterable[Path] = ()
-) -> tuple[Path, ChunkSet] | None:
+) -> tuple[Path, ChunkSet, Digests] | None:
     """The part file of ``key``'s content for download ``directory`` (not one of
-    ``in_use``) and the chunks its record holds, or None."""
+    ``in_use``), the chunks its record holds and their digests, or None."""
     busy = set(in_use)
     for record in sorted((directory / PARTS_DIR).glob("*" + RECORD_SUFFIX)):
         part = record.with_name(record.name[: -len(RECORD_SUFFIX)] + PART_SUFFIX)
         if part in busy or not part.is_file():
             continue
-        held = _read_record(record, key)
-        if held is not None:
-            return part, held
+        try:
+            found = parse_record(record.read_text(encoding="utf-8"), key)
+        except (OSError, UnicodeDecodeError):
+            continue
+        if found is not None:
+            return part, *found
     return None
 
 
@@ -377,50 +445,11 @@ def _check_free_space(directory: Path, needed: int) -> None:
         raise OSError(errno.ENOSPC, f"{needed} bytes needed, {free} free", str(directory))
 
 
-def _header(key: ContentKey, filename: str) -> dict[str, Any]:
-    return {
-        "roomdrop_part": RECORD_FORMAT,
-        "sha256": key.sha256,
-        "file_size": key.file_size,
-        "chunk_size": key.chunk_size,
-        "total_chunks": key.total_chunks,
-        "filename": filename,
-    }
-
-
-def _write_record(path: Path, key: ContentKey, filename: str, held: ChunkSet) -> None:
-    """Write a compact record atomically (tmp file + rename)."""
-    lines = [json.dumps(_header(key, filename)), *(str(i) for i in held)]
+def _write_record(path: Path, content: bytes) -> None:
+    """Replace a record atomically (tmp file + rename)."""
     tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text("\n".join(lines) + "\n", encoding="utf-8")
+    tmp.write_bytes(content)
     os.replace(tmp, path)
-
-
-def _read_record(path: Path, key: ContentKey) -> ChunkSet | None:
-    """The chunks a record holds if it names ``key``'s content, else None."""
-    try:
-        text = path.read_text(encoding="utf-8")
-    except (OSError, UnicodeDecodeError):
-        return None
-    first, _, rest = text.partition("\n")
-    try:
-        header = json.loads(first)
-    except json.JSONDecodeError:
-        return None
-    if not isinstance(header, dict) or header.get("roomdrop_part") != RECORD_FORMAT:
-        return None
-    if (header.get("sha256"), header.get("file_size"), header.get("chunk_size")) != (
-        key.sha256,
-        key.file_size,
-        key.chunk_size,
-    ):
-        return None
-    held = ChunkSet(key.total_chunks)
-    complete_lines = rest[: rest.rfind("\n") + 1]  # a torn last line is dropped
-    for line in complete_lines.splitlines():
-        if line.isascii() and line.isdigit() and int(line) < key.total_chunks:
-            held.add(int(line))
-    return held
 
 
 def remove_stale_parts(directory: Path, older_than: float, in_use: Iterable[Path] = ()) -> int:

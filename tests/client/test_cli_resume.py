@@ -4,13 +4,14 @@ and only the missing chunks sent again."""
 
 from __future__ import annotations
 
+import json
 import signal
 import subprocess
 from pathlib import Path
 from typing import Any
 
 import pytest
-from clitools import MB, Room, sha256_of, write_random
+from clitools import MB, Command, Room, sha256_of, write_random
 
 pytestmark = pytest.mark.timeout(240)
 
@@ -216,4 +217,118 @@ async def test_dropped_websockets_reconnect_and_the_same_transfer_goes_on(
     asked = [n["message"] for n in sender.events("note") if " asks for " in n["message"]]
     again = sum(int(n.split(" asks for ")[1].split()[0]) for n in asked)
     assert asked and sent["moved_bytes"] <= SIZE + again * CHUNK, (asked, sent)
+    assert sha256_of(tmp_path / "inbox" / "movie.bin") == digest
+
+
+# --- a part file damaged between two runs -----------------------------------------------
+
+#: where each of the three damaged chunks is hit, and by how much (4 KiB each)
+DAMAGE_AT, DAMAGE = 1000, 4096
+
+
+def held_chunks(record: Path) -> list[int]:
+    """The chunks a part file's record says it holds (its lines after the header)."""
+    _, _, body = record.read_text().partition("\n")
+    return sorted({int(line.split()[0]) for line in body.splitlines()})
+
+
+def damage(part: Path, indexes: list[int]) -> None:
+    """Flip 4 KiB inside each of these chunks of ``part``, in place."""
+    with part.open("r+b") as f:
+        for index in indexes:
+            f.seek(index * CHUNK + DAMAGE_AT)
+            block = f.read(DAMAGE)
+            f.seek(index * CHUNK + DAMAGE_AT)
+            f.write(bytes(b ^ 0xFF for b in block))
+
+
+def as_previous_version(record: Path) -> None:
+    """Rewrite ``record`` the way the version before per-chunk digests wrote it: format 1,
+    one index per line."""
+    header, _, _ = record.read_text().partition("\n")
+    fields = json.loads(header)
+    fields["roomdrop_part"] = 1
+    lines = [json.dumps(fields), *(str(i) for i in held_chunks(record))]
+    record.write_text("\n".join(lines) + "\n")
+
+
+async def interrupted_with_damage(
+    start: Any, room_on: Any, tmp_path: Path, *, previous_version: bool = False
+) -> tuple[Room, Command, str, list[int], list[int]]:
+    """A receiver interrupted (Ctrl-C) at 40 %; then 3 x 4 KiB flipped inside 3 chunks
+    its part file holds. (room, the sender, the file's sha256, the chunks held, the
+    damaged ones.)"""
+    server = await start(ROOMDROP_ROOM_BANDWIDTH=BANDWIDTH)
+    room: Room = room_on(server)
+    source = tmp_path / "movie.bin"
+    digest = write_random(source, SIZE)
+    first = room.receive(tmp_path / "inbox")
+    await room.joined(first)
+    sender = room.send(source, transport="relay")
+    await first.progress_at_least(40)
+    first.signal(signal.SIGINT)
+    assert await first.wait(30) == 130, first.report()
+    await sender.wait_for(
+        lambda line: line.get("event") == "note" and line["message"].startswith("paused by")
+    )
+    parts = tmp_path / "inbox" / ".roomdrop-parts"
+    record = parts / "movie.bin.part.jsonl"
+    held = held_chunks(record)
+    last = -(-SIZE // CHUNK) - 1
+    assert len(held) > 100 and last not in held
+    damaged = [held[5], held[len(held) // 2], held[-3]]
+    damage(parts / "movie.bin.part", damaged)
+    if previous_version:
+        as_previous_version(record)
+    return room, sender, digest, held, damaged
+
+
+async def test_chunks_damaged_in_the_part_file_between_two_runs_are_all_that_is_sent_again(
+    start: Any, room_on: Any, tmp_path: Path
+) -> None:
+    """The resume re-verifies the held chunks against the sha256 each has in the record,
+    and asks for the three that fail along with the rest (before per-chunk digests, it
+    took them on trust and the whole-file check failed the transfer at the end)."""
+    room, sender, digest, held, damaged = await interrupted_with_damage(start, room_on, tmp_path)
+
+    again = room.receive(tmp_path / "inbox")
+    assert await again.wait(120) == 0, again.report()
+    assert await sender.wait(30) == 0, sender.report()
+    got = again.result()
+    assert got["status"] == "completed" and got["sha256"] == digest
+    # what the part file held, less the three damaged chunks, counted as already here ...
+    assert got["resumed_bytes"] == (len(held) - len(damaged)) * CHUNK
+    # ... and this run stored every other chunk once: the damaged ones and the missing
+    assert got["resumed_bytes"] + got["moved_bytes"] == SIZE
+    total = -(-SIZE // CHUNK)
+    asked = [n["message"] for n in sender.events("note") if n["message"].endswith("(resume)")]
+    assert asked, sender.report()
+    assert 0 < int(asked[-1].split(" asks for ")[1].split()[0]) <= total - len(held) + 3
+    assert sha256_of(tmp_path / "inbox" / "movie.bin") == digest
+
+
+async def test_a_damaged_part_file_of_the_previous_version_is_repaired_not_failed(
+    start: Any, room_on: Any, tmp_path: Path
+) -> None:
+    """A record without per-chunk digests (the previous version's): its chunks are taken
+    on trust, the whole-file check fails at the end, and the chunks that cannot be
+    checked are asked for again (reason bad-checksum) instead of the transfer failing."""
+    room, sender, digest, held, _ = await interrupted_with_damage(
+        start, room_on, tmp_path, previous_version=True
+    )
+
+    again = room.receive(tmp_path / "inbox")
+    assert await again.wait(120) == 0, again.report()
+    assert await sender.wait(30) == 0, sender.report()
+    got = again.result()
+    assert got["status"] == "completed" and got["sha256"] == digest
+    assert got["resumed_bytes"] == len(held) * CHUNK  # taken on trust at the resume
+    # the rest of the file, then the held chunks once more: nothing else
+    assert got["moved_bytes"] == SIZE
+    repairs = [
+        n["message"] for n in sender.events("note") if n["message"].endswith("(bad-checksum)")
+    ]
+    assert repairs == [f"{room.bob} asks for {len(held)} chunk(s) (bad-checksum)"], repairs
+    notes = [n["message"] for n in again.events("note")]
+    assert any("did not check out" in n for n in notes), notes
     assert sha256_of(tmp_path / "inbox" / "movie.bin") == digest

@@ -9,7 +9,8 @@ chunks in from the relay or a data channel, and announce the verified file.
   frame), then to the manager, which verifies the chunk's sha256 and writes it at its
   offset (:meth:`Incoming._take`). A bad chunk is asked for again (reason
   ``bad-checksum``); when the last chunk lands and the whole file checks out,
-  ``file-share-complete`` goes to the server.
+  ``file-share-complete`` goes to the server. If it does not, the chunks of the part
+  file that fail their recorded sha256 are asked for again, with the same reason.
 * **Asking.** After a resume, or when nothing has arrived for
   ``ROOMDROP_STALL_TIMEOUT``, or when a data channel drops, this end asks for every
   chunk it lacks (:meth:`Incoming.request_missing`). It reports its progress to the
@@ -33,6 +34,7 @@ from roomdrop.client.errors import NotConnected
 from roomdrop.client.transfers import DECLINED, Host, ReceiveState, Result, Role
 from roomdrop.exceptions import (
     BadChecksum,
+    DamagedChunks,
     IntegrityError,
     ProtocolError,
     StorageError,
@@ -286,6 +288,20 @@ class Incoming(Role[ReceiveState]):
         tid, index = state.tid, chunk.chunk_index
         try:
             stored = await self.manager.receive(chunk)
+        except DamagedChunks as exc:  # this chunk was stored; these others were not right
+            state.via[via] += len(chunk.data)
+            state.transport, state.last_chunk = via, time.monotonic()
+            damaged = exc.chunk_indexes
+            self.host.reporter.note(
+                f"the whole file did not check out: {len(damaged)} chunk(s) of the part file "
+                "failed their sha256 check; asking for them again"
+            )
+            request = ChunkRequest(
+                transfer_id=tid, ranges=ranges_of(damaged), reason="bad-checksum"
+            )
+            with contextlib.suppress(NotConnected):
+                await self.host.send(T.FILE_SHARE_CHUNK_REQUEST, request)
+            return
         except BadChecksum:
             self.host.reporter.note(f"chunk {index} failed its sha256 check; asking for it again")
             request = ChunkRequest(
