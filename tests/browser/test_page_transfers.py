@@ -389,15 +389,19 @@ async def test_the_layout_shows_a_transfer_at_phone_size(
 
 
 @pytest.mark.timeout(240)
+@pytest.mark.parametrize("held_then", ["active", "paused"])
 async def test_a_page_that_completes_while_its_instance_is_down_announces_it_on_return(
-    veth: None, rd_instances: Harness, tmp_path: Path
+    veth: None, rd_instances: Harness, tmp_path: Path, held_then: str
 ) -> None:
     # alice's page (first instance) sends to bob's (second) peer to peer. Mid-transfer
     # bob's instance is killed: the data channel carries on without it, so bob's page
     # verifies the whole file while its WebSocket is down and cannot send its
     # file-share-complete. Once the instance runs again on its port, the page reconnects
-    # and its catch-up announces the completion: the server's record and alice's page end
-    # completed, with the file's sha256.
+    # and announces the completion: the server's record and alice's page end completed,
+    # with the file's sha256. "active": the instance is back at once, the record is still
+    # active and the page's catch-up announces it. "paused": it is back only once the
+    # first instance took it for gone (ROOMDROP_INSTANCE_TIMEOUT) and paused the transfer
+    # for bob's disconnect; the page announces it on the resume that follows its return.
     rd = rd_instances
     first, second = rd.servers
     size = 40 * MB
@@ -418,7 +422,11 @@ async def test_a_page_that_completes_while_its_instance_is_down_announces_it_on_
     rd.note(f"bob's page completed with (connected, connections) = {offline}")
     assert offline == [False, 1], offline
     held = await first.transfer(a.room, a.user, tid)
-    assert held["status"] in ("active", "paused"), held  # nobody told the server yet
+    assert held["status"] == "active", held  # nobody told the server yet
+    if held_then == "paused":
+        await a.wait_status(tid, "paused", 30)  # bob's instance is taken for gone
+        held = await first.transfer(a.room, a.user, tid)
+        assert held["status"] == "paused", held
 
     second = await rd.restart(second)
     await a.wait_status(tid, "completed", 60)
