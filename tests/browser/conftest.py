@@ -111,7 +111,7 @@ async def rd(
 ) -> AsyncIterator[Harness]:
     """The harness, with a server of the test's own (in-memory state)."""
     server = await asyncio.to_thread(launch, tmp_path / "serve", {})
-    async for harness in _harness(request, tmp_path, [server]):
+    async for harness in _harness(request, tmp_path, [server], {}):
         yield harness
 
 
@@ -128,19 +128,20 @@ async def rd_instances(
     for n in range(2):
         base = tmp_path / f"instance{n}"
         servers.append(await asyncio.to_thread(launch, base, env, secret=secret))
-    async for harness in _harness(request, tmp_path, servers):
+    async for harness in _harness(request, tmp_path, servers, env):
         yield harness
 
 
 async def _harness(
-    request: pytest.FixtureRequest, tmp_path: Path, servers: list[Server]
+    request: pytest.FixtureRequest, tmp_path: Path, servers: list[Server], env: dict[str, str]
 ) -> AsyncIterator[Harness]:
-    """A harness on ``servers`` (the first is ``harness.server``); at the end every page
-    is closed, every server stopped and its log checked."""
+    """A harness on ``servers`` (the first is ``harness.server``), all started with
+    ``env``; at the end every page is closed, every server stopped (``servers`` as it is
+    then: a server the test restarted is in it) and its log checked."""
     shutil.rmtree(artifact_dir(request.node.nodeid), ignore_errors=True)
     try:
         async with async_playwright() as playwright:
-            harness = Harness(request, tmp_path, playwright, servers[0], servers)
+            harness = Harness(request, tmp_path, playwright, servers[0], servers, env)
             request.node.stash[HARNESS] = harness
             try:
                 yield harness

@@ -30,7 +30,7 @@ from playwright.async_api import (
 from playwright.async_api import Error as PlaywrightError
 
 from client.clitools import Command, Room
-from server.conftest import Server, names
+from server.conftest import Server, launch, names
 
 CHROMIUM = Path("/usr/bin/chromium")
 CHROMIUM_ARGS = [
@@ -352,6 +352,8 @@ class Harness:
     server: Server
     servers: list[Server]
     """Every server of the test: ``server`` first, then other instances sharing Redis."""
+    env: dict[str, str]
+    """The ROOMDROP_* settings the servers were started with (``restart`` uses them)."""
     pages: list[RoomPage] = field(default_factory=list)
     commands: list[Command] = field(default_factory=list)
     console: list[str] = field(default_factory=list)
@@ -437,6 +439,22 @@ class Harness:
         await a.sees(b.user)
         await b.sees(a.user)
         return a, b
+
+    async def restart(self, server: Server) -> Server:
+        """Start ``server`` (stopped or killed by the test) again on its port, with its
+        secret, settings, data directory and log: the new one takes its place in
+        ``servers`` (and ``server``), and pages loaded from it talk to the new one."""
+        assert server.process.poll() is not None, f"port {server.port}: still running"
+        again = await asyncio.to_thread(
+            launch, server.log_path.parent, self.env, port=server.port, secret=server.secret
+        )
+        self.servers[self.servers.index(server)] = again
+        if self.server is server:
+            self.server = again
+        for page in self.pages:
+            if page.server is server:
+                page.server = again
+        return again
 
     def room(self, name: str, sender: str, receiver: str) -> Room:
         """CLI commands in ``name``: ``sender`` sends (``Room.send``), ``receiver`` receives."""

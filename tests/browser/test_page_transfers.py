@@ -386,3 +386,57 @@ async def test_the_layout_shows_a_transfer_at_phone_size(
     await b.wait_status(tid, "completed", 120)
     saved = await b.save(tid, tmp_path / "saved" / path.name, filename=path.name)
     assert sha256_of(saved) == digest
+
+
+@pytest.mark.timeout(240)
+@pytest.mark.parametrize("held_then", ["active", "paused"])
+async def test_a_page_that_completes_while_its_instance_is_down_announces_it_on_return(
+    veth: None, rd_instances: Harness, tmp_path: Path, held_then: str
+) -> None:
+    # alice's page (first instance) sends to bob's (second) peer to peer. Mid-transfer
+    # bob's instance is killed: the data channel carries on without it, so bob's page
+    # verifies the whole file while its WebSocket is down and cannot send its
+    # file-share-complete. Once the instance runs again on its port, the page reconnects
+    # and announces the completion: the server's record and alice's page end completed,
+    # with the file's sha256. "active": the instance is back at once, the record is still
+    # active and the page's catch-up announces it. "paused": it is back only once the
+    # first instance took it for gone (ROOMDROP_INSTANCE_TIMEOUT) and paused the transfer
+    # for bob's disconnect; the page announces it on the resume that follows its return.
+    rd = rd_instances
+    first, second = rd.servers
+    size = 40 * MB
+    path = tmp_path / "completed-offline.bin"
+    digest = write_random(path, size)
+    a, b = await rd.pair(servers=(first, second))
+    tid = await send_and_accept(a, b, path)
+    await b.wait_progress(tid, 20, timeout=60)
+    assert await a.transport(tid) == "p2p", await a.describe()
+    received = await b.transfer_state(tid)
+    assert received["bytes_via"]["relay"] == 0, received
+
+    await asyncio.to_thread(second.kill)
+    await b.wait_status(tid, "completed", 60)  # verified here, the server away
+    offline = await b.page.evaluate(
+        "() => [window.roomdrop._state.connected, window.roomdrop._state.connections]"
+    )
+    rd.note(f"bob's page completed with (connected, connections) = {offline}")
+    assert offline == [False, 1], offline
+    held = await first.transfer(a.room, a.user, tid)
+    assert held["status"] == "active", held  # nobody told the server yet
+    if held_then == "paused":
+        await a.wait_status(tid, "paused", 30)  # bob's instance is taken for gone
+        held = await first.transfer(a.room, a.user, tid)
+        assert held["status"] == "paused", held
+
+    second = await rd.restart(second)
+    await a.wait_status(tid, "completed", 60)
+    held = await first.transfer(a.room, a.user, tid)
+    rd.note(f"the server's record after bob's page came back: {held}")
+    assert held["status"] == "completed", held
+    assert held["sha256"] == digest, held
+    assert (await second.transfer(b.room, b.user, tid))["status"] == "completed"
+    assert await b.page.evaluate("() => window.roomdrop._state.connections") == 2
+    sent = await a.transfer_state(tid)
+    assert sent["status"] == "completed" and sent["sha256"] == digest, sent
+    saved = await b.save(tid, tmp_path / "saved" / path.name, filename=path.name)
+    assert sha256_of(saved) == digest

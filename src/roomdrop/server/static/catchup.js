@@ -14,7 +14,10 @@
 //   the server says            the receiver (catchUpIncoming)
 //   nothing (it restarted)     ends it (unknown-transfer), keeping the part file
 //   cancelled/failed/rejected  ends it, keeping the verified chunks
-//   completed here, not sent   announces the completion it could not send
+//   completed here, not sent   announces the completion it could not send (its socket was
+//                              down) if active, on the resume if paused (a disconnect's
+//                              pause resumes by itself, §11.8): the only final transfer
+//                              caught up
 //   active/paused              pauses or resumes to match and, active, asks for every
 //                              chunk it lacks
 //   pending, not known here    considers the offer it missed
@@ -48,8 +51,11 @@ export function transfersOf(state) {
  */
 export async function catchUp({ user, transfers, outgoing, incoming }, known) {
   for (const t of [...transfers.values()]) {
-    if (t._.final) continue;
     const held = known.get(t.transfer_id);
+    if (t._.final) {
+      if (incoming.unannounced(t) && held?.status === "active") incoming.announceComplete(t);
+      continue;
+    }
     if (t.direction === "send") await catchUpOutgoing(outgoing, t, held);
     else catchUpIncoming(incoming, t, held);
   }
@@ -93,8 +99,6 @@ function catchUpIncoming(incoming, t, held) {
   } else if (ENDED.includes(held.status)) {
     // it ended while this page was away (or the message saying so was lost)
     incoming.end(t, held.status, held.error, held.error_code);
-  } else if (t.status === "completed" && !t._.completedSent) {
-    incoming.announceComplete(t);
   } else {
     incoming.align(t, held.status);
   }

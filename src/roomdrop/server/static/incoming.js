@@ -465,7 +465,21 @@ export class Incoming extends Role {
     this.announceComplete(t);
   }
 
+  /** Tells the server (false when its socket is down: catch-up sends it again). */
   announceComplete(t) {
     t._.completedSent = this.host.trySend("file-share-complete", { transfer_id: t.transfer_id, sha256: t.sha256 });
+  }
+
+  /** Completed here, but the server was not told (catchup.js tells it once it holds the
+   * transfer active again). */
+  unannounced(t) {
+    return t.direction === "receive" && t.status === "completed" && !t._.completedSent;
+  }
+
+  /** Resumed: a transfer completed here while the server paused it is announced now. */
+  onResume(p, from) {
+    const t = this.get(p.transfer_id);
+    if (t && this.unannounced(t)) this.announceComplete(t);
+    else super.onResume(p, from);
   }
 }
