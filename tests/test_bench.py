@@ -1,5 +1,7 @@
 """Every benchmark in bench/ runs to its end on a small file and prints a row for each of
-its paths, next to the baseline it is measured against, and its goal line.
+its paths, next to the baseline it is measured against, its goal line, and each
+process's peak memory as a ratio to the baseline's. And a child's peak, as the
+benchmarks measure it, is its own, not its parent's.
 
 The figures are not checked: speed and memory are the benchmarks' to measure, not a
 test's to assert. What is checked is that each harness still works with the code as it
@@ -11,6 +13,7 @@ measured again at any time.
 from __future__ import annotations
 
 import json
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -21,28 +24,39 @@ BENCH = Path(__file__).resolve().parent.parent / "bench"
 
 
 @pytest.mark.parametrize(
-    ("name", "paths", "goal"),
+    ("name", "paths", "goal", "memory"),
     [
-        ("engine", ["baseline ", "engine "], "goal engine >= 0.5 x baseline"),
+        (
+            "engine",
+            ["baseline ", "engine "],
+            "goal engine >= 0.5 x baseline",
+            ["engine "],  # its table has a column of the ratios
+        ),
         (
             "relay",
             ["bare relay ", "bare + sha256 ", "roomdrop relay "],
             "goal roomdrop relay >= 0.6 x bare relay",
+            ["peak memory against the bare relay, same run: "],
         ),
         (
             "commands",
             ["bare data channel ", "roomdrop p2p ", "bare ws relay ", "roomdrop relay "],
             "goal roomdrop relay whole command >= 0.5 x bare ws relay",
+            [
+                "peak memory against the bare data channel, same run: ",
+                "peak memory against the bare ws relay, same run: ",
+            ],
         ),
         (
             "instances",
             ["one instance ", "one + Redis ", "two instances "],
             "summary: two instances",
+            ["peak memory against the one instance, same run: "],
         ),
     ],
 )
 def test_each_benchmark_runs_and_prints_its_paths_and_goal(
-    name: str, paths: list[str], goal: str
+    name: str, paths: list[str], goal: str, memory: list[str]
 ) -> None:
     done = subprocess.run(
         [sys.executable, str(BENCH / f"{name}.py"), "--size-mb", "4", "--repeat", "1"],
@@ -57,6 +71,10 @@ def test_each_benchmark_runs_and_prints_its_paths_and_goal(
             f"bench/{name}.py printed no row for {path.strip()!r}:\n{done.stdout}"
         )
     assert any(line.startswith(goal) for line in lines), done.stdout
+    # each process's own peak, as a ratio to the baseline's of the same run
+    for start in memory:
+        ratios = [line for line in lines if line.startswith(start) and "x" in line]
+        assert ratios and re.search(r"\d+\.\d MiB( =)? +\d+\.\d\dx", ratios[0]), done.stdout
 
 
 HELD_MIB = 200  # the parent's peak
