@@ -43,9 +43,11 @@ hashing of the file, the transfer, and the ends' shutdown.
 
 MB/s = file size / median time, MB = 10^6 bytes. Each ratio is against the baseline of the
 same kind (P2P: bare data channel; relay: bare WebSocket relay), transfer phase against
-transfer phase, whole command against whole command. Peak memory: sender and receiver
-``ru_maxrss`` from ``os.wait4``, the server's ``VmHWM`` from /proc just before it is
-stopped; the highest over the repeats. Nothing is fsynced by the baselines. Every process
+transfer phase, whole command against whole command. Peak memory: each process's own
+``VmHWM`` (``bench/peak.py``: the sender's and the receiver's as each exits, the server's
+from /proc just before it is stopped), the highest over the repeats; a line under the
+table gives each roomdrop process's peak as a ratio to the same process of its baseline
+in the same run. Nothing is fsynced by the baselines. Every process
 is stopped and the temp dir deleted at the end, on error too.
 
 aiortc's figures vary from run to run: now and then the receiving process's UDP socket
@@ -73,6 +75,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, Any
 
+import peak  # bench/peak.py: each process's own peak memory
 import relay  # bench/relay.py: the bare relay's clients and the helpers shared with it
 
 MIB = 1024 * 1024
@@ -95,6 +98,7 @@ LABELS = {
     "relay": "roomdrop relay",
 }
 BASELINE = {"p2p": "bare-dc", "relay": "bare-ws"}
+PEAKS = {"sender": "sender_kib", "receiver": "receiver_kib", "server": "server_kib"}
 
 
 def now() -> float:
@@ -109,8 +113,9 @@ Failed = relay.Failed  # relay's helpers raise it too
 
 
 class Child:
-    """One process. It is reaped with ``os.wait4`` (for its ``ru_maxrss`` and the moment it
-    ended), never with Popen's own waiting."""
+    """One process. It is reaped with ``os.waitpid`` (for the moment it ended), never with
+    Popen's own waiting. A ``measured`` one runs under bench/peak.py: :attr:`peak_kib` is
+    its own peak once it has exited."""
 
     def __init__(
         self,
@@ -121,10 +126,11 @@ class Child:
         env: dict[str, str] | None = None,
         stdout: Path | None = None,
         stdin: bool = False,
+        measured: bool = True,
     ) -> None:
         self.name, self.cmd, self.log, self.stdout_path = name, cmd, log, stdout
         self.exit_code: int | None = None
-        self.maxrss_kib = 0
+        self.peak_report = log.with_suffix(".peak") if measured else None
         self.ended = 0.0
         self._buf = b""
         with contextlib.ExitStack() as files:
@@ -132,19 +138,27 @@ class Child:
             out: int | IO[bytes] = subprocess.PIPE
             if stdout is not None:
                 out = files.enter_context(stdout.open("wb"))
-            self.proc = subprocess.Popen(
-                cmd,
-                stdin=subprocess.PIPE if stdin else subprocess.DEVNULL,
-                stdout=out,
-                stderr=err,
-                env=env,
-                cwd=log.parent,
-                bufsize=0,
-            )
+            stdin_to = subprocess.PIPE if stdin else subprocess.DEVNULL
+            files_to = {"stdin": stdin_to, "stdout": out, "stderr": err}
+            options: dict[str, Any] = {"env": env, "cwd": log.parent, "bufsize": 0, **files_to}
+            if self.peak_report is not None:
+                self.proc = peak.start(cmd, self.peak_report, **options)
+            else:
+                self.proc = subprocess.Popen(cmd, **options)
 
     @property
     def pid(self) -> int:
         return self.proc.pid
+
+    @property
+    def peak_kib(self) -> int:
+        """Its own peak (VmHWM as it exited), in KiB."""
+        if self.peak_report is None or not self.reap(block=False):
+            raise Failed(f"{self.name}: its peak is measured only once it has exited")
+        try:
+            return peak.reported_kib(self.peak_report)
+        except peak.NoPeak as exc:
+            raise Failed(f"{self.name}: {exc}") from None
 
     @property
     def running(self) -> bool:
@@ -158,7 +172,7 @@ class Child:
             self.exit_code, self.ended = self.proc.returncode, now()
             return True
         try:
-            pid, status, usage = os.wait4(self.pid, 0 if block else os.WNOHANG)
+            pid, status = os.waitpid(self.pid, 0 if block else os.WNOHANG)
         except ChildProcessError:
             self.exit_code, self.ended = -1, now()
             return True
@@ -166,7 +180,6 @@ class Child:
             return False
         self.ended = now()
         self.exit_code = os.waitstatus_to_exitcode(status)
-        self.maxrss_kib = usage.ru_maxrss
         self.proc.returncode = self.exit_code  # so Popen never waits for it again
         return True
 
@@ -393,8 +406,8 @@ class Bench:
         return Run(
             received["end"] - sent["open"],
             max(sender.ended, receiver.ended) - start,
-            sender.maxrss_kib,
-            receiver.maxrss_kib,
+            sender.peak_kib,
+            receiver.peak_kib,
         )
 
     def start_server(
@@ -402,7 +415,8 @@ class Bench:
     ) -> Child:
         port = int(cmd[cmd.index("--port") + 1])
         log = workdir / "server.log"
-        server = group.start("server", cmd, log, env=env, stdout=workdir / "server.out")
+        out = workdir / "server.out"  # its peak: from /proc while it runs (server_peak)
+        server = group.start("server", cmd, log, env=env, stdout=out, measured=False)
         relay.wait_healthy(port, server.proc, log)
         return server
 
@@ -442,8 +456,8 @@ class Bench:
         return Run(
             received["end"] - sent["start"],
             max(sender.ended, receiver.ended) - start,
-            sender.maxrss_kib,
-            receiver.maxrss_kib,
+            sender.peak_kib,
+            receiver.peak_kib,
             server_kib,
         )
 
@@ -503,8 +517,8 @@ class Bench:
         return Run(
             elapsed,
             max(sender.ended, receiver.ended) - start,
-            sender.maxrss_kib,
-            receiver.maxrss_kib,
+            sender.peak_kib,
+            receiver.peak_kib,
             server_kib,
         )
 
@@ -568,7 +582,7 @@ def print_table(
         "MB = 10^6 bytes; x base: against the same kind of figure of the baseline"
     )
     print(
-        "peak RSS: sender and receiver ru_maxrss, server VmHWM; highest over the runs; "
+        "peak memory: each process's own VmHWM (bench/peak.py), highest over the runs; "
         "every run fresh processes on 127.0.0.1"
     )
     print(
@@ -577,7 +591,7 @@ def print_table(
         "--to bob --token T --transport p2p|relay --json"
     )
     print()
-    print(f"{'':<27}{'transfer':^16} {'whole command':^16}  {'peak RSS (MiB)':^26}")
+    print(f"{'':<27}{'transfer':^16} {'whole command':^16}  {'peak memory (MiB)':^26}")
     print(
         f"{'path':<17} {'file':>8} {'MB/s':>8} {'x base':>7} {'MB/s':>8} {'x base':>7}  "
         f"{'sender':>8} {'receiver':>8} {'server':>8}"
@@ -622,6 +636,11 @@ def print_table(
                 f"  (against the bare relay's transfer phase instead: {mine.whole_rate:.1f} / "
                 f"{base.transfer_rate:.1f} MB/s = {strict:.3f}x)"
             )
+    for key in ("p2p", "relay"):
+        base = by_key.get((BASELINE[key], size))
+        rows = [s for s in series if s.key == key]
+        if base is not None and rows:
+            print(relay.memory_ratios(rows, base, PEAKS))
     slack = FLAT_SLACK_KIB // 1024
     for key in ("p2p", "relay"):
         full, small = by_key.get((key, size)), by_key.get((key, quarter_mb * MIB))

@@ -14,8 +14,9 @@ measures, in the same run, the median of ``--repeat`` runs of each path:
   frame; parse, verify, write), then the final whole-file check and placement.
 
 Every run of every path is its own child process (this script with a hidden ``--child``
-flag), so each peak RSS (``ru_maxrss``) is that path's alone; the table shows the highest
-peak over the repeats. All children import roomdrop, so their baselines are comparable.
+flag), so each peak memory (the child's own ``VmHWM`` as it exits, ``bench/peak.py``) is
+that path's alone; the table shows the highest peak over the repeats, and its ratio to
+the baseline's. All children import roomdrop, so their baselines are comparable.
 The source file is in the page cache throughout (it was just written); no cache is dropped.
 Temp files are deleted at the end.
 """
@@ -28,7 +29,6 @@ import hashlib
 import json
 import os
 import random
-import resource
 import statistics
 import subprocess
 import sys
@@ -37,6 +37,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+import peak  # bench/peak.py: each process's own peak memory
 from roomdrop.manager import FileTransferManager
 
 MIB = 1024 * 1024
@@ -47,11 +48,6 @@ GOAL = 0.5
 
 
 # --- children: one measured path each ------------------------------------------------
-
-
-def peak_rss_kib() -> int:
-    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-    return peak // 1024 if sys.platform == "darwin" else peak  # bytes on macOS, KiB on Linux
 
 
 def run_baseline(source: Path, workdir: Path, fsync: bool) -> dict[str, Any]:
@@ -108,8 +104,7 @@ def child_main(path: str, source: Path, workdir: Path, seed: int) -> None:
         result = run_baseline(source, workdir, fsync=path == "baseline+fsync")
     else:
         result = asyncio.run(run_engine(source, workdir, path == "engine-shuffled", seed))
-    result["peak_rss_kib"] = peak_rss_kib()
-    print(json.dumps(result))
+    print(json.dumps(result))  # its peak: bench/peak.py's report
 
 
 # --- parent: make the file, run the children, print the table -------------------------
@@ -123,10 +118,14 @@ def make_random_file(path: Path, size_mb: int) -> None:
 
 def run_child(path: str, source: Path, workdir: Path, seed: int) -> dict[str, Any]:
     cmd = [sys.executable, os.path.abspath(__file__), "--child", path, str(source), str(workdir)]
-    proc = subprocess.run([*cmd, "--seed", str(seed)], capture_output=True, text=True, check=False)
+    report = workdir.with_name(f"{workdir.name}.peak")
+    pipes = {"stdout": subprocess.PIPE, "stderr": subprocess.PIPE, "text": True}
+    with peak.start([*cmd, "--seed", str(seed)], report, **pipes) as proc:
+        out, err = proc.communicate()
     if proc.returncode != 0:
-        raise SystemExit(f"{path} child failed:\n{proc.stderr}")
-    result: dict[str, Any] = json.loads(proc.stdout.strip().splitlines()[-1])
+        raise SystemExit(f"{path} child failed:\n{err}")
+    result: dict[str, Any] = json.loads(out.strip().splitlines()[-1])
+    result["peak_kib"] = peak.reported_kib(report)
     return result
 
 
@@ -158,15 +157,15 @@ def main() -> None:
 
     rows = []
     for p in PATHS:
-        rows.append(row(p, [x["seconds"] for x in runs[p]], [x["peak_rss_kib"] for x in runs[p]]))
+        rows.append(row(p, [x["seconds"] for x in runs[p]], [x["peak_kib"] for x in runs[p]]))
     engine_runs = runs["engine"] + runs["engine-shuffled"]
     scan = row(
         "create_offer scan",
         [x["scan_seconds"] for x in engine_runs],
-        [x["peak_rss_kib"] for x in engine_runs],
+        [x["peak_kib"] for x in engine_runs],
     )
     rows.insert(2, scan)
-    base = rows[0][1]
+    base, base_peak = rows[0][1], rows[0][3]
     rates = {name: rate for name, rate, _, _ in rows}
 
     print(
@@ -175,15 +174,21 @@ def main() -> None:
         f"Python {sys.version.split()[0]}, {os.cpu_count()} CPU(s)"
     )
     print("source file is in the page cache (just written, never dropped); MB = 10^6 bytes")
-    print("each run is a fresh child process; peak RSS = highest ru_maxrss over its runs")
+    print(
+        "each run is a fresh child process; peak memory = the highest over its runs of the "
+        "child's own VmHWM (bench/peak.py)"
+    )
     print()
-    print(f"{'path':<20} {'MB/s':>9} {'x baseline':>11} {'peak RSS':>10}")
-    for name, rate, _, peak in rows:
-        print(f"{name:<20} {rate:>9.1f} {rate / base:>10.2f}x {peak / 1024:>7.1f} MiB")
+    print(f"{'path':<20} {'MB/s':>9} {'x baseline':>11} {'peak memory':>12} {'x baseline':>11}")
+    for name, rate, _, top in rows:
+        print(
+            f"{name:<20} {rate:>9.1f} {rate / base:>10.2f}x {top / 1024:>8.1f} MiB "
+            f"{top / base_peak:>10.2f}x"
+        )
     print()
     print(
         "create_offer scan: a separate pass before the first send_chunk, not in the engine "
-        "rows (its peak RSS is the engine children's)"
+        "rows (its peak memory is the engine children's)"
     )
     print("engine rows include one fsync of the whole file before placement; baseline does not")
     verdict = "; ".join(

@@ -27,8 +27,10 @@ helpers (processes, /proc readings). Every run is fresh server and client proces
 the Redis server stays up for the whole benchmark. Time runs from the sender's first
 frame to the receiver's verified end. MB = 10^6 bytes.
 
-Memory: each instance's ``VmHWM`` from /proc at the end of the run, each client's
-``ru_maxrss``, the highest over the runs. Redis, two figures: its process's ``VmHWM``,
+Memory: each process's own ``VmHWM`` (``bench/peak.py``: each instance's read from /proc
+at the end of the run, each client's as it exits), the highest over the runs, and each as
+a ratio to the same process of one instance in the same run. Redis, two figures: its
+process's ``VmHWM``,
 reset at the start of each run (``MEMORY PURGE``, then ``5`` written to
 ``/proc/<pid>/clear_refs``, which sets the high-water mark to the current RSS); and the
 highest ``used_memory`` of ``INFO memory`` sampled every 10 ms during the run (Redis
@@ -331,8 +333,8 @@ class Bench:
             servers_kib=servers_kib,
             servers_cpu=servers_cpu,
             staged=staged,
-            sender_kib=sent["peak_rss_kib"],
-            receiver_kib=received["peak_rss_kib"],
+            sender_kib=sent["peak_kib"],
+            receiver_kib=received["peak_kib"],
             sender_cpu=sent["cpu"],
             receiver_cpu=received["cpu"],
             redis_kib=redis_kib if shared and self.hwm_reset else None,
@@ -432,8 +434,8 @@ def report(
         "receiver's verified end; MB = 10^6 bytes; 'x one' = MB/s / one instance's MB/s"
     )
     print(
-        "peak memory, highest over the runs: instances VmHWM, clients ru_maxrss, 'redis' = "
-        "redis-server VmHWM (reset per run"
+        "peak memory, highest over the runs: each process's own VmHWM (bench/peak.py), 'redis' = "
+        "redis-server's (reset per run"
         + ("" if hwm else ": RESET FAILED, not shown")
         + f"), 'r.used' = Redis's highest INFO used_memory sampled every {SAMPLE_EVERY * 1000:.0f} "
         "ms; CPU: seconds each process used while the file moved, median"
@@ -473,6 +475,9 @@ def report(
             + "  "
             + " ".join(cell(c, 7, 2) for c in cpus)
         )
+    peaks = {"inst 1": server_getter(0, "servers_kib")}
+    peaks.update(sender=lambda r: r.sender_kib, receiver=lambda r: r.receiver_kib)
+    print(relay.memory_ratios(paths, one, peaks))
     print()
     for p in paths:  # runs were interleaved: one 1, one + Redis 1, two 1, quarter 1, one 2, ...
         rates = ", ".join(f"{p.size / MB / r.seconds:.1f}" for r in p.runs)

@@ -34,8 +34,10 @@ Every run is three fresh processes: the server, a receiver and a sender (this sc
 with a hidden ``--child`` flag; websockets asyncio client, ``compression=None``, uvloop).
 Time runs from the sender's first frame to the receiver's verified end (the whole file
 written and its sha256 checked; for the bare relay: the last byte written), on the
-system-wide monotonic clock. Peak RSS: the server's ``VmHWM`` from /proc at the end of
-the run, each client's ``ru_maxrss``; the table shows the highest over the repeats.
+system-wide monotonic clock. Peak memory: each process's own ``VmHWM`` (``bench/peak.py``:
+the server's read from /proc at the end of the run, each client's as it exits), the
+highest over the repeats; a line under the table gives each roomdrop process's peak as a
+ratio to the same process of the bare relay in the same run.
 CPU seconds (median): the sender's over its sending loop, the receiver's from joining to
 its verified end, the server's (/proc utime + stime) from the receiver's joining to the
 end of the run; CPU close to the wall time marks the process that holds the relay back.
@@ -76,6 +78,7 @@ from typing import Any
 import uvloop
 from websockets.asyncio.client import ClientConnection, connect
 
+import peak  # bench/peak.py: each process's own peak memory
 from roomdrop.protocol.chunks import ChunkSet, count_chunks
 from roomdrop.protocol.frames import HEADER_SIZE, Chunk, decode_frame, encode_frame_into
 
@@ -115,11 +118,6 @@ def now() -> float:
 def cpu_seconds() -> float:
     usage = resource.getrusage(resource.RUSAGE_SELF)
     return usage.ru_utime + usage.ru_stime
-
-
-def peak_rss_kib() -> int:
-    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-    return peak // 1024 if sys.platform == "darwin" else peak  # bytes on macOS, KiB on Linux
 
 
 def ready() -> None:
@@ -300,9 +298,7 @@ def child_main(spec: dict[str, Any]) -> None:
         work = roomdrop_send(url, path)
     else:
         work = roomdrop_receive(url, path)
-    result = uvloop.run(work)
-    result["peak_rss_kib"] = peak_rss_kib()
-    print(json.dumps(result), flush=True)
+    print(json.dumps(uvloop.run(work)), flush=True)  # its peak: bench/peak.py's report
 
 
 # --- parent: servers, clients, the table ---------------------------------------------
@@ -402,10 +398,11 @@ def free_port() -> int:
 
 
 def vm_hwm_kib(pid: int) -> int:
-    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        if line.startswith("VmHWM:"):
-            return int(line.split()[1])
-    raise Failed(f"no VmHWM for pid {pid}")
+    """A running process's own peak (a server's, at the end of a run), in KiB."""
+    try:
+        return peak.vm_hwm_kib(pid)
+    except peak.NoPeak as exc:
+        raise Failed(str(exc)) from None
 
 
 def process_cpu(pid: int) -> float:
@@ -427,14 +424,23 @@ class Processes:
     def __init__(self) -> None:
         self.procs: list[subprocess.Popen[bytes]] = []
         self.pending: dict[int, bytes] = {}  # stdout read past a child's ready line
+        self.reports: dict[int, Path] = {}  # where a measured child writes its own peak
 
     def start(
         self, cmd: list[str], log: Path, env: dict[str, str] | None = None, *, pipe: bool = True
     ) -> subprocess.Popen[bytes]:
-        """Start ``cmd`` with stderr (and, unless ``pipe``, stdout) going to ``log``."""
+        """Start ``cmd`` with stderr (and, unless ``pipe``, stdout) going to ``log``. A
+        piped one is a client: it runs under bench/peak.py, and :meth:`result` carries its
+        own peak as ``peak_kib``."""
         with log.open("wb") as err:
             out = subprocess.PIPE if pipe else err
-            proc = subprocess.Popen(cmd, stdout=out, stderr=err, env=env, bufsize=0, cwd=log.parent)
+            kwargs: dict[str, Any] = {"stdout": out, "stderr": err, "env": env, "bufsize": 0}
+            if pipe:
+                report = log.with_suffix(".peak")
+                proc = peak.start(cmd, report, cwd=log.parent, **kwargs)
+                self.reports[proc.pid] = report
+            else:
+                proc = subprocess.Popen(cmd, cwd=log.parent, **kwargs)
         self.procs.append(proc)
         return proc
 
@@ -463,6 +469,10 @@ class Processes:
         if proc.wait(timeout=30) != 0:
             raise Failed(f"{what} exited with {proc.returncode}")
         result: dict[str, Any] = json.loads(line)
+        try:
+            result["peak_kib"] = peak.reported_kib(self.reports[proc.pid])
+        except peak.NoPeak as exc:
+            raise Failed(f"{what}: {exc}") from None
         return result
 
     def stop_all(self) -> None:
@@ -479,6 +489,7 @@ class Processes:
                 proc.stdout.close()
         self.procs.clear()
         self.pending.clear()
+        self.reports.clear()
 
 
 def staged_chunks(port: int) -> int | None:
@@ -600,8 +611,8 @@ class Bench:
         return Run(
             received["end"] - sent["start"],
             server_kib,
-            sent["peak_rss_kib"],
-            received["peak_rss_kib"],
+            sent["peak_kib"],
+            received["peak_kib"],
             server_cpu,
             sent["cpu"],
             received["cpu"],
@@ -698,6 +709,28 @@ def profile_summary(files: list[Path], top: int = 14) -> None:
             print(f"    {100 * n / running:5.1f} %  {name}")
 
 
+PEAKS = {"server": "server_kib", "sender": "sender_kib", "receiver": "receiver_kib"}
+
+
+def memory_ratios(paths: list[Any], base: Any, attrs: dict[str, Any]) -> str:
+    """One line: each path's peak per process as a ratio to ``base``'s (measured in the
+    same run), e.g. ``roomdrop relay 100 MiB: server 68.9 / 51.4 MiB = 1.34x, ...``; the
+    paths are :class:`Series` here and instances.py's, with ``peak(attr)`` in KiB."""
+    parts = []
+    for p in paths:
+        if p is base:
+            continue
+        ratios = []
+        for name, attr in attrs.items():
+            mine, theirs = p.peak(attr), base.peak(attr)
+            if mine and theirs:
+                ratios.append(
+                    f"{name} {mine / 1024:.1f} / {theirs / 1024:.1f} MiB = {mine / theirs:.2f}x"
+                )
+        parts.append(f"{p.label} {p.size // MIB} MiB: {', '.join(ratios)}")
+    return f"peak memory against the {base.label}, same run: " + "; ".join(parts)
+
+
 def add_size_options(parser: argparse.ArgumentParser, profile_help: str) -> None:
     """``--size-mb``, ``--repeat`` and ``--profile-server`` (shared with instances.py)."""
     parser.add_argument("--size-mb", type=int, default=100, help="file size in MiB")
@@ -764,13 +797,13 @@ def main() -> None:
         "first frame sent to the receiver's end; MB = 10^6 bytes"
     )
     print(
-        "peak RSS: server VmHWM, clients ru_maxrss, highest over the runs; CPU: seconds each "
-        "process used while the file moved, median"
+        "peak memory: each process's own VmHWM (bench/peak.py), highest over the runs; CPU: "
+        "seconds each process used while the file moved, median"
     )
     if args.profile_server is not None:
         print(f"roomdrop servers ran under a sampling profiler (stacks in {args.profile_server})")
     print()
-    print(f"{'':<44}{'peak RSS (MiB)':^30}  {'CPU seconds':^23}")
+    print(f"{'':<44}{'peak memory (MiB)':^30}  {'CPU seconds':^23}")
     print(
         f"{'path':<16} {'file':>8} {'MB/s':>8} {'x bare':>7}  "
         f"{'server':>9} {'sender':>9} {'receiver':>9}  {'server':>7} {'sender':>7} {'receiver':>8}"
@@ -803,6 +836,7 @@ def main() -> None:
             f"{counts} of {p.size // CHUNK:,}; runs with chunks out of order (the receiver "
             f"re-read the file to hash it): {disorder} of {len(p.runs)}"
         )
+    print(memory_ratios(paths, bare, PEAKS))
     ratio = full.rate / bare.rate
     big, little = full.peak("server_kib"), small.peak("server_kib")
     flat = big <= little * FLAT

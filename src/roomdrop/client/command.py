@@ -1,10 +1,12 @@
 """``roomdrop send`` and ``roomdrop receive`` as functions: run a :class:`Session` on
-uvloop, pause cleanly on Ctrl-C (SIGINT) or SIGTERM, and turn the results into an exit
-status and one line saying why.
+uvloop, pause cleanly on Ctrl-C (SIGINT) or SIGTERM (a second one ends the command at
+once, saying where each transfer was left), and turn the results into an exit status and
+one line saying why.
 
 Exit status: 0 every file arrived and verified; 1 a file did not (rejected, cancelled,
 refused by policy, failed its check, ...); 3 the server could not be reached or refused
-the connection; 130 interrupted (active transfers were paused first).
+the connection; 130 interrupted (active transfers were paused first, unless a second
+Ctrl-C came before that was done).
 """
 
 from __future__ import annotations
@@ -21,9 +23,10 @@ from typing import Any
 import uvloop
 
 from roomdrop.allocator import tune_allocator
-from roomdrop.client.session import Session
+from roomdrop.client.session import Left, Session
 from roomdrop.client.transfers import Result
 from roomdrop.exceptions import RoomdropError
+from roomdrop.protocol.state import Status
 
 __all__ = [
     "EXIT_FAILED",
@@ -37,6 +40,8 @@ __all__ = [
 EXIT_FAILED = 1
 EXIT_UNREACHABLE = 3
 EXIT_INTERRUPTED = 130
+#: a second Ctrl-C still sends the pauses not sent yet, for at most this long
+PAUSE_NOW_TIMEOUT = 0.5
 
 
 @dataclass
@@ -88,18 +93,37 @@ async def _main(
     *,
     receiving: bool = False,
 ) -> Outcome:
+    """Run ``body``. The first Ctrl-C (or SIGTERM) pauses what is under way and leaves;
+    a second one, while that goes on, ends the command at once (:func:`_pause_and_leave`).
+    The handlers stay until the loop closes, so a Ctrl-C while the command ends is not a
+    ``KeyboardInterrupt`` somewhere in it."""
     loop = asyncio.get_running_loop()
     task = asyncio.current_task()
     assert task is not None
-    interrupted = False
+    interrupts = 0
+    again: asyncio.Future[None] = loop.create_future()
 
     def interrupt() -> None:
-        nonlocal interrupted
-        interrupted = True
-        task.cancel()
+        nonlocal interrupts
+        interrupts += 1
+        if interrupts == 1:
+            task.cancel()
+        elif not again.done():
+            again.set_result(None)
 
     for signum in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(signum, interrupt)
+
+    async def leave(session: Session, outcome: Outcome) -> Outcome:
+        """Close without pausing; a Ctrl-C meanwhile changes nothing: the outcome is known."""
+        try:
+            await session.close(pause=False)
+        except asyncio.CancelledError:
+            if not interrupts:
+                raise
+            task.uncancel()
+        return outcome
+
     try:
         session = Session(**options)
     except ValueError as exc:
@@ -108,26 +132,64 @@ async def _main(
         await session.start()
         results = await body(session)
     except asyncio.CancelledError:
-        if not interrupted:
+        if not interrupts:
             raise
         task.uncancel()
-        await session.close(pause=True)
-        return Outcome(
-            EXIT_INTERRUPTED,
-            "interrupted: transfers under way were paused; "
-            "run the same command again to resume them",
-        )
+        return await _pause_and_leave(session, again)
     except RoomdropError as exc:
+        unreachable = Outcome(EXIT_UNREACHABLE, f"{exc.code}: {exc}")
         with contextlib.suppress(Exception):
-            await session.close(pause=False)
-        return Outcome(EXIT_UNREACHABLE, f"{exc.code}: {exc}")
-    finally:
-        for signum in (signal.SIGINT, signal.SIGTERM):
-            loop.remove_signal_handler(signum)
-    await session.close(pause=False)
+            await leave(session, unreachable)
+        return unreachable
     # an offer the person at this receiver declined is their choice, not a failure
     failed = [r for r in results if not r.ok and not (receiving and r.declined)]
     if failed:
         why = "; ".join(f"{r.filename}: {r.status}: {r.error or r.status}" for r in failed)
-        return Outcome(EXIT_FAILED, why, results)
-    return Outcome(0, None, results)
+        return await leave(session, Outcome(EXIT_FAILED, why, results))
+    return await leave(session, Outcome(0, None, results))
+
+
+async def _pause_and_leave(session: Session, again: asyncio.Future[None]) -> Outcome:
+    """The graceful close after a Ctrl-C: what is under way is paused, then the session
+    leaves. If ``again`` (a second Ctrl-C) comes first, the close is dropped where it is
+    and the command ends at once: the pauses closing had not sent yet are sent (at most
+    ``PAUSE_NOW_TIMEOUT``), nothing waited for. Nothing on disk needs the close (a part
+    file's record never claims a chunk the file lacks), and the server pauses whatever
+    this end could not as its connection drops (docs/protocol.md §11.8)."""
+    if not again.done():
+        closing = asyncio.ensure_future(session.close(pause=True))
+        await asyncio.wait({closing, again}, return_when=asyncio.FIRST_COMPLETED)
+        if not again.done():
+            closing.result()  # raises what went wrong, if anything did
+            return Outcome(
+                EXIT_INTERRUPTED,
+                "interrupted: transfers under way were paused; "
+                "run the same command again to resume them",
+            )
+        closing.cancel()
+    with contextlib.suppress(asyncio.TimeoutError):  # what closing had not paused yet
+        await asyncio.wait_for(session.pause_now(), PAUSE_NOW_TIMEOUT)
+    return Outcome(EXIT_INTERRUPTED, "interrupted again: " + describe_left(session.left()))
+
+
+def describe_left(left: list[Left]) -> str:
+    """Where each transfer was left, in words, for the command's last line."""
+    if not left:
+        return "no transfer was under way"
+    parts = []
+    resumable = False
+    for t in left:
+        kept = " (part file kept)" if not t.sending and t.status is not Status.PENDING else ""
+        if t.status is Status.PENDING:
+            parts.append(f"the offer of {t.filename} was left unanswered")
+            continue
+        resumable = True
+        if t.status is Status.PAUSED or t.pause_sent:
+            parts.append(f"the transfer of {t.filename} was left paused at {t.percent} %{kept}")
+        else:
+            parts.append(
+                f"the transfer of {t.filename} was left at {t.percent} %, not paused by this "
+                f"command (the server pauses it as the connection drops){kept}"
+            )
+    then = "; run the same command to resume " + ("it" if len(left) == 1 else "them")
+    return "; ".join(parts) + (then if resumable else "")

@@ -27,6 +27,7 @@ import contextlib
 import logging
 import time
 from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar
 
@@ -38,7 +39,7 @@ from roomdrop.client.outgoing import Outgoing
 from roomdrop.client.settings import ClientSettings, user_of
 from roomdrop.client.signalling import Signalling, websocket_url
 from roomdrop.client.transfers import Reporter, Result, Role, Transport
-from roomdrop.exceptions import RoomdropError
+from roomdrop.exceptions import RoomdropError, TransferError
 from roomdrop.manager import FileTransferManager
 from roomdrop.protocol.messages import (
     Message,
@@ -55,7 +56,7 @@ if TYPE_CHECKING:  # aiortc and httpx are imported when first needed: start-up i
     from roomdrop.client.http import ServerApi
     from roomdrop.client.rtc import PeerLink
 
-__all__ = ["Reporter", "Result", "Session", "Transport"]
+__all__ = ["Left", "Reporter", "Result", "Session", "Transport"]
 
 log = logging.getLogger("roomdrop.client")
 
@@ -63,6 +64,26 @@ T = MessageType
 #: The client's own managers leave policy to the server.
 UNLIMITED = 1 << 62
 DISPLAY_EVERY = 0.25
+
+
+def _unfinished(role: Role[Any]) -> list[Any]:
+    """``role.live()`` and the transfers whose waiting a Ctrl-C cancelled: a sender's
+    command awaits each transfer's ``done``, so cancelling it cancels that future, but
+    the transfer has not ended for that (closing pauses it)."""
+    return [s for s in role.states.values() if not s.done.done() or s.done.cancelled()]
+
+
+@dataclass(frozen=True)
+class Left:
+    """Where a transfer that had not ended stood when the session stopped."""
+
+    filename: str
+    sending: bool
+    status: Status
+    """This end's record of it."""
+    percent: int
+    pause_sent: bool
+    """Closing sent the server a ``file-share-pause`` for it."""
 
 
 class Session:
@@ -105,6 +126,7 @@ class Session:
         self._tasks: set[asyncio.Task[Any]] = set()
         self._runner: asyncio.Task[None] | None = None
         self._ticker: asyncio.Task[None] | None = None
+        self._pause_sent: set[str] = set()
 
         limits: dict[str, Any] = {
             "max_file_size": UNLIMITED,
@@ -206,6 +228,19 @@ class Session:
         if self._server_api is not None:
             await self._server_api.close()
 
+    def left(self) -> list[Left]:
+        """The transfers that have not ended, and where each stands (for a command
+        stopped before its close could finish)."""
+        out = []
+        for role in self._roles():
+            for state in _unfinished(role):
+                with contextlib.suppress(TransferError):
+                    r = role.manager.get_transfer(state.tid)
+                    percent = 100 * r.bytes_transferred // r.file_size if r.file_size else 100
+                    sent = state.tid in self._pause_sent
+                    out.append(Left(r.filename, role is self.outgoing, r.status, percent, sent))
+        return out
+
     def _roles(self) -> list[Role[Any]]:
         return [self.outgoing] if self.incoming is None else [self.outgoing, self.incoming]
 
@@ -220,16 +255,25 @@ class Session:
         if self.incoming is not None:
             self.incoming.connection_lost(exc)
 
-    async def _pause_all(self) -> None:
+    async def pause_now(self) -> None:
+        """Ask the server to pause every active transfer closing has not paused yet,
+        and wait for nothing else (a second Ctrl-C: the command ends at once)."""
+        if self.online():
+            await self._pause_all(settle=0.0)
+
+    async def _pause_all(self, settle: float = 0.3) -> None:
         paused = False
         for role in self._roles():
-            for state in role.live():
+            for state in _unfinished(role):
+                if state.tid in self._pause_sent:
+                    continue
                 if role.local_status(state) is Status.ACTIVE:
                     with contextlib.suppress(NotConnected):
                         await self.send(T.FILE_SHARE_PAUSE, TransferRef(transfer_id=state.tid))
+                        self._pause_sent.add(state.tid)
                         paused = True
-        if paused:
-            await asyncio.sleep(0.3)  # let the pause reach the server before we leave
+        if paused and settle:
+            await asyncio.sleep(settle)  # let the pause reach the server before we leave
 
     def _task_done(self, task: asyncio.Task[Any]) -> None:
         self._tasks.discard(task)
