@@ -299,9 +299,12 @@ async def test_a_receiver_that_completes_while_its_instance_is_down_announces_it
     receiver = room.receive(inbox, server_args=servers)
     await room.joined(receiver)
     sender = room.send(source, transport="p2p", server_args=["--server", one.url])
-    tid = (await receiver.progress_at_least(20))["transfer_id"]
+    # the rest (24 MB, 1 to 3 s in our runs) must arrive before the sender's instance takes the
+    # receiver's for gone (ROOMDROP_INSTANCE_TIMEOUT, 10 s) and pauses the transfer
+    tid = (await receiver.progress_at_least(40))["transfer_id"]
     two.kill()
     killed_at = time.monotonic()
+    assert not (inbox / source.name).exists()  # killed mid-transfer
 
     saved = inbox / source.name  # it appears once the whole file checked out
     while not saved.exists():
