@@ -43,10 +43,17 @@ def start(
     """``await start(**env)``: a server of the test's own; ``await start(again=server)``
     starts one where ``server`` stood (same port, secret and data directory).
     ``await start(name="b", secret=a.secret)``: another instance beside ``a`` (its own
-    port and data directory under ``name``, ``a``'s secret: the same tokens work)."""
+    port and data directory under ``name``, ``a``'s secret: the same tokens work);
+    ``port=`` puts it on a port chosen beforehand (``free_port()``), e.g. one a command
+    was told of before anything listened there."""
 
     async def start_server(
-        again: Server | None = None, *, name: str = "serve", secret: str | None = None, **env: str
+        again: Server | None = None,
+        *,
+        name: str = "serve",
+        secret: str | None = None,
+        port: int | None = None,
+        **env: str,
     ) -> Server:
         if again is not None:
             base = again.data_dir.parent
@@ -54,7 +61,7 @@ def start(
                 launch, base, env, port=again.port, secret=again.secret
             )
         else:
-            server = await asyncio.to_thread(launch, tmp_path / name, env, secret=secret)
+            server = await asyncio.to_thread(launch, tmp_path / name, env, port=port, secret=secret)
         servers.append(server)
         return server
 

@@ -20,7 +20,14 @@ from roomdrop.client.settings import ClientSettings
 from roomdrop.client.transfers import ReceiveState, Reoffer, Result, SendState, Transport
 from roomdrop.manager import FileTransferManager
 from roomdrop.protocol.frames import ChunkAssembler, decode_frame
-from roomdrop.protocol.messages import Accept, MessageType, RoomState
+from roomdrop.protocol.messages import (
+    Accept,
+    Complete,
+    Message,
+    MessageType,
+    RoomState,
+    TransferRef,
+)
 from roomdrop.protocol.state import Status
 from roomdrop.protocol.transfer import TransferObject
 from roomdrop.storage import scan_source
@@ -245,6 +252,49 @@ async def test_a_receiver_that_missed_a_resume_resumes_and_asks_for_what_it_lack
     assert incoming.local_status(inc) is Status.ACTIVE
     requests = [p for kind, p in host.sent if kind is MessageType.FILE_SHARE_CHUNK_REQUEST]
     assert [(r.ranges, r.reason) for r in requests] == [([(1, 4)], "resume")]
+
+
+def completes(host: StandIn) -> list[Complete]:
+    """The ``file-share-complete`` messages the receiver sent."""
+    return [p for kind, p in host.sent if kind is MessageType.FILE_SHARE_COMPLETE]
+
+
+async def test_a_receiver_announces_a_completion_the_server_holds_active_and_has_not_taken(
+    tmp_path: Path,
+) -> None:
+    host, incoming, inc = await receiving(tmp_path, chunks=4)  # verified while away
+    assert incoming.local_status(inc) is Status.COMPLETED
+    sha = incoming.manager.get_transfer(inc.tid).sha256
+    view = server_view(incoming.manager, inc.tid, Status.ACTIVE)
+    await catch_up_incoming(incoming, view)
+    assert completes(host) == [Complete(transfer_id=inc.tid, sha256=sha)]
+    assert not inc.done.done()  # until the server answers with its file-share-complete
+    # that answer never came (lost with the socket): the next catch-up announces it again
+    await catch_up_incoming(incoming, view)
+    assert len(completes(host)) == 2
+
+
+async def test_a_receiver_announces_a_completion_the_server_holds_paused_on_its_resume(
+    tmp_path: Path,
+) -> None:
+    host, incoming, inc = await receiving(tmp_path, chunks=4)
+    sha = incoming.manager.get_transfer(inc.tid).sha256
+    await catch_up_incoming(incoming, server_view(incoming.manager, inc.tid, Status.PAUSED))
+    assert host.sent == []  # the server refuses to complete a paused transfer
+    resume = Message.build(
+        MessageType.FILE_SHARE_RESUME, TransferRef(transfer_id=inc.tid, reason="reconnected")
+    )
+    await incoming.on_resume(resume)
+    assert host.sent == [
+        (MessageType.FILE_SHARE_COMPLETE, Complete(transfer_id=inc.tid, sha256=sha))
+    ]
+    assert incoming.local_status(inc) is Status.COMPLETED
+    done = Message.build(
+        MessageType.FILE_SHARE_COMPLETE, Complete(transfer_id=inc.tid, sha256=sha), sender_id=BOB
+    )
+    await incoming.on_complete(done)
+    result = await inc.done
+    assert (result.status, result.sha256) == ("completed", sha)
 
 
 async def test_a_receiver_considers_a_pending_offer_it_never_saw(tmp_path: Path) -> None:

@@ -10,6 +10,7 @@ as a cancel missed while away reaches a receiver when it reconnects."""
 
 from __future__ import annotations
 
+import asyncio
 import signal
 import time
 from pathlib import Path
@@ -21,6 +22,7 @@ from clitools import MB, Room, sha256_of, write_random
 
 from redistools import RedisServer, frozen_unsubscribed
 from roomdrop.protocol.frames import decode_frame
+from server.conftest import free_port
 
 pytestmark = pytest.mark.timeout(240)
 
@@ -268,3 +270,66 @@ async def test_a_receiver_that_reconnects_after_a_cancel_it_missed_ends_the_tran
     assert f"reconnected to the server at {one.url}" in notes, notes
     assert await sender.wait(30) == 1, sender.report()
     receiver.kill()
+
+
+@pytest.mark.parametrize("held_then", ["active", "paused"])
+async def test_a_receiver_that_completes_while_its_instance_is_down_announces_it_on_return(
+    start: Any, room_on: Any, redis_server: RedisServer, tmp_path: Path, held_then: str
+) -> None:
+    """Peer to peer, the chunks need no server: mid-transfer the receiver's instance is
+    killed and the data channel carries on without it, so ``roomdrop receive`` verifies
+    the whole file while it has no server and cannot send its file-share-complete. It
+    comes back through the other URL of its ``--server`` list, an instance started only
+    now, and the completion reaches the server: the record, the sender and the receiver
+    end completed. "active": the instance starts at once, the record is still active
+    and the receiver's catch-up announces the completion. "paused": it starts only once
+    the sender's instance took the receiver's for gone (``ROOMDROP_INSTANCE_TIMEOUT``)
+    and paused the transfer for its disconnect; a paused transfer cannot complete, so the
+    receiver announces it on the resume that follows its return."""
+    prefix = redis_server.prefix()
+    shared = {"ROOMDROP_REDIS_URL": redis_server.url, "ROOMDROP_REDIS_PREFIX": prefix}
+    one, two = await deployment(start, redis_server, **shared)
+    later = free_port()  # the third instance, not started yet: connections are refused
+    room: Room = room_on(one)
+    source = tmp_path / "offline.bin"
+    size = 40 * MB
+    digest = write_random(source, size)
+    inbox = tmp_path / "inbox"
+    servers = ["--server", f"{two.url},http://127.0.0.1:{later}"]
+    receiver = room.receive(inbox, server_args=servers)
+    await room.joined(receiver)
+    sender = room.send(source, transport="p2p", server_args=["--server", one.url])
+    # the rest (24 MB, 1 to 3 s in our runs) must arrive before the sender's instance takes the
+    # receiver's for gone (ROOMDROP_INSTANCE_TIMEOUT, 10 s) and pauses the transfer
+    tid = (await receiver.progress_at_least(40))["transfer_id"]
+    two.kill()
+    killed_at = time.monotonic()
+    assert not (inbox / source.name).exists()  # killed mid-transfer
+
+    saved = inbox / source.name  # it appears once the whole file checked out
+    while not saved.exists():
+        assert time.monotonic() - killed_at < 60, receiver.report()
+        await asyncio.sleep(0.05)
+    verified_in = time.monotonic() - killed_at
+    held = await one.transfer(room.name, room.alice, tid)
+    assert held["status"] == "active", (verified_in, held)  # nobody told the server yet
+    notes = [n["message"] for n in receiver.events("note")]
+    assert f"lost the connection to the server at {two.url}; reconnecting" in notes, notes
+    assert not any(n.startswith("reconnected") for n in notes), notes
+    if held_then == "paused":
+        paused = f"paused by the server ({room.bob} disconnected)"
+        await sender.wait_for(lambda line: line.get("message") == paused, timeout=30)
+        assert (await one.transfer(room.name, room.alice, tid))["status"] == "paused"
+
+    three = await start(name="i2", port=later, secret=one.secret, **shared)
+    assert await receiver.wait(60) == 0, receiver.report()
+    assert await sender.wait(30) == 0, sender.report()
+    notes = [n["message"] for n in receiver.events("note")]
+    assert f"reconnected to the server at {three.url}" in notes, notes
+    held = await three.transfer(room.name, room.bob, tid)
+    assert (held["status"], held["sha256"]) == ("completed", digest), held
+    got, sent = receiver.result(), sender.result()
+    assert (got["transfer_id"], got["status"], got["sha256"]) == (tid, "completed", digest)
+    assert (sent["transfer_id"], sent["status"], sent["sha256"]) == (tid, "completed", digest)
+    assert got["bytes_via"] == {"p2p": size, "relay": 0}, got["bytes_via"]
+    assert sha256_of(saved) == digest

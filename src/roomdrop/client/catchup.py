@@ -20,8 +20,11 @@ the server says           the receiver (:func:`catch_up_incoming`)
 nothing (it restarted)    forgets it, keeping the part file for the offer again
 completed                 ends it as completed
 cancelled/failed/rejected ends it, keeping the verified chunks
-active/paused             announces a completion it could not send, or pauses/resumes
-                          to match and, active, asks for every chunk it lacks
+active, verified here     announces the completion the server has not taken yet
+paused, verified here     waits: a paused transfer cannot complete, so the completion
+                          goes on the resume that follows (``Incoming.on_resume``)
+active/paused             pauses or resumes to match and, active, asks for every chunk
+                          it lacks
 pending, not known here   considers the offer it missed
 active/paused, not known  takes it up from its part file (this receiver restarted)
 ========================  ============================================================
@@ -94,8 +97,11 @@ async def catch_up_incoming(incoming: Incoming, known: dict[str, TransferObject]
             incoming.resolve_completed(inc)
         elif held.status.value in ENDED:
             await incoming.end(inc, held.status.value, held.error, held.error_code)
-        elif not inc.completed_sent and incoming.local_status(inc) is Status.COMPLETED:
-            await incoming.announce_complete(inc)
+        elif incoming.unannounced(inc):
+            # verified here, not taken there: only an active transfer can complete (a
+            # paused one is announced on its resume)
+            if held.status is Status.ACTIVE:
+                await incoming.announce_complete(inc)
         elif await incoming.align(inc, held.status) is Status.ACTIVE:
             await incoming.request_missing(inc, "resume")
     user = incoming.host.user

@@ -11,6 +11,12 @@ chunks in from the relay or a data channel, and announce the verified file.
   ``bad-checksum``); when the last chunk lands and the whole file checks out,
   ``file-share-complete`` goes to the server. If it does not, the chunks of the part
   file that fail their recorded sha256 are asked for again, with the same reason.
+* **The completion** counts once the server answers with its own
+  ``file-share-complete`` (:meth:`Incoming.on_complete` ends the transfer). Until then
+  the transfer is *unannounced* (:meth:`Incoming.unannounced`: verified here, not taken
+  there, say the socket was down or the server held it paused, when a transfer cannot
+  complete) and is announced again wherever the server can take it: at a catch-up that
+  finds it ``active`` (:mod:`.catchup`) and on its ``file-share-resume``.
 * **Asking.** After a resume, or when nothing has arrived for
   ``ROOMDROP_STALL_TIMEOUT``, or when a data channel drops, this end asks for every
   chunk it lacks (:meth:`Incoming.request_missing`). It reports its progress to the
@@ -242,9 +248,15 @@ class Incoming(Role[ReceiveState]):
 
     async def on_resume(self, msg: Message) -> None:
         state = await self._resumed(msg)
-        if state is not None:
-            state.last_chunk = time.monotonic()
-            await self.request_missing(state, "resume")
+        if state is None:
+            return
+        if self.unannounced(state):
+            # verified here while the server held it paused (the disconnect of this end's
+            # instance, say): it can complete now
+            await self.announce_complete(state)
+            return
+        state.last_chunk = time.monotonic()
+        await self.request_missing(state, "resume")
 
     def on_link_down(self, remote: str) -> None:
         """What was in flight on the data channel from ``remote`` is lost: ask for it
@@ -331,15 +343,21 @@ class Incoming(Role[ReceiveState]):
 
     # --- the end ---------------------------------------------------------------------
 
+    def unannounced(self, state: ReceiveState) -> bool:
+        """Verified here, and not yet taken by the server (its ``file-share-complete``
+        would have ended ``state``)."""
+        return not state.done.done() and self.local_status(state) is Status.COMPLETED
+
     async def announce_complete(self, state: ReceiveState) -> None:
+        """``file-share-complete`` to the server. Whether it went out or not, nothing is
+        recorded: only the server's answer ends the transfer, and until then it is
+        announced again at each catch-up that finds it active and at each resume (the
+        server refuses one it holds paused, or that it completed already, harmlessly)."""
         record = self.manager.get_transfer(state.tid)
-        try:
+        with contextlib.suppress(NotConnected):
             await self.host.send(
                 T.FILE_SHARE_COMPLETE, Complete(transfer_id=state.tid, sha256=record.sha256)
             )
-        except NotConnected:
-            return  # sent again once the server is back (catch-up)
-        state.completed_sent = True
 
     async def on_complete(self, msg: Message) -> None:
         """The server took this end's ``file-share-complete``."""

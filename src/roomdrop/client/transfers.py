@@ -156,7 +156,6 @@ class ReceiveState(TransferState):
     last_chunk: float = field(default_factory=time.monotonic)
     last_request: float = 0.0
     last_report: float = 0.0
-    completed_sent: bool = False
 
 
 class Host(Protocol):
