@@ -33,7 +33,11 @@ def build_parser() -> argparse.ArgumentParser:
     token = commands.add_parser("token", help="print a token for USER, signed with the secret")
     token.add_argument("user")
     token.add_argument("--ttl", type=int, help="lifetime in seconds (default 86400)")
-    token.add_argument("--data-dir", type=Path, help="where the server keeps its secret")
+    token.add_argument(
+        "--data-dir",
+        type=Path,
+        help="the server's data directory, where it keeps its secret (default ./roomdrop-data)",
+    )
     token.add_argument("--redis-url", metavar="URL", help="the Redis the servers share, if any")
 
     send = commands.add_parser("send", help="send files to a participant of a room")
@@ -89,10 +93,20 @@ def main(argv: list[str] | None = None) -> int:
 
         serve(settings)
         return 0
-    from roomdrop.server.auth import TokenAuthority, load_secret
+    from roomdrop.server.auth import NoSecret, TokenAuthority, load_secret
 
     ttl = args.ttl if args.ttl is not None else settings.token_ttl
-    print(TokenAuthority(load_secret(settings)).issue(args.user, ttl))
+    try:
+        secret = load_secret(settings, create=False)
+    except NoSecret as missing:
+        print(
+            f"roomdrop: no server secret at {missing.path}: `roomdrop serve` makes it in its "
+            "data directory on first start; run `roomdrop token` where the server runs, "
+            "with the same --data-dir (default ./roomdrop-data) or ROOMDROP_SECRET",
+            file=sys.stderr,
+        )
+        return 1
+    print(TokenAuthority(secret).issue(args.user, ttl))
     return 0
 
 

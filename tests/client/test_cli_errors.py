@@ -147,7 +147,10 @@ async def test_a_forged_token_is_refused(start: Any, tmp_path: Path) -> None:
         timeout=60,
     )
     assert done.returncode == 3, done.stderr
-    assert last_line(done.stderr.decode()) == ("roomdrop: unauthorized: token signature is invalid")
+    assert last_line(done.stderr.decode()) == (
+        "roomdrop: unauthorized: token signature is invalid: "
+        "it was not made with this server's secret"
+    )
 
 
 async def test_a_corrupted_chunk_is_asked_for_again_and_the_file_still_verifies(

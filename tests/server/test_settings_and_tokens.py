@@ -48,6 +48,7 @@ def test_a_secret_is_generated_once_kept_private_and_reused(tmp_path: Path) -> N
 
 def test_roomdrop_token_prints_a_token_the_server_accepts(tmp_path: Path) -> None:
     data_dir = tmp_path / "data"
+    load_secret(Settings(data_dir=data_dir))  # the server made its secret on first start
     printed = subprocess.run(
         [
             sys.executable,
@@ -68,6 +69,26 @@ def test_roomdrop_token_prints_a_token_the_server_accepts(tmp_path: Path) -> Non
     assert authority.verify(printed) == "alice"
     claims = jwt.decode(printed, options={"verify_signature": False})
     assert claims["exp"] - claims["iat"] == 60
+
+
+def test_roomdrop_token_never_makes_a_secret_and_says_where_it_looked(tmp_path: Path) -> None:
+    # run anywhere but the server's data directory, it used to make a new secret there
+    # and print a token the server then refused ("token signature is invalid")
+    env = {k: v for k, v in os.environ.items() if not k.startswith("ROOMDROP_")}
+    done = subprocess.run(
+        [sys.executable, "-m", "roomdrop.cli", "token", "alice"],
+        capture_output=True,
+        text=True,
+        cwd=tmp_path,
+        env=env,
+    )
+    assert done.returncode == 1
+    assert done.stdout == ""
+    where = tmp_path / "roomdrop-data" / "secret.key"
+    assert done.stderr.startswith(f"roomdrop: no server secret at {where}: "), done.stderr
+    assert "--data-dir" in done.stderr
+    assert "ROOMDROP_SECRET" in done.stderr
+    assert list(tmp_path.iterdir()) == [], "nothing may be created"
 
 
 def test_with_redis_and_no_secret_every_instance_and_roomdrop_token_share_one_secret(

@@ -1,10 +1,12 @@
 """Tokens: HS256 JWTs (PyJWT) whose ``sub`` is the user id.
 
 The secret comes from ``ROOMDROP_SECRET`` or, when that is unset, from
-``DATA_DIR/secret.key``, generated once (mode 0600) and reused, so that ``roomdrop token``
-and ``roomdrop serve`` on one machine agree without any configuration. Instances sharing
-Redis (``ROOMDROP_REDIS_URL``) without ``ROOMDROP_SECRET`` keep it in Redis instead, for
-the same reason.
+``DATA_DIR/secret.key``, generated once by ``roomdrop serve`` (mode 0600) and reused, so
+that ``roomdrop token`` and ``roomdrop serve`` on one machine agree without any
+configuration. ``roomdrop token`` never makes a secret: one it made where the server
+does not look would sign tokens the server refuses (:class:`NoSecret` names where it
+looked instead). Instances sharing Redis (``ROOMDROP_REDIS_URL``) without
+``ROOMDROP_SECRET`` keep it in Redis instead, for the same reason.
 """
 
 from __future__ import annotations
@@ -19,12 +21,21 @@ import jwt
 from roomdrop.exceptions import Unauthorized
 from roomdrop.server.settings import Settings
 
-__all__ = ["TokenAuthority", "load_secret"]
+__all__ = ["NoSecret", "TokenAuthority", "load_secret"]
 
 ALGORITHM = "HS256"
 
 
-def load_secret(settings: Settings) -> str:
+class NoSecret(Exception):
+    """There is no secret where it was looked for, and none may be made here."""
+
+    def __init__(self, path: Path) -> None:
+        super().__init__(path)
+        self.path = path
+
+
+def load_secret(settings: Settings, *, create: bool = True) -> str:
+    """The signing secret; with ``create`` (the server), made on first use."""
     if settings.secret is not None:
         return settings.secret.get_secret_value()
     if settings.redis_url:  # every instance of the deployment needs the same one
@@ -35,7 +46,8 @@ def load_secret(settings: Settings) -> str:
     try:
         return path.read_text().strip()
     except FileNotFoundError:
-        pass
+        if not create:
+            raise NoSecret(path.absolute()) from None
     settings.data_dir.mkdir(parents=True, exist_ok=True)
     secret = secrets.token_urlsafe(48)
     try:
@@ -71,7 +83,9 @@ class TokenAuthority:
         except jwt.ExpiredSignatureError:
             raise Unauthorized("token expired") from None
         except jwt.InvalidSignatureError:
-            raise Unauthorized("token signature is invalid") from None
+            raise Unauthorized(
+                "token signature is invalid: it was not made with this server's secret"
+            ) from None
         except jwt.MissingRequiredClaimError as exc:
             raise Unauthorized(f"token has no {exc.claim!r} claim") from None
         except jwt.InvalidTokenError as exc:
