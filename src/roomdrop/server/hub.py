@@ -644,10 +644,8 @@ class Hub:
 
     async def party(self, room_id: str, user: str, tid: str, only: str | None = None) -> Transfer:
         record = await self.backend.get(tid)
-        if record.room_id != room_id:
-            raise UnknownTransfer(tid)
-        if not record.involves(user):
-            raise Forbidden(f"{user} is not a party to transfer {tid}")
+        if record.room_id != room_id or not record.involves(user):
+            raise UnknownTransfer(tid)  # to anyone else, a transfer is none of theirs
         if only == "receiver" and user != record.receiver_id:
             raise Forbidden(f"only the receiver of transfer {tid} may do this")
         if only == "sender" and user != record.sender_id:
