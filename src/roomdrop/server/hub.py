@@ -5,8 +5,9 @@ Theory of operation
 Every participant is one WebSocket (a :class:`Socket`), wrapped in an :class:`Outbox`
 whose single writer task sends control messages first and relay frames as the socket
 takes them. The hub never awaits a slow socket while handling someone else's message:
-control messages are queued (a socket that lets 1,000 pile up is closed as too slow),
-relay frames wait for room (that wait is the relay's back-pressure).
+control messages are queued (a socket that lets 1,000 pile up, or takes nothing for
+``ROOMDROP_SEND_TIMEOUT`` while something waits for it, is closed as too slow), relay
+frames wait for room (that wait is the relay's back-pressure).
 
 Each file-share message is checked against the transfer's record (it must exist, be in
 this room, and come from the party allowed to send it) and the state table before it is
@@ -170,10 +171,12 @@ class Hub:
         before anything else), ``user-joined`` to the others. A connection of the same
         user already in the room, here or on another instance, is replaced."""
         room = self.rooms.setdefault(room_id, Room(room_id))
+        name = f"room={room_id} user={user_id}"
+        outbox = Outbox(socket, stall_timeout=self.settings.send_timeout, name=name)
         participant = Participant(
             user_id,
             room_id,
-            Outbox(socket),
+            outbox,
             TokenBucket(self.settings.control_rate, self.settings.control_burst),
         )
         previous = room.members.get(user_id)
