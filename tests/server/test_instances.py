@@ -134,9 +134,10 @@ async def test_an_offer_made_on_one_instance_is_acted_on_from_the_other_with_one
         "speed_bps": record["speed_bps"],
         "eta_seconds": record["eta_seconds"],
     }
-    # a stranger, on either instance, may not read it; the wrong room is a 404
+    # a stranger, on either instance, may not read it (to them it does not exist), and
+    # under the wrong room it is not found either
     stranger = await two.request("mallory", "GET", path + "/progress")
-    assert stranger.status_code == 403
+    assert stranger.status_code == 404
     elsewhere = await one.request(alice, "GET", f"/webrtc/rooms/other/file-transfer/{tid}/progress")
     assert elsewhere.status_code == 404
     listed = await two.request(alice, "GET", "/webrtc/file-transfers")

@@ -295,12 +295,20 @@ async def test_a_stranger_to_the_room_may_not_offer_there(server: Server) -> Non
     assert listed.json() == []
 
 
-async def test_a_third_participant_may_not_act_on_someone_elses_transfer(server: Server) -> None:
-    room, alice, bob, carol = fresh("room", "alice", "bob", "carol")
+async def test_to_anyone_but_its_parties_a_transfer_is_not_found_like_an_unknown_one(
+    server: Server,
+) -> None:
+    """A third participant of the room, and a valid user who is not in it, learn nothing
+    about a transfer: the same 404 (and the same ``unknown-transfer`` over the WebSocket)
+    as for an id that does not exist, apart from the id."""
+    room, elsewhere, alice, bob, carol, mallory = fresh(
+        "room", "elsewhere", "alice", "bob", "carol", "mallory"
+    )
     a, b = await server.pair(room, alice, bob)
     c = await server.connect(room, carol)
+    m = await server.connect(elsewhere, mallory)
     tid = await rest_offer(server, room, alice, bob)
-    expected = f"{carol} is not a party to transfer {tid}"
+    unknown = str(uuid.uuid4())
     for method, action in [
         ("POST", "accept"),
         ("POST", "reject"),
@@ -309,15 +317,28 @@ async def test_a_third_participant_may_not_act_on_someone_elses_transfer(server:
         ("GET", "progress"),
         ("DELETE", None),
     ]:
-        response = await server.request(carol, method, transfer_path(room, tid, action))
-        assert response.status_code == 403, f"{action}: {response.text}"
-        assert response.json() == {"detail": expected, "code": "forbidden"}, action
+        for user in (carol, mallory):
+            answers = {}
+            for which in (tid, unknown):
+                response = await server.request(user, method, transfer_path(room, which, action))
+                assert response.status_code == 404, f"{user} {action}: {response.text}"
+                answers[which] = response.json()
+            assert answers[tid] == {"detail": f"no transfer {tid!r}", "code": "unknown-transfer"}
+            assert answers[unknown] == {
+                "detail": f"no transfer {unknown!r}",
+                "code": "unknown-transfer",
+            }
 
-    for kind in ("file-share-accept", "file-share-pause", "file-share-cancel"):
-        await c.send(kind, {"transfer_id": tid})
-        refusal = await c.recv_refusal()
-        assert refusal["payload"]["code"] == "forbidden", refusal
-        assert refusal["payload"]["message"] == expected, refusal
+    for client in (c, m):
+        for kind in ("file-share-accept", "file-share-pause", "file-share-cancel"):
+            for which in (tid, unknown):
+                await client.send(kind, {"transfer_id": which})
+                refusal = await client.recv_refusal()
+                assert refusal["payload"] == {
+                    "code": "unknown-transfer",
+                    "message": f"no transfer {which!r}",
+                    "transfer_id": which,
+                }, refusal
     assert (await server.transfer(room, alice, tid))["status"] == "pending"
     await a.recv("file-share-offer")
     await b.recv("file-share-offer")

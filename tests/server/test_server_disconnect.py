@@ -1,13 +1,21 @@
 """The plan's error table against a real ``roomdrop serve``: a receiver or a sender drops
-and comes back (or does not), a transfer goes idle or expires, the server shuts down."""
+and comes back (or does not), a transfer goes idle or expires, the server shuts down, a
+receiver stops reading (closed as too slow, 4408, and logged)."""
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import hashlib
+import json
 import os
 import signal
+import socket
+import time
 from typing import Any
+
+from websockets.asyncio.client import ClientConnection, connect
+from websockets.exceptions import ConnectionClosed
 
 from roomdrop.protocol.frames import Chunk, decode_frame, encode_frames
 from server.conftest import CHUNK, Client, Server, names
@@ -137,3 +145,130 @@ async def test_shutting_down_pauses_active_transfers_and_tells_both_parties(
     # uvicorn finishes its graceful shutdown, then re-raises the signal it caught
     assert await asyncio.to_thread(server.process.wait, 10) in (0, -signal.SIGTERM)
     assert "Application shutdown complete" in server.log()
+
+
+# --- a peer that does not read ---------------------------------------------------------
+
+
+async def deaf(server: Server, room: str, user: str) -> ClientConnection:
+    """A participant whose socket takes almost nothing: a 4 KiB receive buffer, a queue of
+    one message, no pings of its own. It reads only when the test calls ``recv``."""
+    sock = socket.socket()
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+    sock.connect(("127.0.0.1", server.port))
+    ws = await connect(
+        server.ws_url(room, server.token(user)),
+        sock=sock,
+        compression=None,
+        max_queue=1,
+        ping_interval=None,
+        open_timeout=5,
+    )
+    assert json.loads(await ws.recv())["type"] == "room-state"
+    return ws
+
+
+async def logged(server: Server, text: str, timeout: float) -> str:
+    """The first line of the server's log containing ``text``, waiting up to ``timeout``."""
+    deadline = time.monotonic() + timeout
+    while True:
+        lines = [line for line in server.log().splitlines() if text in line]
+        if lines:
+            return lines[0]
+        assert time.monotonic() < deadline, f"the server never logged {text!r} in {timeout} s"
+        await asyncio.sleep(0.05)
+
+
+async def read_to_the_close(ws: ClientConnection, timeout: float = 20) -> None:
+    with contextlib.suppress(ConnectionClosed):
+        async with asyncio.timeout(timeout):
+            while True:
+                await ws.recv()
+
+
+async def deaf_receiver(
+    server: Server, source: Source
+) -> tuple[Client, ClientConnection, str, asyncio.Task[None]]:
+    """A transfer relayed from alice (the task that sends its chunks) to a receiver that
+    has stopped reading."""
+    room, alice, bob = names("room", "alice", "bob")
+    a = await server.connect(room, alice)
+    ws = await deaf(server, room, bob)
+    await a.recv("user-joined")
+    tid = await a.offer(bob, size=len(source.data), sha256=source.sha256)
+    while json.loads(await ws.recv())["type"] != "file-share-offer":
+        pass
+    await ws.send(json.dumps({"type": "file-share-accept", "payload": {"transfer_id": tid}}))
+    await a.recv("file-share-accept")
+
+    async def pump() -> None:
+        for frame in source.frames(tid, range(source.total)):
+            await a.send_raw(frame)
+
+    return a, ws, tid, server.spawn(pump())
+
+
+async def test_a_receiver_that_stops_reading_is_closed_with_4408_and_it_is_logged(
+    start_server: Any,
+) -> None:
+    server = await start_server(ROOMDROP_SEND_TIMEOUT="1")
+    a, ws, tid, pump = await deaf_receiver(server, Source(200))
+    try:
+        bob = f"user={a.user.replace('alice', 'bob')}"
+        line = await logged(server, f"{bob} with 4408", timeout=15)
+        pump.cancel()
+        assert f"room={a.room}" in line and "it took nothing for 1 s" in line, line
+        assert '"level": "warning"' in line, line
+        await read_to_the_close(ws)  # it reads again: all that was on its way, then the close
+        assert ws.close_code == 4408, (ws.close_code, ws.close_reason)
+        assert ws.close_reason == "too slow to read its messages"
+        assert (await a.recv("user-left"))["payload"]["user_id"] == a.user.replace("alice", "bob")
+        pause = await a.recv("file-share-pause")
+        assert pause["payload"]["transfer_id"] == tid
+        assert len([x for x in server.log().splitlines() if f"{bob} with 4408" in x]) == 1
+    finally:
+        ws.transport.abort()
+        a.drop()  # the refusals of what it sent after the pause pile up unread
+
+
+async def test_a_receiver_that_never_reads_again_is_dropped_after_the_close_wait(
+    start_server: Any,
+) -> None:
+    server = await start_server(ROOMDROP_SEND_TIMEOUT="1")
+    a, ws, tid, pump = await deaf_receiver(server, Source(200))
+    bob = a.user.replace("alice", "bob")
+    try:
+        await logged(server, f"user={bob} with 4408", timeout=15)
+        pump.cancel()
+        closing = time.monotonic()
+        # the close frame cannot go out (nothing is read); within the close wait (5 s) the
+        # server drops the connection instead of keeping it for ever
+        assert (await a.recv("user-left", timeout=10))["payload"]["user_id"] == bob
+        assert time.monotonic() - closing < 8
+        assert (await server.transfer(a.room, a.user, tid))["status"] == "paused"
+        await read_to_the_close(ws)
+        assert ws.close_code == 1006  # nothing could reach it: not even the close frame
+    finally:
+        ws.transport.abort()
+        a.drop()  # the refusals of what it sent after the pause pile up unread
+
+
+async def test_a_socket_with_a_thousand_control_messages_waiting_is_closed_with_4408(
+    start_server: Any,
+) -> None:
+    server = await start_server(ROOMDROP_CONTROL_RATE="100000", ROOMDROP_CONTROL_BURST="100000")
+    room, alice, bob = names("room", "alice", "bob")
+    a = await server.connect(room, alice)
+    ws = await deaf(server, room, bob)
+    try:
+        await a.recv("user-joined")
+        for i in range(2000):  # 20 MB of signalling: it fills every buffer on the way
+            await a.send("ice-candidate", {"target_id": bob, "candidate": "x" * 10_000, "i": i})
+        line = await logged(server, f"user={bob} with 4408", timeout=15)
+        assert f"room={room}" in line and "1000 control messages wait for it" in line, line
+        await read_to_the_close(ws)
+        assert ws.close_code == 4408, (ws.close_code, ws.close_reason)
+        assert (await a.recv("user-left"))["payload"]["user_id"] == bob
+    finally:
+        ws.transport.abort()
+        a.drop()  # the refusals of what it sent after the pause pile up unread

@@ -42,7 +42,16 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any, Final, Self
 
-from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, ValidationError, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    PrivateAttr,
+    StrictInt,
+    StrictStr,
+    ValidationError,
+    model_validator,
+)
 
 from roomdrop.exceptions import ProtocolError
 
@@ -267,11 +276,11 @@ class JsonChunk(BaseModel):
     model_config = ConfigDict(frozen=True, extra="forbid")
 
     transfer_id: uuid.UUID
-    chunk_index: int = Field(ge=0, le=_U32_MAX)
-    total_chunks: int = Field(ge=1, le=_U32_MAX)
-    chunk_size: int = Field(ge=1, le=MAX_CHUNK_SIZE)
-    data: str
-    checksum: str = Field(pattern=r"^[0-9a-f]{64}$")
+    chunk_index: StrictInt = Field(ge=0, le=_U32_MAX)
+    total_chunks: StrictInt = Field(ge=1, le=_U32_MAX)
+    chunk_size: StrictInt = Field(ge=1, le=MAX_CHUNK_SIZE)
+    data: StrictStr
+    checksum: StrictStr = Field(pattern=r"^[0-9a-f]{64}$")
     _raw: bytes = PrivateAttr(default=b"")
 
     @model_validator(mode="after")

@@ -6,6 +6,11 @@ timestamp}`` (the seed platform's envelope). ``type`` is one of :class:`MessageT
 server overwrites ``sender_id``, ``room_id`` and ``timestamp`` on everything it
 forwards. :func:`parse_message` turns text into a :class:`Message` or raises
 :class:`~roomdrop.exceptions.ProtocolError` naming the field at fault.
+
+The models are strict about JSON types: an integer field takes a JSON integer only
+(not ``"10"``, ``10.0`` or ``true``), a string field a JSON string only, a number field
+an integer or a float but not a boolean or a string. Only UUIDs are parsed from
+strings (they have no JSON type of their own).
 """
 
 from __future__ import annotations
@@ -20,6 +25,9 @@ from pydantic import (
     BaseModel,
     ConfigDict,
     Field,
+    StrictFloat,
+    StrictInt,
+    StrictStr,
     ValidationError,
     field_validator,
     model_validator,
@@ -52,9 +60,10 @@ MAX_DEPTH: Final = 32
 """Deepest JSON nesting a message may have."""
 MAX_CHUNK_MESSAGE_BYTES: Final = 4 * -(-MAX_CHUNK_SIZE // 3) + 4096
 """Largest ``file-share-chunk`` message: a base64 chunk of MAX_CHUNK_SIZE and its fields."""
-Sha256Hex = Annotated[str, Field(pattern=r"^[0-9a-f]{64}$")]
-UserId = Annotated[str, Field(min_length=1, max_length=256)]
-Range = tuple[Annotated[int, Field(ge=0)], Annotated[int, Field(ge=0)]]
+Sha256Hex = Annotated[StrictStr, Field(pattern=r"^[0-9a-f]{64}$")]
+UserId = Annotated[StrictStr, Field(min_length=1, max_length=256)]
+Count = Annotated[StrictInt, Field(ge=0)]
+Range = tuple[Count, Count]
 
 
 class MessageType(StrEnum):
@@ -89,11 +98,11 @@ class Offer(_Payload):
 
     transfer_id: UUID
     receiver_id: UserId
-    filename: str = Field(min_length=1, max_length=1024)
-    file_size: int = Field(ge=0)
-    mime_type: str = Field(default="application/octet-stream", max_length=255)
-    chunk_size: int = Field(ge=1, le=MAX_CHUNK_SIZE)
-    total_chunks: int = Field(ge=0)
+    filename: StrictStr = Field(min_length=1, max_length=1024)
+    file_size: Count
+    mime_type: StrictStr = Field(default="application/octet-stream", max_length=255)
+    chunk_size: StrictInt = Field(ge=1, le=MAX_CHUNK_SIZE)
+    total_chunks: Count
     sha256: Sha256Hex
 
     @model_validator(mode="after")
@@ -111,7 +120,7 @@ class TransferRef(_Payload):
     """Payload of pause, resume, cancel and reject: which transfer, and optionally why."""
 
     transfer_id: UUID
-    reason: str | None = Field(default=None, max_length=1024)
+    reason: StrictStr | None = Field(default=None, max_length=1024)
 
 
 class Accept(_Payload):
@@ -144,12 +153,12 @@ class Progress(_Payload):
     """``file-share-progress``: a snapshot of how far a transfer has come."""
 
     transfer_id: UUID
-    chunks_sent: int = Field(ge=0)
-    bytes_transferred: int = Field(ge=0)
-    progress_percent: float = Field(ge=0, le=100)
+    chunks_sent: Count
+    bytes_transferred: Count
+    progress_percent: StrictFloat = Field(ge=0, le=100)
     status: Status | None = None
-    speed_bps: float | None = Field(default=None, ge=0)
-    eta_seconds: float | None = Field(default=None, ge=0)
+    speed_bps: StrictFloat | None = Field(default=None, ge=0)
+    eta_seconds: StrictFloat | None = Field(default=None, ge=0)
 
 
 class Complete(_Payload):
@@ -163,16 +172,16 @@ class FileShareError(_Payload):
     """``file-share-error``: one transfer failed (it is ``failed`` now)."""
 
     transfer_id: UUID
-    code: str = Field(min_length=1, max_length=64)
-    message: str = Field(max_length=2048)
+    code: StrictStr = Field(min_length=1, max_length=64)
+    message: StrictStr = Field(max_length=2048)
 
 
 class ErrorPayload(_Payload):
     """``error``: the last message was refused and changed nothing; the connection carries
     on. ``transfer_id`` names the transfer it was about, if any."""
 
-    code: str = Field(min_length=1, max_length=64)
-    message: str = Field(max_length=2048)
+    code: StrictStr = Field(min_length=1, max_length=64)
+    message: StrictStr = Field(max_length=2048)
     transfer_id: UUID | None = None
 
 
@@ -236,9 +245,9 @@ class _Envelope(BaseModel):
 
     type: MessageType
     payload: dict[str, Any] = Field(default_factory=dict)
-    sender_id: str | None = None
-    room_id: str | None = None
-    timestamp: str | None = None
+    sender_id: StrictStr | None = None
+    room_id: StrictStr | None = None
+    timestamp: StrictStr | None = None
 
 
 class Message(BaseModel):

@@ -278,10 +278,8 @@ class Actions:
         """``tid``'s record, if ``user`` is its party (``only``: that one) in ``room_id``;
         else the precise refusal."""
         record = await self.backend.get(tid)
-        if record.room_id != room_id:
-            raise UnknownTransfer(tid)
-        if not record.involves(user):
-            raise Forbidden(f"{user} is not a party to transfer {tid}")
+        if record.room_id != room_id or not record.involves(user):
+            raise UnknownTransfer(tid)  # to anyone else, a transfer is none of theirs
         if only == "receiver" and user != record.receiver_id:
             raise Forbidden(f"only the receiver of transfer {tid} may do this")
         if only == "sender" and user != record.sender_id:

@@ -1,4 +1,10 @@
-"""The FastAPI application: ``create_app(settings)`` wires the routers to one Hub."""
+"""The FastAPI application: ``create_app(settings)`` wires the routers to one Hub.
+
+Every refused request gets the one error body (``routes.ErrorBody``, protocol.md §11.9):
+a :class:`~roomdrop.exceptions.RoomdropError` the hub raised, with the status
+:func:`status_for` gives it; a request that fails validation, and a body that is not
+JSON or not UTF-8, with 422 and ``protocol-error``.
+"""
 
 from __future__ import annotations
 
@@ -6,11 +12,16 @@ import asyncio
 import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from typing import Any
 from urllib.parse import urlsplit
 
 from fastapi import FastAPI, Request
-from fastapi.responses import JSONResponse, PlainTextResponse
+from fastapi.encoders import jsonable_encoder
+from fastapi.exception_handlers import http_exception_handler
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse, PlainTextResponse, Response
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+from starlette.exceptions import HTTPException
 
 from roomdrop import __version__
 from roomdrop.exceptions import (
@@ -29,7 +40,7 @@ from roomdrop.server.backend import Backend
 from roomdrop.server.hub import Hub
 from roomdrop.server.memorybackend import MemoryBackend
 from roomdrop.server.page import STATIC, PageFiles, build_page_router
-from roomdrop.server.routes import build_router
+from roomdrop.server.routes import build_router, refusals
 from roomdrop.server.settings import Settings
 from roomdrop.server.staging import RelayStaging
 
@@ -61,6 +72,49 @@ def status_for(exc: RoomdropError) -> int:
     if isinstance(exc, ProtocolError | TransferError):
         return 422
     return 400
+
+
+def describe(errors: list[Any]) -> str:
+    """A failed validation in one line: the first error (``body.file_size: Input should
+    be a valid integer``), and how many more there are."""
+    first = errors[0] if errors and isinstance(errors[0], dict) else {}
+    if first.get("type") == "json_invalid":
+        text = f"invalid JSON: {(first.get('ctx') or {}).get('error', 'JSON decode error')}"
+    else:
+        loc = first.get("loc", ())
+        where = ".".join(str(part) for part in loc) if isinstance(loc, list | tuple) else ""
+        msg = str(first.get("msg", "invalid request")).removeprefix("Value error, ")
+        text = f"{where}: {msg}" if where else msg
+    return text if len(errors) <= 1 else f"{text} (and {len(errors) - 1} more)"
+
+
+def install_refusals(app: FastAPI) -> None:
+    """Answer every refusal with the error body."""
+
+    @app.exception_handler(RoomdropError)
+    async def refused(request: Request, exc: RoomdropError) -> JSONResponse:
+        headers = {"WWW-Authenticate": "Bearer"} if isinstance(exc, Unauthorized) else None
+        return JSONResponse(
+            {"detail": exc.message, "code": exc.code},
+            status_code=status_for(exc),
+            headers=headers,
+        )
+
+    @app.exception_handler(RequestValidationError)
+    async def invalid(request: Request, exc: RequestValidationError) -> JSONResponse:
+        errors = jsonable_encoder(exc.errors())
+        body = {"detail": describe(errors), "code": ProtocolError.code, "errors": errors}
+        return JSONResponse(body, status_code=422)
+
+    @app.exception_handler(HTTPException)
+    async def http_error(request: Request, exc: HTTPException) -> Response:
+        if exc.status_code == 400 and isinstance(exc.__cause__, ValueError):
+            # FastAPI could not read the body as JSON and said only 400 "There was an
+            # error parsing the body": a UnicodeDecodeError (not UTF-8), or another
+            # ValueError of json.loads that is not a JSONDecodeError
+            body = {"detail": f"invalid JSON: {exc.__cause__}", "code": ProtocolError.code}
+            return JSONResponse(body, status_code=422)
+        return await http_exception_handler(request, exc)
 
 
 def make_backend(settings: Settings, secret: str) -> Backend:
@@ -116,21 +170,16 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.state.hub = hub
     app.state.settings = settings
 
-    @app.exception_handler(RoomdropError)
-    async def refused(request: Request, exc: RoomdropError) -> JSONResponse:
-        headers = {"WWW-Authenticate": "Bearer"} if isinstance(exc, Unauthorized) else None
-        return JSONResponse(
-            {"detail": exc.message, "code": exc.code},
-            status_code=status_for(exc),
-            headers=headers,
-        )
+    install_refusals(app)
 
     @app.get("/healthz", tags=["operations"])
     async def healthz() -> dict[str, object]:
         """Liveness: the server answers, with its room and connection counts."""
         return {"status": "ok", "version": __version__, **hub.counts()}
 
-    @app.get("/metrics", tags=["operations"], response_class=PlainTextResponse)
+    @app.get(
+        "/metrics", tags=["operations"], response_class=PlainTextResponse, responses=refusals(503)
+    )
     async def metrics() -> PlainTextResponse:
         """Prometheus metrics."""
         await hub.update_gauges()

@@ -5,8 +5,9 @@ Theory of operation
 Every participant is one WebSocket (a :class:`Socket`), wrapped in an :class:`Outbox`
 whose single writer task sends control messages first and relay frames as the socket
 takes them. The hub never awaits a slow socket while handling someone else's message:
-control messages are queued (a socket that lets 1,000 pile up is closed as too slow),
-relay frames wait for room (that wait is the relay's back-pressure).
+control messages are queued (a socket that lets 1,000 pile up, or takes nothing for
+``ROOMDROP_SEND_TIMEOUT`` while something waits for it, is closed as too slow), relay
+frames wait for room (that wait is the relay's back-pressure).
 
 The hub holds only what is this instance's own, each part in its module:
 :class:`~roomdrop.server.rooms.Rooms` (its participants' sockets, and delivery to
@@ -152,10 +153,12 @@ class Hub:
         """``user_id`` joins ``room_id`` over ``socket``: ``room-state`` to them (first,
         before anything else), ``user-joined`` to the others. A connection of the same
         user already in the room, here or on another instance, is replaced."""
+        name = f"room={room_id} user={user_id}"
+        outbox = Outbox(socket, stall_timeout=self.settings.send_timeout, name=name)
         participant = Participant(
             user_id,
             room_id,
-            Outbox(socket),
+            outbox,
             TokenBucket(self.settings.control_rate, self.settings.control_burst),
         )
         previous = self.rooms.add(participant)  # deliveries find it from now on
@@ -398,10 +401,14 @@ class Hub:
             log.warning("shutting down without pausing transfers: %s", exc)
         await self.relay.close_all()
         await asyncio.sleep(0.1)  # let the writers flush the pause messages
-        for _, _, member in self.rooms.everyone():
+        members = [member for _, _, member in self.rooms.everyone()]
+        for member in members:
             member.outbox.close()
-            with contextlib.suppress(Exception):
-                await member.outbox.socket.close(1001, "server shutting down")
+        # all at once: a socket that does not read holds its close up to 5 s (outbox.py)
+        await asyncio.gather(
+            *(member.outbox.socket.close(1001, "server shutting down") for member in members),
+            return_exceptions=True,
+        )
 
     async def _pause_all_here(self, reason: str) -> None:
         """Pause every active transfer with a party connected here, as a disconnect."""

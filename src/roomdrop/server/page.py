@@ -21,6 +21,7 @@ from starlette.responses import Response
 
 from roomdrop.exceptions import Forbidden
 from roomdrop.server.auth import TokenAuthority
+from roomdrop.server.routes import refusals
 from roomdrop.server.settings import Settings
 
 __all__ = ["STATIC", "PageFiles", "build_page_router", "guests_allowed"]
@@ -81,7 +82,7 @@ def build_page_router(settings: Settings, authority: TokenAuthority) -> APIRoute
         """Whether guest sign-in (a display name instead of a token) is allowed here."""
         return GuestPolicy(enabled=allowed)
 
-    @router.post("/webrtc/guest", tags=["page"])
+    @router.post("/webrtc/guest", tags=["page"], responses=refusals(403, 422))
     async def guest_sign_in(body: GuestRequest) -> GuestToken:
         """A token for the guest user ``<name>#<4 hex digits>`` (403 when guests are off)."""
         if not allowed:

@@ -2,6 +2,11 @@
 
 Each route authenticates, then calls the same :class:`~roomdrop.server.hub.Hub` method
 its WebSocket twin calls, so both have the same effect and send the same messages.
+
+Each route declares every refusal it can answer (``responses=``, each with
+:class:`ErrorBody`), so the OpenAPI document lists them all; ``app.py`` makes every
+refusal that body. The request bodies are strict about JSON types, as the WebSocket's
+messages are (an integer is a JSON integer, not ``"10"``, ``10.0`` or ``true``).
 """
 
 from __future__ import annotations
@@ -16,7 +21,7 @@ from uuid import UUID, uuid4
 
 from fastapi import APIRouter, Depends, Path, Query, Request, WebSocket, WebSocketDisconnect
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, StrictInt, StrictStr
 
 from roomdrop.exceptions import ProtocolError, RoomdropError, Unauthorized
 from roomdrop.protocol.chunks import count_chunks
@@ -35,6 +40,39 @@ ROOM_ID = r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$"
 CLOSE_UNAUTHORIZED = 4401
 CLOSE_BAD_ROOM = 4400
 CLOSE_TRY_AGAIN = 1013
+CLOSE_TIMEOUT = 5.0
+"""How long a close frame may wait for a socket that does not read before the
+connection is dropped (the peer sees 1006: nothing reached it)."""
+ABORT = "roomdrop.abort"
+"""The ASGI scope extension (run.py's WebSocket protocol) whose ``abort`` drops the
+connection at once, unsent data and all."""
+
+
+class ErrorBody(BaseModel):
+    """A refused request: nothing changed (protocol.md §11.9)."""
+
+    detail: str = Field(description="what was wrong, for a person")
+    code: str = Field(description="machine-readable (protocol.md §8)")
+    errors: list[dict[str, Any]] | None = Field(
+        None, description="a request that failed validation: every error, as FastAPI lists them"
+    )
+
+
+WHY: dict[int, str] = {
+    401: "`unauthorized`: no token, or a forged or expired one",
+    403: "`forbidden`: not in the room, or not the party who may do this",
+    404: "`unknown-transfer`: no such transfer in this room for this user",
+    409: "`invalid-transition`: the transfer's status does not allow it",
+    413: "`file-too-large`: over the largest file size the server takes",
+    422: "`protocol-error` (a malformed or invalid request), `mime-type-not-allowed`, `policy`",
+    429: "`too-many-transfers`: a limit on live transfers is reached",
+    503: "`backend-unavailable`: the state instances share (Redis) is out of reach",
+}
+
+
+def refusals(*statuses: int) -> dict[int | str, dict[str, Any]]:
+    """The ``responses=`` of a route that may refuse with ``statuses``."""
+    return {status: {"model": ErrorBody, "description": WHY[status]} for status in statuses}
 
 
 class OfferRequest(BaseModel):
@@ -42,12 +80,12 @@ class OfferRequest(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    receiver_id: str = Field(min_length=1, max_length=256)
-    filename: str = Field(min_length=1, max_length=1024)
-    file_size: int = Field(ge=0)
-    mime_type: str = Field("application/octet-stream", max_length=255)
-    sha256: str = Field(pattern=r"^[0-9a-f]{64}$", description="sha256 of the whole file")
-    chunk_size: int | None = Field(None, ge=1, le=1024 * 1024, description="default: 64 KiB")
+    receiver_id: StrictStr = Field(min_length=1, max_length=256)
+    filename: StrictStr = Field(min_length=1, max_length=1024)
+    file_size: StrictInt = Field(ge=0)
+    mime_type: StrictStr = Field("application/octet-stream", max_length=255)
+    sha256: StrictStr = Field(pattern=r"^[0-9a-f]{64}$", description="sha256 of the whole file")
+    chunk_size: StrictInt | None = Field(None, ge=1, le=1024 * 1024, description="default: 64 KiB")
     transfer_id: UUID | None = Field(None, description="default: a new UUID")
 
 
@@ -62,7 +100,7 @@ class AcceptRequest(BaseModel):
 class ReasonRequest(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
-    reason: str | None = Field(None, max_length=1024)
+    reason: StrictStr | None = Field(None, max_length=1024)
 
 
 class IceConfig(BaseModel):
@@ -82,8 +120,20 @@ class StarletteSocket:
         await self.websocket.send_bytes(data)
 
     async def close(self, code: int, reason: str) -> None:
-        with contextlib.suppress(Exception):
-            await self.websocket.close(code, reason)
+        """Send a close frame; if the peer does not read enough for it to go out within
+        CLOSE_TIMEOUT, drop the connection."""
+        try:
+            await asyncio.wait_for(self.websocket.close(code, reason), CLOSE_TIMEOUT)
+        except TimeoutError:
+            self.abort()
+        except Exception:  # the socket is gone already
+            pass
+
+    def abort(self) -> None:
+        extension = (self.websocket.scope.get("extensions") or {}).get(ABORT) or {}
+        abort = extension.get("abort")
+        if callable(abort):
+            abort()
 
 
 bearer = HTTPBearer(auto_error=False, description="JWT from `roomdrop token USER`")
@@ -143,7 +193,7 @@ def build_router(hub: Hub) -> APIRouter:
             except RoomdropError as exc:  # the shared state is out of reach
                 log.warning("leave of %s in %s not recorded: %s", user, room_id, exc)
 
-    @router.get("/config", response_model=IceConfig)
+    @router.get("/config", response_model=IceConfig, responses=refusals(401))
     async def config(user: User) -> IceConfig:
         """The ICE servers clients should use for peer connections: the configured ones,
         and TURN with credentials for this user that expire (ROOMDROP_TURN_*)."""
@@ -161,7 +211,11 @@ def build_router(hub: Hub) -> APIRouter:
             )
         return IceConfig(ice_servers=servers)
 
-    @router.post("/rooms/{room_id}/file-transfer/offer", response_model=TransferObject)
+    @router.post(
+        "/rooms/{room_id}/file-transfer/offer",
+        response_model=TransferObject,
+        responses=refusals(401, 403, 413, 422, 429, 503),
+    )
     async def create_file_transfer_offer(
         room_id: RoomId, body: OfferRequest, user: User
     ) -> dict[str, Any]:
@@ -182,7 +236,11 @@ def build_router(hub: Hub) -> APIRouter:
             raise ProtocolError(str(exc)) from None
         return await hub.transfers.offer(room_id, user, offer)
 
-    @router.post(TRANSFER + "/accept", response_model=TransferObject)
+    @router.post(
+        TRANSFER + "/accept",
+        response_model=TransferObject,
+        responses=refusals(401, 403, 404, 409, 422, 503),
+    )
     async def accept_file_transfer(
         room_id: RoomId, transfer_id: TransferId, user: User, body: AcceptRequest | None = None
     ) -> dict[str, Any]:
@@ -190,7 +248,11 @@ def build_router(hub: Hub) -> APIRouter:
         missing = body.missing if body else None
         return await hub.transfers.accept(room_id, user, str(transfer_id), missing)
 
-    @router.post(TRANSFER + "/reject", response_model=TransferObject)
+    @router.post(
+        TRANSFER + "/reject",
+        response_model=TransferObject,
+        responses=refusals(401, 403, 404, 409, 422, 503),
+    )
     async def reject_file_transfer(
         room_id: RoomId, transfer_id: TransferId, user: User, body: ReasonRequest | None = None
     ) -> dict[str, Any]:
@@ -198,28 +260,42 @@ def build_router(hub: Hub) -> APIRouter:
         reason = body.reason if body else None
         return await hub.transfers.act(room_id, user, str(transfer_id), "reject", reason)
 
-    @router.post(TRANSFER + "/pause", response_model=TransferObject)
+    @router.post(
+        TRANSFER + "/pause",
+        response_model=TransferObject,
+        responses=refusals(401, 404, 409, 422, 503),
+    )
     async def pause_file_transfer(
         room_id: RoomId, transfer_id: TransferId, user: User
     ) -> dict[str, Any]:
         """Pause an active transfer (either party)."""
         return await hub.transfers.act(room_id, user, str(transfer_id), "pause")
 
-    @router.post(TRANSFER + "/resume", response_model=TransferObject)
+    @router.post(
+        TRANSFER + "/resume",
+        response_model=TransferObject,
+        responses=refusals(401, 404, 409, 422, 503),
+    )
     async def resume_file_transfer(
         room_id: RoomId, transfer_id: TransferId, user: User
     ) -> dict[str, Any]:
         """Resume a paused transfer (either party)."""
         return await hub.transfers.act(room_id, user, str(transfer_id), "resume")
 
-    @router.get(TRANSFER + "/progress", response_model=TransferObject)
+    @router.get(
+        TRANSFER + "/progress",
+        response_model=TransferObject,
+        responses=refusals(401, 404, 422, 503),
+    )
     async def get_transfer_progress(
         room_id: RoomId, transfer_id: TransferId, user: User
     ) -> dict[str, Any]:
         """The transfer object (either party)."""
         return await hub.transfers.progress_of(room_id, user, str(transfer_id))
 
-    @router.delete(TRANSFER, response_model=TransferObject)
+    @router.delete(
+        TRANSFER, response_model=TransferObject, responses=refusals(401, 404, 409, 422, 503)
+    )
     async def cancel_file_transfer(
         room_id: RoomId,
         transfer_id: TransferId,
@@ -229,7 +305,9 @@ def build_router(hub: Hub) -> APIRouter:
         """Cancel a transfer and clean up (either party)."""
         return await hub.transfers.act(room_id, user, str(transfer_id), "cancel", reason)
 
-    @router.get("/file-transfers", response_model=list[TransferObject])
+    @router.get(
+        "/file-transfers", response_model=list[TransferObject], responses=refusals(401, 422, 503)
+    )
     async def list_file_transfers(
         user: User, status: Annotated[Status | None, Query()] = None
     ) -> list[dict[str, Any]]:

@@ -10,10 +10,12 @@ import time
 from typing import Any
 
 import uvicorn
+from uvicorn.protocols.websockets.websockets_sansio_impl import WebSocketsSansIOProtocol
 
 from roomdrop.allocator import tune_allocator
 from roomdrop.server.app import create_app
 from roomdrop.server.hub import Hub
+from roomdrop.server.routes import ABORT
 from roomdrop.server.settings import Settings
 
 __all__ = ["JsonFormatter", "serve"]
@@ -72,6 +74,16 @@ def log_config(level: str) -> dict[str, Any]:
     }
 
 
+class WebSockets(WebSocketsSansIOProtocol):
+    """uvicorn's WebSocket protocol, and a way to drop a connection at once: the scope's
+    ``roomdrop.abort`` extension. ASGI can only send a close frame, which waits behind
+    everything unsent; a peer that reads nothing would keep the connection forever."""
+
+    async def run_asgi(self) -> None:
+        self.scope.setdefault("extensions", {})[ABORT] = {"abort": self.transport.abort}
+        await super().run_asgi()
+
+
 class _Server(uvicorn.Server):
     """uvicorn, but the hub pauses every transfer (and says so) before sockets close."""
 
@@ -91,7 +103,7 @@ def serve(settings: Settings) -> None:
         app,
         host=settings.host,
         port=settings.port,
-        ws="websockets-sansio",
+        ws=WebSockets,
         ws_per_message_deflate=False,
         ws_max_size=MAX_WS_MESSAGE,
         log_config=log_config(settings.log_level),

@@ -78,6 +78,12 @@ class Settings(BaseSettings):
     reconnect_grace: float = Field(
         60.0, ge=0, description="How long a dropped participant's transfers wait for it."
     )
+    send_timeout: float = Field(
+        15.0,
+        gt=0,
+        description="A connection that takes nothing for this long while messages wait "
+        "for it is closed as too slow (4408).",
+    )
     progress_interval: float = Field(
         0.25, ge=0, description="Least time between two progress broadcasts of one transfer."
     )
