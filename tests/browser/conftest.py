@@ -3,7 +3,8 @@ serve`` on 127.0.0.1) in real headless Chromium (Debian's ``/usr/bin/chromium``,
 by Playwright), and the real CLI commands beside it.
 
 * These tests change the network of the namespace they run in (a veth pair for
-  browser-to-browser WebRTC, docs in /work/shared/MEASURED.md), so every test first
+  browser-to-browser WebRTC: two Chromium peers gather no ICE candidates when the
+  namespace has only ``lo``), so every test first
   asserts that it runs in a private, loopback-only network namespace (``scripts/test``
   runs pytest under ``unshare --net``) and fails loudly otherwise.
 * ``rd`` is the harness: a server of the test's own and pages on it, each page a Chromium

@@ -6,8 +6,8 @@ broken (a cancel, an accept, a pause and a resume) caught up from a second room-
 
 Every file that arrives is saved through the page's ``transfer-save`` button (a real
 download) and compared with the original by sha256. Browser-to-browser P2P needs the
-``veth`` fixture (MEASURED.md: two Chromium peers gather no ICE candidates with only
-``lo``); without it, P2P is impossible and the relay must carry the file.
+``veth`` fixture (two Chromium peers gather no ICE candidates when the namespace has
+only ``lo``); without it, P2P is impossible and the relay must carry the file.
 """
 
 from __future__ import annotations
