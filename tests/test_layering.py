@@ -34,6 +34,7 @@ OWNERS = {  # library -> the only modules that may import it
     "shutil": {"storage.py", "server/staging.py"},
     "filetype": {"storage.py"},
     "fastapi": {"server/app.py", "server/routes.py", "server/page.py"},
+    "fastapi_offline": {"server/app.py"},
     "starlette": {"server/app.py", "server/routes.py", "server/page.py"},
     "uvicorn": {"server/run.py"},
     "jwt": {"server/auth.py", "client/settings.py"},

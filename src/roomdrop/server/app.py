@@ -20,6 +20,7 @@ from fastapi.encoders import jsonable_encoder
 from fastapi.exception_handlers import http_exception_handler
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, PlainTextResponse, Response
+from fastapi_offline import FastAPIOffline
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from starlette.exceptions import HTTPException
 
@@ -161,7 +162,11 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             await hub.backend.close()
 
     hub = Hub(settings, authority, backend=make_backend(settings, secret))
-    app = FastAPI(
+    # the API docs (/docs) load Swagger UI from the package's own copy
+    # (fastapi-offline), not from a CDN a server may not reach; no /redoc (ReDoc's
+    # bundle still fetches its logo from a CDN)
+    app = FastAPIOffline(
+        redoc_url=None,
         title="roomdrop",
         version=__version__,
         summary="Rooms, signalling and verified, resumable file transfers (P2P or relayed).",
