@@ -55,14 +55,27 @@ export class Display {
     if (this.selected === user) this.selected = null;
   }
 
+  /** Files go to `user` from now on (clicked in the list, or in the chooser). */
+  choose(user) {
+    this.selected = user;
+    this.selectedAuto = false;
+    this.renderParticipants();
+  }
+
+  /** The other participants, sorted. */
+  others() {
+    const { user: me, participants } = this.room;
+    return [...participants].filter((u) => u !== me).sort();
+  }
+
   renderParticipants() {
     const { user: me, participants } = this.room;
     const list = $("#participants");
     list.textContent = "";
-    const others = [...participants].filter((u) => u !== me).sort();
+    const others = this.others();
+    // The choice stays while that person is here, whoever else comes and goes; with no
+    // choice and one other participant, files go to them (picker.js asks otherwise).
     if (this.selected && !participants.has(this.selected)) this.selected = null;
-    // with one other participant, files go to them; with more, to the one clicked
-    if (this.selectedAuto && others.length !== 1) this.selected = null;
     if (!this.selected && others.length === 1) {
       this.selected = others[0];
       this.selectedAuto = true;
@@ -77,17 +90,15 @@ export class Display {
       b.dataset.user = user;
       b.textContent = user;
       b.setAttribute("aria-pressed", String(this.selected === user));
-      b.addEventListener("click", () => {
-        this.selected = user;
-        this.selectedAuto = false;
-        this.renderParticipants();
-      });
+      b.addEventListener("click", () => this.choose(user));
       li.append(b);
       list.append(li);
     }
     $("#me").textContent = me || "";
     $("#nobody").hidden = others.length > 0;
-    $("#recipient").textContent = this.selected ? `Files go to ${this.selected}.` : "Choose a participant to send to.";
+    $("#recipient").textContent = this.selected
+      ? `Files go to ${this.selected}.`
+      : "Click a participant to choose whom files go to (or pick files and say whom).";
     $("#file-input").disabled = !this.room.online();
   }
 

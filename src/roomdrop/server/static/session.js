@@ -17,7 +17,7 @@ import { ServerApi } from "./http.js";
 import { Incoming } from "./incoming.js";
 import { Links } from "./links.js";
 import { Outgoing } from "./outgoing.js";
-import { watchFiles } from "./picker.js";
+import { Chooser, watchFiles } from "./picker.js";
 import { Share } from "./share.js";
 import { SignIn } from "./signin.js";
 import { NotConnected, Signalling, webSocketUrl } from "./signalling.js";
@@ -57,6 +57,13 @@ class Session {
     this.incoming = new Incoming(this, new PartStore());
     this.signin = new SignIn(this, this.api, note);
     this.share = new Share(note);
+    this.chooser = new Chooser({
+      others: () => this.display.others(),
+      chose: (user, files) => {
+        this.display.choose(user);
+        this.outgoing.enqueueFiles(files, user);
+      },
+    });
   }
 
   // --- what the roles may use (transfers.js, Host) --------------------------------------
@@ -104,8 +111,9 @@ class Session {
     await this.signin.init();
     watchFiles({
       online: () => this.online(),
-      send: (files) => this.outgoing.enqueueFiles(files, this.display.selected),
+      send: (files) => this.sendPicked(files),
     });
+    this.chooser.init();
     this.share.init();
     window.addEventListener("pagehide", () => {
       this.signalling.closing = true;
@@ -141,6 +149,19 @@ class Session {
     this.api.token = null;
     this.user = null;
     setState("signin");
+  }
+
+  /** Files the person picked: to the participant chosen, else the chooser asks. */
+  sendPicked(files) {
+    const to = this.display.selected;
+    if (to && !this.chooser.open) this.outgoing.enqueueFiles(files, to);
+    else this.chooser.ask(files);
+  }
+
+  /** The participants changed: the list, and the chooser's list if it is asking. */
+  showParticipants() {
+    this.display.renderParticipants();
+    this.chooser.update();
   }
 
   pauseAllOnLeave() {
@@ -194,14 +215,14 @@ class Session {
     const resync = this.signalling.joined();
     if (this.joinedRoom !== null) setState("joined");
     if (this.signalling.connections > 1 && !resync) this.display.note("reconnected to the server");
-    this.display.renderParticipants();
+    this.showParticipants();
     this.wakeJoinWaiters();
     await catchUp(this, known);
   }
 
   onUserJoined(p) {
     this.participants.add(p.user_id);
-    this.display.renderParticipants();
+    this.showParticipants();
     for (const t of this.transfers.values()) if (t.peer === p.user_id) wake(t);
     this.wakeJoinWaiters();
   }
@@ -209,7 +230,7 @@ class Session {
   onUserLeft(p) {
     this.participants.delete(p.user_id);
     this.display.unselect(p.user_id);
-    this.display.renderParticipants();
+    this.showParticipants();
     this.links.lose(p.user_id);
     const live = [...this.transfers.values()].filter((t) => t.peer === p.user_id && isLive(t));
     if (live.length) this.display.note(`${p.user_id} left the room; their transfers wait for them to come back`, "error");
