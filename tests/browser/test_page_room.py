@@ -1,6 +1,7 @@
 """The room page's small traps, in real headless Chromium, the way a person meets them:
 whom picked files go to when people come and go (and the chooser that asks when nobody
-is chosen).
+is chosen); a transfer's figures (a placeholder until the speed is known, the CLI's
+decimal units, one decimal of percent).
 
 Each test looks at what the page shows (visible text, layout, screenshots in
 ``test-artifacts/``), with real servers and real pages.
@@ -9,6 +10,7 @@ Each test looks at what the page shows (visible text, layout, screenshots in
 from __future__ import annotations
 
 import asyncio
+import re
 import time
 from pathlib import Path
 
@@ -17,6 +19,7 @@ from pagetools import Harness, RoomPage
 from playwright.async_api import expect
 
 from client.clitools import MB, write_random
+from roomdrop.client.display import human_size
 from server.conftest import names
 
 pytestmark = pytest.mark.browser
@@ -128,3 +131,98 @@ async def test_files_picked_with_nobody_chosen_ask_whom_they_go_to(
     await c.page.context.close()
     await gone(a, c.user)
     await expect(recipient).to_have_text(f"Files go to {b.user}.")
+
+
+# --- 2. a transfer's figures --------------------------------------------------------------
+
+#: every change of a transfer row's figures, as the person sees them, from now on
+RECORD_JS = """(row) => {
+  const q = (sel) => row.querySelector(sel)?.textContent ?? "";
+  const seen = [];
+  const look = () => seen.push({
+    at: performance.now(), status: q('[data-testid="transfer-status"]'),
+    percent: q('[data-testid="transfer-percent"]'), bytes: q(".bytes"),
+    speed: q(".speed"), eta: q(".eta"),
+  });
+  look();
+  new MutationObserver(look).observe(row, {subtree: true, childList: true, characterData: true});
+  window.__seen = window.__seen || {};
+  window.__seen[row.dataset.transferId] = seen;
+}"""
+
+SIZE = re.compile(r"^(\d+ bytes|\d+\.\d (kB|MB|GB))$")
+SPEED = re.compile(r"^(\d+ bytes|\d+\.\d (kB|MB|GB))/s$")
+ETA = re.compile(r"^ETA (\d+ s|\d+ min \d+ s|\d+ h \d+ min)$")
+PERCENT = re.compile(r"^(0|100|\d{1,2}\.\d) %$")
+
+
+def megabytes(speed: str) -> float:
+    """A speed as shown ("12.3 MB/s") in MB/s."""
+    number, unit = speed.removesuffix("/s").split(" ")
+    scale = {"bytes": 1e-6, "kB": 1e-3, "MB": 1.0, "GB": 1e3}[unit]
+    return float(number) * scale
+
+
+@pytest.mark.timeout(240)
+async def test_a_transfer_shows_a_placeholder_then_speed_and_eta_in_the_clis_units(
+    rd: Harness, tmp_path: Path
+) -> None:
+    # Through the relay (no veth: ICE finds nothing, so the accepted transfer waits about
+    # 5 s before the first chunk): speed and ETA show a placeholder, never blank, while
+    # the transfer is active and its speed not known yet, then values. Sizes and speeds
+    # are in the CLI's decimal units (human_size), the percentage has one decimal.
+    size = 100 * MB
+    path = tmp_path / "figures.bin"
+    write_random(path, size)
+    a, b = await rd.pair()
+    tid = await a.send(b.user, path)
+    await a.transfer(tid).evaluate(RECORD_JS)
+    offer = b.by("offer").first
+    await expect(offer).to_contain_text(f"({human_size(size)}, ")
+    await expect(b.transfer(tid)).to_be_attached()
+    await b.transfer(tid).evaluate(RECORD_JS)
+    await b.accept()
+
+    row = a.transfer(tid)
+    await expect(row.get_by_test_id("transfer-status")).to_have_text("active", timeout=15_000)
+    await expect(row.locator(".speed")).to_have_text("—/s")
+    await expect(row.locator(".eta")).to_have_text("ETA —")
+    await rd.shot(a, "placeholder")
+    await expect(row.locator(".speed")).to_have_text(SPEED, timeout=30_000)
+    await rd.shot(a, "speed-known")
+    await b.wait_status(tid, "completed", 150)
+    await a.wait_status(tid, "completed", 30)
+
+    for page in (a, b):
+        seen = await page.page.evaluate("(tid) => window.__seen[tid]", tid)
+        active = [s for s in seen if s["status"] == "active"]
+        rd.note(f"{page.label}: {len(seen)} changes, {len(active)} while active")
+        assert active, f"{page.label}: never seen active: {seen[-5:]}"
+        blank = [s for s in active if not s["speed"] or not s["eta"]]
+        assert not blank, f"{page.label}: blank speed or ETA while active: {blank[:3]}"
+        placeholders = [s for s in active if s["speed"] == "—/s"]
+        values = [s for s in active if s["speed"] != "—/s"]
+        assert placeholders, f"{page.label}: no placeholder before the speed was known"
+        assert values, f"{page.label}: no speed ever shown: {active[-3:]}"
+        assert placeholders[0]["at"] < values[0]["at"], page.label
+        for s in values:
+            assert SPEED.match(s["speed"]), s
+            assert ETA.match(s["eta"]), s
+        for s in placeholders:
+            assert s["eta"] == "ETA —", s
+        for s in seen:
+            assert PERCENT.match(s["percent"]), s
+            done, _, whole = s["bytes"].partition(" of ")
+            assert SIZE.match(done) and whole == human_size(size), s
+            assert "iB" not in s["bytes"] + s["speed"], s
+        # the first speed shown is the real one, not diluted by the wait before the
+        # first chunk: against the average from the first bytes to the last
+        moving = [s for s in active if not s["bytes"].startswith("0 bytes")]
+        elapsed = (moving[-1]["at"] - moving[0]["at"]) / 1000
+        average = size / MB / max(elapsed, 0.001)
+        first = megabytes(values[0]["speed"])
+        rd.note(f"{page.label}: first speed {first:.1f} MB/s, average {average:.1f} MB/s")
+        assert first >= average / 4, (page.label, values[0], average)
+        assert seen[-1]["bytes"] == f"{human_size(size)} of {human_size(size)}", seen[-1]
+        assert seen[-1]["percent"] == "100 %", seen[-1]
+        assert seen[-1]["speed"] == seen[-1]["eta"] == "", seen[-1]

@@ -4,7 +4,7 @@
 // row, the participant chosen); the buttons call back into the session.
 // Counterpart: src/roomdrop/client/display.py
 
-import { formatBytes, formatDuration } from "./protocol.js";
+import { PLACEHOLDER, formatBytes, formatDuration, formatPercent } from "./protocol.js";
 import { LIVE, carriedBy } from "./transfers.js";
 
 const $ = (sel, root = document) => root.querySelector(sel);
@@ -219,13 +219,15 @@ export class Display {
     let percent = t.progress_percent;
     if (hashing) percent = 0;
     bar.value = percent;
-    const percentText = `${percent.toFixed(percent % 1 ? 2 : 0)} %`;
+    const percentText = formatPercent(percent);
     if (bar.textContent !== percentText) bar.textContent = percentText;
     bar.setAttribute("aria-label", `${t.filename}: ${percentText}`);
     set(".percent", percentText);
     set(".bytes", `${formatBytes(t.bytes_transferred)} of ${formatBytes(t.file_size)}`);
-    set(".speed", t.status === "active" && t.speed_bps ? `${formatBytes(t.speed_bps)}/s` : "");
-    set(".eta", t.status === "active" && t.eta_seconds != null ? `ETA ${formatDuration(t.eta_seconds)}` : "");
+    // active: a placeholder until the first half second of samples gives a speed
+    const active = t.status === "active" && !t._.final;
+    set(".speed", active ? `${t.speed_bps ? formatBytes(t.speed_bps) : PLACEHOLDER}/s` : "");
+    set(".eta", active ? `ETA ${formatDuration(t.speed_bps ? t.eta_seconds : null)}` : "");
     let noteText = t._.note || "";
     if (hashing) {
       noteText = `computing sha256… ${Math.floor(t._.hashing * 100)} %`;
