@@ -1,7 +1,7 @@
 """The room page's small traps, in real headless Chromium, the way a person meets them:
 whom picked files go to when people come and go (and the chooser that asks when nobody
 is chosen); a transfer's figures (a placeholder until the speed is known, the CLI's
-decimal units, one decimal of percent).
+decimal units, one decimal of percent); leaving the room and signing out.
 
 Each test looks at what the page shows (visible text, layout, screenshots in
 ``test-artifacts/``), with real servers and real pages.
@@ -18,7 +18,7 @@ import pytest
 from pagetools import Harness, RoomPage
 from playwright.async_api import expect
 
-from client.clitools import MB, write_random
+from client.clitools import MB, sha256_of, write_random
 from roomdrop.client.display import human_size
 from server.conftest import names
 
@@ -226,3 +226,62 @@ async def test_a_transfer_shows_a_placeholder_then_speed_and_eta_in_the_clis_uni
         assert seen[-1]["bytes"] == f"{human_size(size)} of {human_size(size)}", seen[-1]
         assert seen[-1]["percent"] == "100 %", seen[-1]
         assert seen[-1]["speed"] == seen[-1]["eta"] == "", seen[-1]
+
+
+# --- 3. leaving, signing out, the share link ----------------------------------------------
+
+
+@pytest.mark.timeout(240)
+async def test_leave_room_pauses_what_is_under_way_and_sign_out_forgets_the_guest(
+    rd: Harness, tmp_path: Path
+) -> None:
+    # Mid-transfer alice clicks "Leave room": her page is back at the form (room and name
+    # filled in), bob sees her leave and the transfer paused by the server, as on any
+    # disconnect. "Join" takes her back as the same guest and the transfer resumes by
+    # itself to the end. "Sign out" forgets her: the form is empty, and the same name
+    # makes another guest.
+    size = 100 * MB
+    path = tmp_path / "leave.bin"
+    digest = write_random(path, size)
+    a, b = await rd.pair()
+    alice, room = a.user, a.room
+    name = alice.split("#")[0]
+    tid = await a.send(b.user, path)
+    await b.accept()
+    await b.wait_progress(tid, 2, timeout=60)
+
+    await a.by("leave-button").click()
+    await expect(a.by("join-button")).to_be_visible()
+    await expect(a.page.locator("#room")).to_be_hidden()
+    await expect(a.by("room-input")).to_have_value(room)
+    await expect(a.by("name-input")).to_have_value(name)
+    await expect(a.page.locator("body")).to_have_attribute("data-state", "signin")
+    await gone(b, alice)
+    await b.wait_status(tid, "paused", 15)
+    await a.wait_status(tid, "paused", 5)
+    held = await rd.server.transfer(room, alice, tid)
+    assert held["status"] == "paused", held
+    assert 0 < held["bytes_transferred"] < size, held
+    assert any(f"{alice} disconnected" in m for m in await b.messages()), await b.messages()
+    assert any(f"left room {room}" in m for m in await a.messages()), await a.messages()
+    await rd.shot(a, "left")
+
+    await a.by("join-button").click()
+    await b.sees(alice)
+    assert await a.page.evaluate("() => window.roomdrop.user") == alice
+    await b.wait_status(tid, "completed", 150)
+    await a.wait_status(tid, "completed", 30)
+    saved = await b.save(tid, tmp_path / "saved" / path.name, filename=path.name)
+    assert sha256_of(saved) == digest
+
+    await a.by("signout-button").click()
+    await expect(a.by("join-button")).to_be_visible()
+    await expect(a.by("name-input")).to_have_value("")
+    await expect(a.by("token-input")).to_have_value("")
+    await gone(b, alice)
+    remembered = await a.page.evaluate("() => localStorage.getItem('roomdrop-guests')")
+    assert remembered is None, remembered
+    await rd.shot(a, "signed-out")
+    again = await a.join(room, name=name, navigate=False)
+    assert again != alice and again.startswith(f"{name}#"), (again, alice)
+    await b.sees(again)

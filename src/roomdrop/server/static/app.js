@@ -22,9 +22,12 @@
 //   offer's sha256), vendor/noble-hashes (streaming sha256).
 //
 // For tests: <body data-ready="true"> once the page can be used, data-state
-// "signin" | "joining" | "joined" | "reconnecting" | "closed". data-testid hooks:
-// name-input, token-input, room-input, join-button, share-link, me, participant
-// (data-user), file-input, offer (data-transfer-id) with offer-accept / offer-reject,
+// "signin" | "joining" | "joined" | "reconnecting" | "closed" ("signin" again after
+// Leave room or Sign out). data-testid hooks:
+// name-input, token-input, room-input, join-button, share-link, me, leave-button,
+// signout-button, participant (data-user), file-input, chooser (files picked with
+// nobody chosen) with chooser-participant (data-user) / chooser-cancel, offer
+// (data-transfer-id) with offer-accept / offer-reject,
 // transfer (data-transfer-id, data-status, data-direction "send" | "receive") with
 // transfer-status, transfer-transport, transfer-progress, transfer-percent,
 // transfer-pause / -resume / -cancel, transfer-save; message (the log, newest first).

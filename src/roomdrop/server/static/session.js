@@ -32,6 +32,7 @@ class Session {
     this.user = null;
     this.room = null;
     this.joinedRoom = null; // set once the room is shown
+    this.lastJoined = null; // {user, room} of the last room shown (left or not)
     this.participants = new Set();
     this.serverTransfers = new Map(); // the latest room-state's, by id
     this.transfers = new Map(); // both directions, by id (window.roomdrop.transfers)
@@ -127,6 +128,8 @@ class Session {
   /** Signed in (signin.js): connect and take the first room-state. Throws if the
    * server refuses. */
   async join(token, user, room) {
+    const last = this.lastJoined;
+    if (last && (user !== last.user || room !== last.room)) this.leaveBehind(`left room ${last.room}`);
     this.api.token = token;
     this.user = user;
     this.room = room;
@@ -141,7 +144,39 @@ class Session {
     this.display.note(`joined room ${room} as ${this.user}`);
     this.display.renderParticipants();
     this.joinedRoom = room;
+    this.lastJoined = { user: this.user, room };
     setState("joined");
+  }
+
+  /** "Leave room" (signin.js): the socket closes cleanly and the page is back at the
+   * form. The server takes it as any disconnect (protocol.md §11.8): the others see
+   * this user leave, and its active transfers pause, here as there; they resume by
+   * themselves once it is back in the room (a sender not back within the reconnect
+   * grace, 60 s by default, has its transfers cancelled). */
+  async leave() {
+    const room = this.joinedRoom;
+    if (room === null) return;
+    this.joinedRoom = null;
+    this.chooser.close();
+    for (const t of this.transfers.values()) {
+      if (isLive(t) && t.status === "active") (t.direction === "send" ? this.outgoing : this.incoming).setPaused(t);
+    }
+    for (const remote of [...this.links.links.keys()]) this.links.lose(remote);
+    await this.signalling.close();
+    this.participants = new Set();
+    this.display.renderParticipants();
+    this.display.note(`left room ${room}; its transfers under way are paused until you join it again`);
+    setState("signin");
+  }
+
+  /** Joining another room or as another user: the live transfers of the last one end
+   * here (the server keeps them paused; the part files keep their chunks). */
+  leaveBehind(why) {
+    this.lastJoined = null;
+    for (const t of this.transfers.values()) {
+      if (isLive(t)) (t.direction === "send" ? this.outgoing : this.incoming).finish(t, "failed", why, "left", { quiet: true });
+    }
+    this.display.selected = null;
   }
 
   /** The server refused (or could not be reached): back to the form. */
