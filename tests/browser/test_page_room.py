@@ -1,7 +1,8 @@
 """The room page's small traps, in real headless Chromium, the way a person meets them:
 whom picked files go to when people come and go (and the chooser that asks when nobody
 is chosen); a transfer's figures (a placeholder until the speed is known, the CLI's
-decimal units, one decimal of percent); leaving the room and signing out.
+decimal units, one decimal of percent); leaving the room and signing out; the share link
+at phone size and its QR code (decoded here with zxing-cpp).
 
 Each test looks at what the page shows (visible text, layout, screenshots in
 ``test-artifacts/``), with real servers and real pages.
@@ -10,12 +11,15 @@ Each test looks at what the page shows (visible text, layout, screenshots in
 from __future__ import annotations
 
 import asyncio
+import io
 import re
 import time
 from pathlib import Path
 
 import pytest
-from pagetools import Harness, RoomPage
+import zxingcpp
+from pagetools import PHONE, Harness, RoomPage
+from PIL import Image
 from playwright.async_api import expect
 
 from client.clitools import MB, sha256_of, write_random
@@ -285,3 +289,48 @@ async def test_leave_room_pauses_what_is_under_way_and_sign_out_forgets_the_gues
     again = await a.join(room, name=name, navigate=False)
     assert again != alice and again.startswith(f"{name}#"), (again, alice)
     await b.sees(again)
+
+
+async def test_the_share_link_fits_a_phone_copies_whole_and_shows_as_a_qr_code(
+    rd: Harness,
+) -> None:
+    # At phone width a long share link stays on one line inside the screen (cut short,
+    # not broken in the middle of the address), Copy puts the whole URL on the
+    # clipboard, and the QR code beside it decodes to the same URL.
+    (room,) = names("a-room-with-a-long-name-for-sharing")
+    a = await rd.open("alice", PHONE)
+    await a.context.grant_permissions(["clipboard-read", "clipboard-write"], origin=rd.server.url)
+    (name,) = names("alice")
+    await a.join(room, name=name)
+    url = f"{rd.server.url}/?room={room}"
+    link = a.by("share-link")
+    await expect(link).to_have_attribute("href", url)
+    await rd.shot(a, "phone-share")
+
+    box = await link.bounding_box()
+    assert box is not None
+    assert box["x"] >= 0 and box["x"] + box["width"] <= PHONE["width"], box
+    lines = await link.evaluate(
+        "(a) => a.getClientRects().length === 1"
+        " && a.getBoundingClientRect().height < 2 * parseFloat(getComputedStyle(a).lineHeight)"
+    )
+    assert lines, f"the share link is broken over several lines: {box}"
+    width = await a.page.evaluate("() => document.documentElement.scrollWidth")
+    assert width <= PHONE["width"], f"the page is {width} px wide on a phone"
+    copy = a.by("share-copy")
+    copy_box = await copy.bounding_box()
+    assert copy_box is not None and copy_box["x"] + copy_box["width"] <= PHONE["width"], copy_box
+
+    await copy.click()
+    await expect(a.page.get_by_text("link copied")).to_be_visible()
+    copied = await a.page.evaluate("() => navigator.clipboard.readText()")
+    assert copied == url, (copied, url)
+
+    qr = a.by("share-qr")
+    await expect(qr).to_be_visible()
+    qr_box = await qr.bounding_box()
+    assert qr_box is not None and qr_box["x"] + qr_box["width"] <= PHONE["width"], qr_box
+    image = Image.open(io.BytesIO(await qr.screenshot()))
+    found = zxingcpp.read_barcodes(image)
+    assert [code.text for code in found] == [url], [(c.format, c.text) for c in found]
+    assert found[0].format == zxingcpp.BarcodeFormat.QRCode, found[0].format
