@@ -2,7 +2,8 @@
 whom picked files go to when people come and go (and the chooser that asks when nobody
 is chosen); a transfer's figures (a placeholder until the speed is known, the CLI's
 decimal units, one decimal of percent); leaving the room and signing out; the share link
-at phone size and its QR code (decoded here with zxing-cpp).
+at phone size and its QR code (decoded here with zxing-cpp); an offer that arrives while
+the tab is hidden, in the tab's title and as a notification.
 
 Each test looks at what the page shows (visible text, layout, screenshots in
 ``test-artifacts/``), with real servers and real pages.
@@ -334,3 +335,119 @@ async def test_the_share_link_fits_a_phone_copies_whole_and_shows_as_a_qr_code(
     found = zxingcpp.read_barcodes(image)
     assert [code.text for code in found] == [url], [(c.format, c.text) for c in found]
     assert found[0].format == zxingcpp.BarcodeFormat.QRCode, found[0].format
+
+
+# --- 4. an offer while the tab is hidden --------------------------------------------------
+
+#: (an init script) every Notification the page constructs and every permission request
+#: it makes, recorded before they go to the browser's own
+RECORD_NOTIFICATIONS = """(() => {
+  const Real = window.Notification;
+  window.__notified = [];
+  window.__asked = 0;
+  if (typeof Real !== "function") return;
+  class Recorded extends Real {
+    constructor(title, options = {}) {
+      window.__notified.push({title, body: options.body, tag: options.tag});
+      super(title, options);
+    }
+  }
+  Recorded.requestPermission = (...args) => {
+    window.__asked += 1;
+    return Real.requestPermission(...args);
+  };
+  window.Notification = Recorded;
+})();"""
+
+# Headless Chromium reports every tab visible, even one behind another tab: the page is
+# hidden (and shown again) the way the browser does it, by document.hidden,
+# visibilityState and a visibilitychange event.
+HIDE = """() => {
+  Object.defineProperty(document, "hidden", {configurable: true, get: () => true});
+  Object.defineProperty(document, "visibilityState", {configurable: true, get: () => "hidden"});
+  document.dispatchEvent(new Event("visibilitychange"));
+}"""
+SHOW = """() => {
+  delete document.hidden;
+  delete document.visibilityState;
+  document.dispatchEvent(new Event("visibilitychange"));
+}"""
+
+
+async def test_an_offer_to_a_hidden_tab_shows_in_its_title_and_as_a_notification(
+    rd: Harness, tmp_path: Path
+) -> None:
+    # bob has not allowed notifications: an offer while his tab is hidden puts
+    # "(1) offer from alice — roomdrop" in its title, until he looks (the tab is shown) or
+    # answers; nothing is notified and the page asks for permission only when he clicks
+    # "Notify me of offers". carol allowed them: her hidden tab also gets a
+    # notification. An offer to a tab that is shown changes nothing.
+    paths = []
+    for n in range(4):
+        paths.append(tmp_path / f"offer{n}.bin")
+        write_random(paths[-1], 64 * 1024)
+    (room,) = names("room")
+    pages = {}
+    for label in ("bob", "carol", "alice"):
+        page = await rd.open(label)
+        await page.context.add_init_script(RECORD_NOTIFICATIONS)
+        if label == "carol":
+            await page.context.grant_permissions(["notifications"], origin=rd.server.url)
+        (name,) = names(label)
+        await page.join(room, name=name)
+        pages[label] = page
+    a, b, c = pages["alice"], pages["bob"], pages["carol"]
+    for user in (b.user, c.user):
+        await a.sees(user)
+    assert await b.page.title() == "roomdrop"
+
+    # bob, hidden: the title says so until he looks; then until he answers
+    await b.page.evaluate(HIDE)
+    await a.send(b.user, paths[0])
+    await expect(b.by("offer")).to_have_count(1, timeout=15_000)
+    await expect(b.page).to_have_title(f"(1) offer from {a.user} — roomdrop")
+    await b.page.evaluate(SHOW)
+    await expect(b.page).to_have_title("roomdrop")
+    await b.reject()
+    await b.page.evaluate(HIDE)
+    await a.send(b.user, paths[1])
+    await expect(b.by("offer")).to_have_count(1, timeout=15_000)
+    await expect(b.page).to_have_title(f"(1) offer from {a.user} — roomdrop")
+    await b.reject()
+    await expect(b.page).to_have_title("roomdrop")
+    await b.page.evaluate(SHOW)
+    assert await b.page.evaluate("() => [window.__notified, window.__asked]") == [[], 0]
+
+    await expect(b.by("notify-button")).to_be_visible()
+    await expect(c.by("notify-button")).to_be_hidden()
+    await expect(c.by("notify-state")).to_contain_text("notified")
+
+    # carol, hidden, notifications allowed: the title and a notification
+    await c.page.evaluate(HIDE)
+    tid = await a.send(c.user, paths[2])
+    await expect(c.by("offer")).to_have_count(1, timeout=15_000)
+    await expect(c.page).to_have_title(f"(1) offer from {a.user} — roomdrop")
+    notified = await c.page.evaluate("() => window.__notified")
+    assert notified == [
+        {
+            "title": f"Offer from {a.user}",
+            "body": "offer2.bin (65.5 kB, application/octet-stream)",
+            "tag": tid,
+        }
+    ], notified
+    await c.page.evaluate(SHOW)
+    await expect(c.page).to_have_title("roomdrop")
+    await c.reject()
+
+    # carol's tab shown: an offer changes neither the title nor notifies
+    await a.send(c.user, paths[3])
+    await expect(c.by("offer")).to_have_count(1, timeout=15_000)
+    await asyncio.sleep(0.5)
+    assert await c.page.title() == "roomdrop"
+    assert len(await c.page.evaluate("() => window.__notified")) == 1
+
+    # the permission is asked for on bob's click only
+    await b.by("notify-button").click()
+    await b.page.wait_for_function("() => window.__asked === 1", timeout=10_000)
+    answer = await b.page.evaluate("() => Notification.permission")
+    rd.note(f"bob's browser answered the permission request: {answer}")

@@ -24,10 +24,13 @@ export class Display {
    *   online()
    * @param {function} control (transfer, "file-share-pause" | "file-share-resume" |
    *   "file-share-cancel"): a transfer's button was pressed
+   * @param {import("./attention.js").Attention} attention the tab's title and
+   *   notifications, told of each offer shown and removed
    */
-  constructor(room, control) {
+  constructor(room, control, attention) {
     this.room = room;
     this.control = control;
+    this.attention = attention;
     this.messages = []; // every note, oldest first (window.roomdrop.messages)
     this.selected = null; // the participant files go to
     this.selectedAuto = false; // chosen because they were the only one
@@ -128,6 +131,7 @@ export class Display {
     this.offers.set(t, li);
     $("#offers").append(li);
     $("#offers-section").hidden = false;
+    this.attention.offered(t);
   }
 
   removeOffer(t) {
@@ -135,6 +139,7 @@ export class Display {
     if (li) {
       li.remove();
       this.offers.delete(t);
+      this.attention.answered(t);
     }
     $("#offers-section").hidden = $("#offers").children.length === 0;
   }

@@ -6,9 +6,10 @@
 // The roles: outgoing.js (the sender), incoming.js (the receiver), links.js (data
 // channels), catchup.js (aligning with room-state), transfers.js (what they share);
 // the session's own parts: signalling.js (the WebSocket), http.js (REST), display.js
-// (what the person sees); the page's: signin.js, share.js, picker.js.
+// (what the person sees); the page's: signin.js, share.js, picker.js, attention.js.
 // Counterpart: src/roomdrop/client/session.py
 
+import { Attention } from "./attention.js";
 import { canonicalUuid } from "./protocol.js";
 import { PartStore } from "./store.js";
 import { catchUp, transfersOf } from "./catchup.js";
@@ -39,7 +40,8 @@ class Session {
     this.joinWaiters = [];
     this.api = new ServerApi();
     const note = (text, kind) => this.display.note(text, kind);
-    this.display = new Display(this, (t, type) => this.control(t, type));
+    this.attention = new Attention();
+    this.display = new Display(this, (t, type) => this.control(t, type), this.attention);
     this.signalling = new Signalling({
       url: () => webSocketUrl(this.room, this.api.token),
       onMessage: (msg) => this.onMessage(msg),
@@ -115,6 +117,7 @@ class Session {
       send: (files) => this.sendPicked(files),
     });
     this.chooser.init();
+    this.attention.init();
     this.share.init();
     window.addEventListener("pagehide", () => {
       this.signalling.closing = true;
