@@ -344,7 +344,10 @@ async def test_the_share_link_fits_a_phone_copies_whole_and_shows_as_a_qr_code(
     assert copied == url, (copied, url)
 
     qr = a.by("share-qr")
+    await expect(qr).to_be_hidden()  # folded on a phone: one tap away
+    await a.page.get_by_text("QR code of the link").click()
     await expect(qr).to_be_visible()
+    await rd.shot(a, "phone-qr")
     qr_box = await qr.bounding_box()
     assert qr_box is not None and qr_box["x"] + qr_box["width"] <= PHONE["width"], qr_box
     image = Image.open(io.BytesIO(await qr.screenshot()))

@@ -31,8 +31,8 @@ export class Attention {
     const permission = supported() ? Notification.permission : "unsupported";
     button.hidden = permission !== "default";
     state.textContent = {
-      granted: "Offers that arrive while this tab is hidden are notified.",
-      denied: "Notifications are blocked for this page (the browser's site settings can allow them).",
+      granted: "Offers to a hidden tab are notified.",
+      denied: "Notifications blocked (the browser's site settings can allow them).",
     }[permission] || "";
   }
 

@@ -2,7 +2,7 @@
 // link (the page's address with ?room=, which fills the sign-in form for whoever opens
 // it), on one line, cut short with an ellipsis where it does not fit (a phone), a Copy
 // button that copies the whole of it, and its QR code for a phone to scan
-// (vendor/qrcode-generator).
+// (vendor/qrcode-generator), beside the link, or folded below it on a narrow screen.
 
 import qrcode from "./vendor/qrcode-generator/qrcode.js";
 
@@ -62,13 +62,16 @@ export class Share {
     link.textContent = url;
     link.title = url;
     const qr = $("#share-qr");
+    const box = qr.closest("details");
     try {
       drawQr(qr, url);
       qr.setAttribute("aria-label", `QR code of ${url}`);
-      qr.closest("figure").hidden = false;
+      // unfolded where there is room beside the link; on a phone, one tap away
+      if (box.hidden) box.open = matchMedia("(min-width: 40rem)").matches;
+      box.hidden = false;
     } catch (e) {
       console.warn("no QR code", e);
-      qr.closest("figure").hidden = true;
+      box.hidden = true;
     }
   }
 }
