@@ -399,7 +399,7 @@ async def test_an_offer_to_a_hidden_tab_shows_in_its_title_and_as_a_notification
     # bob has not allowed notifications: an offer while his tab is hidden puts
     # "(1) offer from alice — roomdrop" in its title, until he looks (the tab is shown) or
     # answers; nothing is notified and the page asks for permission only when he clicks
-    # "Notify me of offers". carol allowed them: her hidden tab also gets a
+    # "Notify me". carol allowed them: her hidden tab also gets a
     # notification. An offer to a tab that is shown changes nothing.
     paths = []
     for n in range(4):

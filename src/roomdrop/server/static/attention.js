@@ -2,7 +2,7 @@
 // an offer that arrives while the tab is hidden shows in the tab's title ("(1) offer
 // from alice — roomdrop") until it is seen (the tab is shown again) or answered, and,
 // where the person allowed it, as a notification. Permission is asked only when they
-// click "Notify me of offers".
+// click "Notify me".
 
 import { formatBytes } from "./protocol.js";
 
