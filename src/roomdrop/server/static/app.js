@@ -15,16 +15,21 @@
 //   http.js        REST calls                                            ↔ http.py
 //   display.js     participants, offers, transfers, the message log      ↔ display.py
 //   rtc.js         one WebRTC data channel                               ↔ rtc.py
-//   signin.js (the sign-in form, guests), share.js (the share link), picker.js (the
-//   file input, drag and drop): the page's own.
+//   signin.js (the sign-in form, guests, leaving, signing out), share.js (the share
+//   link, its QR code), picker.js (the file input, drag and drop, the chooser),
+//   attention.js (an offer in the tab's title and as a notification): the page's own.
 //   protocol.js (frames, ranges, names), store.js and opfs-worker.js (part files in the
 //   origin-private file system, per-chunk and whole-file sha256), hash-worker.js (the
-//   offer's sha256), vendor/noble-hashes (streaming sha256).
+//   offer's sha256), vendor/noble-hashes (streaming sha256), vendor/qrcode-generator.
 //
 // For tests: <body data-ready="true"> once the page can be used, data-state
-// "signin" | "joining" | "joined" | "reconnecting" | "closed". data-testid hooks:
-// name-input, token-input, room-input, join-button, share-link, me, participant
-// (data-user), file-input, offer (data-transfer-id) with offer-accept / offer-reject,
+// "signin" | "joining" | "joined" | "reconnecting" | "closed" ("signin" again after
+// Leave room or Sign out). data-testid hooks:
+// name-input, token-input, room-input, join-button, share-link, share-copy, share-qr,
+// me, notify-button, notify-state, leave-button, signout-button, participant
+// (data-user), file-input, chooser (files picked with nobody chosen) with
+// chooser-participant (data-user) / chooser-cancel, offer (data-transfer-id) with
+// offer-accept / offer-reject,
 // transfer (data-transfer-id, data-status, data-direction "send" | "receive") with
 // transfer-status, transfer-transport, transfer-progress, transfer-percent,
 // transfer-pause / -resume / -cancel, transfer-save; message (the log, newest first).

@@ -4,7 +4,7 @@
 // row, the participant chosen); the buttons call back into the session.
 // Counterpart: src/roomdrop/client/display.py
 
-import { formatBytes, formatDuration } from "./protocol.js";
+import { PLACEHOLDER, formatBytes, formatDuration, formatPercent } from "./protocol.js";
 import { LIVE, carriedBy } from "./transfers.js";
 
 const $ = (sel, root = document) => root.querySelector(sel);
@@ -24,10 +24,13 @@ export class Display {
    *   online()
    * @param {function} control (transfer, "file-share-pause" | "file-share-resume" |
    *   "file-share-cancel"): a transfer's button was pressed
+   * @param {import("./attention.js").Attention} attention the tab's title and
+   *   notifications, told of each offer shown and removed
    */
-  constructor(room, control) {
+  constructor(room, control, attention) {
     this.room = room;
     this.control = control;
+    this.attention = attention;
     this.messages = []; // every note, oldest first (window.roomdrop.messages)
     this.selected = null; // the participant files go to
     this.selectedAuto = false; // chosen because they were the only one
@@ -55,14 +58,27 @@ export class Display {
     if (this.selected === user) this.selected = null;
   }
 
+  /** Files go to `user` from now on (clicked in the list, or in the chooser). */
+  choose(user) {
+    this.selected = user;
+    this.selectedAuto = false;
+    this.renderParticipants();
+  }
+
+  /** The other participants, sorted. */
+  others() {
+    const { user: me, participants } = this.room;
+    return [...participants].filter((u) => u !== me).sort();
+  }
+
   renderParticipants() {
     const { user: me, participants } = this.room;
     const list = $("#participants");
     list.textContent = "";
-    const others = [...participants].filter((u) => u !== me).sort();
+    const others = this.others();
+    // The choice stays while that person is here, whoever else comes and goes; with no
+    // choice and one other participant, files go to them (picker.js asks otherwise).
     if (this.selected && !participants.has(this.selected)) this.selected = null;
-    // with one other participant, files go to them; with more, to the one clicked
-    if (this.selectedAuto && others.length !== 1) this.selected = null;
     if (!this.selected && others.length === 1) {
       this.selected = others[0];
       this.selectedAuto = true;
@@ -77,17 +93,15 @@ export class Display {
       b.dataset.user = user;
       b.textContent = user;
       b.setAttribute("aria-pressed", String(this.selected === user));
-      b.addEventListener("click", () => {
-        this.selected = user;
-        this.selectedAuto = false;
-        this.renderParticipants();
-      });
+      b.addEventListener("click", () => this.choose(user));
       li.append(b);
       list.append(li);
     }
     $("#me").textContent = me || "";
     $("#nobody").hidden = others.length > 0;
-    $("#recipient").textContent = this.selected ? `Files go to ${this.selected}.` : "Choose a participant to send to.";
+    $("#recipient").textContent = this.selected
+      ? `Files go to ${this.selected}.`
+      : "Click a participant to choose whom files go to (or pick files and say whom).";
     $("#file-input").disabled = !this.room.online();
   }
 
@@ -117,6 +131,7 @@ export class Display {
     this.offers.set(t, li);
     $("#offers").append(li);
     $("#offers-section").hidden = false;
+    this.attention.offered(t);
   }
 
   removeOffer(t) {
@@ -124,6 +139,7 @@ export class Display {
     if (li) {
       li.remove();
       this.offers.delete(t);
+      this.attention.answered(t);
     }
     $("#offers-section").hidden = $("#offers").children.length === 0;
   }
@@ -208,13 +224,15 @@ export class Display {
     let percent = t.progress_percent;
     if (hashing) percent = 0;
     bar.value = percent;
-    const percentText = `${percent.toFixed(percent % 1 ? 2 : 0)} %`;
+    const percentText = formatPercent(percent);
     if (bar.textContent !== percentText) bar.textContent = percentText;
     bar.setAttribute("aria-label", `${t.filename}: ${percentText}`);
     set(".percent", percentText);
     set(".bytes", `${formatBytes(t.bytes_transferred)} of ${formatBytes(t.file_size)}`);
-    set(".speed", t.status === "active" && t.speed_bps ? `${formatBytes(t.speed_bps)}/s` : "");
-    set(".eta", t.status === "active" && t.eta_seconds != null ? `ETA ${formatDuration(t.eta_seconds)}` : "");
+    // active: a placeholder until the first half second of samples gives a speed
+    const active = t.status === "active" && !t._.final;
+    set(".speed", active ? `${t.speed_bps ? formatBytes(t.speed_bps) : PLACEHOLDER}/s` : "");
+    set(".eta", active ? `ETA ${formatDuration(t.speed_bps ? t.eta_seconds : null)}` : "");
     let noteText = t._.note || "";
     if (hashing) {
       noteText = `computing sha256… ${Math.floor(t._.hashing * 100)} %`;

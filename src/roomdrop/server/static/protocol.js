@@ -1,5 +1,6 @@
 // The wire format of docs/protocol.md: binary frames (§3.3), fragmentation (§3.4),
-// range lists (§2.1), chunk planning (§3.1) and file names (§9.1).
+// range lists (§2.1), chunk planning (§3.1), file names (§9.1), and how sizes, durations
+// and percentages are shown (as the CLI shows them).
 
 export const HEADER_SIZE = 72;
 export const MAX_CHUNK_SIZE = 1024 * 1024;
@@ -247,25 +248,36 @@ export function sanitizeFilename(name) {
   return s || "unnamed";
 }
 
+/** What a figure not known yet (a speed in its first half second) shows. */
+export const PLACEHOLDER = "—";
+
+/** A size as the CLI shows it (roomdrop.client.display.human_size): decimal units
+ * (1 kB = 1000 bytes, as rich's columns and the commands' messages), one decimal above
+ * bytes. */
 export function formatBytes(n) {
-  if (n == null || !isFinite(n)) return "–";
-  const units = ["B", "KiB", "MiB", "GiB", "TiB"];
-  let u = 0;
+  if (n == null || !isFinite(n)) return PLACEHOLDER;
   let v = n;
-  while (v >= 1024 && u < units.length - 1) {
-    v /= 1024;
-    u++;
+  for (const unit of ["bytes", "kB", "MB", "GB"]) {
+    if (v < 1000 || unit === "GB") return unit === "bytes" ? `${v.toFixed(0)} bytes` : `${v.toFixed(1)} ${unit}`;
+    v /= 1000;
   }
-  return `${u === 0 ? v : v.toFixed(v < 10 ? 2 : 1)} ${units[u]}`;
+  return `${n} bytes`;
 }
 
 export function formatDuration(s) {
-  if (s == null || !isFinite(s)) return "–";
+  if (s == null || !isFinite(s)) return PLACEHOLDER;
   s = Math.round(s);
   if (s < 60) return `${s} s`;
   const m = Math.floor(s / 60);
   if (m < 60) return `${m} min ${s % 60} s`;
   return `${Math.floor(m / 60)} h ${m % 60} min`;
+}
+
+/** A percentage with one decimal, never rounded up to 100 before the end. */
+export function formatPercent(p) {
+  if (!(p > 0)) return "0 %";
+  if (p >= 100) return "100 %";
+  return `${(Math.floor(p * 10) / 10).toFixed(1)} %`;
 }
 
 /** The JWT's `sub` claim, or null. */

@@ -6,9 +6,10 @@
 // The roles: outgoing.js (the sender), incoming.js (the receiver), links.js (data
 // channels), catchup.js (aligning with room-state), transfers.js (what they share);
 // the session's own parts: signalling.js (the WebSocket), http.js (REST), display.js
-// (what the person sees); the page's: signin.js, share.js, picker.js.
+// (what the person sees); the page's: signin.js, share.js, picker.js, attention.js.
 // Counterpart: src/roomdrop/client/session.py
 
+import { Attention } from "./attention.js";
 import { canonicalUuid } from "./protocol.js";
 import { PartStore } from "./store.js";
 import { catchUp, transfersOf } from "./catchup.js";
@@ -17,7 +18,7 @@ import { ServerApi } from "./http.js";
 import { Incoming } from "./incoming.js";
 import { Links } from "./links.js";
 import { Outgoing } from "./outgoing.js";
-import { watchFiles } from "./picker.js";
+import { Chooser, watchFiles } from "./picker.js";
 import { Share } from "./share.js";
 import { SignIn } from "./signin.js";
 import { NotConnected, Signalling, webSocketUrl } from "./signalling.js";
@@ -32,13 +33,15 @@ class Session {
     this.user = null;
     this.room = null;
     this.joinedRoom = null; // set once the room is shown
+    this.lastJoined = null; // {user, room} of the last room shown (left or not)
     this.participants = new Set();
     this.serverTransfers = new Map(); // the latest room-state's, by id
     this.transfers = new Map(); // both directions, by id (window.roomdrop.transfers)
     this.joinWaiters = [];
     this.api = new ServerApi();
     const note = (text, kind) => this.display.note(text, kind);
-    this.display = new Display(this, (t, type) => this.control(t, type));
+    this.attention = new Attention();
+    this.display = new Display(this, (t, type) => this.control(t, type), this.attention);
     this.signalling = new Signalling({
       url: () => webSocketUrl(this.room, this.api.token),
       onMessage: (msg) => this.onMessage(msg),
@@ -57,6 +60,13 @@ class Session {
     this.incoming = new Incoming(this, new PartStore());
     this.signin = new SignIn(this, this.api, note);
     this.share = new Share(note);
+    this.chooser = new Chooser({
+      others: () => this.display.others(),
+      chose: (user, files) => {
+        this.display.choose(user);
+        this.outgoing.enqueueFiles(files, user);
+      },
+    });
   }
 
   // --- what the roles may use (transfers.js, Host) --------------------------------------
@@ -104,8 +114,10 @@ class Session {
     await this.signin.init();
     watchFiles({
       online: () => this.online(),
-      send: (files) => this.outgoing.enqueueFiles(files, this.display.selected),
+      send: (files) => this.sendPicked(files),
     });
+    this.chooser.init();
+    this.attention.init();
     this.share.init();
     window.addEventListener("pagehide", () => {
       this.signalling.closing = true;
@@ -119,6 +131,8 @@ class Session {
   /** Signed in (signin.js): connect and take the first room-state. Throws if the
    * server refuses. */
   async join(token, user, room) {
+    const last = this.lastJoined;
+    if (last && (user !== last.user || room !== last.room)) this.leaveBehind(`left room ${last.room}`);
     this.api.token = token;
     this.user = user;
     this.room = room;
@@ -133,7 +147,39 @@ class Session {
     this.display.note(`joined room ${room} as ${this.user}`);
     this.display.renderParticipants();
     this.joinedRoom = room;
+    this.lastJoined = { user: this.user, room };
     setState("joined");
+  }
+
+  /** "Leave room" (signin.js): the socket closes cleanly and the page is back at the
+   * form. The server takes it as any disconnect (protocol.md §11.8): the others see
+   * this user leave, and its active transfers pause, here as there; they resume by
+   * themselves once it is back in the room (a sender not back within the reconnect
+   * grace, 60 s by default, has its transfers cancelled). */
+  async leave() {
+    const room = this.joinedRoom;
+    if (room === null) return;
+    this.joinedRoom = null;
+    this.chooser.close();
+    for (const t of this.transfers.values()) {
+      if (isLive(t) && t.status === "active") (t.direction === "send" ? this.outgoing : this.incoming).setPaused(t);
+    }
+    for (const remote of [...this.links.links.keys()]) this.links.lose(remote);
+    await this.signalling.close();
+    this.participants = new Set();
+    this.display.renderParticipants();
+    this.display.note(`left room ${room}; its transfers under way are paused until you join it again`);
+    setState("signin");
+  }
+
+  /** Joining another room or as another user: the live transfers of the last one end
+   * here (the server keeps them paused; the part files keep their chunks). */
+  leaveBehind(why) {
+    this.lastJoined = null;
+    for (const t of this.transfers.values()) {
+      if (isLive(t)) (t.direction === "send" ? this.outgoing : this.incoming).finish(t, "failed", why, "left", { quiet: true });
+    }
+    this.display.selected = null;
   }
 
   /** The server refused (or could not be reached): back to the form. */
@@ -141,6 +187,19 @@ class Session {
     this.api.token = null;
     this.user = null;
     setState("signin");
+  }
+
+  /** Files the person picked: to the participant chosen, else the chooser asks. */
+  sendPicked(files) {
+    const to = this.display.selected;
+    if (to && !this.chooser.open) this.outgoing.enqueueFiles(files, to);
+    else this.chooser.ask(files);
+  }
+
+  /** The participants changed: the list, and the chooser's list if it is asking. */
+  showParticipants() {
+    this.display.renderParticipants();
+    this.chooser.update();
   }
 
   pauseAllOnLeave() {
@@ -194,14 +253,14 @@ class Session {
     const resync = this.signalling.joined();
     if (this.joinedRoom !== null) setState("joined");
     if (this.signalling.connections > 1 && !resync) this.display.note("reconnected to the server");
-    this.display.renderParticipants();
+    this.showParticipants();
     this.wakeJoinWaiters();
     await catchUp(this, known);
   }
 
   onUserJoined(p) {
     this.participants.add(p.user_id);
-    this.display.renderParticipants();
+    this.showParticipants();
     for (const t of this.transfers.values()) if (t.peer === p.user_id) wake(t);
     this.wakeJoinWaiters();
   }
@@ -209,7 +268,7 @@ class Session {
   onUserLeft(p) {
     this.participants.delete(p.user_id);
     this.display.unselect(p.user_id);
-    this.display.renderParticipants();
+    this.showParticipants();
     this.links.lose(p.user_id);
     const live = [...this.transfers.values()].filter((t) => t.peer === p.user_id && isLive(t));
     if (live.length) this.display.note(`${p.user_id} left the room; their transfers wait for them to come back`, "error");

@@ -32,6 +32,7 @@ export class Signalling {
     this.connected = false;
     this.connections = 0;
     this.closing = false; // the page is going away: no reconnecting
+    this.generation = 0; // a close() ends the reconnecting of every connect() before it
     this.inbox = Promise.resolve();
   }
 
@@ -47,10 +48,12 @@ export class Signalling {
   /** Open the WebSocket; resolves once the first room-state has been handled, rejects
    * if the server closes it for good first. Reconnects by itself afterwards. */
   connect() {
+    const generation = this.generation;
     return new Promise((resolve, reject) => {
       let settled = false;
       let delay = 200;
       const open = () => {
+        if (generation !== this.generation) return; // left meanwhile
         const ws = new WebSocket(this.opts.url());
         ws.binaryType = "arraybuffer";
         this.ws = ws;
@@ -85,7 +88,7 @@ export class Signalling {
           const fatal = FATAL[event.code];
           if (fatal || this.closing) {
             const text = fatal ? `${fatal}${event.reason ? `: ${event.reason}` : ""}` : "left the room";
-            this.opts.note(text, "error");
+            this.opts.note(text, fatal ? "error" : "info");
             this.opts.setState(fatal ? "closed" : "left");
             if (!settled) {
               settled = true;
@@ -99,6 +102,26 @@ export class Signalling {
         };
       };
       open();
+    });
+  }
+
+  /** Leave the room: the socket is closed cleanly (1000) and not reconnected; resolves
+   * once it is closed. The server takes it as any disconnect (protocol.md §11.8). */
+  close() {
+    const ws = this.ws;
+    this.generation += 1;
+    this.closing = true;
+    this.connected = false;
+    return new Promise((resolve) => {
+      const done = () => {
+        if (this.ws === ws) this.ws = null;
+        this.closing = false;
+        resolve();
+      };
+      if (!ws || ws.readyState === WebSocket.CLOSED) return done();
+      ws.addEventListener("close", done, { once: true });
+      setTimeout(done, 3000);
+      ws.close(1000, "left the room");
     });
   }
 

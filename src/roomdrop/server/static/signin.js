@@ -2,7 +2,8 @@
 // display name for a guest token where the server allows guests (GET /webrtc/guest),
 // and the room. A guest's token is remembered per name in this browser (localStorage),
 // so that a reload signs in as the same guest and can take its transfers up again; the
-// form is filled from the link (?room=, ?name=) and this tab's last name.
+// form is filled from the link (?room=, ?name=) and this tab's last name. "Leave room"
+// goes back to the form; "Sign out" also forgets the remembered guests and the token.
 
 import { userOfToken } from "./protocol.js";
 
@@ -47,7 +48,8 @@ function rememberGuest(name, guest) {
 export class SignIn {
   /**
    * @param {object} session join(token, user, room) (async: connected, or throws),
-   *   entered(room) (the room is shown), refused() (back to the form)
+   *   entered(room) (the room is shown), refused() (back to the form), leave() (async:
+   *   out of the room), leaveBehind(why) (the live transfers end here)
    * @param {import("./http.js").ServerApi} api
    * @param {function} note (text, kind): a line in the message log
    */
@@ -67,6 +69,8 @@ export class SignIn {
       if (last && !$("#name-input").value) $("#name-input").value = last;
     } catch {}
     $("#signin-form").addEventListener("submit", (event) => this.signIn(event));
+    $("#leave-button").addEventListener("click", () => this.leave());
+    $("#signout-button").addEventListener("click", () => this.signOut());
     let guests = false;
     try {
       guests = Boolean((await this.api.guestPolicy()).enabled);
@@ -74,6 +78,34 @@ export class SignIn {
     $("#guest-fields").hidden = !guests;
     $("#guest-off").hidden = guests;
     $("#token-optional").hidden = !guests;
+  }
+
+  /** "Leave room": back to the form, filled as it was (Join takes the room up again). */
+  async leave() {
+    await this.session.leave();
+    this.showForm();
+  }
+
+  /** "Sign out": leave the room and forget who this browser signed in as (its
+   * remembered guests, this tab's last name, the token typed). */
+  async signOut() {
+    await this.session.leave();
+    this.session.leaveBehind("signed out");
+    this.session.refused();
+    try {
+      localStorage.removeItem(GUEST_KEY);
+      sessionStorage.removeItem(NAME_KEY);
+    } catch {}
+    $("#name-input").value = "";
+    $("#token-input").value = "";
+    this.note("signed out: this browser no longer remembers you");
+    this.showForm();
+  }
+
+  showForm() {
+    $("#room").hidden = true;
+    $("#signin").hidden = false;
+    $("#join-button").disabled = false;
   }
 
   async signIn(event) {

@@ -108,11 +108,15 @@ export function setProgress(t, chunks, bytes) {
   t.progress_percent = t.file_size ? Math.round((10000 * bytes) / t.file_size) / 100 : t.status === "completed" ? 100 : 0;
 }
 
-/** Speed and ETA over the last 5 s (the clock calls it for every active transfer). */
+/** Speed and ETA over the last 5 s (the clock calls it for every active transfer). The
+ * window starts where the bytes started moving: the wait before the first chunk (the
+ * data channel being tried, for one) does not count, nor does the idle end of a stall,
+ * so the first speed shown, half a second in, is the real one (0 until then: display.js
+ * shows a placeholder). */
 export function measure(t, at) {
   const s = t._.samples;
   s.push([at, t.bytes_transferred]);
-  while (s.length > 2 && at - s[0][0] > 5000) s.shift();
+  while (s.length > 2 && (at - s[0][0] > 5000 || s[1][1] === s[0][1])) s.shift();
   const [t0, b0] = s[0];
   const dt = (at - t0) / 1000;
   t.speed_bps = dt > 0.5 ? Math.max(0, (t.bytes_transferred - b0) / dt) : 0;
