@@ -249,10 +249,7 @@ class Hub:
                             await self.backend.join(room_id, user, member.conn_id)
                             event = UserEvent(user_id=user)
                             self.rooms.broadcast(room_id, T.USER_JOINED, event, exclude=user)
-                    participants = await self.backend.members(room_id)
-                    for user, member in list(room.members.items()):
-                        records = await self.backend.records(user=user, room=room_id)
-                        member.send(_room_state(room_id, participants, records))
+                    await self._send_room_states(room_id, list(room.members.items()))
             except BackendUnavailable as exc:
                 failure = exc
                 await asyncio.sleep(0.2)
@@ -260,6 +257,26 @@ class Hub:
             log.info("room-state resent to every participant here")
             return
         log.warning("room-state not resent: %s", failure)
+
+    async def _send_room_states(
+        self, room_id: str, members: list[tuple[str, Participant]], tries: int = 5
+    ) -> None:
+        """A fresh ``room-state`` to each of ``members``. Taking it awaits Redis, and a
+        room message delivered meanwhile (``user-joined`` from another instance's
+        resync) would reach them before a state that is older than it: the state is
+        taken again then (up to ``tries`` times), and sent with no await after the last
+        look, so whatever the room hears later comes after it."""
+        for _ in range(tries):
+            heard = self.rooms.heard(room_id)
+            participants = await self.backend.members(room_id)
+            states = [
+                (member, await self.backend.records(user=user, room=room_id))
+                for user, member in members
+            ]
+            if self.rooms.heard(room_id) == heard:
+                break
+        for member, records in states:
+            member.send(_room_state(room_id, participants, records))
 
     async def _refresh(self, tid: str) -> None:
         """Another instance changed ``tid``: bring this instance's copy up to date, then

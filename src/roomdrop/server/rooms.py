@@ -31,6 +31,12 @@ class Rooms:
         self.backend = backend
         self.by_id: dict[str, Room] = {}
         """The rooms with a participant connected to this instance, and those participants."""
+        self._heard: dict[str, int] = {}
+
+    def heard(self, room_id: str) -> int:
+        """How many room messages this instance has handed to ``room_id``'s participants
+        (a snapshot of the room taken while this stays the same is not older than any)."""
+        return self._heard.get(room_id, 0)
 
     def counts(self) -> dict[str, int]:
         """Rooms with a participant connected here, and connections to this instance."""
@@ -64,6 +70,7 @@ class Rooms:
         del room.members[participant.user_id]
         if not room.members:
             del self.by_id[participant.room_id]
+            self._heard.pop(participant.room_id, None)
         return True
 
     def local(self, room_id: str, user: str) -> Participant | None:
@@ -81,6 +88,8 @@ class Rooms:
     def to_local_room(self, room_id: str, text: str, exclude: str | None) -> None:
         """A message for every participant of ``room_id`` connected here but ``exclude``."""
         room = self.by_id.get(room_id)
+        if room is not None:
+            self._heard[room_id] = self._heard.get(room_id, 0) + 1
         for user, member in list(room.members.items()) if room else ():
             if user != exclude:
                 member.outbox.send_text(text)
