@@ -23,6 +23,7 @@ from typing import Any
 import uvloop
 
 from roomdrop.allocator import tune_allocator
+from roomdrop.client.outgoing import Scans
 from roomdrop.client.session import Left, Session
 from roomdrop.client.transfers import Result
 from roomdrop.exceptions import RoomdropError
@@ -52,9 +53,13 @@ class Outcome:
 
 
 def run_send(paths: list[Path], to: str, *, transport: str, **common: Any) -> Outcome:
+    scans = Scans(paths)  # hashing overlaps connecting, joining and waiting for the receiver
     tune_allocator()
     return uvloop.run(
-        _main(lambda session: session.send_files(paths, to), {"transport": transport, **common})
+        _main(
+            lambda session: session.send_files(paths, to, scans),
+            {"transport": transport, **common},
+        )
     )
 
 
