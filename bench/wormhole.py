@@ -5,7 +5,9 @@ magic-wormhole (PyPI ``magic-wormhole``), its mailbox server
 (``magic-wormhole-transit-relay``) are installed from PyPI at run time into a venv of
 their own (``--wormhole-venv DIR``, default: in the benchmark's temp dir), never into
 roomdrop's: they are no dependency of roomdrop, and their Twisted may clash with
-anything. A run:
+anything. ``python bench/wormhole.py --install DIR`` makes that venv beforehand:
+``scripts/test`` makes ``.venv-wormhole`` so, before the tests run without a network.
+A run:
 
 * ``twist wormhole-mailbox --port tcp:P:interface=127.0.0.1`` and ``twist transitrelay
   --port tcp:Q:interface=127.0.0.1``, both waited for until they accept connections;
@@ -184,3 +186,19 @@ def run(
         "server_kib": servers,
         "dest": str(dest),
     }
+
+
+def main() -> None:
+    import argparse
+
+    parser = argparse.ArgumentParser(description="Install magic-wormhole for bench/commands.py.")
+    parser.add_argument("--install", type=Path, required=True, metavar="DIR", help="the venv")
+    args = parser.parse_args()
+    try:
+        print(f"magic-wormhole: {ensure(args.install.resolve())}")
+    except (RuntimeError, OSError, subprocess.SubprocessError) as exc:
+        raise SystemExit(f"magic-wormhole: {exc}") from None
+
+
+if __name__ == "__main__":
+    main()
