@@ -45,8 +45,6 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Final
 
-import filetype
-
 from roomdrop.protocol.chunks import ChunkSet, ranges_of
 from roomdrop.protocol.names import numbered_names, sanitize_filename
 from roomdrop.record import ContentKey, Digests, parse_record, record_line, render_record
@@ -147,6 +145,8 @@ def guess_mime_type(name: str, head: bytes) -> str:
 
 def sniff_mime_type(head: bytes | bytearray | memoryview) -> str | None:
     """The MIME type the content's first bytes show (``filetype``), or None."""
+    import filetype  # here: a command that sends nothing needs none of it
+
     kind = filetype.guess(bytes(head[:_MAGIC_BYTES])) if len(head) else None
     return str(kind.mime) if kind is not None else None
 
