@@ -63,17 +63,24 @@ def test_data_are_written_back_as_they_land_not_all_at_the_end(
 ) -> None:
     data = content(64 * MiB + 12345)
     part = PartFile.open(tmp_path, "big.bin", key_of(data))
-    write_all(part, data)
+    first = 20 * MiB
+    write_all(part, data[:first])
+    job = part._sync_job
+    assert job is not None  # begun at 16 MiB, while chunks go on landing
+    job.result()
+    assert len(syncs) == 1 and 16 * MiB <= syncs[0]["held"] <= first, syncs
+    assert syncs[0]["thread"].startswith("roomdrop-write-back")
+    for index in range(first, len(data), CHUNK):
+        assert part.write_chunk(index // CHUNK, data[index : index + CHUNK])
     assert part.verify() == key_of(data).sha256
     placed = part.place("big.bin")
     assert placed.read_bytes() == data
     assert not list((tmp_path / PARTS_DIR).iterdir())
-    # one write-back begun per 16 MiB landed (each after the one before it ended), in
-    # the write-back thread, long before the last chunk; none held back to the end
+    # one write-back begun per 16 MiB landed, at most one at a time, each in the
+    # write-back thread; the fsync before placing waited for the last one
     assert 2 <= len(syncs) <= 4, syncs
     assert all(s["thread"].startswith("roomdrop-write-back") for s in syncs)
-    assert syncs[0]["held"] <= 17 * MiB
-    assert all(s["held"] < len(data) for s in syncs)
+    assert part._sync_job is None
     assert part.final_sync_s is not None and part.final_sync_s >= 0
 
 

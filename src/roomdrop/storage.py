@@ -34,20 +34,18 @@ from __future__ import annotations
 import contextlib
 import errno
 import hashlib
-import mimetypes
 import os
 import shutil
-import stat
 import time
 from collections.abc import Iterable
 from concurrent.futures import Future, ThreadPoolExecutor
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Final
 
 from roomdrop.protocol.chunks import ChunkSet, ranges_of
 from roomdrop.protocol.names import numbered_names, sanitize_filename
 from roomdrop.record import ContentKey, Digests, parse_record, record_line, render_record
+from roomdrop.source import SourceInfo, scan_source, sniff_mime_type
 
 __all__ = [
     "PARTS_DIR",
@@ -68,9 +66,7 @@ __all__ = [
 PARTS_DIR: Final = ".roomdrop-parts"
 PART_SUFFIX: Final = ".part"
 RECORD_SUFFIX: Final = ".part.jsonl"
-_SCAN_BLOCK: Final = 1024 * 1024
 _CHECK_BLOCK: Final = 1024 * 1024
-_MAGIC_BYTES: Final = 8192
 _HASH_BATCH: Final = 16  # 1 MiB of 64 KiB chunks
 _HASHER: Final = ThreadPoolExecutor(max_workers=1, thread_name_prefix="roomdrop-hash")
 """One thread that keeps every receiving file's whole-file sha256 up to date."""
@@ -101,54 +97,6 @@ def describe_os_error(exc: OSError, action: str) -> str:
 
 
 # --- sender side -------------------------------------------------------------------
-
-
-@dataclass(frozen=True, slots=True)
-class SourceInfo:
-    path: Path
-    filename: str
-    file_size: int
-    sha256: str
-    mime_type: str
-    mtime_ns: int
-
-
-def scan_source(path: Path) -> SourceInfo:
-    """Read ``path`` once, in 1 MiB blocks: size, sha256 and MIME type."""
-    digest = hashlib.sha256()
-    head = b""
-    with path.open("rb", buffering=0) as f:
-        st = os.fstat(f.fileno())
-        if not stat.S_ISREG(st.st_mode):
-            raise IsADirectoryError(errno.EISDIR, "not a regular file", str(path))
-        size = 0
-        while block := f.read(_SCAN_BLOCK):
-            if not head:
-                head = block[:_MAGIC_BYTES]
-            digest.update(block)
-            size += len(block)
-    return SourceInfo(
-        path=path,
-        filename=path.name,
-        file_size=size,
-        sha256=digest.hexdigest(),
-        mime_type=guess_mime_type(path.name, head),
-        mtime_ns=st.st_mtime_ns,
-    )
-
-
-def guess_mime_type(name: str, head: bytes) -> str:
-    """From the content's magic bytes first, then the name, else octet-stream."""
-    guessed = sniff_mime_type(head) or mimetypes.guess_type(name, strict=False)[0]
-    return guessed or "application/octet-stream"
-
-
-def sniff_mime_type(head: bytes | bytearray | memoryview) -> str | None:
-    """The MIME type the content's first bytes show (``filetype``), or None."""
-    import filetype  # here: a command that sends nothing needs none of it
-
-    kind = filetype.guess(bytes(head[:_MAGIC_BYTES])) if len(head) else None
-    return str(kind.mime) if kind is not None else None
 
 
 class SourceFile:

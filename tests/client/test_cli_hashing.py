@@ -22,11 +22,11 @@ from clitools import MB, Room, sha256_of, write_random
 
 CHILD = r"""
 import json, sys, threading
-import roomdrop.client.outgoing as outgoing
+import roomdrop.client.scans as scans
 import roomdrop.client.session as session
 from roomdrop.cli import main
 
-real_scan, real_start = outgoing.scan_source, session.Session.start
+real_scan, real_start = scans.scan_source, session.Session.start
 began, ended = threading.Event(), threading.Event()
 change = json.loads(sys.argv[1])
 
@@ -49,7 +49,7 @@ async def start(self):
         say("changed")
     await real_start(self)
 
-outgoing.scan_source, session.Session.start = scan, start
+scans.scan_source, session.Session.start = scan, start
 sys.exit(main(sys.argv[2:]))
 """
 

@@ -45,8 +45,9 @@ def run(argv: list[str]) -> subprocess.CompletedProcess[str]:
         [sys.executable, "-m", "roomdrop.cli", "send", "--help"],
         [sys.executable, "-m", "roomdrop.cli", "receive", "--help"],
         [sys.executable, "-c", "import roomdrop; print(roomdrop.__version__)"],
+        [sys.executable, "-c", "import roomdrop.client.scans; print(roomdrop.__version__)"],
     ],
-    ids=["version", "console-script-version", "send-help", "receive-help", "import"],
+    ids=["version", "console-script-version", "send-help", "receive-help", "import", "scans"],
 )
 def test_version_and_help_import_no_heavy_library(argv: list[str]) -> None:
     if argv[0] == str(CONSOLE_SCRIPT) and not CONSOLE_SCRIPT.exists():

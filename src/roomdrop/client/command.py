@@ -23,7 +23,7 @@ from typing import Any
 import uvloop
 
 from roomdrop.allocator import tune_allocator
-from roomdrop.client.outgoing import Scans
+from roomdrop.client import scans as source_scans
 from roomdrop.client.session import Left, Session
 from roomdrop.client.transfers import Result
 from roomdrop.exceptions import RoomdropError
@@ -53,7 +53,7 @@ class Outcome:
 
 
 def run_send(paths: list[Path], to: str, *, transport: str, **common: Any) -> Outcome:
-    scans = Scans(paths)  # hashing overlaps connecting, joining and waiting for the receiver
+    scans = source_scans.take(paths)  # begun by roomdrop.cli, or now
     tune_allocator()
     return uvloop.run(
         _main(

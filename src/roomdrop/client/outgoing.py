@@ -2,8 +2,8 @@
 answers until the file is verified at the other end.
 
 * **Hashing early.** Each file is read once for its size, sha256 and MIME type
-  (:class:`Scans`), in a thread of its own that starts before the session connects
-  (``roomdrop send`` starts it first), so that hashing overlaps connecting, joining,
+  (:class:`~.scans.Scans`), in a thread of its own that ``roomdrop send`` starts
+  before it has imported the rest, so that hashing overlaps connecting, joining,
   waiting for the receiver and the transfers of the files before it. A file whose size
   or mtime changed since it was hashed is hashed again before it is offered; the chunk
   reads check them again (:class:`~roomdrop.storage.SourceFile`).
@@ -30,15 +30,12 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import os
-import threading
 import time
-from collections.abc import Iterable
-from concurrent.futures import Future
 from pathlib import Path
 
 from roomdrop.client.errors import LinkDown, NotConnected
 from roomdrop.client.links import Links
+from roomdrop.client.scans import Scans
 from roomdrop.client.transfers import Host, Reoffer, Result, Role, SendState
 from roomdrop.exceptions import RoomdropError, StorageError, TransferError
 from roomdrop.manager import FileTransferManager
@@ -56,58 +53,11 @@ from roomdrop.protocol.messages import (
 )
 from roomdrop.protocol.messages import MessageType as T
 from roomdrop.protocol.state import Status
-from roomdrop.storage import SourceInfo, scan_source
+from roomdrop.storage import SourceInfo
 
-__all__ = ["Outgoing", "Scans"]
+__all__ = ["Outgoing"]
 
 log = logging.getLogger("roomdrop.client")
-
-
-class Scans:
-    """The scans (:func:`~roomdrop.storage.scan_source`: size, sha256, MIME type) of the
-    files to send, begun at once, one file after another, in a daemon thread (a command
-    that ends early is not held up by a file still being hashed)."""
-
-    def __init__(self, paths: Iterable[Path]) -> None:
-        self._futures: dict[Path, Future[SourceInfo]] = {}
-        for path in paths:
-            self._futures.setdefault(path, Future())
-        self._stopped = False
-        threading.Thread(target=self._run, name="roomdrop-scan", daemon=True).start()
-
-    def _run(self) -> None:
-        for path, future in self._futures.items():
-            if self._stopped or not future.set_running_or_notify_cancel():
-                continue
-            try:
-                future.set_result(scan_source(path))
-            except BaseException as exc:
-                future.set_exception(exc)
-
-    async def get(self, path: Path) -> SourceInfo:
-        """``path``'s scan, once done; scanned again if its size or mtime changed since
-        (a file not among the paths given is scanned now). Raises OSError."""
-        future = self._futures.get(path)
-        if future is None:
-            return await asyncio.to_thread(scan_source, path)
-        info = await asyncio.wrap_future(future)
-        if not await asyncio.to_thread(_unchanged, info):
-            info = await asyncio.to_thread(scan_source, path)
-        return info
-
-    def stop(self) -> None:
-        """Scan no further file (the one being read is finished)."""
-        self._stopped = True
-        for future in self._futures.values():
-            future.cancel()
-
-
-def _unchanged(info: SourceInfo) -> bool:
-    try:
-        st = os.stat(info.path)
-    except OSError:
-        return False  # scanned again: that says what is wrong
-    return st.st_size == info.file_size and st.st_mtime_ns == info.mtime_ns
 
 
 class Outgoing(Role[SendState]):
