@@ -2,6 +2,7 @@
 next to a bare baseline measured in the same run.
 
     .venv/bin/python bench/commands.py [--size-mb 100] [--repeat 3] [--only PATH,...]
+        [--wormhole-venv DIR | --no-wormhole]
 
 Run it inside a loopback-only namespace, as the tests are:
 ``unshare --net sh -c 'ip link set lo up && .venv/bin/python bench/commands.py'``.
@@ -34,6 +35,10 @@ every path alike). Every run is fresh processes; only 127.0.0.1 is used; no STUN
   sha256, and the received file's sha256 is the source's.
 * the two roomdrop paths again at a quarter of the size, to see whether any process's
   memory grows with the file.
+* magic-wormhole (``bench/wormhole.py``): ``wormhole send`` -> ``wormhole receive``
+  through its own mailbox server and transit relay on 127.0.0.1, installed from PyPI at
+  run time into a venv of their own (``--wormhole-venv DIR`` keeps one between runs;
+  ``--no-wormhole`` leaves the row out, and the output says so). Whole command only.
 
 Whole command: wall time from launching the sender to both processes having exited (the
 receiver was started first and is already waiting: for roomdrop, joined to the room, as
@@ -62,6 +67,7 @@ import argparse
 import contextlib
 import http.client
 import json
+import math
 import os
 import secrets
 import selectors
@@ -77,6 +83,7 @@ from typing import IO, Any
 
 import peak  # bench/peak.py: each process's own peak memory
 import relay  # bench/relay.py: the bare relay's clients and the helpers shared with it
+import wormhole  # bench/wormhole.py: the magic-wormhole row
 
 MIB = 1024 * 1024
 MB = 1_000_000
@@ -85,17 +92,19 @@ ROOM = "bench"
 SENDER, RECEIVER = "alice", "bob"
 GOAL_P2P = 0.9  # roomdrop p2p transfer phase >= 0.9 x the bare data channel's
 GOAL_RELAY = 0.5  # roomdrop relay whole command >= 0.5 x the bare WebSocket relay's
+GOAL_WORMHOLE = 2.5  # roomdrop relay whole command >= 2.5 x magic-wormhole's
 FLAT = 1.10  # full-size peak <= 1.10 x quarter-size peak + FLAT_SLACK
 FLAT_SLACK_KIB = 4 * 1024
 BARE_DC = Path(__file__).resolve().with_name("bare_datachannel.py")
 RELAY_BENCH = Path(relay.__file__).resolve()
 ROOMDROP = [sys.executable, "-m", "roomdrop.cli"]
-PATHS = ("bare-dc", "p2p", "bare-ws", "relay")
+PATHS = ("bare-dc", "p2p", "bare-ws", "relay", "wormhole")
 LABELS = {
     "bare-dc": "bare data channel",
     "p2p": "roomdrop p2p",
     "bare-ws": "bare ws relay",
     "relay": "roomdrop relay",
+    "wormhole": "magic-wormhole",
 }
 BASELINE = {"p2p": "bare-dc", "relay": "bare-ws"}
 PEAKS = {"sender": "sender_kib", "receiver": "receiver_kib", "server": "server_kib"}
@@ -343,6 +352,7 @@ class Bench:
     tmp: Path
     secret: str
     timeout: float
+    wormhole_venv: Path | None = None
     digests: dict[Path, str] = field(default_factory=dict)
     count: int = 0
 
@@ -362,6 +372,8 @@ class Bench:
                 run = self.bare_dc(group, source, workdir)
             elif key == "bare-ws":
                 run = self.bare_ws(group, source, workdir)
+            elif key == "wormhole":
+                run = self.wormhole(group, source, workdir)
             else:
                 run = self.roomdrop(group, key, source, workdir)
             run.udp_drops = udp_receive_drops() - drops
@@ -409,6 +421,19 @@ class Bench:
             sender.peak_kib,
             receiver.peak_kib,
         )
+
+    def wormhole(self, group: Group, source: Path, workdir: Path) -> Run:
+        assert self.wormhole_venv is not None
+        try:
+            got = wormhole.run(
+                group, self.wormhole_venv, source, workdir, self.timeout, now, relay.free_port
+            )
+        except RuntimeError as exc:
+            raise Failed(str(exc)) from None
+        self.check_copy(source, Path(got["dest"]))
+        run = Run(math.nan, got["whole_s"], got["sender_kib"], got["receiver_kib"])
+        run.server_kib = got["server_kib"]
+        return run
 
     def start_server(
         self, group: Group, cmd: list[str], workdir: Path, env: dict[str, str]
@@ -564,8 +589,17 @@ def load_average() -> str:
     return ", ".join(f"{x:.2f}" for x in os.getloadavg())
 
 
+def rate(value: float) -> str:
+    return "-" if math.isnan(value) else f"{value:.1f}"
+
+
 def print_table(
-    series: list[Series], args: argparse.Namespace, size: int, quarter_mb: int, load: str
+    series: list[Series],
+    args: argparse.Namespace,
+    size: int,
+    quarter_mb: int,
+    load: str,
+    wormhole_note: str,
 ) -> None:
     print(
         f"roomdrop commands benchmark: {args.size_mb} MiB file ({size:,} bytes) and "
@@ -590,6 +624,7 @@ def print_table(
         "--token T --out DIR --yes --count 1 --json; send FILE --server URL --room bench "
         "--to bob --token T --transport p2p|relay --json"
     )
+    print(f"magic-wormhole: {wormhole_note}")
     print()
     print(f"{'':<27}{'transfer':^16} {'whole command':^16}  {'peak memory (MiB)':^26}")
     print(
@@ -602,18 +637,22 @@ def print_table(
         ratios = ("", "")
         if base is not None and s.size == size:
             ratios = (
-                f"{s.transfer_rate / base.transfer_rate:.2f}x",
+                "-" if s.key == "wormhole" else f"{s.transfer_rate / base.transfer_rate:.2f}x",
                 f"{s.whole_rate / base.whole_rate:.2f}x",
             )
         print(
-            f"{s.label:<17} {s.size // MIB:>4} MiB {s.transfer_rate:>8.1f} {ratios[0]:>7} "
+            f"{s.label:<17} {s.size // MIB:>4} MiB {rate(s.transfer_rate):>8} {ratios[0]:>7} "
             f"{s.whole_rate:>8.1f} {ratios[1]:>7}  {mib(s.peak('sender_kib')):>8} "
             f"{mib(s.peak('receiver_kib')):>8} {mib(s.peak('server_kib')):>8}"
         )
     print()
     print("seconds per run: transfer / whole (UDP datagrams dropped by a full socket buffer)")
     for s in series:
-        runs = "  ".join(f"{r.transfer_s:.2f}/{r.whole_s:.2f} ({r.udp_drops})" for r in s.runs)
+        runs = "  ".join(
+            f"{'-' if math.isnan(r.transfer_s) else f'{r.transfer_s:.2f}'}/{r.whole_s:.2f} "
+            f"({r.udp_drops})"
+            for r in s.runs
+        )
         print(f"  {s.label:<17} {s.size // MIB:>4} MiB  {runs}")
     print()
     goals = (
@@ -630,17 +669,35 @@ def print_table(
             f"goal {mine.label} {what} >= {goal} x {base.label}: {getattr(mine, attr):.1f} / "
             f"{getattr(base, attr):.1f} MB/s = {ratio:.3f}x ({verdict})"
         )
-        if key == "relay":
+        if key == "relay":  # the stricter goal: against the bare relay's transfer alone
             strict = mine.whole_rate / base.transfer_rate
+            verdict = "met" if strict >= GOAL_RELAY else "NOT met"
             print(
-                f"  (against the bare relay's transfer phase instead: {mine.whole_rate:.1f} / "
-                f"{base.transfer_rate:.1f} MB/s = {strict:.3f}x)"
+                f"goal {mine.label} whole command >= {GOAL_RELAY} x {base.label} transfer "
+                f"phase: {mine.whole_rate:.1f} / {base.transfer_rate:.1f} MB/s = {strict:.3f}x "
+                f"({verdict})"
             )
+    mine, theirs = by_key.get(("relay", size)), by_key.get(("wormhole", size))
+    if mine is not None and theirs is not None:
+        ratio = mine.whole_rate / theirs.whole_rate
+        verdict = "met" if ratio >= GOAL_WORMHOLE else "NOT met"
+        print(
+            f"goal {mine.label} whole command >= {GOAL_WORMHOLE} x {theirs.label} whole "
+            f"command: {mine.whole_rate:.1f} / {theirs.whole_rate:.1f} MB/s = {ratio:.3f}x "
+            f"({verdict})"
+        )
+    elif "wormhole" not in [s.key for s in series]:
+        print(
+            f"goal roomdrop relay whole command >= {GOAL_WORMHOLE} x magic-wormhole: not "
+            "measured, the magic-wormhole row was skipped"
+        )
     for key in ("p2p", "relay"):
         base = by_key.get((BASELINE[key], size))
         rows = [s for s in series if s.key == key]
         if base is not None and rows:
             print(relay.memory_ratios(rows, base, PEAKS))
+    if theirs is not None and mine is not None:
+        print(relay.memory_ratios([mine], theirs, PEAKS) + " (its server: mailbox + transit)")
     slack = FLAT_SLACK_KIB // 1024
     for key in ("p2p", "relay"):
         full, small = by_key.get((key, size)), by_key.get((key, quarter_mb * MIB))
@@ -666,6 +723,18 @@ def main() -> None:
         default=",".join(PATHS),
         help=f"comma-separated paths to run, of {', '.join(PATHS)} (default: all)",
     )
+    parser.add_argument(
+        "--wormhole-venv",
+        type=Path,
+        metavar="DIR",
+        help="the venv magic-wormhole and its servers are installed into (and kept; "
+        "default: one in the temp dir, installed from PyPI at every run)",
+    )
+    parser.add_argument(
+        "--no-wormhole",
+        action="store_true",
+        help="leave the magic-wormhole row out (no install; the output says it was skipped)",
+    )
     args = parser.parse_args()
     keys = [k.strip() for k in args.only.split(",") if k.strip()]
     if args.size_mb < 1 or args.repeat < 1:
@@ -673,6 +742,9 @@ def main() -> None:
     if not keys or any(k not in PATHS for k in keys):
         parser.error(f"--only takes paths among {', '.join(PATHS)}")
 
+    wormhole_note = "skipped (--no-wormhole)" if args.no_wormhole else "not in --only"
+    if args.no_wormhole and "wormhole" in keys:
+        keys.remove("wormhole")
     load = load_average()
     quarter_mb = max(1, args.size_mb // 4)
     size, quarter = args.size_mb * MIB, quarter_mb * MIB
@@ -687,13 +759,19 @@ def main() -> None:
         if quarter < size:
             relay.make_random_file(files[quarter], quarter_mb)
         bench = Bench(Path(tmp), secrets.token_urlsafe(32), max(180.0, 3.0 * args.size_mb))
+        if "wormhole" in keys:
+            bench.wormhole_venv = (args.wormhole_venv or Path(tmp) / "wormhole-venv").resolve()
+            try:
+                wormhole_note = wormhole.ensure(bench.wormhole_venv)
+            except (RuntimeError, OSError, subprocess.SubprocessError) as exc:
+                raise SystemExit(f"benchmark failed: magic-wormhole: {exc}") from None
         try:
             for _ in range(args.repeat):
                 for s in series:  # interleaved, so drift touches every path alike
                     s.runs.append(bench.run(s.key, files[s.size]))
         except Failed as exc:
             raise SystemExit(f"benchmark failed: {exc}") from None
-    print_table(series, args, size, quarter_mb, load)
+    print_table(series, args, size, quarter_mb, load, wormhole_note)
 
 
 if __name__ == "__main__":

@@ -12,6 +12,11 @@ measures, in the same run, the median of ``--repeat`` runs of each path:
 * engine, in order / shuffled: one FileTransferManager holding both ends, timed from the
   first send_chunk through completion: every chunk send_chunk -> receive_chunk (read, hash,
   frame; parse, verify, write), then the final whole-file check and placement.
+* engine, no write-back: in order, with the receiver's write-back as chunks land turned
+  off (the part file's data all reach the disk in the fsync before placing, as before).
+
+Under the table: the fsync before placing (``PartFile.final_sync_s``: waiting for the last
+write-back, then fsync), median per engine path.
 
 Every run of every path is its own child process (this script with a hidden ``--child``
 flag), so each peak memory (the child's own ``VmHWM`` as it exits, ``bench/peak.py``) is
@@ -38,12 +43,13 @@ from pathlib import Path
 from typing import Any
 
 import peak  # bench/peak.py: each process's own peak memory
+from roomdrop import storage
 from roomdrop.manager import FileTransferManager
 
 MIB = 1024 * 1024
 MB = 1_000_000
 BLOCK = 64 * 1024
-PATHS = ("baseline", "baseline+fsync", "engine", "engine-shuffled")
+PATHS = ("baseline", "baseline+fsync", "engine", "engine-shuffled", "engine-no-write-back")
 GOAL = 0.5
 
 
@@ -68,7 +74,28 @@ def run_baseline(source: Path, workdir: Path, fsync: bool) -> dict[str, Any]:
     return {"seconds": seconds}
 
 
-async def run_engine(source: Path, workdir: Path, shuffled: bool, seed: int) -> dict[str, Any]:
+def watch_final_sync(write_back: bool) -> list[float]:
+    """The fsync before placing of every file this process places, as it is measured."""
+    if not write_back:
+        storage._WRITE_BACK_EVERY = 1 << 62
+    seen: list[float] = []
+    real = storage.PartFile.place
+
+    def place(part: storage.PartFile, filename: str) -> Path:
+        try:
+            return real(part, filename)
+        finally:
+            if part.final_sync_s is not None:
+                seen.append(part.final_sync_s)
+
+    storage.PartFile.place = place  # type: ignore[method-assign]
+    return seen
+
+
+async def run_engine(
+    source: Path, workdir: Path, shuffled: bool, seed: int, write_back: bool = True
+) -> dict[str, Any]:
+    final_syncs = watch_final_sync(write_back)
     size = source.stat().st_size
     manager = FileTransferManager(
         BLOCK, download_dir=workdir / "downloads", max_file_size=max(size, 500 * MIB)
@@ -95,7 +122,7 @@ async def run_engine(source: Path, workdir: Path, shuffled: bool, seed: int) -> 
     if saved_path.stat().st_size != size:
         raise RuntimeError(f"saved file has {saved_path.stat().st_size} bytes, expected {size}")
     saved_path.unlink()
-    return {"seconds": seconds, "scan_seconds": scan_seconds}
+    return {"seconds": seconds, "scan_seconds": scan_seconds, "final_sync_s": final_syncs[-1]}
 
 
 def child_main(path: str, source: Path, workdir: Path, seed: int) -> None:
@@ -103,11 +130,16 @@ def child_main(path: str, source: Path, workdir: Path, seed: int) -> None:
     if path.startswith("baseline"):
         result = run_baseline(source, workdir, fsync=path == "baseline+fsync")
     else:
-        result = asyncio.run(run_engine(source, workdir, path == "engine-shuffled", seed))
+        shuffled, write_back = path == "engine-shuffled", path != "engine-no-write-back"
+        result = asyncio.run(run_engine(source, workdir, shuffled, seed, write_back))
     print(json.dumps(result))  # its peak: bench/peak.py's report
 
 
 # --- parent: make the file, run the children, print the table -------------------------
+
+
+def load_average() -> str:
+    return ", ".join(f"{x:.2f}" for x in os.getloadavg())
 
 
 def make_random_file(path: Path, size_mb: int) -> None:
@@ -158,7 +190,7 @@ def main() -> None:
     rows = []
     for p in PATHS:
         rows.append(row(p, [x["seconds"] for x in runs[p]], [x["peak_kib"] for x in runs[p]]))
-    engine_runs = runs["engine"] + runs["engine-shuffled"]
+    engine_runs = runs["engine"] + runs["engine-shuffled"] + runs["engine-no-write-back"]
     scan = row(
         "create_offer scan",
         [x["scan_seconds"] for x in engine_runs],
@@ -191,6 +223,12 @@ def main() -> None:
         "rows (its peak memory is the engine children's)"
     )
     print("engine rows include one fsync of the whole file before placement; baseline does not")
+    syncs = ", ".join(
+        f"{p} {1000 * statistics.median(x['final_sync_s'] for x in runs[p]):.1f} ms"
+        for p in PATHS
+        if p.startswith("engine")
+    )
+    print(f"fsync before placing (median; load average {load_average()}): {syncs}")
     verdict = "; ".join(
         f"{name} {rates[name]:.1f} MB/s = {rates[name] / base:.2f} x baseline "
         f"({'>=' if rates[name] >= GOAL * base else '<'} {GOAL})"

@@ -78,6 +78,10 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    if args.command == "send":  # hashing overlaps importing the client, connecting, joining
+        from roomdrop.client import scans
+
+        scans.begin(args.paths)
     if args.command in ("send", "receive"):
         return client_command(args)
     from roomdrop.server.settings import Settings

@@ -22,9 +22,11 @@ when the record is next opened). Resume is content-addressed: :meth:`PartFile.op
 looks for a record with the same sha256, size and chunk size, whatever its name, and
 re-reads the chunks it holds once, dropping those whose data no longer match their
 recorded sha256. When every chunk is in, the whole file's sha256 is checked; if it is
-wrong, :meth:`PartFile.damaged` finds the chunks to fetch again. Once it is right, the
-part file is fsynced and linked into place under a name that is not taken
-(``report (1).pdf``), then the part file and its record are removed.
+wrong, :meth:`PartFile.damaged` finds the chunks to fetch again. The data are written
+back to disk as they land (``fdatasync`` in a thread of its own every
+:data:`_WRITE_BACK_EVERY` bytes), so that the whole file's fsync, once its sha256 is
+right, has little left to write; then the part file is linked into place under a name
+that is not taken (``report (1).pdf``), then the part file and its record are removed.
 """
 
 from __future__ import annotations
@@ -32,21 +34,18 @@ from __future__ import annotations
 import contextlib
 import errno
 import hashlib
-import mimetypes
 import os
 import shutil
-import stat
+import time
 from collections.abc import Iterable
 from concurrent.futures import Future, ThreadPoolExecutor
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Final
-
-import filetype
 
 from roomdrop.protocol.chunks import ChunkSet, ranges_of
 from roomdrop.protocol.names import numbered_names, sanitize_filename
 from roomdrop.record import ContentKey, Digests, parse_record, record_line, render_record
+from roomdrop.source import SourceInfo, scan_source, sniff_mime_type
 
 __all__ = [
     "PARTS_DIR",
@@ -67,12 +66,15 @@ __all__ = [
 PARTS_DIR: Final = ".roomdrop-parts"
 PART_SUFFIX: Final = ".part"
 RECORD_SUFFIX: Final = ".part.jsonl"
-_SCAN_BLOCK: Final = 1024 * 1024
 _CHECK_BLOCK: Final = 1024 * 1024
-_MAGIC_BYTES: Final = 8192
 _HASH_BATCH: Final = 16  # 1 MiB of 64 KiB chunks
 _HASHER: Final = ThreadPoolExecutor(max_workers=1, thread_name_prefix="roomdrop-hash")
 """One thread that keeps every receiving file's whole-file sha256 up to date."""
+_WRITE_BACK_EVERY = 16 * 1024 * 1024
+"""A part file's data are written back (fdatasync) each time this many bytes landed."""
+_WRITER: Final = ThreadPoolExecutor(max_workers=1, thread_name_prefix="roomdrop-write-back")
+"""One thread that writes every receiving file's data back to disk as they land."""
+_datasync = getattr(os, "fdatasync", os.fsync)
 
 
 def describe_os_error(exc: OSError, action: str) -> str:
@@ -95,52 +97,6 @@ def describe_os_error(exc: OSError, action: str) -> str:
 
 
 # --- sender side -------------------------------------------------------------------
-
-
-@dataclass(frozen=True, slots=True)
-class SourceInfo:
-    path: Path
-    filename: str
-    file_size: int
-    sha256: str
-    mime_type: str
-    mtime_ns: int
-
-
-def scan_source(path: Path) -> SourceInfo:
-    """Read ``path`` once, in 1 MiB blocks: size, sha256 and MIME type."""
-    digest = hashlib.sha256()
-    head = b""
-    with path.open("rb", buffering=0) as f:
-        st = os.fstat(f.fileno())
-        if not stat.S_ISREG(st.st_mode):
-            raise IsADirectoryError(errno.EISDIR, "not a regular file", str(path))
-        size = 0
-        while block := f.read(_SCAN_BLOCK):
-            if not head:
-                head = block[:_MAGIC_BYTES]
-            digest.update(block)
-            size += len(block)
-    return SourceInfo(
-        path=path,
-        filename=path.name,
-        file_size=size,
-        sha256=digest.hexdigest(),
-        mime_type=guess_mime_type(path.name, head),
-        mtime_ns=st.st_mtime_ns,
-    )
-
-
-def guess_mime_type(name: str, head: bytes) -> str:
-    """From the content's magic bytes first, then the name, else octet-stream."""
-    guessed = sniff_mime_type(head) or mimetypes.guess_type(name, strict=False)[0]
-    return guessed or "application/octet-stream"
-
-
-def sniff_mime_type(head: bytes | bytearray | memoryview) -> str | None:
-    """The MIME type the content's first bytes show (``filetype``), or None."""
-    kind = filetype.guess(bytes(head[:_MAGIC_BYTES])) if len(head) else None
-    return str(kind.mime) if kind is not None else None
 
 
 class SourceFile:
@@ -191,6 +147,10 @@ class PartFile:
         self._contiguous = 0  # chunks 0.._contiguous-1 are all held
         self._hash_target = 0  # what the last hashing job was asked to reach
         self._hash_job: Future[None] | None = None
+        self._unsynced = 0  # bytes written since the last write-back began
+        self._sync_job: Future[None] | None = None
+        self.final_sync_s: float | None = None
+        """How long the fsync before placing took (:meth:`place`), for benchmarks."""
 
     # opening
 
@@ -259,6 +219,7 @@ class PartFile:
             digest = hashlib.sha256(data).digest()
         offset = index * self.key.chunk_size
         view = memoryview(data)
+        self._unsynced += view.nbytes
         while view:
             written = os.pwrite(self._fd, view, offset)
             view, offset = view[written:], offset + written
@@ -271,7 +232,24 @@ class PartFile:
         if self._contiguous - self._hash_target >= _HASH_BATCH and (job is None or job.done()):
             self._hash_target = self._contiguous
             self._hash_job = _HASHER.submit(self._hash_up_to, self._contiguous)
+        if self._unsynced >= _WRITE_BACK_EVERY:
+            self._write_back()
         return True
+
+    def _write_back(self) -> None:
+        """Begin writing what landed so far back to disk (one job at a time per file).
+        A job that failed is kept, not replaced: :meth:`place` raises its error (after a
+        failed fdatasync the kernel may report the next one clean though data were lost)."""
+        job = self._sync_job
+        if job is not None and (not job.done() or job.exception() is not None):
+            return
+        self._unsynced = 0
+        self._sync_job = _WRITER.submit(_datasync, self._fd)
+
+    def _wait_for_write_back(self) -> None:
+        job, self._sync_job = self._sync_job, None
+        if job is not None:
+            job.result()
 
     def bytes_held(self) -> int:
         return self.held.bytes_held(self.key.file_size, self.key.chunk_size)
@@ -357,8 +335,12 @@ class PartFile:
         return self._hasher.hexdigest()
 
     def place(self, filename: str) -> Path:
-        """fsync and move the part file into place under a free name; drop the record."""
+        """fsync and move the part file into place under a free name; drop the record.
+        Raises OSError, that of a write-back that failed (:meth:`_write_back`) too."""
+        started = time.perf_counter()
+        self._wait_for_write_back()
         os.fsync(self._fd)
+        self.final_sync_s = time.perf_counter() - started
         self.close()
         directory = self.path.parent.parent
         for name in numbered_names(sanitize_filename(filename)):
@@ -377,6 +359,8 @@ class PartFile:
     def close(self) -> None:
         with contextlib.suppress(OSError):
             self._wait_for_hashing()  # it reads self._fd: let it finish first
+        with contextlib.suppress(OSError):
+            self._wait_for_write_back()  # it syncs self._fd: likewise
         for fd in (self._fd, self._record_fd):
             with contextlib.suppress(OSError):
                 os.close(fd)

@@ -23,6 +23,7 @@ from typing import Any
 import uvloop
 
 from roomdrop.allocator import tune_allocator
+from roomdrop.client import scans as source_scans
 from roomdrop.client.session import Left, Session
 from roomdrop.client.transfers import Result
 from roomdrop.exceptions import RoomdropError
@@ -52,9 +53,13 @@ class Outcome:
 
 
 def run_send(paths: list[Path], to: str, *, transport: str, **common: Any) -> Outcome:
+    scans = source_scans.take(paths)  # begun by roomdrop.cli, or now
     tune_allocator()
     return uvloop.run(
-        _main(lambda session: session.send_files(paths, to), {"transport": transport, **common})
+        _main(
+            lambda session: session.send_files(paths, to, scans),
+            {"transport": transport, **common},
+        )
     )
 
 

@@ -1,7 +1,13 @@
 """The sending end: offer a file, send the chunks the receiver lacks, and follow its
 answers until the file is verified at the other end.
 
-* **Offer or take up.** :meth:`Outgoing.send_file` hashes the file, then either adopts
+* **Hashing early.** Each file is read once for its size, sha256 and MIME type
+  (:class:`~.scans.Scans`), in a thread of its own that ``roomdrop send`` starts
+  before it has imported the rest, so that hashing overlaps connecting, joining,
+  waiting for the receiver and the transfers of the files before it. A file whose size
+  or mtime changed since it was hashed is hashed again before it is offered; the chunk
+  reads check them again (:class:`~roomdrop.storage.SourceFile`).
+* **Offer or take up.** :meth:`Outgoing.send_file` takes the file's scan, then either adopts
   a transfer of the same content that the server still holds (this sender restarted:
   :meth:`Outgoing._take_up`) or offers it anew (:meth:`Outgoing._offer`). If the server
   loses the transfer (it restarted), the file is offered again (:class:`Reoffer`).
@@ -29,6 +35,7 @@ from pathlib import Path
 
 from roomdrop.client.errors import LinkDown, NotConnected
 from roomdrop.client.links import Links
+from roomdrop.client.scans import Scans
 from roomdrop.client.transfers import Host, Reoffer, Result, Role, SendState
 from roomdrop.exceptions import RoomdropError, StorageError, TransferError
 from roomdrop.manager import FileTransferManager
@@ -46,7 +53,7 @@ from roomdrop.protocol.messages import (
 )
 from roomdrop.protocol.messages import MessageType as T
 from roomdrop.protocol.state import Status
-from roomdrop.storage import SourceInfo, scan_source
+from roomdrop.storage import SourceInfo
 
 __all__ = ["Outgoing"]
 
@@ -63,16 +70,24 @@ class Outgoing(Role[SendState]):
 
     # --- offering --------------------------------------------------------------------
 
-    async def send_files(self, paths: list[Path], to: str) -> list[Result]:
-        """Send ``paths`` to ``to``, one after another; a result for each."""
-        return [await self.send_file(path, to) for path in paths]
+    async def send_files(
+        self, paths: list[Path], to: str, scans: Scans | None = None
+    ) -> list[Result]:
+        """Send ``paths`` to ``to``, one after another; a result for each. ``scans``:
+        their scans, begun earlier (else they begin now)."""
+        scans = scans if scans is not None else Scans(paths)
+        try:
+            return [await self.send_file(path, to, scans) for path in paths]
+        finally:
+            scans.stop()
 
-    async def send_file(self, path: Path, to: str) -> Result:
-        info = await asyncio.to_thread(scan_source, path)
+    async def send_file(self, path: Path, to: str, scans: Scans | None = None) -> Result:
+        scans = scans if scans is not None else Scans([path])
         if self.host.transport != "relay":
             await self.links.ensure(to)
         while True:
             await self.host.wait_for(to)
+            info = await scans.get(path)  # hashed meanwhile
             adopt = self._adoptable(info, to)
             out = SendState(tid=adopt or "", peer=to, done=self.future(), info=info)
             out.transport = self.host.transport  # "auto" until the path is chosen

@@ -36,6 +36,7 @@ from roomdrop.client.errors import NotConnected
 from roomdrop.client.incoming import Incoming
 from roomdrop.client.links import Links
 from roomdrop.client.outgoing import Outgoing
+from roomdrop.client.scans import Scans
 from roomdrop.client.settings import ClientSettings, user_of
 from roomdrop.client.signalling import Signalling, websocket_url
 from roomdrop.client.transfers import Reporter, Result, Role, Transport
@@ -184,9 +185,12 @@ class Session:
 
     # --- what the command does -------------------------------------------------------
 
-    async def send_files(self, paths: list[Path], to: str) -> list[Result]:
-        """Send ``paths`` to ``to``, one after another; a result for each."""
-        return await self.outgoing.send_files(paths, to)
+    async def send_files(
+        self, paths: list[Path], to: str, scans: Scans | None = None
+    ) -> list[Result]:
+        """Send ``paths`` to ``to``, one after another; a result for each (``scans``:
+        their hashing, begun before the session started: :class:`.scans.Scans`)."""
+        return await self.outgoing.send_files(paths, to, scans)
 
     async def receive_files(self, count: int | None = None) -> list[Result]:
         """Take offers until ``count`` transfers have ended (forever if None)."""
