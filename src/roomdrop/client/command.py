@@ -13,8 +13,10 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import os
 import signal
 import sys
+import termios
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -75,16 +77,68 @@ def run_receive(out: Path, *, count: int | None, yes: bool, **common: Any) -> Ou
 
 
 def _asker(reporter: Any) -> Callable[[dict[str, Any]], Awaitable[bool]]:
+    """Ask about each offer in turn: the whole offer and ``accept? [y/N]`` on screen
+    (``reporter.asking``), the answer a line of stdin. On a terminal, what was typed
+    before the question is discarded: it does not answer it (a stray ``clear`` would
+    have rejected a file)."""
     lock = asyncio.Lock()
+    reader = LineReader(sys.stdin.fileno())
 
     async def ask(offer: dict[str, Any]) -> bool:
         async with lock:
-            reporter.offer(offer)
-            print("accept? [y/N] ", end="", file=sys.stderr, flush=True)
-            line = await asyncio.to_thread(sys.stdin.readline)
+            # what was typed ahead is dropped right before the question shows
+            with reporter.asking(offer, reader.discard_typed_ahead):
+                line = await reader.line()
             return line.strip().lower() in ("y", "yes")
 
     return ask
+
+
+class LineReader:
+    """Lines of a file descriptor read on the event loop (no thread left blocked in a
+    read when the command ends); what a line's read brought beyond it is kept for the
+    next question (a pipe may carry several answers)."""
+
+    def __init__(self, fd: int) -> None:
+        self.fd = fd
+        self._rest = b""
+        self._eof = False
+
+    def discard_typed_ahead(self) -> None:
+        if not os.isatty(self.fd):
+            return
+        self._rest = b""
+        with contextlib.suppress(termios.error):
+            termios.tcflush(self.fd, termios.TCIFLUSH)
+
+    async def line(self) -> str:
+        loop = asyncio.get_running_loop()
+        while b"\n" not in self._rest and not self._eof:
+            ready: asyncio.Future[None] = loop.create_future()
+
+            def readable(ready: asyncio.Future[None] = ready) -> None:
+                if not ready.done():
+                    ready.set_result(None)
+
+            try:
+                loop.add_reader(self.fd, readable)
+            except (OSError, ValueError, NotImplementedError):  # a plain file: read it
+                data = await asyncio.to_thread(os.read, self.fd, 4096)
+            else:
+                try:
+                    await ready
+                finally:
+                    loop.remove_reader(self.fd)
+                try:
+                    data = os.read(self.fd, 4096)
+                except BlockingIOError:
+                    continue
+                except OSError:
+                    data = b""
+            self._rest += data
+            self._eof = not data
+        line, _, self._rest = self._rest.partition(b"\n")
+        return line.decode(errors="replace")
 
 
 async def _main(

@@ -6,6 +6,8 @@ The only module that imports ``rich``.
 
 from __future__ import annotations
 
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from typing import Any
 
 from rich.console import Console
@@ -23,7 +25,9 @@ from rich.progress import (
 
 from roomdrop.client.transfers import Result
 
-__all__ = ["RichReporter", "describe_offer", "human_size"]
+__all__ = ["QUESTION", "RichReporter", "describe_offer", "human_size"]
+
+QUESTION = "accept? [y/N] "
 
 
 def human_size(n: int) -> str:
@@ -59,16 +63,44 @@ class RichReporter:
             transient=False,
         )
         self._tasks: dict[str, TaskID] = {}
+        self._held: list[str] | None = None
         self.bars.start()
 
     def stop(self) -> None:
         self.bars.stop()
 
     def note(self, text: str) -> None:
+        if self._held is not None:  # a question is on screen: after the answer
+            self._held.append(text)
+            return
         self.bars.console.print(text, highlight=False, markup=False)
 
     def offer(self, offer: dict[str, Any]) -> None:
         self.note(describe_offer(offer))
+
+    @contextmanager
+    def asking(self, offer: dict[str, Any], before: Callable[[], None]) -> Iterator[None]:
+        """The offer and ``accept? [y/N]`` on screen, the bars taken off it (their live
+        refresh would overwrite the question and the answer being typed) and notes held
+        until the answer; then the bars again, below. ``before`` is called right before
+        the question shows."""
+        live = self.bars.live
+        live.transient = True
+        self.bars.stop()
+        live.transient = False
+        live._live_render._shape = None  # nothing of the bars above to redraw over
+        before()
+        self.console.print(describe_offer(offer), highlight=False, markup=False)
+        self.console.print(QUESTION, highlight=False, markup=False, end="")
+        self.console.file.flush()
+        self._held = []
+        try:
+            yield
+        finally:
+            held, self._held = self._held, None
+            for text in held:
+                self.note(text)
+            self.bars.start()
 
     def progress(self, snapshot: dict[str, Any], transport: str) -> None:
         tid = snapshot["transfer_id"]

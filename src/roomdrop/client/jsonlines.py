@@ -5,6 +5,8 @@ from __future__ import annotations
 import json
 import sys
 import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from typing import Any, TextIO
 
 from roomdrop.client.transfers import Result
@@ -30,6 +32,15 @@ class JsonReporter:
 
     def offer(self, offer: dict[str, Any]) -> None:
         self._emit({"event": "offer", **offer})
+
+    @contextmanager
+    def asking(self, offer: dict[str, Any], before: Callable[[], None]) -> Iterator[None]:
+        """The offer as a line on stdout; the question on stderr (the answer on stdin).
+        ``before`` is called right before the offer's line is written."""
+        before()
+        self.offer(offer)
+        print("accept? [y/N] ", end="", file=sys.stderr, flush=True)
+        yield
 
     def progress(self, snapshot: dict[str, Any], transport: str) -> None:
         now = time.monotonic()

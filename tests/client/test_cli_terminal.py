@@ -1,0 +1,105 @@
+"""The CLI as a person sees it in a real terminal: ``roomdrop receive`` (and ``send``)
+in a pseudo-terminal, without ``--json``, against a real ``roomdrop serve``; what is
+checked is the screen's text (:mod:`ptytools`)."""
+
+from __future__ import annotations
+
+import os
+import re
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from clitools import Room, sha256_of, write_random
+
+from ptytools import Terminal
+
+pytestmark = pytest.mark.timeout(180)
+
+
+@pytest.fixture
+def terminals() -> Iterator[list[Terminal]]:
+    opened: list[Terminal] = []
+    yield opened
+    for terminal in opened:
+        terminal.close()
+
+
+def in_terminal(
+    room: Room, user: str, args: list[str], terminals: list[Terminal], cwd: Path
+) -> Terminal:
+    """``roomdrop ARGS`` of ``user`` in ``room``, in a pseudo-terminal (no ``--json``)."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("ROOMDROP_")}
+    env.update({"ROOMDROP_ICE_HOSTS": "127.0.0.1", "TERM": "xterm-256color"})
+    argv = [sys.executable, "-m", "roomdrop.cli", *args, "--server", room.server.url]
+    argv += ["--room", room.name, "--token", room.server.token(user, ttl=3600)]
+    terminal = Terminal(argv, cwd=cwd, env=env)
+    terminals.append(terminal)
+    return terminal
+
+
+def quiet_for(terminal: Terminal, seconds: float) -> bytes:
+    """What ``terminal`` wrote in the next ``seconds``."""
+    before = len(terminal.raw)
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        terminal._read(0.05)
+    return terminal.raw[before:]
+
+
+async def test_the_whole_offer_is_asked_about_and_typing_ahead_does_not_answer_it(
+    start: Any, room_on: Any, tmp_path: Path, terminals: list[Terminal]
+) -> None:
+    server = await start()
+    room: Room = room_on(server)
+    inbox = tmp_path / "inbox"
+    receiver = in_terminal(
+        room, room.bob, ["receive", "--out", str(inbox), "--count", "1"], terminals, tmp_path
+    )
+    receiver.expect(rf"joined room {room.name} as {room.bob}")
+    receiver.type("clear\r")  # typed before any offer: it must not answer one
+    time.sleep(0.3)
+    source = tmp_path / "movie.bin"
+    digest = write_random(source, 300_000)
+    sender = room.send(source)
+
+    question = (
+        rf"{room.alice} offers movie\.bin \(300\.0 kB, application/octet-stream\)\s*\n"
+        r"accept\? \[y/N\] "
+    )
+    receiver.expect(question)
+    # the question stays whole on screen: nothing is redrawn over it while it waits
+    assert quiet_for(receiver, 1.5) == b"", receiver.text
+    assert re.search(question + r"$", receiver.text), receiver.text
+    assert sender.process.poll() is None  # not rejected by the "clear" typed before
+    assert not any(r.get("status") == "rejected" for r in sender.events("result"))
+
+    receiver.type("y\r")
+    assert await sender.wait(60) == 0, sender.report()
+    assert receiver.wait(30) == 0, receiver.text
+    assert sha256_of(inbox / "movie.bin") == digest
+    # the answer stayed on the question's line, and the file's line came after it
+    assert re.search(r"accept\? \[y/N\] y\s*\n", receiver.text), receiver.text
+    assert re.search(r"done: movie\.bin \(300\.0 kB\)", receiver.text), receiver.text
+
+
+async def test_n_declines_in_the_terminal(
+    start: Any, room_on: Any, tmp_path: Path, terminals: list[Terminal]
+) -> None:
+    server = await start()
+    room: Room = room_on(server)
+    receiver = in_terminal(
+        room, room.bob, ["receive", "--out", str(tmp_path / "inbox")], terminals, tmp_path
+    )
+    receiver.expect(rf"joined room {room.name}")
+    source = tmp_path / "f.bin"
+    write_random(source, 1000)
+    sender = room.send(source)
+    receiver.expect(r"accept\? \[y/N\] ")
+    receiver.type("n\r")
+    assert await sender.wait(30) == 1, sender.report()
+    assert sender.result()["status"] == "rejected"
+    receiver.expect(r"rejected: f\.bin")
