@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import os
 import re
+import signal
 import sys
 import time
 from collections.abc import Iterator
@@ -13,9 +14,9 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from clitools import Room, sha256_of, write_random
+from clitools import MB, Room, sha256_of, write_random
 
-from ptytools import Terminal
+from ptytools import Terminal, plain
 
 pytestmark = pytest.mark.timeout(180)
 
@@ -103,3 +104,47 @@ async def test_n_declines_in_the_terminal(
     assert await sender.wait(30) == 1, sender.report()
     assert sender.result()["status"] == "rejected"
     receiver.expect(r"rejected: f\.bin")
+
+
+async def test_ctrl_c_with_nothing_under_way_says_so(
+    start: Any, room_on: Any, tmp_path: Path, terminals: list[Terminal]
+) -> None:
+    server = await start()
+    room: Room = room_on(server)
+    receiver = in_terminal(
+        room, room.bob, ["receive", "--out", str(tmp_path / "inbox")], terminals, tmp_path
+    )
+    receiver.expect(rf"joined room {room.name}")
+    receiver.interrupt()
+    assert receiver.wait(30) == 130, receiver.text
+    assert receiver.text.strip().splitlines()[-1] == (
+        "roomdrop: interrupted: no transfer was under way"
+    ), receiver.text
+
+
+async def test_a_paused_transfer_shows_paused_on_the_receivers_bar(
+    start: Any, room_on: Any, tmp_path: Path, terminals: list[Terminal]
+) -> None:
+    server = await start(ROOMDROP_ROOM_BANDWIDTH="10000000")
+    room: Room = room_on(server)
+    receiver = in_terminal(
+        room, room.bob, ["receive", "--out", str(tmp_path / "inbox"), "--yes"], terminals, tmp_path
+    )
+    receiver.expect(rf"joined room {room.name}")
+    source = tmp_path / "movie.bin"
+    write_random(source, 40 * MB)
+    sender = room.send(source, transport="relay")
+    await sender.progress_at_least(20)
+    receiver.expect(r"movie\.bin \[relay\].*MB/s")
+    sender.signal(signal.SIGINT)
+    assert await sender.wait(30) == 130, sender.report()
+    receiver.expect(r"paused by ")
+    shown = len(receiver.raw)
+    receiver.expect(r"movie\.bin \[relay\][^\n]*MB paused")
+
+    def last_bar() -> str:
+        """The bar as last drawn (a redraw goes over the same line: no newline between)."""
+        return plain(receiver.raw[shown:]).split("movie.bin [relay]")[-1].split("\n")[0]
+
+    quiet_for(receiver, 1.0)
+    assert "paused" in last_bar() and "MB/s" not in last_bar(), last_bar()

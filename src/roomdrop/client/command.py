@@ -6,7 +6,8 @@ one line saying why.
 Exit status: 0 every file arrived and verified; 1 a file did not (rejected, cancelled,
 refused by policy, failed its check, ...); 3 the server could not be reached or refused
 the connection; 130 interrupted (active transfers were paused first, unless a second
-Ctrl-C came before that was done).
+Ctrl-C came before that was done); the last line says where each transfer was left,
+or that none was under way.
 """
 
 from __future__ import annotations
@@ -215,11 +216,7 @@ async def _pause_and_leave(session: Session, again: asyncio.Future[None]) -> Out
         await asyncio.wait({closing, again}, return_when=asyncio.FIRST_COMPLETED)
         if not again.done():
             closing.result()  # raises what went wrong, if anything did
-            return Outcome(
-                EXIT_INTERRUPTED,
-                "interrupted: transfers under way were paused; "
-                "run the same command again to resume them",
-            )
+            return Outcome(EXIT_INTERRUPTED, "interrupted: " + describe_left(session.left()))
         closing.cancel()
     with contextlib.suppress(asyncio.TimeoutError):  # what closing had not paused yet
         await asyncio.wait_for(session.pause_now(), PAUSE_NOW_TIMEOUT)

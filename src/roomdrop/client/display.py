@@ -16,12 +16,14 @@ from rich.progress import (
     BarColumn,
     DownloadColumn,
     Progress,
+    Task,
     TaskID,
     TaskProgressColumn,
     TextColumn,
     TimeRemainingColumn,
     TransferSpeedColumn,
 )
+from rich.text import Text
 
 from roomdrop.client.transfers import Result
 
@@ -46,6 +48,24 @@ def describe_offer(offer: dict[str, Any]) -> str:
     )
 
 
+class SpeedOrPaused(TransferSpeedColumn):
+    """The speed; ``paused`` while the transfer is (not the last speed it had)."""
+
+    def render(self, task: Task) -> Text:
+        if task.fields.get("paused"):
+            return Text("paused", style="yellow")
+        return super().render(task)
+
+
+class TimeOrNothing(TimeRemainingColumn):
+    """The time remaining; nothing while the transfer is paused."""
+
+    def render(self, task: Task) -> Text:
+        if task.fields.get("paused"):
+            return Text("")
+        return super().render(task)
+
+
 class RichReporter:
     """A progress bar per file on stderr: bytes, percentage, speed, ETA and the path the
     data takes; a line per note and per finished file."""
@@ -57,8 +77,8 @@ class RichReporter:
             BarColumn(),
             TaskProgressColumn(),
             DownloadColumn(),
-            TransferSpeedColumn(),
-            TimeRemainingColumn(),
+            SpeedOrPaused(),
+            TimeOrNothing(),
             console=self.console,
             transient=False,
         )
@@ -105,10 +125,13 @@ class RichReporter:
     def progress(self, snapshot: dict[str, Any], transport: str) -> None:
         tid = snapshot["transfer_id"]
         label = escape(f"{snapshot['filename']} [{transport}]")
+        paused = snapshot.get("status") == "paused"
         task = self._tasks.get(tid)
         if task is None:
             task = self._tasks[tid] = self.bars.add_task(label, total=snapshot["file_size"])
-        self.bars.update(task, completed=snapshot["bytes_transferred"], description=label)
+        self.bars.update(
+            task, completed=snapshot["bytes_transferred"], description=label, paused=paused
+        )
 
     def finished(self, result: Result) -> None:
         task = self._tasks.get(result.transfer_id)
@@ -121,9 +144,9 @@ class RichReporter:
         if task is not None:
             label = escape(f"{result.filename} [{result.transport}]")
             if result.ok:
-                self.bars.update(task, completed=result.file_size, description=label)
+                self.bars.update(task, completed=result.file_size, description=label, paused=False)
             else:
-                self.bars.update(task, description=label)
+                self.bars.update(task, description=label, paused=False)
             self.bars.stop_task(task)
         if result.ok:
             where = f" -> {result.saved_path}" if result.saved_path else ""
