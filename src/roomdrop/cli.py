@@ -58,6 +58,13 @@ def build_parser() -> argparse.ArgumentParser:
         help="auto: peer to peer, else through the server (default); p2p: never the "
         "server's relay; relay: always through the server",
     )
+    send.add_argument(
+        "--wait",
+        type=float,
+        metavar="SECONDS",
+        help="give up (exit 1) if USER has not joined the room after SECONDS "
+        "(default: keep waiting)",
+    )
     receive = commands.add_parser("receive", help="receive files offered in a room")
     receive.add_argument("--out", type=Path, default=Path("."), help="where files go (default: .)")
     receive.add_argument("--yes", action="store_true", help="accept every offer without asking")
@@ -159,6 +166,8 @@ def client_command(args: argparse.Namespace) -> int:
                 return fail(f"no such file: {path}")
             if not path.is_file():
                 return fail(f"not a file: {path}")
+        if args.wait is not None and args.wait < 0:
+            return fail("--wait must be at least 0")
     elif args.count is not None and args.count < 1:
         return fail("--count must be at least 1")
     reporter: Any
@@ -179,7 +188,9 @@ def client_command(args: argparse.Namespace) -> int:
     }
     try:
         if args.command == "send":
-            outcome = run_send(args.paths, args.to, transport=args.transport, **common)
+            outcome = run_send(
+                args.paths, args.to, transport=args.transport, wait=args.wait, **common
+            )
         else:
             outcome = run_receive(args.out, count=args.count, yes=args.yes, **common)
     finally:

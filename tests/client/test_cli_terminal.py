@@ -148,3 +148,51 @@ async def test_a_paused_transfer_shows_paused_on_the_receivers_bar(
 
     quiet_for(receiver, 1.0)
     assert "paused" in last_bar() and "MB/s" not in last_bar(), last_bar()
+
+
+async def test_waiting_for_the_receiver_is_said_once_with_the_time_waited_and_wait_gives_up(
+    start: Any, room_on: Any, tmp_path: Path, terminals: list[Terminal]
+) -> None:
+    server = await start()
+    room: Room = room_on(server)
+    source = tmp_path / "f.bin"
+    write_random(source, 1000)
+    args = ["send", str(source), "--to", "carol", "--wait", "3.5"]
+    sender = in_terminal(room, room.alice, args, terminals, tmp_path)
+    started = time.monotonic()
+    sender.expect(rf"waiting for carol to join room {room.name}: 2 s")
+    assert sender.wait(30) == 1, sender.text
+    took = time.monotonic() - started
+    assert 3.5 <= took < 15, took
+    text = sender.text
+    assert text.rstrip().endswith(f"roomdrop: carol did not join room {room.name} within 3.5 s"), (
+        text
+    )
+    # once: one line redrawn in place with the time (0 s, 1 s, ...; no newline between
+    # them), which says at the end how long it waited
+    wait_line = f"waiting for carol to join room {room.name}"
+    assert re.search(
+        rf"{wait_line}: 0 s[^\n]*: 1 s[^\n]*: 2 s[^\n]*: 3 s[^\n]*{wait_line}: waited \d+ s\n",
+        text,
+    ), text
+    assert text.count(f"{wait_line}: waited") == 1, text
+
+
+async def test_waiting_is_one_note_in_json_and_ends_when_the_receiver_joins(
+    start: Any, room_on: Any, tmp_path: Path
+) -> None:
+    server = await start()
+    room: Room = room_on(server)
+    source = tmp_path / "f.bin"
+    digest = write_random(source, 1000)
+    sender = room.send(source)
+    await sender.wait_for(
+        lambda line: line.get("event") == "note" and line["message"].startswith("waiting for")
+    )
+    time.sleep(2.5)
+    receiver = room.receive(tmp_path / "inbox")
+    assert await sender.wait(60) == 0, sender.report()
+    assert await receiver.wait(30) == 0, receiver.report()
+    assert sha256_of(tmp_path / "inbox" / "f.bin") == digest
+    notes = [n["message"] for n in sender.events("note") if "to join room" in n["message"]]
+    assert notes == [f"waiting for {room.bob} to join room {room.name}"], sender.report()

@@ -26,6 +26,7 @@ from typing import Any
 import uvloop
 
 from roomdrop.allocator import tune_allocator
+from roomdrop.client.outgoing import NobodyCame
 from roomdrop.client.session import Left, Session
 from roomdrop.client.transfers import Result
 from roomdrop.exceptions import RoomdropError
@@ -54,11 +55,18 @@ class Outcome:
     results: list[Result] = field(default_factory=list)
 
 
-def run_send(paths: list[Path], to: str, *, transport: str, **common: Any) -> Outcome:
+def run_send(
+    paths: list[Path], to: str, *, transport: str, wait: float | None = None, **common: Any
+) -> Outcome:
+    """``wait``: give up (exit 1) if ``to`` has not joined the room after that many
+    seconds; ``None``: keep waiting."""
+
+    async def send(session: Session) -> list[Result]:
+        session.outgoing.join_wait = wait
+        return await session.send_files(paths, to)
+
     tune_allocator()
-    return uvloop.run(
-        _main(lambda session: session.send_files(paths, to), {"transport": transport, **common})
-    )
+    return uvloop.run(_main(send, {"transport": transport, **common}))
 
 
 def run_receive(out: Path, *, count: int | None, yes: bool, **common: Any) -> Outcome:
@@ -191,6 +199,8 @@ async def _main(
             raise
         task.uncancel()
         return await _pause_and_leave(session, again)
+    except NobodyCame as exc:
+        return await leave(session, Outcome(EXIT_FAILED, str(exc)))
     except RoomdropError as exc:
         unreachable = Outcome(EXIT_UNREACHABLE, f"{exc.code}: {exc}")
         with contextlib.suppress(Exception):

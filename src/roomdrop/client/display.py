@@ -6,11 +6,11 @@ The only module that imports ``rich``.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from typing import Any
 
-from rich.console import Console
+from rich.console import Console, RenderableType
 from rich.markup import escape
 from rich.progress import (
     BarColumn,
@@ -66,13 +66,25 @@ class TimeOrNothing(TimeRemainingColumn):
         return super().render(task)
 
 
+class Bars(Progress):
+    """The bars, under a line of what is being waited for, if anything (redrawn in
+    place with the bars)."""
+
+    status: str | None = None
+
+    def get_renderables(self) -> Iterable[RenderableType]:
+        if self.status is not None:
+            yield Text(self.status)
+        yield from super().get_renderables()
+
+
 class RichReporter:
     """A progress bar per file on stderr: bytes, percentage, speed, ETA and the path the
     data takes; a line per note and per finished file."""
 
     def __init__(self, console: Console | None = None) -> None:
         self.console = console or Console(stderr=True)
-        self.bars = Progress(
+        self.bars = Bars(
             TextColumn("{task.description}"),
             BarColumn(),
             TaskProgressColumn(),
@@ -84,6 +96,8 @@ class RichReporter:
         )
         self._tasks: dict[str, TaskID] = {}
         self._held: list[str] | None = None
+        self._waits: set[str] = set()
+        self._waited = 0.0
         self.bars.start()
 
     def stop(self) -> None:
@@ -97,6 +111,25 @@ class RichReporter:
 
     def offer(self, offer: dict[str, Any]) -> None:
         self.note(describe_offer(offer))
+
+    def waiting(self, text: str, elapsed: float | None) -> None:
+        """On a terminal, ``text`` with the time waited, updated in place; elsewhere
+        ``text`` once. When the wait is over, one line says how long it was."""
+        if elapsed is None:
+            if text in self._waits:
+                self._waits.discard(text)
+                self.bars.status = None
+                if self.console.is_terminal:
+                    self.note(f"{text}: waited {self._waited:.0f} s")
+            return
+        self._waited = elapsed
+        if text not in self._waits:
+            self._waits.add(text)
+            if not self.console.is_terminal:
+                self.note(text)
+        if self.console.is_terminal:
+            self.bars.status = f"{text}: {elapsed:.0f} s"
+            self.bars.refresh()
 
     @contextmanager
     def asking(self, offer: dict[str, Any], before: Callable[[], None]) -> Iterator[None]:

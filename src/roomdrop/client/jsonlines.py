@@ -22,6 +22,7 @@ class JsonReporter:
         self.stream = stream or sys.stdout
         self.every = every
         self._last: dict[str, float] = {}
+        self._waits: set[str] = set()
 
     def _emit(self, obj: dict[str, Any]) -> None:
         self.stream.write(json.dumps(obj, separators=(",", ":")) + "\n")
@@ -49,6 +50,14 @@ class JsonReporter:
             return
         self._last[tid] = now
         self._emit({"event": "progress", "transport": transport, **snapshot})
+
+    def waiting(self, text: str, elapsed: float | None) -> None:
+        """One note when a wait begins (a program needs no clock)."""
+        if elapsed is None:
+            self._waits.discard(text)
+        elif text not in self._waits:
+            self._waits.add(text)
+            self.note(text)
 
     def finished(self, result: Result) -> None:
         self._emit(result.to_dict())
