@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import difflib
 import sys
 from pathlib import Path
 from typing import Any
@@ -12,10 +13,17 @@ from roomdrop import __version__
 __all__ = ["main"]
 
 
+class Parser(argparse.ArgumentParser):
+    """No abbreviated flags (``--ro`` is not taken for ``--room``); the subcommands'
+    parsers are of this class too."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        kwargs["allow_abbrev"] = False
+        super().__init__(*args, **kwargs)
+
+
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
-        prog="roomdrop", description="Move files between the participants of a room."
-    )
+    parser = Parser(prog="roomdrop", description="Move files between the participants of a room.")
     parser.add_argument("--version", action="version", version=f"roomdrop {__version__}")
     commands = parser.add_subparsers(dest="command", required=True)
 
@@ -50,6 +58,13 @@ def build_parser() -> argparse.ArgumentParser:
         help="auto: peer to peer, else through the server (default); p2p: never the "
         "server's relay; relay: always through the server",
     )
+    send.add_argument(
+        "--wait",
+        type=float,
+        metavar="SECONDS",
+        help="give up (exit 1) if USER has not joined the room after SECONDS "
+        "(default: keep waiting)",
+    )
     receive = commands.add_parser("receive", help="receive files offered in a room")
     receive.add_argument("--out", type=Path, default=Path("."), help="where files go (default: .)")
     receive.add_argument("--yes", action="store_true", help="accept every offer without asking")
@@ -76,8 +91,31 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def check_options(parser: argparse.ArgumentParser, argv: list[str]) -> None:
+    """Name an unknown ``--flag`` (and the one meant, if close) before argparse does
+    anything else: it would report a required option missing first (``--rooom demo``
+    would read "--room is required")."""
+    sub = parser
+    for action in parser._actions:
+        if isinstance(action, argparse._SubParsersAction):
+            chosen = next((a for a in argv if a in action.choices), None)
+            if chosen is not None:
+                sub = action.choices[chosen]
+    known = set(sub._option_string_actions)
+    for arg in argv:
+        if arg == "--":
+            break
+        flag = arg.split("=", 1)[0]
+        if flag.startswith("-") and len(flag) > 1 and flag not in known:
+            close = difflib.get_close_matches(flag, sorted(known), n=1)
+            meant = f" (did you mean {close[0]}?)" if close else ""
+            sub.error(f"unknown option {flag}{meant}")
+
+
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    parser = build_parser()
+    check_options(parser, sys.argv[1:] if argv is None else argv)
+    args = parser.parse_args(argv)
     if args.command == "send":  # hashing overlaps importing the client, connecting, joining
         from roomdrop.client import scans
 
@@ -127,9 +165,13 @@ def client_command(args: argparse.Namespace) -> int:
     if not token:
         return fail("no token: pass --token TOKEN or set ROOMDROP_TOKEN (see `roomdrop token`)")
     if args.command == "send":
-        unreadable = [p for p in args.paths if not p.is_file()]
-        if unreadable:
-            return fail(f"not a file: {unreadable[0]}")
+        for path in args.paths:
+            if not path.exists():
+                return fail(f"no such file: {path}")
+            if not path.is_file():
+                return fail(f"not a file: {path}")
+        if args.wait is not None and args.wait < 0:
+            return fail("--wait must be at least 0")
     elif args.count is not None and args.count < 1:
         return fail("--count must be at least 1")
     reporter: Any
@@ -150,7 +192,9 @@ def client_command(args: argparse.Namespace) -> int:
     }
     try:
         if args.command == "send":
-            outcome = run_send(args.paths, args.to, transport=args.transport, **common)
+            outcome = run_send(
+                args.paths, args.to, transport=args.transport, wait=args.wait, **common
+            )
         else:
             outcome = run_receive(args.out, count=args.count, yes=args.yes, **common)
     finally:

@@ -6,15 +6,18 @@ one line saying why.
 Exit status: 0 every file arrived and verified; 1 a file did not (rejected, cancelled,
 refused by policy, failed its check, ...); 3 the server could not be reached or refused
 the connection; 130 interrupted (active transfers were paused first, unless a second
-Ctrl-C came before that was done).
+Ctrl-C came before that was done); the last line says where each transfer was left,
+or that none was under way.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import os
 import signal
 import sys
+import termios
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -24,6 +27,7 @@ import uvloop
 
 from roomdrop.allocator import tune_allocator
 from roomdrop.client import scans as source_scans
+from roomdrop.client.outgoing import NobodyCame
 from roomdrop.client.session import Left, Session
 from roomdrop.client.transfers import Result
 from roomdrop.exceptions import RoomdropError
@@ -52,15 +56,19 @@ class Outcome:
     results: list[Result] = field(default_factory=list)
 
 
-def run_send(paths: list[Path], to: str, *, transport: str, **common: Any) -> Outcome:
+def run_send(
+    paths: list[Path], to: str, *, transport: str, wait: float | None = None, **common: Any
+) -> Outcome:
+    """``wait``: give up (exit 1) if ``to`` has not joined the room after that many
+    seconds; ``None``: keep waiting."""
     scans = source_scans.take(paths)  # begun by roomdrop.cli, or now
+
+    async def send(session: Session) -> list[Result]:
+        session.outgoing.join_wait = wait
+        return await session.send_files(paths, to, scans)
+
     tune_allocator()
-    return uvloop.run(
-        _main(
-            lambda session: session.send_files(paths, to, scans),
-            {"transport": transport, **common},
-        )
-    )
+    return uvloop.run(_main(send, {"transport": transport, **common}))
 
 
 def run_receive(out: Path, *, count: int | None, yes: bool, **common: Any) -> Outcome:
@@ -80,16 +88,68 @@ def run_receive(out: Path, *, count: int | None, yes: bool, **common: Any) -> Ou
 
 
 def _asker(reporter: Any) -> Callable[[dict[str, Any]], Awaitable[bool]]:
+    """Ask about each offer in turn: the whole offer and ``accept? [y/N]`` on screen
+    (``reporter.asking``), the answer a line of stdin. On a terminal, what was typed
+    before the question is discarded: it does not answer it (a stray ``clear`` would
+    have rejected a file)."""
     lock = asyncio.Lock()
+    reader = LineReader(sys.stdin.fileno())
 
     async def ask(offer: dict[str, Any]) -> bool:
         async with lock:
-            reporter.offer(offer)
-            print("accept? [y/N] ", end="", file=sys.stderr, flush=True)
-            line = await asyncio.to_thread(sys.stdin.readline)
+            # what was typed ahead is dropped right before the question shows
+            with reporter.asking(offer, reader.discard_typed_ahead):
+                line = await reader.line()
             return line.strip().lower() in ("y", "yes")
 
     return ask
+
+
+class LineReader:
+    """Lines of a file descriptor read on the event loop (no thread left blocked in a
+    read when the command ends); what a line's read brought beyond it is kept for the
+    next question (a pipe may carry several answers)."""
+
+    def __init__(self, fd: int) -> None:
+        self.fd = fd
+        self._rest = b""
+        self._eof = False
+
+    def discard_typed_ahead(self) -> None:
+        if not os.isatty(self.fd):
+            return
+        self._rest = b""
+        with contextlib.suppress(termios.error):
+            termios.tcflush(self.fd, termios.TCIFLUSH)
+
+    async def line(self) -> str:
+        loop = asyncio.get_running_loop()
+        while b"\n" not in self._rest and not self._eof:
+            ready: asyncio.Future[None] = loop.create_future()
+
+            def readable(ready: asyncio.Future[None] = ready) -> None:
+                if not ready.done():
+                    ready.set_result(None)
+
+            try:
+                loop.add_reader(self.fd, readable)
+            except (OSError, ValueError, NotImplementedError):  # a plain file: read it
+                data = await asyncio.to_thread(os.read, self.fd, 4096)
+            else:
+                try:
+                    await ready
+                finally:
+                    loop.remove_reader(self.fd)
+                try:
+                    data = os.read(self.fd, 4096)
+                except BlockingIOError:
+                    continue
+                except OSError:
+                    data = b""
+            self._rest += data
+            self._eof = not data
+        line, _, self._rest = self._rest.partition(b"\n")
+        return line.decode(errors="replace")
 
 
 async def _main(
@@ -141,6 +201,8 @@ async def _main(
             raise
         task.uncancel()
         return await _pause_and_leave(session, again)
+    except NobodyCame as exc:
+        return await leave(session, Outcome(EXIT_FAILED, str(exc)))
     except RoomdropError as exc:
         unreachable = Outcome(EXIT_UNREACHABLE, f"{exc.code}: {exc}")
         with contextlib.suppress(Exception):
@@ -166,11 +228,7 @@ async def _pause_and_leave(session: Session, again: asyncio.Future[None]) -> Out
         await asyncio.wait({closing, again}, return_when=asyncio.FIRST_COMPLETED)
         if not again.done():
             closing.result()  # raises what went wrong, if anything did
-            return Outcome(
-                EXIT_INTERRUPTED,
-                "interrupted: transfers under way were paused; "
-                "run the same command again to resume them",
-            )
+            return Outcome(EXIT_INTERRUPTED, "interrupted: " + describe_left(session.left()))
         closing.cancel()
     with contextlib.suppress(asyncio.TimeoutError):  # what closing had not paused yet
         await asyncio.wait_for(session.pause_now(), PAUSE_NOW_TIMEOUT)

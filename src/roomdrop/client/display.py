@@ -6,24 +6,30 @@ The only module that imports ``rich``.
 
 from __future__ import annotations
 
+from collections.abc import Callable, Iterable, Iterator
+from contextlib import contextmanager
 from typing import Any
 
-from rich.console import Console
+from rich.console import Console, RenderableType
 from rich.markup import escape
 from rich.progress import (
     BarColumn,
     DownloadColumn,
     Progress,
+    Task,
     TaskID,
     TaskProgressColumn,
     TextColumn,
     TimeRemainingColumn,
     TransferSpeedColumn,
 )
+from rich.text import Text
 
 from roomdrop.client.transfers import Result
 
-__all__ = ["RichReporter", "describe_offer", "human_size"]
+__all__ = ["QUESTION", "RichReporter", "describe_offer", "human_size"]
+
+QUESTION = "accept? [y/N] "
 
 
 def human_size(n: int) -> str:
@@ -42,41 +48,123 @@ def describe_offer(offer: dict[str, Any]) -> str:
     )
 
 
+class SpeedOrPaused(TransferSpeedColumn):
+    """The speed; ``paused`` while the transfer is (not the last speed it had)."""
+
+    def render(self, task: Task) -> Text:
+        if task.fields.get("paused"):
+            return Text("paused", style="yellow")
+        return super().render(task)
+
+
+class TimeOrNothing(TimeRemainingColumn):
+    """The time remaining; nothing while the transfer is paused."""
+
+    def render(self, task: Task) -> Text:
+        if task.fields.get("paused"):
+            return Text("")
+        return super().render(task)
+
+
+class Bars(Progress):
+    """The bars, under a line of what is being waited for, if anything (redrawn in
+    place with the bars)."""
+
+    status: str | None = None
+
+    def get_renderables(self) -> Iterable[RenderableType]:
+        if self.status is not None:
+            yield Text(self.status)
+        yield from super().get_renderables()
+
+
 class RichReporter:
     """A progress bar per file on stderr: bytes, percentage, speed, ETA and the path the
     data takes; a line per note and per finished file."""
 
     def __init__(self, console: Console | None = None) -> None:
         self.console = console or Console(stderr=True)
-        self.bars = Progress(
+        self.bars = Bars(
             TextColumn("{task.description}"),
             BarColumn(),
             TaskProgressColumn(),
             DownloadColumn(),
-            TransferSpeedColumn(),
-            TimeRemainingColumn(),
+            SpeedOrPaused(),
+            TimeOrNothing(),
             console=self.console,
             transient=False,
         )
         self._tasks: dict[str, TaskID] = {}
+        self._held: list[str] | None = None
+        self._waits: set[str] = set()
+        self._waited = 0.0
         self.bars.start()
 
     def stop(self) -> None:
         self.bars.stop()
 
     def note(self, text: str) -> None:
+        if self._held is not None:  # a question is on screen: after the answer
+            self._held.append(text)
+            return
         self.bars.console.print(text, highlight=False, markup=False)
 
     def offer(self, offer: dict[str, Any]) -> None:
         self.note(describe_offer(offer))
 
+    def waiting(self, text: str, elapsed: float | None) -> None:
+        """On a terminal, ``text`` with the time waited, updated in place; elsewhere
+        ``text`` once. When the wait is over, one line says how long it was."""
+        if elapsed is None:
+            if text in self._waits:
+                self._waits.discard(text)
+                self.bars.status = None
+                if self.console.is_terminal:
+                    self.note(f"{text}: waited {self._waited:.0f} s")
+            return
+        self._waited = elapsed
+        if text not in self._waits:
+            self._waits.add(text)
+            if not self.console.is_terminal:
+                self.note(text)
+        if self.console.is_terminal:
+            self.bars.status = f"{text}: {elapsed:.0f} s"
+            self.bars.refresh()
+
+    @contextmanager
+    def asking(self, offer: dict[str, Any], before: Callable[[], None]) -> Iterator[None]:
+        """The offer and ``accept? [y/N]`` on screen, the bars taken off it (their live
+        refresh would overwrite the question and the answer being typed) and notes held
+        until the answer; then the bars again, below. ``before`` is called right before
+        the question shows."""
+        live = self.bars.live
+        live.transient = True
+        self.bars.stop()
+        live.transient = False
+        live._live_render._shape = None  # nothing of the bars above to redraw over
+        before()
+        self.console.print(describe_offer(offer), highlight=False, markup=False)
+        self.console.print(QUESTION, highlight=False, markup=False, end="")
+        self.console.file.flush()
+        self._held = []
+        try:
+            yield
+        finally:
+            held, self._held = self._held, None
+            for text in held:
+                self.note(text)
+            self.bars.start()
+
     def progress(self, snapshot: dict[str, Any], transport: str) -> None:
         tid = snapshot["transfer_id"]
         label = escape(f"{snapshot['filename']} [{transport}]")
+        paused = snapshot.get("status") == "paused"
         task = self._tasks.get(tid)
         if task is None:
             task = self._tasks[tid] = self.bars.add_task(label, total=snapshot["file_size"])
-        self.bars.update(task, completed=snapshot["bytes_transferred"], description=label)
+        self.bars.update(
+            task, completed=snapshot["bytes_transferred"], description=label, paused=paused
+        )
 
     def finished(self, result: Result) -> None:
         task = self._tasks.get(result.transfer_id)
@@ -89,9 +177,9 @@ class RichReporter:
         if task is not None:
             label = escape(f"{result.filename} [{result.transport}]")
             if result.ok:
-                self.bars.update(task, completed=result.file_size, description=label)
+                self.bars.update(task, completed=result.file_size, description=label, paused=False)
             else:
-                self.bars.update(task, description=label)
+                self.bars.update(task, description=label, paused=False)
             self.bars.stop_task(task)
         if result.ok:
             where = f" -> {result.saved_path}" if result.saved_path else ""

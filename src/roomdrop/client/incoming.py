@@ -392,6 +392,8 @@ class Incoming(Role[ReceiveState]):
         host = self.host
         for inc in self.live():
             record = self.manager.get_transfer(inc.tid)
+            if record.status is Status.PAUSED:  # the bar says so
+                host.reporter.progress(record.snapshot(), inc.transport)
             if record.status is not Status.ACTIVE:
                 continue
             host.reporter.progress(record.snapshot(), inc.transport)

@@ -5,6 +5,8 @@ from __future__ import annotations
 import json
 import sys
 import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from typing import Any, TextIO
 
 from roomdrop.client.transfers import Result
@@ -20,6 +22,7 @@ class JsonReporter:
         self.stream = stream or sys.stdout
         self.every = every
         self._last: dict[str, float] = {}
+        self._waits: set[str] = set()
 
     def _emit(self, obj: dict[str, Any]) -> None:
         self.stream.write(json.dumps(obj, separators=(",", ":")) + "\n")
@@ -31,6 +34,15 @@ class JsonReporter:
     def offer(self, offer: dict[str, Any]) -> None:
         self._emit({"event": "offer", **offer})
 
+    @contextmanager
+    def asking(self, offer: dict[str, Any], before: Callable[[], None]) -> Iterator[None]:
+        """The offer as a line on stdout; the question on stderr (the answer on stdin).
+        ``before`` is called right before the offer's line is written."""
+        before()
+        self.offer(offer)
+        print("accept? [y/N] ", end="", file=sys.stderr, flush=True)
+        yield
+
     def progress(self, snapshot: dict[str, Any], transport: str) -> None:
         now = time.monotonic()
         tid = snapshot["transfer_id"]
@@ -38,6 +50,14 @@ class JsonReporter:
             return
         self._last[tid] = now
         self._emit({"event": "progress", "transport": transport, **snapshot})
+
+    def waiting(self, text: str, elapsed: float | None) -> None:
+        """One note when a wait begins (a program needs no clock)."""
+        if elapsed is None:
+            self._waits.discard(text)
+        elif text not in self._waits:
+            self._waits.add(text)
+            self.note(text)
 
     def finished(self, result: Result) -> None:
         self._emit(result.to_dict())

@@ -55,7 +55,15 @@ from roomdrop.protocol.messages import MessageType as T
 from roomdrop.protocol.state import Status
 from roomdrop.storage import SourceInfo
 
-__all__ = ["Outgoing"]
+__all__ = ["NobodyCame", "Outgoing"]
+
+#: how often the time waited for the receiver to join is shown
+WAITING_EVERY = 1.0
+
+
+class NobodyCame(Exception):
+    """The receiver did not join the room within ``--wait`` seconds."""
+
 
 log = logging.getLogger("roomdrop.client")
 
@@ -67,6 +75,9 @@ class Outgoing(Role[SendState]):
         super().__init__(host, manager)
         self.links = links
         self._stashed_requests: dict[str, list[ChunkRequest]] = {}
+        self.join_wait: float | None = None
+        """``--wait``: give up (:class:`NobodyCame`) if the receiver has not joined the
+        room after this many seconds; ``None``: keep waiting."""
 
     # --- offering --------------------------------------------------------------------
 
@@ -83,6 +94,7 @@ class Outgoing(Role[SendState]):
 
     async def send_file(self, path: Path, to: str, scans: Scans | None = None) -> Result:
         scans = scans if scans is not None else Scans([path])
+        await self._wait_for_receiver(to)
         if self.host.transport != "relay":
             await self.links.ensure(to)
         while True:
@@ -97,6 +109,30 @@ class Outgoing(Role[SendState]):
                 return await self._offer(out)
             except Reoffer:
                 self.host.reporter.note(f"the server lost {info.filename}; offering it again")
+
+    async def _wait_for_receiver(self, to: str) -> None:
+        """Until ``to`` is in the room: said once, with the time waited so far (at most
+        ``join_wait`` seconds, then :class:`NobodyCame`)."""
+        host = self.host
+        if to in host.participants:
+            return
+        text = f"waiting for {to} to join room {host.room}"
+        limit = self.join_wait
+        started = time.monotonic()
+        arrived = asyncio.ensure_future(host.wait_for(to))
+        try:
+            while True:
+                elapsed = time.monotonic() - started
+                host.reporter.waiting(text, elapsed)
+                if limit is not None and elapsed >= limit:
+                    raise NobodyCame(f"{to} did not join room {host.room} within {limit:g} s")
+                step = WAITING_EVERY if limit is None else min(WAITING_EVERY, limit - elapsed)
+                done, _ = await asyncio.wait({arrived}, timeout=step)
+                if done:
+                    return
+        finally:
+            arrived.cancel()
+            host.reporter.waiting(text, None)
 
     def _adoptable(self, info: SourceInfo, to: str) -> str | None:
         for t in self.host.server_transfers.values():

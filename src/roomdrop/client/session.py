@@ -168,7 +168,6 @@ class Session:
     async def wait_for(self, user: str) -> None:
         if user in self.participants:
             return
-        self.reporter.note(f"waiting for {user} to join room {self.room}")
         while user not in self.participants:
             self._joined.clear()
             await self._joined.wait()

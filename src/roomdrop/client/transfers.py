@@ -116,6 +116,11 @@ class Reporter(Protocol):
 
     def finished(self, result: Result) -> None: ...
 
+    def waiting(self, text: str, elapsed: float | None) -> None:
+        """``text`` (what is waited for) has been waited for ``elapsed`` seconds so
+        far; ``None``: the wait is over."""
+        ...
+
 
 class Reoffer(Exception):
     """The server lost the transfer (it restarted): offer the file again."""
@@ -163,6 +168,7 @@ class Host(Protocol):
 
     user: str
     room: str
+    participants: set[str]
     reporter: Reporter
     settings: ClientSettings
     transport: Transport
