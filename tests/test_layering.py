@@ -28,9 +28,10 @@ IO_MODULES = {
     "starlette",
     "uvicorn",
     "redis",
+    "termios",
 }
 OWNERS = {  # library -> the only modules that may import it
-    "os": {"storage.py", "source.py", "server/auth.py", "server/staging.py"},
+    "os": {"storage.py", "source.py", "server/auth.py", "server/staging.py", "client/terminal.py"},
     "shutil": {"storage.py", "server/staging.py"},
     "filetype": {"storage.py", "source.py"},  # the file-system adapter, its sender's scan
     "fastapi": {"server/app.py", "server/routes.py", "server/page.py"},
@@ -45,6 +46,7 @@ OWNERS = {  # library -> the only modules that may import it
     "websockets": {"client/signalling.py"},
     "httpx": {"client/http.py"},
     "rich": {"client/display.py"},
+    "termios": {"client/terminal.py"},
 }
 
 

@@ -14,10 +14,8 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import os
 import signal
 import sys
-import termios
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -29,6 +27,7 @@ from roomdrop.allocator import tune_allocator
 from roomdrop.client import scans as source_scans
 from roomdrop.client.outgoing import NobodyCame
 from roomdrop.client.session import Left, Session
+from roomdrop.client.terminal import LineReader
 from roomdrop.client.transfers import Result
 from roomdrop.exceptions import RoomdropError
 from roomdrop.protocol.state import Status
@@ -103,53 +102,6 @@ def _asker(reporter: Any) -> Callable[[dict[str, Any]], Awaitable[bool]]:
             return line.strip().lower() in ("y", "yes")
 
     return ask
-
-
-class LineReader:
-    """Lines of a file descriptor read on the event loop (no thread left blocked in a
-    read when the command ends); what a line's read brought beyond it is kept for the
-    next question (a pipe may carry several answers)."""
-
-    def __init__(self, fd: int) -> None:
-        self.fd = fd
-        self._rest = b""
-        self._eof = False
-
-    def discard_typed_ahead(self) -> None:
-        if not os.isatty(self.fd):
-            return
-        self._rest = b""
-        with contextlib.suppress(termios.error):
-            termios.tcflush(self.fd, termios.TCIFLUSH)
-
-    async def line(self) -> str:
-        loop = asyncio.get_running_loop()
-        while b"\n" not in self._rest and not self._eof:
-            ready: asyncio.Future[None] = loop.create_future()
-
-            def readable(ready: asyncio.Future[None] = ready) -> None:
-                if not ready.done():
-                    ready.set_result(None)
-
-            try:
-                loop.add_reader(self.fd, readable)
-            except (OSError, ValueError, NotImplementedError):  # a plain file: read it
-                data = await asyncio.to_thread(os.read, self.fd, 4096)
-            else:
-                try:
-                    await ready
-                finally:
-                    loop.remove_reader(self.fd)
-                try:
-                    data = os.read(self.fd, 4096)
-                except BlockingIOError:
-                    continue
-                except OSError:
-                    data = b""
-            self._rest += data
-            self._eof = not data
-        line, _, self._rest = self._rest.partition(b"\n")
-        return line.decode(errors="replace")
 
 
 async def _main(
