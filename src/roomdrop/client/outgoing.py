@@ -206,6 +206,8 @@ class Outgoing(Role[SendState]):
         link = await self.links.ensure(out.peer)
         timeout = self.host.settings.ice_timeout
         if await link.wait_open(timeout):
+            if link.took is not None:
+                self.host.reporter.note(f"data channel to {out.peer} open after {link.took:.2f} s")
             return "p2p"
         if self.host.transport == "p2p":
             await self.fail(

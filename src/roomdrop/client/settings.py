@@ -38,6 +38,13 @@ class ClientSettings(BaseSettings):
         description="ICE transport policy: relay uses only TURN relay candidates "
         "(all traffic through the TURN server).",
     )
+    ice_gather_wait: float = Field(
+        0.1,
+        ge=0,
+        description="Seconds a client waits for its STUN/TURN candidates before it sends "
+        "its offer or answer with the host candidates; later ones follow as ice-candidate "
+        "messages.",
+    )
     ice_timeout: float = Field(
         5.0, gt=0, description="Seconds a client waits for a data channel before the relay."
     )
