@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import asyncio
 import base64
-import contextlib
 import hashlib
 import hmac
 import secrets
@@ -20,6 +19,7 @@ from typing import Any
 
 import pytest
 from clitools import MB, Room, sha256_of, write_random
+from nettools import mute
 
 from roomdrop.server.turn import turn_credentials
 from server.conftest import free_port
@@ -137,34 +137,6 @@ async def test_a_file_crosses_a_real_turn_server_when_only_relay_candidates_are_
         if " usage: " in line and f":{room.alice}>" in line
     ]
     assert received and max(received) >= 1 * MB, received
-
-
-@contextlib.contextmanager
-def mute(*sources: str) -> Iterator[None]:
-    """Nothing sent from ``sources`` gets anywhere (EACCES), in this test's own network
-    namespace: a prohibit rule for each, ahead of the local table (which moves from
-    preference 0 to 1000 meanwhile, so the rules come first). The addresses stay local:
-    sockets bind to them and receive."""
-    interfaces = sorted(name for _, name in socket.if_nameindex())
-    assert interfaces == ["lo"], (
-        f"this test changes routing rules: run it in a network namespace of its own with "
-        f"only lo (scripts/test does), not beside {interfaces}"
-    )
-
-    def ip(*args: str) -> None:
-        subprocess.run(["ip", "rule", *args], check=True)
-
-    ip("add", "pref", "1000", "lookup", "local")
-    ip("del", "pref", "0", "lookup", "local")
-    for source in sources:
-        ip("add", "pref", "10", "from", source, "prohibit")
-    try:
-        yield
-    finally:
-        for source in sources:
-            ip("del", "pref", "10", "from", source, "prohibit")
-        ip("add", "pref", "0", "lookup", "local")
-        ip("del", "pref", "1000", "lookup", "local")
 
 
 async def test_relay_candidates_that_come_after_the_offer_carry_the_file(
