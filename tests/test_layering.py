@@ -30,7 +30,7 @@ IO_MODULES = {
     "redis",
 }
 OWNERS = {  # library -> the only modules that may import it
-    "os": {"storage.py", "server/auth.py", "server/staging.py"},
+    "os": {"storage.py", "server/auth.py", "server/staging.py", "client/output.py"},
     "shutil": {"storage.py", "server/staging.py"},
     "filetype": {"storage.py"},
     "fastapi": {"server/app.py", "server/routes.py", "server/page.py"},

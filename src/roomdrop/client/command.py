@@ -4,7 +4,10 @@ status and one line saying why.
 
 Exit status: 0 every file arrived and verified; 1 a file did not (rejected, cancelled,
 refused by policy, failed its check, ...); 3 the server could not be reached or refused
-the connection; 130 interrupted (active transfers were paused first).
+the connection (at the start, or for ROOMDROP_RECONNECT_TIMEOUT after losing it, whatever
+the command was waiting for); 130 interrupted (active transfers were paused first); 141
+the output's reader went away (stdout or stderr a pipe nobody reads: transfers paused
+likewise, see :mod:`.output`).
 """
 
 from __future__ import annotations
@@ -21,6 +24,7 @@ from typing import Any
 import uvloop
 
 from roomdrop.allocator import tune_allocator
+from roomdrop.client.output import EXIT_OUTPUT_CLOSED
 from roomdrop.client.session import Session
 from roomdrop.client.transfers import Result
 from roomdrop.exceptions import RoomdropError
@@ -28,6 +32,7 @@ from roomdrop.exceptions import RoomdropError
 __all__ = [
     "EXIT_FAILED",
     "EXIT_INTERRUPTED",
+    "EXIT_OUTPUT_CLOSED",
     "EXIT_UNREACHABLE",
     "Outcome",
     "run_receive",
@@ -92,32 +97,52 @@ async def _main(
     task = asyncio.current_task()
     assert task is not None
     interrupted = False
+    output_closed = False
+    running = True
 
     def interrupt() -> None:
         nonlocal interrupted
-        interrupted = True
-        task.cancel()
+        if running and not interrupted:
+            interrupted = True
+            task.cancel()
+
+    def closed() -> None:  # the reporter's stream lost its reader
+        nonlocal output_closed
+        output_closed = True
+        interrupt()
 
     for signum in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(signum, interrupt)
+    reporter: Any = options.get("reporter")
+    if hasattr(reporter, "on_closed"):
+        reporter.on_closed = lambda: loop.call_soon_threadsafe(closed)
     try:
         session = Session(**options)
     except ValueError as exc:
         return Outcome(EXIT_UNREACHABLE, str(exc))
     try:
         await session.start()
-        results = await body(session)
+        results = await session.until_gone(body(session))
+        running = False
     except asyncio.CancelledError:
+        running = False
         if not interrupted:
             raise
         task.uncancel()
         await session.close(pause=True)
+        if output_closed:
+            return Outcome(
+                EXIT_OUTPUT_CLOSED,
+                "the output's reader went away: transfers under way were paused; "
+                "run the same command again to resume them",
+            )
         return Outcome(
             EXIT_INTERRUPTED,
             "interrupted: transfers under way were paused; "
             "run the same command again to resume them",
         )
     except RoomdropError as exc:
+        running = False
         with contextlib.suppress(Exception):
             await session.close(pause=False)
         return Outcome(EXIT_UNREACHABLE, f"{exc.code}: {exc}")

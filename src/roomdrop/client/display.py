@@ -1,12 +1,15 @@
 """What ``send`` and ``receive`` show a person: rich progress bars on stderr (``--json``
-prints JSON lines instead: :mod:`roomdrop.client.jsonlines`).
+prints JSON lines instead: :mod:`roomdrop.client.jsonlines`). A stderr whose reader is
+gone is silenced and said to :attr:`RichReporter.on_closed` (:mod:`.output`).
 
 The only module that imports ``rich``.
 """
 
 from __future__ import annotations
 
-from typing import Any
+import sys
+from collections.abc import Callable
+from typing import IO, Any, cast
 
 from rich.console import Console
 from rich.markup import escape
@@ -21,6 +24,7 @@ from rich.progress import (
     TransferSpeedColumn,
 )
 
+from roomdrop.client.output import Guarded
 from roomdrop.client.transfers import Result
 
 __all__ = ["RichReporter", "describe_offer", "human_size"]
@@ -47,7 +51,8 @@ class RichReporter:
     data takes; a line per note and per finished file."""
 
     def __init__(self, console: Console | None = None) -> None:
-        self.console = console or Console(stderr=True)
+        self._stderr = Guarded(sys.stderr)
+        self.console = console or Console(file=cast(IO[str], self._stderr))
         self.bars = Progress(
             TextColumn("{task.description}"),
             BarColumn(),
@@ -60,6 +65,15 @@ class RichReporter:
         )
         self._tasks: dict[str, TaskID] = {}
         self.bars.start()
+
+    @property
+    def on_closed(self) -> Callable[[], None] | None:
+        """Called once when stderr's reader is gone (from rich's refresh thread, maybe)."""
+        return self._stderr.on_closed
+
+    @on_closed.setter
+    def on_closed(self, callback: Callable[[], None] | None) -> None:
+        self._stderr.on_closed = callback
 
     def stop(self) -> None:
         self.bars.stop()

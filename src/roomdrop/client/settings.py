@@ -51,7 +51,15 @@ class ClientSettings(BaseSettings):
     reconnect_timeout: float = Field(
         120.0,
         gt=0,
-        description="Seconds a client keeps trying to reach the server after losing it.",
+        description="Seconds a client keeps trying to reach the server after losing it; "
+        "then it ends (exit status 3).",
+    )
+    ping_timeout: float = Field(
+        20.0,
+        gt=0,
+        description="Seconds a client waits for the server to answer a ping (one every "
+        "half of this) before it counts the connection as lost, unless data moved "
+        "meanwhile.",
     )
     stall_timeout: float = Field(
         2.0,
