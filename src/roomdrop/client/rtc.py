@@ -63,7 +63,8 @@ GATHER_TIMEOUT = 5.0
 #: gathers as it does by itself (every STUN/TURN answer, or GATHER_TIMEOUT, before the
 #: offer or answer goes out).
 CHECKED = {"aioice": "0.13.", "aiortc": "1.16."}
-_CONNECTION_PARTS = (
+#: What :class:`_Gathering` uses of an aioice ``Connection``.
+_CONNECTION_PARTS = [
     "gather_candidates",
     "get_component_candidates",
     "_pair_remote_candidate",
@@ -77,7 +78,7 @@ _CONNECTION_PARTS = (
     "_protocols",
     "_remote_candidates",
     "_closing",
-)
+]
 
 Signal = Callable[[str, dict[str, Any]], Awaitable[None]]
 FrameHandler = Callable[[str, bytes], Awaitable[None]]
