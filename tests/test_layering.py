@@ -31,7 +31,14 @@ IO_MODULES = {
     "termios",
 }
 OWNERS = {  # library -> the only modules that may import it
-    "os": {"storage.py", "source.py", "server/auth.py", "server/staging.py", "client/terminal.py"},
+    "os": {
+        "storage.py",
+        "source.py",
+        "server/auth.py",
+        "server/staging.py",
+        "client/terminal.py",
+        "client/output.py",
+    },
     "shutil": {"storage.py", "server/staging.py"},
     "filetype": {"storage.py", "source.py"},  # the file-system adapter, its sender's scan
     "fastapi": {"server/app.py", "server/routes.py", "server/page.py"},

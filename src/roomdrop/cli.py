@@ -201,7 +201,12 @@ def client_command(args: argparse.Namespace) -> int:
         if not args.json:
             reporter.stop()
     if outcome.message:
-        print(f"roomdrop: {outcome.message}", file=sys.stderr)
+        try:
+            print(f"roomdrop: {outcome.message}", file=sys.stderr, flush=True)
+        except BrokenPipeError:  # nobody reads stderr any more (client/output.py)
+            from roomdrop.client.output import silence
+
+            silence(sys.stderr)
     return outcome.exit_code
 
 

@@ -19,6 +19,7 @@ from typing import Any
 
 import pytest
 from clitools import MB, Room, sha256_of, write_random
+from nettools import mute
 
 from roomdrop.server.turn import turn_credentials
 from server.conftest import free_port
@@ -136,3 +137,51 @@ async def test_a_file_crosses_a_real_turn_server_when_only_relay_candidates_are_
         if " usage: " in line and f":{room.alice}>" in line
     ]
     assert received and max(received) >= 1 * MB, received
+
+
+async def test_relay_candidates_that_come_after_the_offer_carry_the_file(
+    start: Any, room_on: Any, tmp_path: Path, coturn: tuple[int, str, Path]
+) -> None:
+    """The host candidates go in the offer and answer at once; the relay ones, gathered
+    meanwhile, follow as ``ice-candidate`` messages (``ROOMDROP_ICE_GATHER_WAIT=0``: none
+    waited for). The peers' host candidates are on 127.0.0.2 and 127.0.0.3, from which
+    nothing gets anywhere (:func:`mute`), while their TURN sockets, the server and coturn
+    are on 127.0.0.1: only the pair of relay candidates, each sent after the SDP, can
+    connect (a relay candidate checking the other side's host one gets no answer)."""
+    port, secret, log = coturn
+    server = await start(
+        ROOMDROP_TURN_URLS=f"turn:127.0.0.1:{port}?transport=udp",
+        ROOMDROP_TURN_SECRET=secret,
+    )
+    room: Room = room_on(server)
+    source = tmp_path / "f.bin"
+    digest = write_random(source, 5 * MB)
+    env = {"ROOMDROP_ICE_GATHER_WAIT": "0", "ROOMDROP_ICE_TIMEOUT": "20"}
+    with mute("127.0.0.2", "127.0.0.3"):
+        receiver = room.receive(tmp_path / "inbox", env={**env, "ROOMDROP_ICE_HOSTS": "127.0.0.3"})
+        await room.joined(receiver)
+        sender = room.send(source, transport="p2p", env={**env, "ROOMDROP_ICE_HOSTS": "127.0.0.2"})
+        assert await sender.wait(120) == 0, sender.report() + log.read_text(errors="replace")
+        assert await receiver.wait(30) == 0, receiver.report()
+    for command in (sender, receiver):
+        got = command.result()
+        assert got["transport"] == "p2p" and got["bytes_via"]["relay"] == 0, got
+    assert sha256_of(tmp_path / "inbox" / "f.bin") == digest
+    text = log.read_text(errors="replace")
+    for user in (room.alice, room.bob):
+        assert f":{user}>: incoming packet ALLOCATE processed, success" in text, user
+    # the file's bytes went through coturn: it logs what the sender's allocation
+    # received (rb) every second or so
+    deadline = time.monotonic() + 10
+    while max(received_by(log, room.alice), default=0) < 1 * MB:
+        assert time.monotonic() < deadline, received_by(log, room.alice)
+        await asyncio.sleep(0.2)
+
+
+def received_by(log: Path, user: str) -> list[int]:
+    """The bytes each of coturn's usage lines says ``user``'s allocation received."""
+    return [
+        int(line.split("rb=")[1].split(",")[0])
+        for line in log.read_text(errors="replace").splitlines()
+        if " usage: " in line and f":{user}>" in line
+    ]

@@ -13,5 +13,6 @@ data channel (aiortc) or through the server's relay, verified and resumable.
 * :mod:`.links` — peer links (one data channel per remote participant);
 * :mod:`.catchup` — aligning both roles with the server's ``room-state``;
 * :mod:`.transfers` — what the roles share: a transfer's bookkeeping and result;
-* :mod:`.display` — progress bars (rich) or JSON lines.
+* :mod:`.display` — progress bars (rich) or JSON lines;
+* :mod:`.output` — an output whose reader went away (EPIPE): silenced, the command ends.
 """

@@ -5,9 +5,11 @@ one line saying why.
 
 Exit status: 0 every file arrived and verified; 1 a file did not (rejected, cancelled,
 refused by policy, failed its check, ...); 3 the server could not be reached or refused
-the connection; 130 interrupted (active transfers were paused first, unless a second
-Ctrl-C came before that was done); the last line says where each transfer was left,
-or that none was under way.
+the connection (at the start, or for ROOMDROP_RECONNECT_TIMEOUT after losing it, whatever
+the command was waiting for); 130 interrupted (active transfers were paused first, unless
+a second Ctrl-C came before that was done); 141 the output's reader went away (stdout or
+stderr a pipe nobody reads: transfers paused likewise, see :mod:`.output`). The last line
+says where each transfer was left, or that none was under way.
 """
 
 from __future__ import annotations
@@ -26,6 +28,7 @@ import uvloop
 from roomdrop.allocator import tune_allocator
 from roomdrop.client import scans as source_scans
 from roomdrop.client.outgoing import NobodyCame
+from roomdrop.client.output import EXIT_OUTPUT_CLOSED
 from roomdrop.client.session import Left, Session
 from roomdrop.client.terminal import LineReader
 from roomdrop.client.transfers import Result
@@ -35,6 +38,7 @@ from roomdrop.protocol.state import Status
 __all__ = [
     "EXIT_FAILED",
     "EXIT_INTERRUPTED",
+    "EXIT_OUTPUT_CLOSED",
     "EXIT_UNREACHABLE",
     "Outcome",
     "run_receive",
@@ -118,6 +122,7 @@ async def _main(
     task = asyncio.current_task()
     assert task is not None
     interrupts = 0
+    output_closed = False
     again: asyncio.Future[None] = loop.create_future()
 
     def interrupt() -> None:
@@ -128,8 +133,17 @@ async def _main(
         elif not again.done():
             again.set_result(None)
 
+    def closed() -> None:  # the reporter's stream lost its reader: as a Ctrl-C
+        nonlocal output_closed
+        output_closed = True
+        if not interrupts:
+            interrupt()
+
     for signum in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(signum, interrupt)
+    reporter: Any = options.get("reporter")
+    if hasattr(reporter, "on_closed"):
+        reporter.on_closed = lambda: loop.call_soon_threadsafe(closed)
 
     async def leave(session: Session, outcome: Outcome) -> Outcome:
         """Close without pausing; a Ctrl-C meanwhile changes nothing: the outcome is known."""
@@ -147,12 +161,16 @@ async def _main(
         return Outcome(EXIT_UNREACHABLE, str(exc))
     try:
         await session.start()
-        results = await body(session)
+        results = await session.until_gone(body(session))
     except asyncio.CancelledError:
         if not interrupts:
             raise
         task.uncancel()
-        return await _pause_and_leave(session, again)
+        outcome = await _pause_and_leave(session, again)
+        if output_closed:
+            why = (outcome.message or "").split(": ", 1)[-1]
+            return Outcome(EXIT_OUTPUT_CLOSED, f"the output's reader went away: {why}")
+        return outcome
     except NobodyCame as exc:
         return await leave(session, Outcome(EXIT_FAILED, str(exc)))
     except RoomdropError as exc:

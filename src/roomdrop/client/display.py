@@ -1,14 +1,16 @@
 """What ``send`` and ``receive`` show a person: rich progress bars on stderr (``--json``
-prints JSON lines instead: :mod:`roomdrop.client.jsonlines`).
+prints JSON lines instead: :mod:`roomdrop.client.jsonlines`). A stderr whose reader is
+gone is silenced and said to :attr:`RichReporter.on_closed` (:mod:`.output`).
 
 The only module that imports ``rich``.
 """
 
 from __future__ import annotations
 
+import sys
 from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
-from typing import Any
+from typing import IO, Any, cast
 
 from rich.console import Console, RenderableType
 from rich.markup import escape
@@ -25,6 +27,7 @@ from rich.progress import (
 )
 from rich.text import Text
 
+from roomdrop.client.output import Guarded
 from roomdrop.client.transfers import Result
 
 __all__ = ["QUESTION", "RichReporter", "describe_offer", "human_size"]
@@ -83,7 +86,8 @@ class RichReporter:
     data takes; a line per note and per finished file."""
 
     def __init__(self, console: Console | None = None) -> None:
-        self.console = console or Console(stderr=True)
+        self._stderr = Guarded(sys.stderr)
+        self.console = console or Console(file=cast(IO[str], self._stderr))
         self.bars = Bars(
             TextColumn("{task.description}"),
             BarColumn(),
@@ -99,6 +103,15 @@ class RichReporter:
         self._waits: set[str] = set()
         self._waited = 0.0
         self.bars.start()
+
+    @property
+    def on_closed(self) -> Callable[[], None] | None:
+        """Called once when stderr's reader is gone (from rich's refresh thread, maybe)."""
+        return self._stderr.on_closed
+
+    @on_closed.setter
+    def on_closed(self, callback: Callable[[], None] | None) -> None:
+        self._stderr.on_closed = callback
 
     def stop(self) -> None:
         self.bars.stop()

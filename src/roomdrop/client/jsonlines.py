@@ -1,4 +1,6 @@
-"""``--json``: one JSON object per line on stdout, for programs (no rich imported)."""
+"""``--json``: one JSON object per line on stdout, for programs (no rich imported).
+A stdout whose reader is gone is silenced and said to :attr:`JsonReporter.on_closed`
+(:mod:`.output`)."""
 
 from __future__ import annotations
 
@@ -9,6 +11,7 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from typing import Any, TextIO
 
+from roomdrop.client.output import Guarded
 from roomdrop.client.transfers import Result
 
 __all__ = ["JsonReporter"]
@@ -19,10 +22,19 @@ class JsonReporter:
     with ``transport``; at most every ``every`` seconds per transfer) and ``result``."""
 
     def __init__(self, stream: TextIO | None = None, every: float = 0.5) -> None:
-        self.stream = stream or sys.stdout
+        self.stream = Guarded(stream or sys.stdout)
         self.every = every
         self._last: dict[str, float] = {}
         self._waits: set[str] = set()
+
+    @property
+    def on_closed(self) -> Callable[[], None] | None:
+        """Called once when stdout's reader is gone."""
+        return self.stream.on_closed
+
+    @on_closed.setter
+    def on_closed(self, callback: Callable[[], None] | None) -> None:
+        self.stream.on_closed = callback
 
     def _emit(self, obj: dict[str, Any]) -> None:
         self.stream.write(json.dumps(obj, separators=(",", ":")) + "\n")

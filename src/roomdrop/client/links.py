@@ -106,6 +106,7 @@ class Links:
             remote,
             ice_servers=self._ice_servers,
             ice_policy=self.host.settings.ice_policy,
+            gather_wait=self.host.settings.ice_gather_wait,
             signal=signal,
             on_frame=self._on_frame,
             on_down=self._on_down,

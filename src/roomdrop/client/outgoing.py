@@ -19,6 +19,9 @@ answers until the file is verified at the other end.
   on through the relay from the chunks still queued.
 * **Requests.** Every ``file-share-chunk-request`` (bad checksum, missing, resume) puts
   chunks back in the queue; a request for a transfer not known yet is kept until it is.
+  A request that repeats the last one while its chunks still wait to be sent (a
+  receiver asking every ``ROOMDROP_STALL_TIMEOUT`` while no path is chosen yet) is
+  counted, not shown again: the count is shown once the wait is over.
 * **Ends.** ``file-share-complete`` from the receiver, a reject, a cancel, an error, or
   what the server says in ``room-state`` (see :mod:`.catchup`) ends the transfer.
 
@@ -78,6 +81,9 @@ class Outgoing(Role[SendState]):
         self.join_wait: float | None = None
         """``--wait``: give up (:class:`NobodyCame`) if the receiver has not joined the
         room after this many seconds; ``None``: keep waiting."""
+        #: per transfer: the last request shown (its reason and ranges), and how many
+        #: times it came again since, changing nothing
+        self._shown_requests: dict[str, tuple[tuple[str, tuple[tuple[int, int], ...]], int]] = {}
 
     # --- offering --------------------------------------------------------------------
 
@@ -207,6 +213,8 @@ class Outgoing(Role[SendState]):
             pump.cancel()
             with contextlib.suppress(BaseException):
                 await pump
+            self._show_repeats(out)
+            self._shown_requests.pop(out.tid, None)
 
     async def _pump(self, out: SendState) -> None:
         await out.accepted.wait()
@@ -252,23 +260,31 @@ class Outgoing(Role[SendState]):
             out.via[out.transport] += len(frame) - HEADER_SIZE
 
     async def _choose_transport(self, out: SendState) -> str:
+        """The path for ``out``: the data channel if it opens within ROOMDROP_ICE_TIMEOUT
+        from here, else the relay (``auto``) or a failure (``p2p``). The notes give the
+        time from the start of the attempt (the link's offer, or the remote's)."""
         if self.host.transport == "relay":
             return "relay"
         link = await self.links.ensure(out.peer)
-        timeout = self.host.settings.ice_timeout
-        if await link.wait_open(timeout):
+        waiting = time.monotonic()
+        opened = await link.wait_open(self.host.settings.ice_timeout)
+        self._show_repeats(out)
+        if opened:
+            if link.took is not None:
+                self.host.reporter.note(f"data channel to {out.peer} open after {link.took:.2f} s")
             return "p2p"
+        tried = time.monotonic() - (waiting if link.started is None else link.started)
         if self.host.transport == "p2p":
             await self.fail(
                 out,
                 "p2p-unavailable",
-                f"no peer-to-peer connection to {out.peer} within {timeout:g} s "
+                f"no peer-to-peer connection to {out.peer} after {tried:.1f} s "
                 "(--transport p2p does not fall back to the relay)",
                 pause=True,
             )
             return "p2p"
         self.host.reporter.note(
-            f"no peer-to-peer connection to {out.peer} within {timeout:g} s; "
+            f"no peer-to-peer connection to {out.peer} after {tried:.1f} s; "
             "sending through the relay"
         )
         return "relay"
@@ -407,9 +423,37 @@ class Outgoing(Role[SendState]):
         if out is None:
             self._stashed_requests.setdefault(tid, []).append(payload)
             return
-        count = sum(end - start for start, end in payload.ranges)
-        self.host.reporter.note(f"{out.peer} asks for {count} chunk(s) ({payload.reason})")
+        self._show_request(out, payload)
         await self._queue_request(out, payload)
+
+    def _show_request(self, out: SendState, request: ChunkRequest) -> None:
+        """Note the request, unless it repeats the last one shown and every chunk it
+        names still waits in the queue (it changes nothing): then it is counted."""
+        key = (request.reason, tuple((start, end) for start, end in request.ranges))
+        shown = self._shown_requests.get(out.tid)
+        if (
+            shown is not None
+            and shown[0] == key
+            and all(index in out.queue for index in indexes_in(request.ranges))
+        ):
+            self._shown_requests[out.tid] = (key, shown[1] + 1)
+            return
+        self._show_repeats(out)
+        count = sum(end - start for start, end in request.ranges)
+        self.host.reporter.note(f"{out.peer} asks for {count} chunk(s) ({request.reason})")
+        self._shown_requests[out.tid] = (key, 0)
+
+    def _show_repeats(self, out: SendState) -> None:
+        """Note how many times the last request shown came again, if it did."""
+        shown = self._shown_requests.get(out.tid)
+        if shown is None or not shown[1]:
+            return
+        (reason, ranges), times = shown
+        count = sum(end - start for start, end in ranges)
+        self.host.reporter.note(
+            f"{out.peer} asked again for the same {count} chunk(s) ({reason}), {times} more time(s)"
+        )
+        self._shown_requests[out.tid] = (shown[0], 0)
 
     async def _queue_request(self, out: SendState, request: ChunkRequest) -> None:
         indexes = list(indexes_in(request.ranges))

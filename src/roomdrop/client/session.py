@@ -120,6 +120,7 @@ class Session:
             on_frame=self._on_relay_frame,
             on_disconnect=self._on_disconnect,
             reconnect_timeout=self.settings.reconnect_timeout,
+            ping_timeout=self.settings.ping_timeout,
         )
         self.participants: set[str] = set()
         self._server_transfers: dict[str, TransferObject] = {}
@@ -213,6 +214,28 @@ class Session:
         where = f" at {self.signalling.name}" if len(self.servers) > 1 else ""
         self.reporter.note(f"joined room {self.room} as {self.user}{where}")
 
+    async def until_gone(self, work: Awaitable[list[Result]]) -> list[Result]:
+        """``work``'s result, unless the connection to the server ends for good first
+        (no server reachable for ROOMDROP_RECONNECT_TIMEOUT, or a refusal): then ``work``
+        is cancelled and what ended the connection is raised, whatever ``work`` was
+        waiting for (a participant to join, an offer, an answer)."""
+        runner = self._runner
+        assert runner is not None, "start() first"
+        task = asyncio.ensure_future(work)
+        try:
+            await asyncio.wait({task, runner}, return_when=asyncio.FIRST_COMPLETED)
+            if not task.done():  # the transfers under way end with the connection
+                await asyncio.wait({task}, timeout=1.0)
+        finally:  # the connection ended, or this was cancelled (Ctrl-C)
+            if not task.done():
+                task.cancel()
+                with contextlib.suppress(BaseException):
+                    await task
+        if task.cancelled():
+            exc = None if runner.cancelled() else runner.exception()
+            raise exc or RoomdropError("the connection to the server ended")
+        return task.result()
+
     async def close(self, *, pause: bool = True) -> None:
         """Leave the room; with ``pause``, active transfers are paused first so that
         running the same command again resumes them."""
@@ -255,6 +278,7 @@ class Session:
         for role in self._roles():
             for state in role.live():
                 state.done.set_exception(exc)
+                state.done.exception()  # the command reports it (until_gone): not lost
         if self.incoming is not None:
             self.incoming.connection_lost(exc)
 

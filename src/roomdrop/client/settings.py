@@ -40,13 +40,28 @@ class ClientSettings(BaseSettings):
         description="ICE transport policy: relay uses only TURN relay candidates "
         "(all traffic through the TURN server).",
     )
+    ice_gather_wait: float = Field(
+        0.1,
+        ge=0,
+        description="Seconds a client waits for its STUN/TURN candidates before it sends "
+        "its offer or answer with the host candidates; later ones follow as ice-candidate "
+        "messages.",
+    )
     ice_timeout: float = Field(
         5.0, gt=0, description="Seconds a client waits for a data channel before the relay."
     )
     reconnect_timeout: float = Field(
         120.0,
         gt=0,
-        description="Seconds a client keeps trying to reach the server after losing it.",
+        description="Seconds a client keeps trying to reach the server after losing it; "
+        "then it ends (exit status 3).",
+    )
+    ping_timeout: float = Field(
+        20.0,
+        gt=0,
+        description="Seconds a client waits for the server to answer a ping (one every "
+        "half of this) before it counts the connection as lost, unless data moved "
+        "meanwhile.",
     )
     stall_timeout: float = Field(
         2.0,

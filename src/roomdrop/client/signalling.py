@@ -33,6 +33,8 @@ log = logging.getLogger("roomdrop.client")
 
 #: Frames of up to 2 MiB come from the server (a relayed chunk of the largest chunk size).
 MAX_INCOMING = 4 * 1024 * 1024
+#: The longest one connection attempt (TCP, then the WebSocket handshake) may take.
+ATTEMPT_TIMEOUT = 5.0
 
 
 def websocket_url(server: str, room: str, token: str) -> str:
@@ -54,10 +56,21 @@ class Signalling:
     when the connection drops connects again. An attempt tries the URLs in rotation,
     starting with the last one that worked (the first one the first time); after a
     round in which none answered it waits, 0.2 s doubling to 5 s, and tries again, for
-    at most ``reconnect_timeout`` seconds (``connect_timeout`` the first time), and ends
-    with :class:`ServerUnreachable` naming every URL tried. A close that reconnecting
-    cannot mend (docs/protocol.md §11.1: bad token 4401, bad room 4400, replaced by a
-    newer connection 4409) ends it with the matching error.
+    at most ``reconnect_timeout`` seconds (``connect_timeout`` the first time; an
+    attempt under way then, at most ``ATTEMPT_TIMEOUT``, is let finish), and ends with
+    :class:`ServerUnreachable` naming every URL tried. A close that reconnecting cannot
+    mend (docs/protocol.md §11.1: bad token 4401, bad room 4400, replaced by a newer
+    connection 4409) ends it with the matching error.
+
+    A server that stops answering (stopped, its host gone, the network cut) closes
+    nothing: a ping every ``ping_timeout / 2`` seconds that gets no answer within
+    ``ping_timeout`` (:meth:`_keepalive`) counts the connection as lost, unless something
+    else came from the server meanwhile (a busy connection's pong waits behind its data;
+    a relay upload hears the server's progress every 0.25 s). Only what comes in counts:
+    what goes out lands in socket buffers whether the server reads it or not. The pings
+    are this module's own, not websockets' keepalive, whose wait for the answer only
+    starts once the ping is written: with the socket's buffers full (a relay upload to a
+    server that stopped reading) it never starts, and the client waited for ever.
     """
 
     def __init__(
@@ -70,6 +83,7 @@ class Signalling:
         on_disconnect: Callable[[], Awaitable[None]] | None = None,
         connect_timeout: float = 2.0,
         reconnect_timeout: float = 120.0,
+        ping_timeout: float = 20.0,
         names: Sequence[str] | None = None,
     ) -> None:
         self.urls = [urls] if isinstance(urls, str) else list(urls)
@@ -84,7 +98,9 @@ class Signalling:
         self._on_disconnect = on_disconnect
         self.connect_timeout = connect_timeout
         self.reconnect_timeout = reconnect_timeout
+        self.ping_timeout = ping_timeout
         self._ws: ClientConnection | None = None
+        self._heard = 0.0  # loop time something last came from the server
         self._current = 0
         self.connected = asyncio.Event()
         self.connections = 0
@@ -151,7 +167,9 @@ class Signalling:
                 order = self._rotation()
             index = order.pop(0)
             try:
-                ws = await asyncio.wait_for(self._connect(self.urls[index]), timeout=5.0)
+                ws = await asyncio.wait_for(
+                    self._connect(self.urls[index]), timeout=ATTEMPT_TIMEOUT
+                )
             except (OSError, TimeoutError, InvalidHandshake) as exc:
                 # refused, timed out, or an answer that is not a WebSocket handshake (a
                 # server dying mid-handshake, a proxy's error page)
@@ -192,9 +210,8 @@ class Signalling:
             url,
             compression=None,
             max_size=MAX_INCOMING,
-            open_timeout=5.0,
-            ping_interval=10.0,
-            ping_timeout=20.0,
+            open_timeout=ATTEMPT_TIMEOUT,
+            ping_interval=None,  # the pings are _keepalive's
             # keep a slow receiver's relay frames from piling up in our own buffer
             max_queue=16,
         )
@@ -203,8 +220,12 @@ class Signalling:
         """Read one connection (to ``urls[index]``) until it closes; True if we closed
         it ourselves."""
         first = True
+        loop = asyncio.get_running_loop()
+        self._heard = loop.time()
+        keepalive = asyncio.create_task(self._keepalive(ws), name="keepalive")
         try:
             async for raw in ws:
+                self._heard = loop.time()
                 if isinstance(raw, bytes):
                     await self._on_frame(raw)
                     continue
@@ -226,6 +247,7 @@ class Signalling:
         except ConnectionClosed:
             pass
         finally:
+            keepalive.cancel()
             self._ws = None
             self.connected.clear()
             if not first and not self._closing and self._on_disconnect is not None:
@@ -242,6 +264,32 @@ class Signalling:
             raise Forbidden("another connection of the same user joined the room")
         log.info("connection to the server lost (code %s); reconnecting", code)
         return False
+
+    async def _keepalive(self, ws: ClientConnection) -> None:
+        """Ping every ``ping_timeout / 2`` seconds; a ping not answered within
+        ``ping_timeout`` (the wait includes writing the ping out), with nothing else
+        heard from the server meanwhile, aborts the connection, which the reader then
+        sees closed."""
+        loop = asyncio.get_running_loop()
+        while True:
+            await asyncio.sleep(self.ping_timeout / 2)
+            sent = loop.time()
+            try:
+                async with asyncio.timeout(self.ping_timeout):
+                    pong = await ws.ping()
+                    await pong
+            except TimeoutError:
+                if self._heard > sent:
+                    continue  # busy, not gone: the pong waits behind our data
+                log.info(
+                    "the server at %s did not answer for %g s; reconnecting",
+                    self.name,
+                    self.ping_timeout,
+                )
+                ws.transport.abort()
+                return
+            except ConnectionClosed:
+                return
 
 
 def describe(exc: BaseException) -> str:

@@ -1,7 +1,8 @@
 // One WebRTC data channel per remote participant (docs/protocol.md §13.1): label
 // "roomdrop", ordered, binary frames of at most 65,536 bytes. The side that sends makes
-// the offer. The SDP carries the candidates gathered within a moment (aiortc peers send
-// none by trickle); later ones go as ice-candidate messages, and received ones are added.
+// the offer. The SDP carries the candidates gathered within a moment; later ones go as
+// ice-candidate messages, and received ones are added (a CLI peer's empty one, its end
+// of candidates, is ignored).
 
 export const LABEL = "roomdrop";
 export const HIGH_WATER = 1024 * 1024;
