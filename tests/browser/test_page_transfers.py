@@ -114,6 +114,12 @@ async def test_the_relay_carries_the_file_when_p2p_is_blocked(rd: Harness, tmp_p
     assert sent["bytes_via"]["relay"] >= size, sent
     assert saved.stat().st_size == size
     assert sha256_of(saved) == digest
+    # the fallback says how long the attempt took (it said "within 5 s" whatever it took)
+    said = [m for m in await a.messages() if "no peer-to-peer connection" in m]
+    pattern = rf"no peer-to-peer connection to {re.escape(b.user)} after (\d+\.\d) s; "
+    found = [re.search(pattern, m) for m in said]
+    assert said and all(found), said
+    assert all(float(f.group(1)) >= 5.0 for f in found if f), said
 
 
 @pytest.mark.timeout(240)

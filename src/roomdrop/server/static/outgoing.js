@@ -475,9 +475,12 @@ export class Outgoing extends Role {
   }
 
   async chooseTransport(t) {
+    const started = performance.now();
     const link = await this.links.ensure(t.peer);
     if (await link.waitOpen(ICE_TIMEOUT)) return "p2p";
-    this.host.display.note(`no peer-to-peer connection to ${t.peer} within 5 s; sending through the relay`);
+    // the time the attempt really took, as the CLI says it (outgoing.py)
+    const took = ((performance.now() - started) / 1000).toFixed(1);
+    this.host.display.note(`no peer-to-peer connection to ${t.peer} after ${took} s; sending through the relay`);
     return "relay";
   }
 
