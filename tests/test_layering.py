@@ -48,8 +48,8 @@ OWNERS = {  # library -> the only modules that may import it
     "jwt": {"server/auth.py", "client/settings.py"},
     "cryptography": {"server/staging.py"},
     "redis": {"server/redisbackend/"},  # the package: a folder name ends with /
-    "aiortc": {"client/rtc.py"},
-    "aioice": {"client/rtc.py"},
+    "aiortc": {"client/rtc/"},
+    "aioice": {"client/rtc/"},
     "websockets": {"client/signalling.py"},
     "httpx": {"client/http.py"},
     "rich": {"client/display.py"},

@@ -14,7 +14,7 @@
 //   signalling.js  the WebSocket: messages, relay frames, reconnecting   ↔ signalling.py
 //   http.js        REST calls                                            ↔ http.py
 //   display.js     participants, offers, transfers, the message log      ↔ display.py
-//   rtc.js         one WebRTC data channel                               ↔ rtc.py
+//   rtc.js         one WebRTC data channel                               ↔ rtc/link.py
 //   signin.js (the sign-in form, guests, leaving, signing out), share.js (the share
 //   link, its QR code), picker.js (the file input, drag and drop, the chooser),
 //   attention.js (an offer in the tab's title and as a notification): the page's own.
