@@ -14,6 +14,9 @@ measures, in the same run, the median of ``--repeat`` runs of each path:
   frame; parse, verify, write), then the final whole-file check and placement.
 * engine, no write-back: in order, with the receiver's write-back as chunks land turned
   off (the part file's data all reach the disk in the fsync before placing, as before).
+* engine, e2e: in order, end-to-end encrypted (the content key sealed to a second device
+  key in the offer; each chunk sealed with AES-256-GCM by send_chunk, opened, hashed and
+  written by receive_chunk), the work every transfer does now.
 
 Under the table: the fsync before placing (``PartFile.final_sync_s``: waiting for the last
 write-back, then fsync), median per engine path.
@@ -44,12 +47,20 @@ from typing import Any
 
 import peak  # bench/peak.py: each process's own peak memory
 from roomdrop import storage
+from roomdrop.e2e import DeviceKey
 from roomdrop.manager import FileTransferManager
 
 MIB = 1024 * 1024
 MB = 1_000_000
 BLOCK = 64 * 1024
-PATHS = ("baseline", "baseline+fsync", "engine", "engine-shuffled", "engine-no-write-back")
+PATHS = (
+    "baseline",
+    "baseline+fsync",
+    "engine",
+    "engine-shuffled",
+    "engine-no-write-back",
+    "engine-e2e",
+)
 GOAL = 0.5
 
 
@@ -93,7 +104,12 @@ def watch_final_sync(write_back: bool) -> list[float]:
 
 
 async def run_engine(
-    source: Path, workdir: Path, shuffled: bool, seed: int, write_back: bool = True
+    source: Path,
+    workdir: Path,
+    shuffled: bool,
+    seed: int,
+    write_back: bool = True,
+    e2e: bool = False,
 ) -> dict[str, Any]:
     final_syncs = watch_final_sync(write_back)
     size = source.stat().st_size
@@ -101,7 +117,11 @@ async def run_engine(
         BLOCK, download_dir=workdir / "downloads", max_file_size=max(size, 500 * MIB)
     )
     start = time.perf_counter()
-    offer = await manager.create_offer(source, "alice", "bob", "room")
+    keys: dict[str, Any] = {}
+    if e2e:
+        receiver = DeviceKey.generate()
+        keys = {"device": DeviceKey.generate(), "receiver_key": receiver.public_text}
+    offer = await manager.create_offer(source, "alice", "bob", "room", **keys)
     scan_seconds = time.perf_counter() - start
     tid = offer["transfer_id"]
     await manager.accept_transfer(tid)
@@ -131,7 +151,8 @@ def child_main(path: str, source: Path, workdir: Path, seed: int) -> None:
         result = run_baseline(source, workdir, fsync=path == "baseline+fsync")
     else:
         shuffled, write_back = path == "engine-shuffled", path != "engine-no-write-back"
-        result = asyncio.run(run_engine(source, workdir, shuffled, seed, write_back))
+        e2e = path == "engine-e2e"
+        result = asyncio.run(run_engine(source, workdir, shuffled, seed, write_back, e2e))
     print(json.dumps(result))  # its peak: bench/peak.py's report
 
 
@@ -232,7 +253,7 @@ def main() -> None:
     verdict = "; ".join(
         f"{name} {rates[name]:.1f} MB/s = {rates[name] / base:.2f} x baseline "
         f"({'>=' if rates[name] >= GOAL * base else '<'} {GOAL})"
-        for name in ("engine", "engine-shuffled")
+        for name in ("engine", "engine-shuffled", "engine-e2e")
     )
     print(f"goal engine >= {GOAL} x baseline ({base:.1f} MB/s): {verdict}")
 

@@ -35,7 +35,7 @@ WORMHOLE_VENV = BENCH.parent / ".venv-wormhole"  # made by scripts/test (bench/w
         ),
         (
             "relay",
-            ["bare relay ", "bare + sha256 ", "roomdrop relay "],
+            ["bare relay ", "bare + e2e work ", "roomdrop relay "],
             ["goal roomdrop relay >= 0.6 x bare relay"],
             ["peak memory against the bare relay, same run: "],
         ),

@@ -38,6 +38,7 @@ OWNERS = {  # library -> the only modules that may import it
         "server/staging.py",
         "client/terminal.py",
         "client/output.py",
+        "client/configdir.py",
     },
     "shutil": {"storage.py", "server/staging.py"},
     "filetype": {"storage.py", "source.py"},  # the file-system adapter, its sender's scan
@@ -46,7 +47,8 @@ OWNERS = {  # library -> the only modules that may import it
     "starlette": {"server/app.py", "server/routes.py", "server/page.py"},
     "uvicorn": {"server/run.py"},
     "jwt": {"server/auth.py", "client/settings.py"},
-    "cryptography": {"server/staging.py"},
+    "cryptography": {"server/staging.py", "e2e.py"},
+    "pyhpke": {"e2e.py"},
     "redis": {"server/redisbackend/"},  # the package: a folder name ends with /
     "aiortc": {"client/rtc/"},
     "aioice": {"client/rtc/"},

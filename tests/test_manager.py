@@ -27,6 +27,7 @@ from roomdrop import (
     TransferNotActive,
     UnknownTransfer,
 )
+from roomdrop.exceptions import E2EError
 from roomdrop.protocol.frames import decode_frame, decode_json_chunk, encode_json_chunk
 
 SEED_FIELDS = {
@@ -138,6 +139,7 @@ async def test_progress_is_the_seeds_transfer_object_with_speed_and_eta(
         "saved_path",
         "mime_type",
         "sha256",
+        "e2e",
     }
     assert progress["file_size"] == 10_485_760
     assert progress["total_chunks"] == 160
@@ -462,3 +464,112 @@ async def test_a_chunk_in_the_seeds_json_form_is_received_like_a_binary_frame(
         assert await manager.receive(decode_json_chunk(wire)) is True
     saved = Path((await manager.get_progress(tid))["saved_path"])
     assert sha(saved) == sha(src)
+
+
+# --- end to end encrypted -------------------------------------------------------------
+
+
+async def e2e_pair(tmp_path: Path, size: int) -> tuple[Any, Any, str, Path]:
+    from roomdrop.e2e import DeviceKey
+
+    alice, bob = DeviceKey.generate(), DeviceKey.generate()
+    sender = FileTransferManager()
+    receiver = FileTransferManager(download_dir=tmp_path / "dl")
+    src = write_file(tmp_path / "secret.bin", size)
+    t = await sender.create_offer(
+        src, "alice", "bob", "room", device=alice, receiver_key=bob.public_text
+    )
+    offer = sender.offer(t["transfer_id"])
+    assert offer.e2e is not None and offer.e2e.receiver_key == bob.public_text
+    await receiver.register_offer(offer, "alice", "room", device=bob)
+    for m in (sender, receiver):
+        await m.accept_transfer(t["transfer_id"])
+    return sender, receiver, t["transfer_id"], src
+
+
+async def test_an_encrypted_transfer_carries_only_ciphertext_and_saves_the_plaintext(
+    tmp_path: Path,
+) -> None:
+    sender, receiver, tid, src = await e2e_pair(tmp_path, 200_000)
+    plain = src.read_bytes()
+    for i in range(4):
+        frame = await sender.send_chunk(tid, i)
+        decoded = decode_frame(frame)
+        assert decoded.sealed and decoded.checksum == "0" * 64
+        assert decoded.chunk_length == min(65536, 200_000 - i * 65536) + 16
+        assert (
+            bytes(decoded.data[:-16])
+            != plain[i * 65536 : (i + 1) * 65536][: len(decoded.data) - 16]
+        )
+        await receiver.receive_chunk(tid, i, frame)
+    progress = await receiver.get_progress(tid)
+    assert progress["status"] == "completed"
+    assert Path(progress["saved_path"]).read_bytes() == plain
+
+
+async def test_a_tampered_or_moved_encrypted_chunk_is_a_bad_checksum_and_stores_nothing(
+    tmp_path: Path,
+) -> None:
+    sender, receiver, tid, _ = await e2e_pair(tmp_path, 200_000)
+    frame = bytearray(await sender.send_chunk(tid, 1))
+    frame[100] ^= 1
+    with pytest.raises(BadChecksum, match="does not decrypt"):
+        await receiver.receive_chunk(tid, 1, bytes(frame))
+    moved = bytearray(await sender.send_chunk(tid, 1))
+    moved[20:24] = (2).to_bytes(4, "big")  # chunk 1's ciphertext presented as chunk 2
+    with pytest.raises(BadChecksum, match="chunk 2 does not decrypt"):
+        await receiver.receive_chunk(tid, 2, bytes(moved))
+    assert await receiver.missing_chunks(tid) == [0, 1, 2, 3]
+    await receiver.receive_chunk(tid, 1, await sender.send_chunk(tid, 1))
+    assert await receiver.missing_chunks(tid) == [0, 2, 3]
+
+
+async def test_an_encrypted_offer_to_another_device_is_refused(tmp_path: Path) -> None:
+    from roomdrop.e2e import DeviceKey
+
+    sender, _, tid, _ = await e2e_pair(tmp_path, 1000)
+    stranger = FileTransferManager(download_dir=tmp_path / "other")
+    with pytest.raises(E2EError, match="sealed to the receiver key"):
+        await stranger.register_offer(
+            sender.offer(tid), "alice", "room", device=DeviceKey.generate()
+        )
+    with pytest.raises(E2EError, match="has no key"):
+        await stranger.register_offer(sender.offer(tid), "alice", "room")
+
+
+async def test_a_manager_that_only_keeps_records_registers_a_sealed_offer_as_it_is(
+    tmp_path: Path,
+) -> None:
+    """The server's manager (no download_dir) keeps the record of an end-to-end offer,
+    its key sealed: it never holds a device key, and never receives a chunk."""
+    sender, _, tid, _ = await e2e_pair(tmp_path, 1000)
+    keeper = FileTransferManager(download_dir=None)
+    record = await keeper.register_offer(sender.offer(tid), "alice", "room")
+    assert record["e2e"] == sender.offer(tid).e2e.model_dump(mode="json")  # type: ignore[union-attr]
+    await keeper.accept_transfer(tid)
+    with pytest.raises(TransferNotActive, match="not receiving"):
+        await keeper.receive_chunk(tid, 0, await sender.send_chunk(tid, 0))
+
+
+async def test_a_restarted_sender_opens_its_own_sealed_copy_of_the_key(tmp_path: Path) -> None:
+    from roomdrop.e2e import DeviceKey
+
+    alice, bob = DeviceKey.generate(), DeviceKey.generate()
+    first = FileTransferManager()
+    src = write_file(tmp_path / "f.bin", 70_000)
+    t = await first.create_offer(
+        src, "alice", "bob", "room", device=alice, receiver_key=bob.public_text
+    )
+    e2e = first.offer(t["transfer_id"]).e2e
+    again = FileTransferManager()
+    await again.create_offer(
+        src, "alice", "bob", "room", transfer_id=t["transfer_id"], device=alice, e2e=e2e
+    )
+    receiver = FileTransferManager(download_dir=tmp_path / "dl")
+    await receiver.register_offer(first.offer(t["transfer_id"]), "alice", "room", device=bob)
+    for m in (first, again, receiver):
+        await m.accept_transfer(t["transfer_id"])
+    # chunk 0 from the first run, chunk 1 from the restarted one: one key
+    await receiver.receive_chunk(t["transfer_id"], 0, await first.send_chunk(t["transfer_id"], 0))
+    await receiver.receive_chunk(t["transfer_id"], 1, await again.send_chunk(t["transfer_id"], 1))
+    assert (await receiver.get_progress(t["transfer_id"]))["status"] == "completed"

@@ -75,7 +75,27 @@ def build_parser() -> argparse.ArgumentParser:
         help="exit after N accepted transfers ended, arrived or not (the exit status says "
         "whether any failed; default: keep on)",
     )
+    keys = commands.add_parser(
+        "keys", help="show this device's key and the peers' keys it trusts, or trust a new one"
+    )
+    keys_commands = keys.add_subparsers(dest="keys_command", metavar="{trust}")
+    trust = keys_commands.add_parser(
+        "trust",
+        help="trust the new device key USER showed up with (one refused as key-changed)",
+    )
+    trust.add_argument("user", metavar="USER")
+    trust.add_argument(
+        "--server",
+        metavar="URL",
+        help="only on this server (default: every server where USER showed a new key)",
+    )
     for client in (send, receive):
+        client.add_argument(
+            "--trust-new-key",
+            action="store_true",
+            help="trust a peer's device key that changed (after comparing safety numbers) "
+            "instead of refusing it",
+        )
         client.add_argument(
             "--server",
             metavar="URL",
@@ -96,11 +116,15 @@ def check_options(parser: argparse.ArgumentParser, argv: list[str]) -> None:
     anything else: it would report a required option missing first (``--rooom demo``
     would read "--room is required")."""
     sub = parser
-    for action in parser._actions:
-        if isinstance(action, argparse._SubParsersAction):
-            chosen = next((a for a in argv if a in action.choices), None)
-            if chosen is not None:
-                sub = action.choices[chosen]
+    descending = True
+    while descending:  # to the innermost subcommand named (``keys trust``)
+        descending = False
+        for action in sub._actions:
+            if isinstance(action, argparse._SubParsersAction):
+                chosen = next((a for a in argv if a in action.choices), None)
+                if chosen is not None:
+                    sub, descending = action.choices[chosen], True
+                    break
     known = set(sub._option_string_actions)
     for arg in argv:
         if arg == "--":
@@ -122,6 +146,8 @@ def main(argv: list[str] | None = None) -> int:
         scans.begin(args.paths)
     if args.command in ("send", "receive"):
         return client_command(args)
+    if args.command == "keys":
+        return keys_command(args)
     from roomdrop.server.settings import Settings
 
     overrides = {
@@ -191,6 +217,7 @@ def client_command(args: argparse.Namespace) -> int:
         "reporter": reporter,
     }
     try:
+        common["trust_new_key"] = args.trust_new_key
         if args.command == "send":
             outcome = run_send(
                 args.paths, args.to, transport=args.transport, wait=args.wait, **common
@@ -208,6 +235,51 @@ def client_command(args: argparse.Namespace) -> int:
 
             silence(sys.stderr)
     return outcome.exit_code
+
+
+def keys_command(args: argparse.Namespace) -> int:
+    """``roomdrop keys``: the key file, the public key and the trusted peers;
+    ``roomdrop keys trust USER``: trust the key USER was refused for (1 if none waits)."""
+    from roomdrop.client.configdir import ConfigError, config_dir
+    from roomdrop.client.keys import key_path, load_or_create
+    from roomdrop.client.peerkeys import PeerKeys, server_id
+    from roomdrop.client.settings import ClientSettings
+
+    directory = config_dir(ClientSettings().config_dir)
+    store = PeerKeys(directory)
+    try:
+        if args.keys_command == "trust":
+            done = store.trust_pending(args.user, args.server)
+            if not done:
+                where = f" on {server_id(args.server)}" if args.server else ""
+                return fail(
+                    f"no new key of {args.user} waits to be trusted{where}: one is kept "
+                    "when send or receive refuses it (key-changed)",
+                    1,
+                )
+            for server, key in done:
+                print(f"trusted the new device key of {args.user} on {server}: {key}")
+            return 0
+        device = load_or_create(directory)
+        servers = store.all()
+    except ConfigError as exc:
+        return fail(str(exc))
+    print(f"device key: {key_path(directory)}")
+    print(f"public key: {device.public_text}")
+    print(f"trusted keys: {store.path}")
+    if not any(servers.values()):
+        print("no peer's key trusted yet")
+    for server, users in sorted(servers.items()):
+        print(server)
+        for user, entry in sorted(users.items()):
+            for key in entry.trusted:
+                print(f"  {user}  {key}")
+            if entry.pending is not None:
+                print(
+                    f"  {user}  {entry.pending}  new, refused: `roomdrop keys trust {user}` "
+                    "trusts it"
+                )
+    return 0
 
 
 def fail(message: str, code: int = 2) -> int:

@@ -44,10 +44,13 @@ __all__ = [
     "ChunkRejected",
     "ChunkSizeMismatch",
     "DamagedChunks",
+    "E2EError",
+    "E2ERequired",
     "FileTooLarge",
     "Forbidden",
     "IntegrityError",
     "InvalidTransition",
+    "KeyChanged",
     "MimeTypeNotAllowed",
     "PolicyError",
     "ProtocolError",
@@ -230,6 +233,28 @@ class MimeTypeNotAllowed(PolicyError):
     """The file's type is not allowed here."""
 
     code = "mime-type-not-allowed"
+
+
+class E2ERequired(PolicyError):
+    """This server carries only end-to-end encrypted transfers (``ROOMDROP_REQUIRE_E2E``)."""
+
+    code = "e2e-required"
+
+
+class E2EError(RoomdropError):
+    """A device key, sealed content key or encrypted chunk does not check out."""
+
+    code = "e2e-failed"
+
+
+class KeyChanged(RoomdropError):
+    """A user this client knows showed up with a device key it has not trusted."""
+
+    code = "key-changed"
+
+    def __init__(self, user_id: str, known: list[str], seen: str, message: str) -> None:
+        super().__init__(message)
+        self.user_id, self.known, self.seen = user_id, known, seen
 
 
 EXPIRED = "expired"

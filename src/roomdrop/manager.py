@@ -19,17 +19,20 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import tempfile
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Final
 from uuid import UUID, uuid4
 
 from roomdrop.clock import Clock, SystemClock
+from roomdrop.e2e import ChunkCipher, DeviceKey, open_offer, seal_offer
 from roomdrop.exceptions import (
     ChunkOutOfRange,
     DamagedChunks,
+    E2EError,
     IntegrityError,
+    PolicyError,
     ProtocolError,
     StorageError,
     TransferError,
@@ -38,7 +41,7 @@ from roomdrop.exceptions import (
 )
 from roomdrop.protocol.chunks import ChunkSet
 from roomdrop.protocol.frames import MAX_CHUNK_SIZE, Chunk
-from roomdrop.protocol.messages import Offer
+from roomdrop.protocol.messages import E2E, Offer
 from roomdrop.protocol.state import Event, Status
 from roomdrop.protocol.transfer import Limits, Transfer
 from roomdrop.receiving import ReceivingEnd, check_shape, chunk_of, remove_earlier_part
@@ -47,6 +50,7 @@ from roomdrop.storage import SourceInfo, describe_os_error, remove_stale_parts, 
 
 __all__ = ["DEFAULT_CHUNK_SIZE", "DEFAULT_DOWNLOAD_DIR", "FileTransferManager"]
 
+ContentCheck = Callable[[Transfer, bytes], None]
 MB: Final = 1024 * 1024
 DEFAULT_CHUNK_SIZE: Final = 64 * 1024
 DEFAULT_DOWNLOAD_DIR: Final = Path(tempfile.gettempdir()) / "roomdrop_transfers"
@@ -60,6 +64,7 @@ class _Local:
     source: SendingEnd | None = None
     sent: ChunkSet | None = None
     part: ReceivingEnd | None = None
+    cipher: ChunkCipher | None = None
     lock: asyncio.Lock = field(default_factory=asyncio.Lock)
 
     def close_files(self) -> None:
@@ -88,7 +93,12 @@ class FileTransferManager:
         part_ttl: float = 24 * 3600.0,
         inline_io_limit: int = 256 * 1024,
         clock: Clock | None = None,
+        content_check: ContentCheck | None = None,
     ) -> None:
+        """``content_check(record, head)``, if given, sees the plaintext of each received
+        transfer's chunk 0 before it is written and may refuse the file by raising a
+        PolicyError (the receiver's MIME check): the transfer then fails with its code
+        and its part file is removed."""
         if not 0 < chunk_size <= MAX_CHUNK_SIZE:
             raise ValueError(f"chunk_size must be in 1..{MAX_CHUNK_SIZE}")
         self.chunk_size = chunk_size
@@ -102,6 +112,7 @@ class FileTransferManager:
         self.part_ttl = part_ttl
         self.inline_io_limit = inline_io_limit
         self.clock: Clock = clock or SystemClock()
+        self.content_check = content_check
         self._transfers: dict[str, _Local] = {}
 
     # --- offers --------------------------------------------------------------------
@@ -115,6 +126,9 @@ class FileTransferManager:
         *,
         transfer_id: str | None = None,
         scanned: SourceInfo | None = None,
+        device: DeviceKey | None = None,
+        receiver_key: str | None = None,
+        e2e: E2E | None = None,
     ) -> dict[str, Any]:
         """Offer a local file: read it once for size, sha256 and MIME type.
 
@@ -122,6 +136,11 @@ class FileTransferManager:
         ``transfer_id`` (default: a new UUID4) lets a sender that restarted take up a
         transfer the server still holds; ``scanned`` is ``scan_source(file_path)`` if the
         caller has it already (the file is then not read again).
+
+        End to end: with this ``device``'s key and the receiver's ``receiver_key``, a new
+        content key is sealed into the offer and every chunk encrypted under it; with
+        ``device`` and the ``e2e`` part of a transfer taken up, its key is opened from
+        the sender's own sealed copy (E2EError if it does not open).
         """
         path = Path(file_path)
         size = (await asyncio.to_thread(path.stat)).st_size
@@ -133,22 +152,43 @@ class FileTransferManager:
             raise ProtocolError(f"transfer {tid} is already known here")
         mono = self.clock.monotonic()
         local = _Local(offered(tid, info, self.chunk_size, sender_id, receiver_id, room_id, mono))
-        local.source = SendingEnd(info, local.record, self.inline_io_limit)
+        r = local.record
+        if device is not None and e2e is not None:
+            r.e2e = e2e
+            local.cipher = ChunkCipher(open_offer(r, e2e, device, as_sender=True), tid)
+        elif device is not None and receiver_key is not None:
+            r.e2e, key = seal_offer(r, device, receiver_key)
+            local.cipher = ChunkCipher(key, tid)
+        local.source = SendingEnd(info, r, self.inline_io_limit, local.cipher)
         local.sent = ChunkSet(local.record.total_chunks)
         self._transfers[local.record.transfer_id] = local
         return local.record.snapshot()
 
     async def register_offer(
-        self, offer: Offer | Mapping[str, Any], sender_id: str, room_id: str
+        self,
+        offer: Offer | Mapping[str, Any],
+        sender_id: str,
+        room_id: str,
+        *,
+        device: DeviceKey | None = None,
     ) -> dict[str, Any]:
-        """Take the receiving end of an offer that arrived from elsewhere."""
+        """Take the receiving end of an offer that arrived from elsewhere. An end-to-end
+        offer's content key is opened with this ``device``'s key (E2EError if it does
+        not open, or if there is none and this manager receives: the offer is then not
+        registered). A manager that does not receive (no ``download_dir``: the server's
+        record keeper) registers it without a ``device``, its key left sealed."""
         model = offer if isinstance(offer, Offer) else Offer.model_validate(offer)
         tid = str(model.transfer_id)
         if tid in self._transfers:
             raise ProtocolError(f"transfer {tid} is already known here")
         self._check_policy(model.file_size, sender_id, model.receiver_id, room_id)
         record = Transfer.from_offer(model, sender_id, room_id, mono=self.clock.monotonic())
-        self._transfers[tid] = _Local(record)
+        local = _Local(record)
+        if model.e2e is not None and device is not None:
+            local.cipher = ChunkCipher(open_offer(record, model.e2e, device), tid)
+        elif model.e2e is not None and self.download_dir is not None:
+            raise E2EError(f"transfer {tid} is end-to-end encrypted; this side has no key")
+        self._transfers[tid] = local
         return record.snapshot()
 
     def offer(self, transfer_id: str) -> Offer:
@@ -163,6 +203,7 @@ class FileTransferManager:
             chunk_size=r.chunk_size,
             total_chunks=r.total_chunks,
             sha256=r.sha256,
+            e2e=r.e2e,
         )
 
     # --- state changes -------------------------------------------------------------
@@ -257,7 +298,9 @@ class FileTransferManager:
         wrong: :class:`DamagedChunks` (a BadChecksum) naming the chunks of the part file
         that fail their own sha256, missing again (this chunk was stored), or, if none
         does or after a few such repairs, :class:`IntegrityError` (transfer failed, part
-        file deleted). :class:`StorageError` if the disk refused the write.
+        file deleted). :class:`StorageError` if the disk refused the write. The
+        PolicyError of a ``content_check`` that refused chunk 0 (transfer failed, part
+        file deleted).
         """
         local = self._local(transfer_id)
         return await self.receive(chunk_of(local.record, chunk_index, data, checksum))
@@ -277,6 +320,10 @@ class FileTransferManager:
                 stored = await part.store(chunk)
             except OSError as exc:
                 raise self._storage_error(local, exc, f"writing {part.path.name}") from exc
+            except PolicyError as exc:  # content_check refused the file
+                await self._discard(local)
+                self._fail(local, exc.code, exc.message)
+                raise
             if stored:
                 self._note_progress(local)
                 if part.held.complete:
@@ -458,7 +505,9 @@ class FileTransferManager:
             return  # apply() will refuse the event with a precise error
         directory = self.download_dir
         try:
-            local.part = await ReceivingEnd.open(directory, r, self._parts(), self.inline_io_limit)
+            local.part = await ReceivingEnd.open(
+                directory, r, self._parts(), self.inline_io_limit, local.cipher, self.content_check
+            )
         except OSError as exc:
             raise self._storage_error(local, exc, f"preparing {r.filename} in {directory}") from exc
 

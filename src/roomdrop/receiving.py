@@ -24,15 +24,17 @@ from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Any, Final, TypeVar
 
+from roomdrop.e2e import ChunkCipher
 from roomdrop.exceptions import (
     BadChecksum,
     ChunkRejected,
     ChunkSizeMismatch,
     DamagedChunks,
+    E2EError,
     IntegrityError,
 )
 from roomdrop.protocol.chunks import ChunkSet, chunk_length
-from roomdrop.protocol.frames import Chunk, decode_frame
+from roomdrop.protocol.frames import TAG_SIZE, ZERO_CHECKSUM, Chunk, decode_frame
 from roomdrop.protocol.transfer import Transfer
 from roomdrop.storage import ContentKey, PartFile, find_part, remove_part
 
@@ -107,22 +109,39 @@ async def remove_earlier_part(directory: Path, r: Transfer, in_use: Iterable[Pat
 
 
 class ReceivingEnd:
-    """One transfer's part file, as the receiving end uses it."""
+    """One transfer's part file, as the receiving end uses it; with a ``cipher`` (end-to-end
+    encrypted) each chunk is decrypted, which is its verification, before it is written."""
 
-    def __init__(self, part: PartFile, r: Transfer, inline_io_limit: int) -> None:
+    def __init__(
+        self,
+        part: PartFile,
+        r: Transfer,
+        inline_io_limit: int,
+        cipher: ChunkCipher | None = None,
+        check: Callable[[Transfer, bytes], None] | None = None,
+    ) -> None:
         self.part = part
         self.record = r
         self.inline_io_limit = inline_io_limit
+        self.cipher = cipher
+        self.check = check
+        """Sees chunk 0's plaintext before it is written (it may raise to refuse it)."""
         self.repairs = 0
 
     @classmethod
     async def open(
-        cls, directory: Path, r: Transfer, in_use: Iterable[Path], inline_io_limit: int
+        cls,
+        directory: Path,
+        r: Transfer,
+        in_use: Iterable[Path],
+        inline_io_limit: int,
+        cipher: ChunkCipher | None = None,
+        check: Callable[[Transfer, bytes], None] | None = None,
     ) -> ReceivingEnd:
         """Resume (re-verifying what it holds) or start ``r``'s part file. Raises OSError."""
         key = ContentKey(r.sha256, r.file_size, r.chunk_size)
         part = await asyncio.to_thread(PartFile.open, directory, r.filename, key, in_use)
-        return cls(part, r, inline_io_limit)
+        return cls(part, r, inline_io_limit, cipher, check)
 
     @property
     def path(self) -> Path:
@@ -134,9 +153,15 @@ class ReceivingEnd:
 
     async def store(self, chunk: Chunk) -> bool:
         """Verify and write a chunk of the right size; False if it is held already.
-        Raises ChunkSizeMismatch, BadChecksum, OSError."""
+        Raises ChunkSizeMismatch, BadChecksum (a sealed chunk that does not decrypt is
+        one), ChunkRejected (a chunk in the clear for an encrypted transfer), OSError, or
+        what :attr:`check` raises for chunk 0."""
         r, index = self.record, chunk.chunk_index
         expected = chunk_length(index, r.file_size, r.chunk_size)
+        if self.cipher is not None:
+            return await self._store_sealed(chunk, expected)
+        if chunk.sealed:
+            raise ChunkRejected(r.transfer_id, index, "sealed chunk for a transfer in the clear")
         if len(chunk.data) != expected:
             raise ChunkSizeMismatch(
                 r.transfer_id, index, f"{len(chunk.data)} bytes, expected {expected}"
@@ -144,8 +169,45 @@ class ReceivingEnd:
         if index in self.part.held:
             return False
         return await run_chunk_work(
-            len(chunk.data), self.inline_io_limit, _verify_and_write, self.part, chunk
+            len(chunk.data), self.inline_io_limit, self._verify_and_write, chunk
         )
+
+    async def _store_sealed(self, chunk: Chunk, expected: int) -> bool:
+        r, index = self.record, chunk.chunk_index
+        if len(chunk.data) != expected + TAG_SIZE:
+            raise ChunkSizeMismatch(
+                r.transfer_id,
+                index,
+                f"{len(chunk.data)} bytes of ciphertext, expected {expected + TAG_SIZE}",
+            )
+        # the seed's JSON form: its checksum is the ciphertext's sha256
+        json_form = not chunk.sealed and chunk.checksum != ZERO_CHECKSUM
+        if json_form and hashlib.sha256(chunk.data).hexdigest() != chunk.checksum:
+            raise BadChecksum(r.transfer_id, index, "sha256 does not match the data")
+        if index in self.part.held:
+            return False
+        return await run_chunk_work(expected, self.inline_io_limit, self._open_and_write, chunk)
+
+    def _open_and_write(self, chunk: Chunk) -> bool:
+        assert self.cipher is not None
+        try:
+            data = self.cipher.open(chunk.chunk_index, chunk.data)
+        except E2EError as exc:
+            raise BadChecksum(chunk.transfer_id, chunk.chunk_index, exc.message) from None
+        return self._write(chunk.chunk_index, data, hashlib.sha256(data).digest())
+
+    def _verify_and_write(self, chunk: Chunk) -> bool:
+        digest = hashlib.sha256(chunk.data).digest()
+        if digest.hex() != chunk.checksum:
+            raise BadChecksum(
+                chunk.transfer_id, chunk.chunk_index, "sha256 does not match the data"
+            )
+        return self._write(chunk.chunk_index, chunk.data, digest)
+
+    def _write(self, index: int, data: bytes | bytearray | memoryview, digest: bytes) -> bool:
+        if index == 0 and self.check is not None:
+            self.check(self.record, bytes(data[:8192]))
+        return self.part.write_chunk(index, data, digest)
 
     async def finish(self) -> Path:
         """Every chunk is in: check the whole file and put it in place (its path).
@@ -181,10 +243,3 @@ class ReceivingEnd:
     def remove(self) -> None:
         """Delete the part file and its record (blocking)."""
         self.part.remove()
-
-
-def _verify_and_write(part: PartFile, chunk: Chunk) -> bool:
-    digest = hashlib.sha256(chunk.data).digest()
-    if digest.hex() != chunk.checksum:
-        raise BadChecksum(chunk.transfer_id, chunk.chunk_index, "sha256 does not match the data")
-    return part.write_chunk(chunk.chunk_index, chunk.data, digest)

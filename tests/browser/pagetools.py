@@ -486,6 +486,13 @@ class Harness:
         (self.tmp_path / "console.log").write_text("\n".join(self.console) + "\n")
 
 
+async def page_key(page: RoomPage) -> str:
+    """The device public key ``page`` published when it joined (43 characters)."""
+    key = await page.page.evaluate("() => window.roomdrop._state.keyring.device.publicText")
+    assert isinstance(key, str) and len(key) == 43, key
+    return key
+
+
 async def assert_in_viewport(page: RoomPage, transfer_id: str) -> None:
     """The transfer element and its progress bar are visible and wholly inside the
     viewport (no scrolling needed, nothing cut off at the sides)."""

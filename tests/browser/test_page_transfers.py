@@ -17,12 +17,13 @@ import re
 from pathlib import Path
 
 import pytest
-from pagetools import PHONE, Harness, RoomPage, assert_in_viewport, interfaces
+from pagetools import PHONE, Harness, RoomPage, assert_in_viewport, interfaces, page_key
 
 from client.clitools import MB, sha256_of, write_random
 from redistools import RedisServer, frozen_unsubscribed
-from roomdrop.protocol.frames import decode_frame
+from roomdrop.protocol.frames import ZERO_CHECKSUM, decode_frame
 from server.conftest import Server, names
+from server.e2etools import offer_fields, seal
 
 pytestmark = pytest.mark.browser
 
@@ -207,6 +208,7 @@ async def test_a_page_starts_sending_on_an_accept_its_instance_missed(
         await published("file-share-accept")
     frame = decode_frame(await bob.recv_frame(timeout=30))
     assert frame.transfer_id == tid
+    assert frame.sealed and frame.checksum == ZERO_CHECKSUM, frame  # end to end
     await bob.send("file-share-cancel", {"transfer_id": tid, "reason": "seen enough"})
     await a.wait_status(tid, "cancelled", 15)
     await bob.close()
@@ -227,7 +229,10 @@ async def test_a_page_catches_up_with_a_pause_and_a_resume_its_instance_missed(
     alice = await first.connect(room, "alice-" + room)
     b = await rd.guest("bob", room, server=second)
     await alice.recv("user-joined")
-    tid = await alice.offer(b.user)  # three chunks
+    # three chunks, their content key sealed to the key bob's page published
+    offer = seal(alice.user, offer_fields(b.user), receiver_key=await page_key(b))
+    await alice.send("file-share-offer", offer)
+    tid = offer["transfer_id"]
     await b.accept()
     await alice.recv("file-share-accept")
     await b.wait_status(tid, "active", 15)

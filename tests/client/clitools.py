@@ -16,7 +16,7 @@ import os
 import subprocess
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -129,7 +129,13 @@ class Room:
         name = f"{args[0]}-{n}"
         stdout, stderr = self.base / f"{name}.out", self.base / f"{name}.err"
         environ = {k: v for k, v in os.environ.items() if not k.startswith("ROOMDROP_")}
-        environ.update({"ROOMDROP_ICE_HOSTS": "127.0.0.1", **(env or {})})
+        environ.update(
+            {
+                "ROOMDROP_ICE_HOSTS": "127.0.0.1",
+                "ROOMDROP_CONFIG_DIR": str(self.config_dir(user)),
+                **(env or {}),
+            }
+        )
         if server_args is None:
             server_args = self.server_args
         if server_args is None:
@@ -156,6 +162,11 @@ class Room:
         self.started.append(command)
         return command
 
+    def config_dir(self, user: str) -> Path:
+        """Where ``user``'s commands keep their device key and trusted keys (each user of
+        the test has one of its own: ``ROOMDROP_CONFIG_DIR``)."""
+        return self.base / "config" / user
+
     def send(
         self,
         *paths: Path,
@@ -163,8 +174,9 @@ class Room:
         env: dict[str, str] | None = None,
         json: bool = True,
         server_args: list[str] | None = None,
+        extra: Sequence[str] = (),
     ) -> Command:
-        args = ["send", *map(str, paths), "--to", self.bob, "--transport", transport]
+        args = ["send", *map(str, paths), "--to", self.bob, "--transport", transport, *extra]
         return self._run(self.alice, args, env, json, server_args)
 
     def receive(
@@ -175,8 +187,9 @@ class Room:
         yes: bool = True,
         env: dict[str, str] | None = None,
         server_args: list[str] | None = None,
+        extra: Sequence[str] = (),
     ) -> Command:
-        args = ["receive", "--out", str(out)]
+        args = ["receive", "--out", str(out), *extra]
         if count is not None:
             args += ["--count", str(count)]
         if yes:

@@ -5,9 +5,14 @@ the output of each is added to the report of a failing test."""
 from __future__ import annotations
 
 import asyncio
+import sys
 from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 from typing import Any
+
+# server/conftest.py imports its helpers as top-level modules (e2etools), which works only
+# when pytest collected tests/server too: make them importable when tests/client runs alone
+sys.path.insert(1, str(Path(__file__).resolve().parents[1] / "server"))
 
 import pytest
 from clitools import Command, Room
@@ -24,6 +29,13 @@ def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) ->
         for command in item.stash.get(COMMANDS, []):
             report.sections.append((f"roomdrop {command.name}", command.report()))
     return report
+
+
+@pytest.fixture(autouse=True)
+def _config_home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Commands a test starts without a ``ROOMDROP_CONFIG_DIR`` of their own keep their
+    device key under the test's directory, never in the real ``~/.config``."""
+    monkeypatch.setenv("XDG_CONFIG_HOME", str(tmp_path / "xdg-config"))
 
 
 @pytest.fixture

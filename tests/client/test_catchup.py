@@ -14,10 +14,14 @@ from typing import Any
 import pytest
 
 from roomdrop.client.catchup import catch_up_incoming, catch_up_outgoing, transfers_of
+from roomdrop.client.configdir import config_dir
 from roomdrop.client.incoming import Incoming
+from roomdrop.client.keyring import Keyring
 from roomdrop.client.outgoing import Outgoing
+from roomdrop.client.peerkeys import PeerKeys
 from roomdrop.client.settings import ClientSettings
 from roomdrop.client.transfers import ReceiveState, Reoffer, Result, SendState, Transport
+from roomdrop.e2e import DeviceKey
 from roomdrop.manager import FileTransferManager
 from roomdrop.protocol.frames import ChunkAssembler, decode_frame
 from roomdrop.protocol.messages import (
@@ -60,6 +64,10 @@ class StandIn:
         self.reporter = Recorder()
         self.settings = ClientSettings()
         self.transport: Transport = "relay"
+        # trusted keys in the test's XDG_CONFIG_HOME (tests/client/conftest.py)
+        self.keyring = Keyring(
+            user, DeviceKey.generate(), PeerKeys(config_dir()), server=lambda: "http://server"
+        )
         self.server_transfers: dict[str, TransferObject] = {}
         self.sent: list[tuple[MessageType, Any]] = []
         self.tasks: list[asyncio.Task[Any]] = []

@@ -19,6 +19,7 @@ from clitools import MB, Room, sha256_of, write_random
 
 from roomdrop.client.rtc import PeerLink, pin_ice_hosts
 from roomdrop.client.signalling import Signalling, websocket_url
+from roomdrop.e2e import DeviceKey
 from roomdrop.manager import FileTransferManager
 from roomdrop.protocol.frames import DATA_CHANNEL_MAX_MESSAGE, HEADER_SIZE, split_frame
 from roomdrop.protocol.messages import Message, MessageType, RoomState
@@ -156,8 +157,9 @@ async def test_a_forged_token_is_refused(start: Any, tmp_path: Path) -> None:
 async def test_a_corrupted_chunk_is_asked_for_again_and_the_file_still_verifies(
     start: Any, room_on: Any, tmp_path: Path
 ) -> None:
-    """A sender built from the client library corrupts one chunk on the data channel;
-    the real ``roomdrop receive`` refuses it, asks for it again, and completes."""
+    """A sender built from the client library, end to end encrypted to the receiver's
+    published key, flips a byte of one chunk's ciphertext on the data channel; the real
+    ``roomdrop receive`` cannot decrypt it, asks for it again, and completes."""
     server = await start()
     room: Room = room_on(server)
     source = tmp_path / "f.bin"
@@ -167,11 +169,13 @@ async def test_a_corrupted_chunk_is_asked_for_again_and_the_file_still_verifies(
 
     pin_ice_hosts(["127.0.0.1"])
     manager = FileTransferManager(download_dir=None)
-    tid = (await manager.create_offer(source, room.alice, room.bob, room.name))["transfer_id"]
+    device = DeviceKey.generate()
     inbox: asyncio.Queue[Message] = asyncio.Queue()
     joined = asyncio.Event()
+    published: dict[str, str] = {}
 
     async def on_connect(state: RoomState) -> None:
+        published.update(state.keys)
         joined.set()
 
     async def on_message(message: Message) -> None:
@@ -184,7 +188,7 @@ async def test_a_corrupted_chunk_is_asked_for_again_and_the_file_still_verifies(
         return None
 
     signalling = Signalling(
-        websocket_url(server.url, room.name, server.token(room.alice)),
+        websocket_url(server.url, room.name, server.token(room.alice), device.public_text),
         on_connect=on_connect,
         on_message=on_message,
         on_frame=ignore_frame,
@@ -197,6 +201,15 @@ async def test_a_corrupted_chunk_is_asked_for_again_and_the_file_still_verifies(
     runner = asyncio.create_task(signalling.run())
     try:
         await asyncio.wait_for(joined.wait(), 10)
+        offered = await manager.create_offer(
+            source,
+            room.alice,
+            room.bob,
+            room.name,
+            device=device,
+            receiver_key=published[room.bob],
+        )
+        tid = offered["transfer_id"]
         await link.offer()
         assert await link.wait_open(10)
         await signalling.send(MessageType.FILE_SHARE_OFFER, manager.offer(tid))
@@ -208,7 +221,7 @@ async def test_a_corrupted_chunk_is_asked_for_again_and_the_file_still_verifies(
             frame = await manager.send_chunk(tid, index)
             if index == 7:
                 bad = bytearray(frame)
-                bad[HEADER_SIZE + 1000] ^= 0xFF  # one flipped byte in chunk 7
+                bad[HEADER_SIZE + 1000] ^= 0xFF  # one flipped byte in chunk 7's ciphertext
                 frame = bytes(bad)
             await link.send(split_frame(frame, DATA_CHANNEL_MAX_MESSAGE))
         request = await next_of(inbox, MessageType.FILE_SHARE_CHUNK_REQUEST)
@@ -226,9 +239,9 @@ async def test_a_corrupted_chunk_is_asked_for_again_and_the_file_still_verifies(
 
     assert await receiver.wait(30) == 0, receiver.report()
     notes = [n["message"] for n in receiver.events("note")]
-    assert "chunk 7 failed its sha256 check; asking for it again" in notes
+    assert "chunk 7 did not decrypt; asking for it again" in notes
     result = receiver.result()
-    assert (result["status"], result["transport"]) == ("completed", "p2p")
+    assert (result["status"], result["transport"], result["e2e"]) == ("completed", "p2p", True)
     assert result["moved_bytes"] == 20 * 65536 + 123  # the bad chunk was never stored
     assert sha256_of(tmp_path / "inbox" / "f.bin") == digest
 

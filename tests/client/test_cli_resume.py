@@ -189,6 +189,18 @@ async def test_a_sender_killed_mid_transfer_is_taken_up_by_the_same_command(
     assert sent["moved_bytes"] <= SIZE - sent["resumed_bytes"] + IN_FLIGHT
     assert got["moved_bytes"] == SIZE  # the receiver stored every chunk once
     assert sha256_of(tmp_path / "inbox" / "movie.bin") == digest
+    # the restarted sender opened its own sealed copy of the content key: still end to end
+    assert sent["e2e"] is got["e2e"] is True
+    assert sent["safety_number"] == got["safety_number"] == first_number(first)
+
+
+def first_number(command: Command) -> str:
+    """The safety number a command noted as its transfer started."""
+    for note in command.events("note"):
+        found = re.search(r"; safety number ((?:\d{5} ){11}\d{5})$", note["message"])
+        if found:
+            return found[1]
+    raise AssertionError(f"{command.name} noted no safety number:\n{command.report()}")
 
 
 async def test_dropped_websockets_reconnect_and_the_same_transfer_goes_on(

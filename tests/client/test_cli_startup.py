@@ -91,10 +91,13 @@ async def test_send_and_receive_import_nothing_of_the_server(
         loaded = imported(command.err())
         assert "roomdrop" in loaded and "websockets" in loaded  # the record is there
         assert not loaded & SERVER_ONLY, f"{command.name} imported {sorted(loaded & SERVER_ONLY)}"
+        # end to end: both seal or open with the device key (cryptography, pyhpke)
+        assert {"cryptography", "pyhpke"} <= loaded, command.name
+        assert command.result()["e2e"] is True
     if transport == "relay":
         # no data channel: no WebRTC, no JWT library to read a token, no bars (--json);
         # over p2p, httpx (for the ICE servers) brings rich in with its own command line
-        unwanted = {"aiortc", "jwt", "cryptography", "rich"}
+        unwanted = {"aiortc", "jwt", "rich"}
         assert not imported(sender.err()) & unwanted
 
 

@@ -35,6 +35,7 @@ def in_terminal(
     """``roomdrop ARGS`` of ``user`` in ``room``, in a pseudo-terminal (no ``--json``)."""
     env = {k: v for k, v in os.environ.items() if not k.startswith("ROOMDROP_")}
     env.update({"ROOMDROP_ICE_HOSTS": "127.0.0.1", "TERM": "xterm-256color"})
+    env["ROOMDROP_CONFIG_DIR"] = str(room.config_dir(user))
     argv = [sys.executable, "-m", "roomdrop.cli", *args, "--server", room.server.url]
     argv += ["--room", room.name, "--token", room.server.token(user, ttl=3600)]
     terminal = Terminal(argv, cwd=cwd, env=env)

@@ -147,8 +147,10 @@ def test_json_lines_carry_the_transfer_object_and_a_final_result() -> None:
         "transport": "p2p",
         "transfer_id": TID,
         "progress_percent": 50.0,
+        "e2e": False,
     }
     assert lines[2]["event"] == "result"
+    assert (lines[2]["e2e"], lines[2]["safety_number"]) == (False, None)
     assert {k: lines[2][k] for k in ("status", "transport", "resumed_bytes", "elapsed_s")} == {
         "status": "completed",
         "transport": "relay",
@@ -174,3 +176,10 @@ def test_sizes_read_like_people_write_them() -> None:
         "123.5 MB",
         "5000.0 GB",
     ]
+
+
+def test_json_progress_says_end_to_end_without_the_sealed_keys() -> None:
+    out = io.StringIO()
+    sealed = {"v": 1, "sender_key": "k" * 43, "receiver_key": "r" * 43}
+    JsonReporter(out, every=0.0).progress({"transfer_id": TID, "e2e": sealed}, "relay")
+    assert json.loads(out.getvalue())["e2e"] is True

@@ -45,6 +45,7 @@ from websockets.exceptions import ConnectionClosed
 
 from redistools import RedisServer
 from roomdrop.server.auth import TokenAuthority
+from server.e2etools import offer_fields, public, sealed_offer
 
 STARTUP_TIMEOUT = 15.0
 STOP_TIMEOUT = 10.0
@@ -54,6 +55,8 @@ FAILED = pytest.StashKey[bool]()
 T = TypeVar("T")
 LOG_TAIL = 20_000
 CHUNK = 64 * 1024
+OWN_KEY = "<own>"
+"""``Server.connect(key=OWN_KEY)``: publish the user's own device key (the default)."""
 
 
 def free_port() -> int:
@@ -86,31 +89,24 @@ class Client:
         await self.ws.send(json.dumps({"type": type, "payload": payload or {}, **envelope}))
 
     @staticmethod
-    def offer_payload(
-        receiver: str,
-        *,
-        size: int = 3 * CHUNK - 100,
-        sha256: str = "0" * 64,
-        filename: str = "file.bin",
-        mime_type: str = "application/octet-stream",
-        chunk_size: int = CHUNK,
-        transfer_id: str | None = None,
-    ) -> dict[str, Any]:
-        """A valid ``file-share-offer`` payload (``total_chunks`` computed)."""
-        return {
-            "transfer_id": transfer_id or str(uuid.uuid4()),
-            "receiver_id": receiver,
-            "filename": filename,
-            "file_size": size,
-            "mime_type": mime_type,
-            "chunk_size": chunk_size,
-            "total_chunks": -(-size // chunk_size),
-            "sha256": sha256,
-        }
+    def offer_payload(receiver: str, **fields: Any) -> dict[str, Any]:
+        """A valid clear ``file-share-offer`` payload (``total_chunks`` computed; fields
+        as :func:`e2etools.offer_fields`)."""
+        return offer_fields(receiver, **fields)
 
-    async def offer(self, receiver: str, **fields: Any) -> str:
-        """Send a ``file-share-offer`` (fields as :meth:`offer_payload`); its id."""
-        payload = self.offer_payload(receiver, **fields)
+    def sealed_payload(self, receiver: str, **fields: Any) -> dict[str, Any]:
+        """A valid end-to-end ``file-share-offer`` payload from this user: a content
+        key sealed to ``receiver``'s device key (:func:`e2etools.sealed_offer`)."""
+        return sealed_offer(self.user, receiver, **fields)
+
+    async def offer(self, receiver: str, *, e2e: bool = True, **fields: Any) -> str:
+        """Send a ``file-share-offer``, end to end unless ``e2e`` is False (fields as
+        :func:`e2etools.offer_fields`); its id."""
+        payload = (
+            self.sealed_payload(receiver, **fields)
+            if e2e
+            else self.offer_payload(receiver, **fields)
+        )
         await self.send("file-share-offer", payload)
         return str(payload["transfer_id"])
 
@@ -233,20 +229,33 @@ class Server:
         """An httpx client for this server (use it in ``async with``)."""
         return httpx.AsyncClient(base_url=self.url, timeout=10.0)
 
-    def ws_url(self, room: str, token: str | None) -> str:
-        query = f"?token={token}" if token is not None else ""
-        return f"ws://127.0.0.1:{self.port}/webrtc/ws/{room}{query}"
+    def ws_url(self, room: str, token: str | None, key: str | None = None) -> str:
+        query = [f"token={token}"] if token is not None else []
+        if key is not None:
+            query.append(f"key={key}")
+        tail = "?" + "&".join(query) if query else ""
+        return f"ws://127.0.0.1:{self.port}/webrtc/ws/{room}{tail}"
 
-    async def open_ws(self, room: str, token: str | None) -> ClientConnection:
+    async def open_ws(
+        self, room: str, token: str | None, key: str | None = None
+    ) -> ClientConnection:
         """A bare WebSocket (closed by the caller), for tests of the handshake itself."""
         return await connect(
-            self.ws_url(room, token), compression=None, max_size=4 * 1024 * 1024, open_timeout=5
+            self.ws_url(room, token, key),
+            compression=None,
+            max_size=4 * 1024 * 1024,
+            open_timeout=5,
         )
 
-    async def connect(self, room: str, user: str, *, room_state: bool = True) -> Client:
-        """Join ``room`` as ``user``; by default wait for (and drop) the ``room-state``
-        that greets every newcomer, so the join is complete when this returns."""
-        ws = await self.open_ws(room, self.token(user))
+    async def connect(
+        self, room: str, user: str, *, room_state: bool = True, key: str | None = OWN_KEY
+    ) -> Client:
+        """Join ``room`` as ``user``, publishing ``key`` (by default the user's own
+        device key, :func:`e2etools.public`; None: no key); by default wait for (and
+        drop) the ``room-state`` that greets every newcomer, so the join is complete
+        when this returns."""
+        published = public(user) if key == OWN_KEY else key
+        ws = await self.open_ws(room, self.token(user), published)
         client = Client(ws, room, user)
         self.clients.append(client)
         if room_state:

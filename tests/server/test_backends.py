@@ -256,3 +256,22 @@ async def test_presence_grace_windows_and_the_disconnect_mark(
     await b.mark_disconnect_paused(tid)
     assert await b.take_disconnect_paused(tid) is True
     assert await b.take_disconnect_paused(tid) is False
+
+
+async def test_presence_keeps_each_participants_device_key_while_they_are_in(
+    backend: tuple[Backend, ManualClock],
+) -> None:
+    b, _clock = backend
+    alice_key, bob_key, newer = "A" * 43, "B" * 42 + "A", "C" * 42 + "A"
+    await b.join("room", "alice", "c1", alice_key)
+    await b.join("room", "bob", "c2", bob_key)
+    await b.join("room", "carol", "c3")  # no key
+    assert await b.device_keys("room") == {"alice": alice_key, "bob": bob_key}
+    assert await b.device_keys("elsewhere") == {}
+    await b.join("room", "alice", "c4", newer)  # a second connection, another key
+    assert await b.leave("room", "alice", "c1", grace=5) is False  # the old one: no change
+    assert await b.device_keys("room") == {"alice": newer, "bob": bob_key}
+    assert await b.leave("room", "bob", "c2", grace=5) is True
+    assert await b.device_keys("room") == {"alice": newer}
+    await b.join("room", "alice", "c5")  # back without a key: none is handed out
+    assert await b.device_keys("room") == {}

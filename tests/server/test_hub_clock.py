@@ -52,7 +52,9 @@ async def timed_room(
 ) -> AsyncIterator[tuple[Hub, ManualClock, Participant, Participant]]:
     """A hub on a manual clock with alice and bob joined, their writers running."""
     clock = ManualClock()
-    hub = Hub(Settings(data_dir=tmp_path), TokenAuthority("k" * 40), clock=clock)
+    # the timers are what these tests are about: clear offers, no device keys needed
+    settings = Settings(data_dir=tmp_path, require_e2e=False)
+    hub = Hub(settings, TokenAuthority("k" * 40), clock=clock)
     alice = await hub.join("room", "alice", Socket())
     bob = await hub.join("room", "bob", Socket())
     writers = [asyncio.create_task(p.outbox.run()) for p in (alice, bob)]

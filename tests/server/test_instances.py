@@ -35,6 +35,7 @@ from websockets.exceptions import ConnectionClosed
 from redistools import RedisServer, frozen_unsubscribed, start_redis
 from roomdrop.protocol.frames import decode_frame
 from roomdrop.server.redisbackend import QUEUE_FRAMES
+from server.e2etools import public
 
 if TYPE_CHECKING:
     from conftest import Client, Deployment, Server
@@ -68,12 +69,12 @@ async def test_participants_on_two_instances_see_each_other_and_signal_only_the_
     room, alice, bob, carol = fresh("room", "alice", "bob", "carol")
     a = await one.connect(room, alice)
     b = await two.connect(room, bob)
-    assert (await a.recv("user-joined"))["payload"] == {"user_id": bob}
+    assert (await a.recv("user-joined"))["payload"] == {"user_id": bob, "key": public(bob)}
     c = await two.connect(room, carol, room_state=False)
     state = await c.recv("room-state")
     assert state["payload"]["participants"] == sorted([alice, bob, carol])
-    assert (await a.recv("user-joined"))["payload"] == {"user_id": carol}
-    assert (await b.recv("user-joined"))["payload"] == {"user_id": carol}
+    assert (await a.recv("user-joined"))["payload"] == {"user_id": carol, "key": public(carol)}
+    assert (await b.recv("user-joined"))["payload"] == {"user_id": carol, "key": public(carol)}
 
     await a.send("offer", {"target_id": bob, "type": "offer", "sdp": "v=0 from alice"})
     signal_ = await b.recv("offer")
@@ -391,7 +392,7 @@ async def test_joining_again_on_another_instance_replaces_the_first_connection(
         while True:
             await asyncio.wait_for(first.ws.recv(), 5)
     assert first.ws.close_code == 4409
-    assert (await b.recv("user-joined"))["payload"] == {"user_id": alice}
+    assert (await b.recv("user-joined"))["payload"] == {"user_id": alice, "key": public(alice)}
     await b.silent(0.5)  # alice never left: bob is told nothing more
 
 

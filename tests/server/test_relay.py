@@ -12,6 +12,7 @@ import hashlib
 import json
 import os
 import struct
+import types
 import uuid
 from collections.abc import AsyncIterator, Callable
 from pathlib import Path
@@ -20,12 +21,14 @@ from typing import Any
 import pytest
 
 from roomdrop.clock import ManualClock
-from roomdrop.protocol.frames import HEADER, HEADER_SIZE, Chunk, decode_frame, encode_frames
+from roomdrop.protocol.frames import HEADER, HEADER_SIZE, decode_frame
 from roomdrop.protocol.messages import Offer
+from roomdrop.server import relay as relay_module
 from roomdrop.server.auth import TokenAuthority
 from roomdrop.server.hub import Hub
 from roomdrop.server.participant import Participant
 from roomdrop.server.settings import Settings
+from server.e2etools import clear_chunk_of, frame_of, offer_fields, public, seal, sealed_frame
 
 CHUNK = 64 * 1024
 SIZE = 3 * CHUNK + 1000  # four chunks, the last one short
@@ -61,36 +64,38 @@ def socket_of(p: Participant) -> Socket:
 Room = tuple[Hub, ManualClock, Participant, Participant, str, list[bytes]]
 
 
+@pytest.fixture(params=["sealed", "clear"])
+def mode(request: pytest.FixtureRequest) -> str:
+    """``sealed``: an end-to-end encrypted transfer (the default); ``clear``: one in the
+    clear, on a hub that allows it (ROOMDROP_REQUIRE_E2E=0)."""
+    return str(request.param)
+
+
 @pytest.fixture
-async def room(tmp_path: Path) -> AsyncIterator[Room]:
-    """alice offers bob a four-chunk file, bob accepts; the frames of its chunks."""
+async def room(tmp_path: Path, mode: str) -> AsyncIterator[Room]:
+    """alice offers bob a four-chunk file, bob accepts; the frames of its chunks (sealed
+    under the transfer's content key, or in the clear)."""
     clock = ManualClock()
-    hub = Hub(Settings(data_dir=tmp_path), TokenAuthority("k" * 40), clock=clock)
-    alice = await hub.join("room", "alice", Socket())
-    bob = await hub.join("room", "bob", Socket())
+    settings = Settings(data_dir=tmp_path, require_e2e=mode == "sealed")
+    hub = Hub(settings, TokenAuthority("k" * 40), clock=clock)
+    alice = await hub.join("room", "alice", Socket(), public("alice"))
+    bob = await hub.join("room", "bob", Socket(), public("bob"))
     content = b"plain text, no magic\n" + os.urandom(SIZE - 21)
-    tid = str(uuid.uuid4())
-    await hub.transfers.offer(
-        "room",
-        "alice",
-        Offer(
-            transfer_id=uuid.UUID(tid),
-            receiver_id="bob",
-            filename="f.bin",
-            file_size=SIZE,
-            chunk_size=CHUNK,
-            total_chunks=TOTAL,
-            sha256=hashlib.sha256(content).hexdigest(),
-        ),
+    payload = offer_fields(
+        "bob", size=SIZE, sha256=hashlib.sha256(content).hexdigest(), filename="f.bin"
     )
+    if mode == "sealed":
+        payload = seal("alice", payload)
+    tid = payload["transfer_id"]
+    await hub.transfers.offer("room", "alice", Offer.model_validate(payload))
     await hub.transfers.accept("room", "bob", tid)
     frames = []
     for i in range(TOTAL):
         data = content[i * CHUNK : (i + 1) * CHUNK]
-        (frame,) = encode_frames(
-            Chunk(tid, i, TOTAL, CHUNK, data, hashlib.sha256(data).hexdigest())
-        )
-        frames.append(frame)
+        if mode == "sealed":
+            frames.append(sealed_frame(tid, i, TOTAL, data))
+        else:
+            frames.append(frame_of(clear_chunk_of(tid, i, TOTAL, data)))
     yield hub, clock, alice, bob, tid, frames
     for transfer in list(hub.relay.links):
         await hub.relay.close(transfer)
@@ -142,17 +147,23 @@ async def test_whole_frames_reach_the_receiver_as_sent_and_count_as_progress(roo
     assert alice.routes, "the transfer's route is cached after its first whole frame"
 
 
+def length_of(frame: bytes) -> int:
+    return int(HEADER.unpack_from(frame)[7])
+
+
 MUTATIONS: dict[str, Callable[[bytes], bytes]] = {
     "short data (a fragment)": lambda f: f[:-1],
-    "data past its length": lambda f: with_header(f, length=CHUNK - 1),
+    "data past its length": lambda f: with_header(f, length=length_of(f) - 1),
     "other total_chunks": lambda f: with_header(f, total=TOTAL + 1),
-    "other chunk_size": lambda f: with_header(f, size=CHUNK * 2, length=CHUNK),
+    "other chunk_size": lambda f: with_header(f, size=CHUNK * 2),
     "index past the end": lambda f: with_header(f, index=TOTAL),
     "length of the last chunk": lambda f: with_header(f[: HEADER_SIZE + 1000], length=1000),
     "bad magic": lambda f: with_header(f, magic=b"XX"),
     "version 2": lambda f: with_header(f, version=2),
-    "flags set": lambda f: with_header(f, flags=1),
-    "bad checksum": lambda f: flip(f, HEADER_SIZE + 5),
+    "sealed flag flipped": lambda f: with_header(f, flags=f[3] ^ 1),
+    "reserved flag set": lambda f: with_header(f, flags=f[3] | 2),
+    "a byte of data flipped": lambda f: flip(f, HEADER_SIZE + 5),
+    "checksum changed": lambda f: with_header(f, checksum=b"\x01" * 32),
     "header only": lambda f: f[:HEADER_SIZE],
     "a fragment": lambda f: with_header(f[: HEADER_SIZE + 100], offset=0),
     "another transfer": lambda f: with_header(f, tid=uuid.uuid4().bytes),
@@ -173,24 +184,110 @@ async def test_after_the_first_frame_a_bad_frame_is_refused_as_on_the_general_pa
     assert await answers(hub, alice, bad) == general
 
 
-async def test_the_general_path_refusals_are_the_expected_ones(room: Room) -> None:
+async def test_the_general_path_refusals_are_the_expected_ones(room: Room, mode: str) -> None:
     hub, _clock, alice, bob, tid, frames = room
     await answers(hub, alice, frames[0])
-    [long] = await answers(hub, alice, with_header(frames[1], length=CHUNK - 1))
+    [long] = await answers(hub, alice, with_header(frames[1], length=length_of(frames[1]) - 1))
     assert long["payload"]["code"] == "protocol-error"
-    [short] = await answers(hub, alice, with_header(frames[1][: HEADER_SIZE + 10], length=10))
+    [short] = await answers(hub, alice, with_header(frames[1][: HEADER_SIZE + 20], length=20))
     assert short["payload"]["code"] == "protocol-error"
-    assert short["payload"]["message"] == "chunk 1 has 10 bytes, expected 65536"
-    [request] = await answers(hub, alice, flip(frames[1], HEADER_SIZE + 5))
-    assert request["type"] == "file-share-chunk-request"
-    assert request["payload"]["ranges"] == [[1, 2]]
-    assert request["payload"]["reason"] == "bad-checksum"
+    assert short["payload"]["message"] == (
+        "chunk 1 has 20 bytes, expected 65552 (its plaintext and the 16-byte tag)"
+        if mode == "sealed"
+        else "chunk 1 has 20 bytes, expected 65536"
+    )
+    flipped = await answers(hub, alice, flip(frames[1], HEADER_SIZE + 5))
+    if mode == "clear":
+        [request] = flipped
+        assert request["type"] == "file-share-chunk-request"
+        assert request["payload"]["ranges"] == [[1, 2]]
+        assert request["payload"]["reason"] == "bad-checksum"
+    else:  # ciphertext: the server cannot tell; the receiver's GCM check will
+        assert flipped == []
     [forbidden] = await answers(hub, bob, frames[1])
     assert forbidden["payload"]["code"] == "forbidden"
     assert await answers(hub, alice, frames[1]) == []
     await drain(bob)
-    assert [decode_frame(f).chunk_index for f in socket_of(bob).frames] == [0, 1]
-    assert (await hub.backend.get(tid)).chunks_sent == 2
+    relayed = [decode_frame(f).chunk_index for f in socket_of(bob).frames]
+    assert relayed == ([0, 1] if mode == "clear" else [0, 1, 1])
+    assert (await hub.backend.get(tid)).chunks_sent == len(relayed)
+
+
+@pytest.mark.parametrize("path", ["fast", "general"])
+async def test_a_clear_frame_of_an_encrypted_transfer_is_refused_and_the_next_goes_through(
+    tmp_path: Path, path: str
+) -> None:
+    hub, _clock, alice, bob, tid, frames = await _sealed_room(tmp_path)
+    if path == "fast":
+        assert await answers(hub, alice, frames[0]) == []
+        assert alice.routes
+    clear = frame_of(clear_chunk_of(tid, 1, TOTAL, b"x" * CHUNK))
+    [refusal] = await answers(hub, alice, clear)
+    assert refusal["payload"] == {
+        "code": "protocol-error",
+        "message": f"chunk 1 of {tid} is not sealed, but the transfer is end-to-end "
+        "encrypted: its chunks travel as ciphertext only",
+    }
+    assert await answers(hub, alice, frames[1]) == []
+    await drain(bob)
+    relayed = [decode_frame(f) for f in socket_of(bob).frames]
+    assert [f.chunk_index for f in relayed] == ([0, 1] if path == "fast" else [1])
+    assert all(f.sealed for f in relayed)
+    await hub.relay.close(tid)
+
+
+async def test_a_sealed_frame_of_a_transfer_in_the_clear_is_refused(tmp_path: Path) -> None:
+    settings = Settings(data_dir=tmp_path, require_e2e=False)
+    hub = Hub(settings, TokenAuthority("k" * 40), clock=ManualClock())
+    alice = await hub.join("room", "alice", Socket(), public("alice"))
+    bob = await hub.join("room", "bob", Socket(), public("bob"))
+    payload = offer_fields("bob", size=SIZE)
+    tid = payload["transfer_id"]
+    await hub.transfers.offer("room", "alice", Offer.model_validate(payload))
+    await hub.transfers.accept("room", "bob", tid)
+    seal("alice", payload)  # a content key nobody announced
+    [refusal] = await answers(hub, alice, sealed_frame(tid, 0, TOTAL, b"x" * CHUNK))
+    assert refusal["payload"] == {
+        "code": "protocol-error",
+        "message": f"chunk 0 of {tid} is sealed, but the transfer is not end-to-end encrypted",
+    }
+    await drain(bob)
+    assert socket_of(bob).frames == []
+
+
+async def test_sealed_chunks_are_not_hashed_on_their_way_through(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The relay's busiest work is per chunk: an encrypted chunk costs it no sha256 pass
+    (the receiver checks its GCM tag), on the fast path or the general one."""
+    hub, _clock, alice, bob, _tid, frames = await _sealed_room(tmp_path)
+    hashed: list[int] = []
+
+    def counting(data: Any = b"") -> Any:
+        hashed.append(len(data))
+        return hashlib.sha256(data)
+
+    monkeypatch.setattr(relay_module, "hashlib", types.SimpleNamespace(sha256=counting))
+    for frame in [*frames, *frames]:  # the general path first, then the fast one
+        assert await answers(hub, alice, frame) == []
+    assert hashed == []
+    await drain(bob)
+    assert len(socket_of(bob).frames) == 2 * TOTAL
+
+
+async def _sealed_room(tmp_path: Path) -> Room:
+    hub = Hub(Settings(data_dir=tmp_path), TokenAuthority("k" * 40), clock=ManualClock())
+    alice = await hub.join("room", "alice", Socket(), public("alice"))
+    bob = await hub.join("room", "bob", Socket(), public("bob"))
+    payload = seal("alice", offer_fields("bob", size=SIZE))
+    tid = payload["transfer_id"]
+    await hub.transfers.offer("room", "alice", Offer.model_validate(payload))
+    await hub.transfers.accept("room", "bob", tid)
+    content = os.urandom(SIZE)
+    frames = [
+        sealed_frame(tid, i, TOTAL, content[i * CHUNK : (i + 1) * CHUNK]) for i in range(TOTAL)
+    ]
+    return hub, ManualClock(), alice, bob, tid, frames
 
 
 async def test_a_frame_of_a_paused_transfer_is_refused_and_not_relayed(room: Room) -> None:
@@ -267,6 +364,8 @@ async def test_a_chunk_does_not_overtake_one_the_forwarder_holds(room: Room) -> 
 
 
 async def test_a_json_chunk_is_staged_and_forwarded_as_one_whole_frame(room: Room) -> None:
+    """In the clear, the JSON chunk's data is the chunk; end to end, its ciphertext
+    (checksum: the ciphertext's sha256), forwarded as the sealed frame."""
     hub, _clock, alice, bob, tid, frames = room
     for _ in range(16):
         await answers(hub, alice, frames[0])
@@ -289,6 +388,30 @@ async def test_a_json_chunk_is_staged_and_forwarded_as_one_whole_frame(room: Roo
     writer.cancel()
     await asyncio.gather(writer, return_exceptions=True)
     assert socket_of(bob).frames[-1] == frames[1]
+
+
+async def test_a_json_chunk_of_ciphertext_with_a_wrong_checksum_is_requested_again(
+    tmp_path: Path,
+) -> None:
+    hub, _clock, alice, bob, tid, frames = await _sealed_room(tmp_path)
+    data = frames[0][HEADER_SIZE:]
+    chunk = {
+        "transfer_id": tid,
+        "chunk_index": 0,
+        "total_chunks": TOTAL,
+        "chunk_size": CHUNK,
+        "data": base64.b64encode(data).decode(),
+        "checksum": hashlib.sha256(data + b"x").hexdigest(),
+    }
+    await hub.handle_text(alice, json.dumps({"type": "file-share-chunk", "payload": chunk}))
+    [request] = [
+        json.loads(m)
+        for m in alice.outbox._control
+        if json.loads(m)["type"] == "file-share-chunk-request"
+    ]
+    assert request["payload"] == {"transfer_id": tid, "ranges": [[0, 1]], "reason": "bad-checksum"}
+    await drain(bob)
+    assert socket_of(bob).frames == []
 
 
 def test_the_header_layout_is_the_one_the_fast_path_unpacks() -> None:

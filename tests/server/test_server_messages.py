@@ -16,6 +16,7 @@ import pytest
 
 from roomdrop.protocol.frames import Chunk, decode_frame, encode_frames
 from roomdrop.protocol.names import sanitize_filename
+from server.e2etools import public
 
 if TYPE_CHECKING:
     from conftest import Client, Server
@@ -101,7 +102,7 @@ async def test_joining_gives_the_newcomer_room_state_and_the_others_user_joined(
     state = await b.recv("room-state")
     assert sorted(state["payload"]["participants"]) == sorted([alice, bob])
     joined = await a.recv("user-joined")
-    assert joined["payload"] == {"user_id": bob}
+    assert joined["payload"] == {"user_id": bob, "key": public(bob)}
     assert joined["room_id"] == room
     await b.silent(0.2)  # no user-joined about itself
 

@@ -4,7 +4,9 @@ once, saying where each transfer was left), and turn the results into an exit st
 one line saying why.
 
 Exit status: 0 every file arrived and verified; 1 a file did not (rejected, cancelled,
-refused by policy, failed its check, ...); 3 the server could not be reached or refused
+refused by policy, failed its check, a peer's key changed, ...); 2 the device key or the
+trusted keys file cannot be used (:mod:`.configdir` says why); 3 the server could not be
+reached or refused
 the connection (at the start, or for ROOMDROP_RECONNECT_TIMEOUT after losing it, whatever
 the command was waiting for); 130 interrupted (active transfers were paused first, unless
 a second Ctrl-C came before that was done); 141 the output's reader went away (stdout or
@@ -27,6 +29,7 @@ import uvloop
 
 from roomdrop.allocator import tune_allocator
 from roomdrop.client import scans as source_scans
+from roomdrop.client.configdir import ConfigError
 from roomdrop.client.outgoing import NobodyCame
 from roomdrop.client.output import EXIT_OUTPUT_CLOSED
 from roomdrop.client.session import Left, Session
@@ -39,6 +42,7 @@ __all__ = [
     "EXIT_FAILED",
     "EXIT_INTERRUPTED",
     "EXIT_OUTPUT_CLOSED",
+    "EXIT_SETUP",
     "EXIT_UNREACHABLE",
     "Outcome",
     "run_receive",
@@ -46,6 +50,7 @@ __all__ = [
 ]
 
 EXIT_FAILED = 1
+EXIT_SETUP = 2
 EXIT_UNREACHABLE = 3
 EXIT_INTERRUPTED = 130
 #: a second Ctrl-C still sends the pauses not sent yet, for at most this long
@@ -157,6 +162,8 @@ async def _main(
 
     try:
         session = Session(**options)
+    except ConfigError as exc:
+        return Outcome(EXIT_SETUP, str(exc))
     except ValueError as exc:
         return Outcome(EXIT_UNREACHABLE, str(exc))
     try:

@@ -37,17 +37,23 @@ from collections.abc import Awaitable, Callable
 from typing import Any
 
 from roomdrop.client.errors import NotConnected
+from roomdrop.client.keyring import Peer, notes_on_keys
 from roomdrop.client.transfers import DECLINED, Host, ReceiveState, Result, Role
 from roomdrop.exceptions import (
     BadChecksum,
     DamagedChunks,
+    E2EError,
+    E2ERequired,
     IntegrityError,
+    KeyChanged,
+    PolicyError,
     ProtocolError,
+    RoomdropError,
     StorageError,
     TransferError,
 )
 from roomdrop.manager import FileTransferManager
-from roomdrop.protocol.chunks import ranges_of
+from roomdrop.protocol.chunks import chunk_length, ranges_of
 from roomdrop.protocol.frames import MAX_CHUNK_SIZE, Chunk, ChunkAssembler, decode_frame
 from roomdrop.protocol.messages import (
     Accept,
@@ -115,15 +121,30 @@ class Incoming(Role[ReceiveState]):
 
     async def consider(self, offer: Offer, sender: str) -> None:
         tid = str(offer.transfer_id)
+        if self._known(tid):
+            log.warning("ignoring offer %s: it is known here already", tid)
+            return
         await self._supersede(offer, sender)
         try:
-            snapshot = await self.manager.register_offer(offer, sender, self.host.room)
+            peer = self._checked(offer, sender)
+            snapshot = await self.manager.register_offer(
+                offer, sender, self.host.room, device=self.host.keyring.device
+            )
         except ProtocolError as exc:
             log.warning("ignoring offer %s: %s", tid, exc)
             return
+        except (E2EError, E2ERequired, KeyChanged) as exc:
+            await self._refuse(offer, sender, exc)
+            return
         state = ReceiveState(tid=tid, peer=sender, done=self.future())
+        state.safety_number = peer.safety_number if peer is not None else None
         self.states[tid] = state
-        describe = {**snapshot, "mime_type": offer.mime_type}
+        describe = {
+            **snapshot,
+            "mime_type": offer.mime_type,
+            "e2e": peer is not None,
+            "safety_number": state.safety_number,
+        }
         if self._ask is not None and not await self._ask(describe):
             await self.host.send(T.FILE_SHARE_REJECT, TransferRef(transfer_id=tid, reason=DECLINED))
             with contextlib.suppress(TransferError):
@@ -131,6 +152,39 @@ class Incoming(Role[ReceiveState]):
             self.resolve(state, status="rejected", error=DECLINED)
             return
         await self._accept(state)
+
+    def _known(self, tid: str) -> bool:
+        try:
+            self.manager.get_transfer(tid)
+        except TransferError:
+            return False
+        return True
+
+    def _checked(self, offer: Offer, sender: str, *, taking_up: bool = False) -> Peer | None:
+        """Check the keys of ``offer`` (:meth:`Keyring.for_offer`: raises E2EError,
+        E2ERequired or KeyChanged) and say what they are: its sender, None in the clear."""
+        peer = self.host.keyring.for_offer(offer, sender, taking_up=taking_up)
+        for text in notes_on_keys(peer, sender, offer.filename, sending=False):
+            self.host.reporter.note(text)
+        return peer
+
+    async def _refuse(self, offer: Offer, sender: str, exc: RoomdropError) -> None:
+        """Fail a transfer whose keys do not check out: this end does not take it, and
+        says why to both (``file-share-error``)."""
+        tid = str(offer.transfer_id)
+        with contextlib.suppress(ProtocolError):  # its record, to say which file it was
+            clear = offer.model_copy(update={"e2e": None})
+            await self.manager.register_offer(clear, sender, self.host.room)
+        state = self.states.get(tid) or ReceiveState(tid=tid, peer=sender, done=self.future())
+        self.states[tid] = state
+        with contextlib.suppress(TransferError):
+            await self.manager.fail_transfer(tid, exc.code, exc.message)
+        with contextlib.suppress(NotConnected):
+            await self.host.send(
+                T.FILE_SHARE_ERROR,
+                FileShareError(transfer_id=offer.transfer_id, code=exc.code, message=exc.message),
+            )
+        self.resolve(state, status="failed", error=exc.message, code=exc.code)
 
     async def _supersede(self, offer: Offer, sender: str) -> None:
         """A new offer of content this end is already receiving from the same sender
@@ -182,8 +236,16 @@ class Incoming(Role[ReceiveState]):
         host = self.host
         offer = offer_of(t, host.user)
         tid = t.transfer_id
-        await self.manager.register_offer(offer, t.sender_id, host.room)
+        try:
+            peer = self._checked(offer, t.sender_id, taking_up=True)
+            await self.manager.register_offer(
+                offer, t.sender_id, host.room, device=host.keyring.device
+            )
+        except (E2EError, E2ERequired, KeyChanged) as exc:
+            await self._refuse(offer, t.sender_id, exc)
+            return
         state = ReceiveState(tid=tid, peer=t.sender_id, done=self.future())
+        state.safety_number = peer.safety_number if peer is not None else None
         try:
             await self.manager.accept_transfer(tid)
         except StorageError as exc:
@@ -301,7 +363,7 @@ class Incoming(Role[ReceiveState]):
         try:
             stored = await self.manager.receive(chunk)
         except DamagedChunks as exc:  # this chunk was stored; these others were not right
-            state.via[via] += len(chunk.data)
+            state.via[via] += self._plain_length(chunk)
             state.transport, state.last_chunk = via, time.monotonic()
             damaged = exc.chunk_indexes
             self.host.reporter.note(
@@ -315,14 +377,15 @@ class Incoming(Role[ReceiveState]):
                 await self.host.send(T.FILE_SHARE_CHUNK_REQUEST, request)
             return
         except BadChecksum:
-            self.host.reporter.note(f"chunk {index} failed its sha256 check; asking for it again")
+            check = "did not decrypt" if state.safety_number else "failed its sha256 check"
+            self.host.reporter.note(f"chunk {index} {check}; asking for it again")
             request = ChunkRequest(
                 transfer_id=tid, ranges=[(index, index + 1)], reason="bad-checksum"
             )
             with contextlib.suppress(NotConnected):
                 await self.host.send(T.FILE_SHARE_CHUNK_REQUEST, request)
             return
-        except (IntegrityError, StorageError) as exc:
+        except (IntegrityError, StorageError, PolicyError) as exc:
             message = str(exc.args[-1])
             with contextlib.suppress(NotConnected):
                 await self.host.send(
@@ -336,10 +399,15 @@ class Incoming(Role[ReceiveState]):
             return
         state.last_chunk = time.monotonic()
         if stored:
-            state.via[via] += len(chunk.data)
+            state.via[via] += self._plain_length(chunk)
             state.transport = via
             if self.manager.get_transfer(tid).status is Status.COMPLETED:
                 await self.announce_complete(state)
+
+    def _plain_length(self, chunk: Chunk) -> int:
+        """The file bytes a chunk carries (a sealed one's ciphertext has 16 more)."""
+        r = self.manager.get_transfer(chunk.transfer_id)
+        return chunk_length(chunk.chunk_index, r.file_size, r.chunk_size)
 
     # --- the end ---------------------------------------------------------------------
 
@@ -425,4 +493,5 @@ def offer_of(t: TransferObject, receiver: str) -> Offer:
         chunk_size=t.chunk_size,
         total_chunks=t.total_chunks,
         sha256=t.sha256,
+        e2e=t.e2e,
     )

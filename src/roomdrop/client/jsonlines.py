@@ -44,7 +44,7 @@ class JsonReporter:
         self._emit({"event": "note", "message": text})
 
     def offer(self, offer: dict[str, Any]) -> None:
-        self._emit({"event": "offer", **offer})
+        self._emit({"event": "offer", **offer, "e2e": bool(offer.get("e2e"))})
 
     @contextmanager
     def asking(self, offer: dict[str, Any], before: Callable[[], None]) -> Iterator[None]:
@@ -61,7 +61,15 @@ class JsonReporter:
         if now - self._last.get(tid, 0.0) < self.every:
             return
         self._last[tid] = now
-        self._emit({"event": "progress", "transport": transport, **snapshot})
+        # whether it is end to end, not the sealed keys themselves
+        self._emit(
+            {
+                "event": "progress",
+                "transport": transport,
+                **snapshot,
+                "e2e": bool(snapshot.get("e2e")),
+            }
+        )
 
     def waiting(self, text: str, elapsed: float | None) -> None:
         """One note when a wait begins (a program needs no clock)."""

@@ -37,13 +37,22 @@ import time
 from pathlib import Path
 
 from roomdrop.client.errors import LinkDown, NotConnected
+from roomdrop.client.keyring import Peer, notes_on_keys
 from roomdrop.client.links import Links
+from roomdrop.client.requestnotes import RequestNotes
 from roomdrop.client.scans import Scans
 from roomdrop.client.transfers import Host, Reoffer, Result, Role, SendState
-from roomdrop.exceptions import RoomdropError, StorageError, TransferError
+from roomdrop.exceptions import (
+    E2EError,
+    E2ERequired,
+    KeyChanged,
+    RoomdropError,
+    StorageError,
+    TransferError,
+)
 from roomdrop.manager import FileTransferManager
 from roomdrop.protocol.chunks import chunk_length, indexes_in
-from roomdrop.protocol.frames import DATA_CHANNEL_MAX_MESSAGE, HEADER_SIZE, split_frame
+from roomdrop.protocol.frames import DATA_CHANNEL_MAX_MESSAGE, split_frame
 from roomdrop.protocol.messages import (
     Accept,
     ChunkRequest,
@@ -78,12 +87,11 @@ class Outgoing(Role[SendState]):
         super().__init__(host, manager)
         self.links = links
         self._stashed_requests: dict[str, list[ChunkRequest]] = {}
+        self._unadoptable: set[str] = set()
         self.join_wait: float | None = None
         """``--wait``: give up (:class:`NobodyCame`) if the receiver has not joined the
         room after this many seconds; ``None``: keep waiting."""
-        #: per transfer: the last request shown (its reason and ranges), and how many
-        #: times it came again since, changing nothing
-        self._shown_requests: dict[str, tuple[tuple[str, tuple[tuple[int, int], ...]], int]] = {}
+        self._requests = RequestNotes(host)
 
     # --- offering --------------------------------------------------------------------
 
@@ -106,13 +114,17 @@ class Outgoing(Role[SendState]):
         while True:
             await self.host.wait_for(to)
             info = await scans.get(path)  # hashed meanwhile
-            adopt = self._adoptable(info, to)
+            try:
+                peer = self.host.keyring.for_receiver(to)
+            except (E2ERequired, KeyChanged) as exc:
+                return await self._refuse(info, to, exc)
+            adopt = self._adoptable(info, to, peer)
             out = SendState(tid=adopt or "", peer=to, done=self.future(), info=info)
             out.transport = self.host.transport  # "auto" until the path is chosen
             try:
                 if adopt is not None:
-                    return await self._take_up(out)
-                return await self._offer(out)
+                    return await self._take_up(out, peer)
+                return await self._offer(out, peer)
             except Reoffer:
                 self.host.reporter.note(f"the server lost {info.filename}; offering it again")
 
@@ -140,8 +152,12 @@ class Outgoing(Role[SendState]):
             arrived.cancel()
             host.reporter.waiting(text, None)
 
-    def _adoptable(self, info: SourceInfo, to: str) -> str | None:
+    def _adoptable(self, info: SourceInfo, to: str, peer: Peer | None) -> str | None:
+        """A transfer of this content to ``to`` the server still holds, sealed with the
+        keys a new offer would use (in the clear if it would be)."""
+        mine = self.host.keyring.device.public_text
         for t in self.host.server_transfers.values():
+            keys = (t.e2e.sender_key, t.e2e.receiver_key) if t.e2e is not None else None
             if (
                 t.sender_id == self.host.user
                 and t.receiver_id == to
@@ -150,19 +166,46 @@ class Outgoing(Role[SendState]):
                 and t.chunk_size == self.manager.chunk_size
                 and t.status in (Status.ACTIVE, Status.PAUSED)
                 and t.transfer_id not in self.states
+                and t.transfer_id not in self._unadoptable
+                and keys == ((mine, peer.key) if peer is not None else None)
             ):
                 return t.transfer_id
         return None
 
-    async def _offer(self, out: SendState) -> Result:
+    async def _refuse(self, info: SourceInfo, to: str, exc: RoomdropError) -> Result:
+        """The file is not offered to ``to`` (a changed key, no key where the server
+        requires one): its result says why."""
+        host = self.host
+        record = await self.manager.create_offer(info.path, host.user, to, host.room, scanned=info)
+        out = SendState(tid=record["transfer_id"], peer=to, done=self.future(), info=info)
+        self.states[out.tid] = out
+        with contextlib.suppress(TransferError):
+            await self.manager.fail_transfer(out.tid, exc.code, exc.message)
+        self.resolve(out, status="failed", error=exc.message, code=exc.code)
+        return await out.done
+
+    def _say_keys(self, out: SendState, peer: Peer | None) -> None:
+        assert out.info is not None
+        out.safety_number = peer.safety_number if peer is not None else None
+        for text in notes_on_keys(peer, out.peer, out.info.filename, sending=True):
+            self.host.reporter.note(text)
+
+    async def _offer(self, out: SendState, peer: Peer | None) -> Result:
         info = out.info
         assert info is not None
         host = self.host
         record = await self.manager.create_offer(
-            info.path, host.user, out.peer, host.room, scanned=info
+            info.path,
+            host.user,
+            out.peer,
+            host.room,
+            scanned=info,
+            device=host.keyring.device if peer is not None else None,
+            receiver_key=peer.key if peer is not None else None,
         )
         out.tid = record["transfer_id"]
         self.states[out.tid] = out
+        self._say_keys(out, peer)
         await host.send(T.FILE_SHARE_OFFER, self.manager.offer(out.tid))
         host.reporter.note(
             f"offered {info.filename} ({info.file_size:,} bytes) to {out.peer}; "
@@ -170,15 +213,31 @@ class Outgoing(Role[SendState]):
         )
         return await self._drive(out)
 
-    async def _take_up(self, out: SendState) -> Result:
-        """Adopt a transfer the server still holds (this sender restarted)."""
+    async def _take_up(self, out: SendState, peer: Peer | None) -> Result:
+        """Adopt a transfer the server still holds (this sender restarted); an end-to-end
+        one's content key is opened from the copy sealed to this device."""
         info = out.info
         assert info is not None
         host = self.host
-        await self.manager.create_offer(
-            info.path, host.user, out.peer, host.room, transfer_id=out.tid, scanned=info
-        )
+        held = host.server_transfers[out.tid]
+        try:
+            await self.manager.create_offer(
+                info.path,
+                host.user,
+                out.peer,
+                host.room,
+                transfer_id=out.tid,
+                scanned=info,
+                device=host.keyring.device if held.e2e is not None else None,
+                e2e=held.e2e,
+            )
+        except E2EError as exc:  # sealed to this key, yet it does not open: offer anew
+            host.reporter.note(f"cannot take up {info.filename} again ({exc}); offering it anew")
+            self._unadoptable.add(out.tid)
+            out.tid = ""
+            return await self._offer(out, peer)
         self.states[out.tid] = out
+        self._say_keys(out, peer)
         out.offered = True
         await self.manager.accept_transfer(out.tid)
         record = await host.api().transfer(host.room, out.tid)
@@ -213,8 +272,8 @@ class Outgoing(Role[SendState]):
             pump.cancel()
             with contextlib.suppress(BaseException):
                 await pump
-            self._show_repeats(out)
-            self._shown_requests.pop(out.tid, None)
+            self._requests.repeats(out)
+            self._requests.forget(out.tid)
 
     async def _pump(self, out: SendState) -> None:
         await out.accepted.wait()
@@ -257,7 +316,7 @@ class Outgoing(Role[SendState]):
                 await asyncio.sleep(0.05)
                 continue
             out.queue.pop(index, None)
-            out.via[out.transport] += len(frame) - HEADER_SIZE
+            out.via[out.transport] += self._plain_length(out, index)
 
     async def _choose_transport(self, out: SendState) -> str:
         """The path for ``out``: the data channel if it opens within ROOMDROP_ICE_TIMEOUT
@@ -268,7 +327,7 @@ class Outgoing(Role[SendState]):
         link = await self.links.ensure(out.peer)
         waiting = time.monotonic()
         opened = await link.wait_open(self.host.settings.ice_timeout)
-        self._show_repeats(out)
+        self._requests.repeats(out)
         if opened:
             if link.took is not None:
                 self.host.reporter.note(f"data channel to {out.peer} open after {link.took:.2f} s")
@@ -423,37 +482,8 @@ class Outgoing(Role[SendState]):
         if out is None:
             self._stashed_requests.setdefault(tid, []).append(payload)
             return
-        self._show_request(out, payload)
+        self._requests.show(out, payload)
         await self._queue_request(out, payload)
-
-    def _show_request(self, out: SendState, request: ChunkRequest) -> None:
-        """Note the request, unless it repeats the last one shown and every chunk it
-        names still waits in the queue (it changes nothing): then it is counted."""
-        key = (request.reason, tuple((start, end) for start, end in request.ranges))
-        shown = self._shown_requests.get(out.tid)
-        if (
-            shown is not None
-            and shown[0] == key
-            and all(index in out.queue for index in indexes_in(request.ranges))
-        ):
-            self._shown_requests[out.tid] = (key, shown[1] + 1)
-            return
-        self._show_repeats(out)
-        count = sum(end - start for start, end in request.ranges)
-        self.host.reporter.note(f"{out.peer} asks for {count} chunk(s) ({request.reason})")
-        self._shown_requests[out.tid] = (key, 0)
-
-    def _show_repeats(self, out: SendState) -> None:
-        """Note how many times the last request shown came again, if it did."""
-        shown = self._shown_requests.get(out.tid)
-        if shown is None or not shown[1]:
-            return
-        (reason, ranges), times = shown
-        count = sum(end - start for start, end in ranges)
-        self.host.reporter.note(
-            f"{out.peer} asked again for the same {count} chunk(s) ({reason}), {times} more time(s)"
-        )
-        self._shown_requests[out.tid] = (shown[0], 0)
 
     async def _queue_request(self, out: SendState, request: ChunkRequest) -> None:
         indexes = list(indexes_in(request.ranges))
@@ -466,6 +496,11 @@ class Outgoing(Role[SendState]):
         for index in indexes:
             out.queue[index] = None
         out.wake.set()
+
+    def _plain_length(self, out: SendState, index: int) -> int:
+        """The file bytes chunk ``index`` carries (its ciphertext has 16 more)."""
+        assert out.info is not None
+        return chunk_length(index, out.info.file_size, self.manager.chunk_size)
 
     def _bytes_outside(self, out: SendState, missing: list[int]) -> int:
         info = out.info

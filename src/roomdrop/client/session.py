@@ -32,14 +32,19 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar
 
 from roomdrop.client.catchup import catch_up_incoming, catch_up_outgoing, transfers_of
+from roomdrop.client.configdir import config_dir
 from roomdrop.client.errors import NotConnected
 from roomdrop.client.incoming import Incoming
+from roomdrop.client.keyring import Keyring
+from roomdrop.client.keys import load_or_create
 from roomdrop.client.links import Links
 from roomdrop.client.outgoing import Outgoing
+from roomdrop.client.peerkeys import PeerKeys
 from roomdrop.client.scans import Scans
 from roomdrop.client.settings import ClientSettings, user_of
 from roomdrop.client.signalling import Signalling, websocket_url
 from roomdrop.client.transfers import Reporter, Result, Role, Transport
+from roomdrop.e2e import DeviceKey
 from roomdrop.exceptions import RoomdropError, TransferError
 from roomdrop.manager import FileTransferManager
 from roomdrop.protocol.messages import (
@@ -101,9 +106,16 @@ class Session:
         download_dir: Path | None = None,
         transport: Transport = "auto",
         ask: Callable[[dict[str, Any]], Awaitable[bool]] | None = None,
+        device: DeviceKey | None = None,
+        trust_new_key: bool = False,
     ) -> None:
+        """``device``: this end's device key (default: the one kept in the config
+        directory, made if there is none: ConfigError if it cannot be used);
+        ``trust_new_key``: a peer's changed key is trusted, not refused."""
         self.settings = settings or ClientSettings()
         self.user = user_of(token)
+        directory = config_dir(self.settings.config_dir)
+        device = device if device is not None else load_or_create(directory)
         self.room = room
         self.reporter = reporter
         self.transport: Transport = transport
@@ -112,8 +124,15 @@ class Session:
             raise ValueError("no server URL")
         self._token = token
         self._server_api: ServerApi | None = None
+        self.keyring = Keyring(
+            self.user,
+            device,
+            PeerKeys(directory),
+            server=lambda: self.signalling.name,
+            trust_new_key=trust_new_key,
+        )
         self.signalling = Signalling(
-            [websocket_url(server, room, token) for server in self.servers],
+            [websocket_url(server, room, token, device.public_text) for server in self.servers],
             names=self.servers,
             on_connect=self._on_connect,
             on_message=self._on_message,
@@ -140,7 +159,13 @@ class Session:
         )
         self.outgoing = Outgoing(self, FileTransferManager(download_dir=None, **limits), self.links)
         self.incoming = (
-            Incoming(self, FileTransferManager(download_dir=download_dir, **limits), ask)
+            Incoming(
+                self,
+                FileTransferManager(
+                    download_dir=download_dir, content_check=self.keyring.check_content, **limits
+                ),
+                ask,
+            )
             if download_dir is not None
             else None
         )
@@ -313,6 +338,7 @@ class Session:
         """The server's ``room-state``: at every (re)connection, and again on the same
         connection (``resync``) when the server may have lost messages meant for this
         end (§11.11). Either way both roles catch up from it (:mod:`.catchup`)."""
+        self.keyring.on_room_state(state)
         self.participants = set(state.participants)
         self._joined.set()
         known = transfers_of(state)
@@ -374,12 +400,14 @@ class Session:
 
     async def _on_user_joined(self, msg: Message) -> None:
         assert isinstance(msg.payload, UserEvent)
+        self.keyring.on_joined(msg.payload.user_id, msg.payload.key)
         self.participants.add(msg.payload.user_id)
         self._joined.set()
 
     async def _on_user_left(self, msg: Message) -> None:
         assert isinstance(msg.payload, UserEvent)
         self.participants.discard(msg.payload.user_id)
+        self.keyring.on_left(msg.payload.user_id)
         await self.links.lose(msg.payload.user_id)
 
     async def _on_refusal(self, msg: Message) -> None:

@@ -3,7 +3,8 @@
 ``ROOMDROP_SERVER`` and ``ROOMDROP_TOKEN`` stand in for ``--server`` and ``--token``
 (``ROOMDROP_SERVER`` and ``--server`` may name several servers, comma-separated:
 :func:`split_servers`); ``ROOMDROP_ICE_HOSTS`` (comma-separated) restricts the local
-addresses ICE gathers candidates on.
+addresses ICE gathers candidates on; ``ROOMDROP_CONFIG_DIR`` moves the device key and
+the trusted keys (:mod:`.keys`, :mod:`.peerkeys`) out of ``~/.config/roomdrop``.
 """
 
 from __future__ import annotations
@@ -12,6 +13,7 @@ import base64
 import binascii
 import json
 from collections.abc import Iterable
+from pathlib import Path
 from typing import Annotated, Any, Literal
 
 from pydantic import Field, SecretStr, field_validator
@@ -30,6 +32,11 @@ class ClientSettings(BaseSettings):
         "(http://a:8000,http://b:8000).",
     )
     token: SecretStr | None = Field(None, description="JWT for `send`/`receive`.")
+    config_dir: Path | None = Field(
+        None,
+        description="Directory of the device key and the trusted keys (default "
+        "$XDG_CONFIG_HOME/roomdrop, else ~/.config/roomdrop).",
+    )
     ice_hosts: Annotated[list[str], NoDecode] = Field(
         default_factory=list,
         description="Comma-separated local addresses ICE may use (e.g. 127.0.0.1); "

@@ -37,14 +37,18 @@ MAX_INCOMING = 4 * 1024 * 1024
 ATTEMPT_TIMEOUT = 5.0
 
 
-def websocket_url(server: str, room: str, token: str) -> str:
-    """``http://host:port`` (or ``ws://``, ``https://``, ``wss://``) to the room's socket."""
+def websocket_url(server: str, room: str, token: str, key: str | None = None) -> str:
+    """``http://host:port`` (or ``ws://``, ``https://``, ``wss://``) to the room's socket;
+    ``key``: the device key this participant publishes (docs/protocol.md §14.1)."""
     parts = urlsplit(server if "://" in server else f"http://{server}")
     scheme = {"http": "ws", "https": "wss", "ws": "ws", "wss": "wss"}.get(parts.scheme)
     if scheme is None or not parts.netloc:
         raise ValueError(f"not a server URL: {server!r} (expected http://host:port)")
     path = parts.path.rstrip("/") + f"/webrtc/ws/{quote(room, safe='')}"
-    return urlunsplit((scheme, parts.netloc, path, f"token={quote(token, safe='')}", ""))
+    query = f"token={quote(token, safe='')}"
+    if key is not None:
+        query += f"&key={quote(key, safe='')}"
+    return urlunsplit((scheme, parts.netloc, path, query, ""))
 
 
 class Signalling:

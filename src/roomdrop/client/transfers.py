@@ -32,6 +32,7 @@ from roomdrop.storage import SourceInfo
 
 if TYPE_CHECKING:
     from roomdrop.client.http import ServerApi
+    from roomdrop.client.keyring import Keyring
     from roomdrop.client.settings import ClientSettings
 
 __all__ = [
@@ -70,12 +71,17 @@ class Result:
     elapsed_s: float
     peer: str
     moved_bytes: int = 0
-    """Chunk bytes this run sent (sender, re-sends included) or stored (receiver)."""
+    """File bytes of the chunks this run sent (sender, re-sends included) or stored
+    (receiver); the 16-byte tag of a sealed chunk is not counted."""
     bytes_via: dict[str, int] = field(default_factory=dict)
     """``moved_bytes`` by the path they took: ``p2p`` and ``relay``."""
     saved_path: str | None = None
     error: str | None = None
     error_code: str | None = None
+    e2e: bool = False
+    """The chunks travelled end-to-end encrypted."""
+    safety_number: str | None = None
+    """Of the two parties' device keys (end to end only)."""
 
     @property
     def ok(self) -> bool:
@@ -104,6 +110,8 @@ class Result:
             "saved_path": self.saved_path,
             "error": self.error,
             "error_code": self.error_code,
+            "e2e": self.e2e,
+            "safety_number": self.safety_number,
         }
 
 
@@ -137,6 +145,8 @@ class TransferState:
     resumed_bytes: int | None = None
     via: dict[str, int] = field(default_factory=lambda: {"p2p": 0, "relay": 0})
     transport: str = "relay"
+    safety_number: str | None = None
+    """Of this end and the peer, once the transfer is known to be end to end."""
 
     def carried_by(self) -> str:
         p2p, relay = self.via["p2p"], self.via["relay"]
@@ -172,6 +182,7 @@ class Host(Protocol):
     reporter: Reporter
     settings: ClientSettings
     transport: Transport
+    keyring: Keyring
 
     @property
     def server_transfers(self) -> dict[str, TransferObject]:
@@ -333,6 +344,8 @@ class Role(Generic[S]):
             saved_path=record.saved_path if record else None,
             error=error,
             error_code=code,
+            e2e=record is not None and record.e2e is not None,
+            safety_number=state.safety_number if record is not None and record.e2e else None,
         )
         state.done.set_result(result)
         self.host.reporter.finished(result)

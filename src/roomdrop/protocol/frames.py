@@ -12,15 +12,22 @@ sha256 of exactly those bytes. It travels in one of two encodings with the same 
       offset size field
            0    2 magic            b"RD"
            2    1 version          1
-           3    1 flags            0 (reserved; non-zero is refused)
+           3    1 flags            bit 0: SEALED (the data is ciphertext); other bits
+                                   reserved (non-zero is refused)
            4   16 transfer_id      the UUID's 16 bytes
           20    4 chunk_index
           24    4 total_chunks
           28    4 chunk_size       the transfer's nominal chunk size
           32    4 chunk_length     bytes in this chunk (chunk_size, or less for the last)
           36    4 fragment_offset  where this frame's data starts inside the chunk
-          40   32 checksum         sha256 of the *whole chunk's* data
+          40   32 checksum         sha256 of the *whole chunk's* data; zero when SEALED
           72    n data             n >= 1, fragment_offset + n <= chunk_length
+
+A **sealed** frame (end-to-end encrypted, :mod:`roomdrop.e2e`) carries the chunk's
+AES-256-GCM ciphertext, ``TAG_SIZE`` bytes longer than its plaintext: its
+``chunk_length`` may exceed ``chunk_size`` by that much, and its checksum is 32 zero
+bytes, because the GCM tag is what the receiver verifies and the sha256 of a plaintext
+chunk would let whoever relays it confirm a guess of the content.
 
 A frame carries a whole chunk (``fragment_offset == 0`` and ``n == chunk_length``) or a
 *fragment* of one. Fragments exist because a frame must fit one data-channel message
@@ -57,10 +64,12 @@ from roomdrop.exceptions import ProtocolError
 
 __all__ = [
     "DATA_CHANNEL_MAX_MESSAGE",
+    "FLAG_SEALED",
     "HEADER",
     "HEADER_SIZE",
     "MAGIC",
     "MAX_CHUNK_SIZE",
+    "TAG_SIZE",
     "VERSION",
     "Chunk",
     "ChunkAssembler",
@@ -84,6 +93,13 @@ DATA_CHANNEL_MAX_MESSAGE: Final = 65_536
 MAX_CHUNK_SIZE: Final = 1024 * 1024
 """Largest chunk a transfer may use; frames and offers naming more are refused."""
 
+FLAG_SEALED: Final = 0x01
+"""Frame flag: the data is the chunk's AES-256-GCM ciphertext (end-to-end encrypted)."""
+TAG_SIZE: Final = 16
+"""Bytes a sealed chunk is longer than its plaintext (the GCM tag)."""
+ZERO_CHECKSUM: Final = "0" * 64
+"""The checksum a sealed chunk carries."""
+
 _U32_MAX: Final = 2**32 - 1
 
 
@@ -97,7 +113,9 @@ class Chunk:
     chunk_size: int
     data: bytes | bytearray | memoryview
     checksum: str
-    """sha256 of ``data``, 64 lowercase hex digits."""
+    """sha256 of ``data``, 64 lowercase hex digits (zeros when ``sealed``)."""
+    sealed: bool = False
+    """``data`` is ciphertext (a SEALED frame)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -112,6 +130,7 @@ class Frame:
     fragment_offset: int
     checksum: str
     data: memoryview
+    sealed: bool = False
 
     @property
     def is_whole(self) -> bool:
@@ -127,6 +146,7 @@ class Frame:
             self.chunk_size,
             self.data,
             self.checksum,
+            self.sealed,
         )
 
 
@@ -173,14 +193,14 @@ def encode_frame_into(
         0,
         MAGIC,
         VERSION,
-        0,
+        FLAG_SEALED if chunk.sealed else 0,
         _uuid_bytes(chunk.transfer_id),
         chunk.chunk_index,
         chunk.total_chunks,
         chunk.chunk_size,
         len(chunk.data) if chunk_length is None else chunk_length,
         fragment_offset,
-        bytes.fromhex(chunk.checksum),
+        bytes(32) if chunk.sealed else bytes.fromhex(chunk.checksum),
     )
 
 
@@ -241,17 +261,21 @@ def decode_frame(buffer: bytes | bytearray | memoryview) -> Frame:
         raise ProtocolError(f"frame magic {magic!r} is not {MAGIC!r}")
     if version != VERSION:
         raise ProtocolError(f"frame version {version} is not supported (expected {VERSION})")
-    if flags != 0:
-        raise ProtocolError(f"frame flags {flags:#04x} are reserved and must be 0")
+    if flags & ~FLAG_SEALED:
+        raise ProtocolError(f"frame flags {flags:#04x}: only bit 0 (sealed) is defined")
+    sealed = bool(flags & FLAG_SEALED)
     data = view[HEADER_SIZE:]
     if index >= total:
         raise ProtocolError(f"chunk_index {index} is not below total_chunks {total}")
     if not 0 < chunk_size <= MAX_CHUNK_SIZE:
         raise ProtocolError(f"chunk_size {chunk_size} is not in 1..{MAX_CHUNK_SIZE}")
-    if chunk_length == 0 or chunk_length > chunk_size:
-        raise ProtocolError(
-            f"chunk_length {chunk_length} must be between 1 and chunk_size {chunk_size}"
-        )
+    longest = chunk_size + TAG_SIZE if sealed else chunk_size
+    if sealed and chunk_length <= TAG_SIZE:
+        raise ProtocolError(f"sealed chunk_length {chunk_length} leaves no room for data")
+    if sealed and checksum != bytes(32):
+        raise ProtocolError("a sealed frame's checksum must be zero")
+    if chunk_length == 0 or chunk_length > longest:
+        raise ProtocolError(f"chunk_length {chunk_length} must be between 1 and {longest}")
     if len(data) == 0 or offset + len(data) > chunk_length:
         raise ProtocolError(
             f"frame data [{offset}, {offset + len(data)}) does not fit in a chunk of "
@@ -266,12 +290,15 @@ def decode_frame(buffer: bytes | bytearray | memoryview) -> Frame:
         offset,
         checksum.hex(),
         data,
+        sealed,
     )
 
 
 class JsonChunk(BaseModel):
     """The seed's JSON chunk object (payload of ``file-share-chunk``), fully checked:
-    the index is below the total, ``data`` is valid base64 of 1..chunk_size bytes."""
+    the index is below the total, ``data`` is valid base64 of 1..chunk_size bytes (up to
+    TAG_SIZE more for an end-to-end encrypted transfer, whose ``data`` is ciphertext and
+    ``checksum`` that ciphertext's sha256)."""
 
     model_config = ConfigDict(frozen=True, extra="forbid")
 
@@ -293,7 +320,7 @@ class JsonChunk(BaseModel):
             raw = base64.b64decode(self.data, validate=True)
         except (binascii.Error, ValueError):
             raise ValueError("data is not valid base64") from None
-        if not 0 < len(raw) <= self.chunk_size:
+        if not 0 < len(raw) <= self.chunk_size + TAG_SIZE:
             raise ValueError(f"{len(raw)} bytes of data for chunk_size {self.chunk_size}")
         self._raw = raw
         return self
@@ -361,7 +388,7 @@ class ChunkAssembler:
     def feed(self, frame: Frame) -> Chunk | None:
         if frame.is_whole:
             return frame.to_chunk()
-        if frame.chunk_length > self.max_chunk_size:
+        if frame.chunk_length > self.max_chunk_size + (TAG_SIZE if frame.sealed else 0):
             raise ProtocolError(
                 f"fragment of a {frame.chunk_length}-byte chunk; this channel takes chunks "
                 f"of at most {self.max_chunk_size} bytes"
@@ -385,6 +412,7 @@ class ChunkAssembler:
             frame.chunk_size,
             partial.buffer,
             frame.checksum,
+            frame.sealed,
         )
 
     def discard(self, transfer_id: str) -> None:
@@ -394,17 +422,19 @@ class ChunkAssembler:
 
 
 class _Partial:
-    __slots__ = ("buffer", "checksum", "covered", "total_chunks")
+    __slots__ = ("buffer", "checksum", "covered", "sealed", "total_chunks")
 
     def __init__(self, frame: Frame) -> None:
         self.buffer = bytearray(frame.chunk_length)
         self.checksum = frame.checksum
+        self.sealed = frame.sealed
         self.total_chunks = frame.total_chunks
         self.covered: list[tuple[int, int]] = []
 
     def matches(self, frame: Frame) -> bool:
         return (
             frame.checksum == self.checksum
+            and frame.sealed == self.sealed
             and frame.chunk_length == len(self.buffer)
             and frame.total_chunks == self.total_chunks
         )

@@ -25,6 +25,7 @@ from pydantic import (
     BaseModel,
     ConfigDict,
     Field,
+    StrictBool,
     StrictFloat,
     StrictInt,
     StrictStr,
@@ -39,6 +40,7 @@ from roomdrop.protocol.frames import MAX_CHUNK_SIZE, JsonChunk
 from roomdrop.protocol.state import Status
 
 __all__ = [
+    "E2E",
     "MAX_CHUNK_MESSAGE_BYTES",
     "MAX_CHUNK_SIZE",
     "MAX_MESSAGE_BYTES",
@@ -48,8 +50,11 @@ __all__ = [
     "FileShareError",
     "Message",
     "MessageType",
+    "MimeLists",
     "Offer",
     "Progress",
+    "PublicKey",
+    "SealedKey",
     "TransferRef",
     "parse_message",
 ]
@@ -61,6 +66,9 @@ MAX_DEPTH: Final = 32
 MAX_CHUNK_MESSAGE_BYTES: Final = 4 * -(-MAX_CHUNK_SIZE // 3) + 4096
 """Largest ``file-share-chunk`` message: a base64 chunk of MAX_CHUNK_SIZE and its fields."""
 Sha256Hex = Annotated[StrictStr, Field(pattern=r"^[0-9a-f]{64}$")]
+PublicKey = Annotated[StrictStr, Field(pattern=r"^[A-Za-z0-9_-]{42}[AEIMQUYcgkosw048]$")]
+"""A device's X25519 public key: 32 bytes in unpadded base64url (43 characters)."""
+B64Url = Annotated[StrictStr, Field(pattern=r"^[A-Za-z0-9_-]{1,512}$")]
 UserId = Annotated[StrictStr, Field(min_length=1, max_length=256)]
 Count = Annotated[StrictInt, Field(ge=0)]
 Range = tuple[Count, Count]
@@ -93,8 +101,30 @@ class _Payload(BaseModel):
     model_config = ConfigDict(frozen=True, extra="forbid")
 
 
+class SealedKey(_Payload):
+    """A content key sealed to one device key (HPKE auth mode): the encapsulated key
+    and the ciphertext, unpadded base64url."""
+
+    enc: PublicKey
+    ct: B64Url
+
+
+class E2E(_Payload):
+    """The end-to-end part of an offer (:mod:`roomdrop.e2e`, docs/protocol.md): the two
+    device keys and the transfer's content key sealed to each of them."""
+
+    v: Literal[1] = 1
+    sender_key: PublicKey
+    receiver_key: PublicKey
+    for_receiver: SealedKey
+    for_sender: SealedKey
+    """Sealed to the sender's own key, so a sender that restarted can take it up."""
+
+
 class Offer(_Payload):
-    """``file-share-offer``: what the receiver needs to decide, verify and resume."""
+    """``file-share-offer``: what the receiver needs to decide, verify and resume;
+    ``e2e`` (absent only where the server allows transfers in the clear) seals the
+    content key the chunks are encrypted under."""
 
     transfer_id: UUID
     receiver_id: UserId
@@ -104,6 +134,7 @@ class Offer(_Payload):
     chunk_size: StrictInt = Field(ge=1, le=MAX_CHUNK_SIZE)
     total_chunks: Count
     sha256: Sha256Hex
+    e2e: E2E | None = None
 
     @model_validator(mode="after")
     def _chunk_count_matches(self) -> Self:
@@ -195,16 +226,30 @@ class Signal(BaseModel):
 
 
 class UserEvent(_Payload):
-    """``user-joined`` and ``user-left``."""
+    """``user-joined`` and ``user-left``; a joining participant's device ``key``."""
 
     user_id: UserId
+    key: PublicKey | None = None
+
+
+class MimeLists(_Payload):
+    """The server's MIME allow and deny lists (shell-style patterns), which a receiver
+    applies to what the first decrypted chunk shows the content to be."""
+
+    allow: list[StrictStr] = Field(default_factory=list)
+    deny: list[StrictStr] = Field(default_factory=list)
 
 
 class RoomState(_Payload):
-    """``room-state``: who is in the room, sent to a newcomer."""
+    """``room-state``: who is in the room (and each one's device key), sent to a
+    newcomer; the transfers it is a party to; the server's MIME lists and whether it
+    requires end-to-end encryption."""
 
     participants: list[UserId]
     transfers: list[dict[str, Any]] = Field(default_factory=list)
+    keys: dict[UserId, PublicKey] = Field(default_factory=dict)
+    mime: MimeLists | None = None
+    require_e2e: StrictBool | None = None
 
 
 PAYLOADS: Final[dict[MessageType, type[BaseModel]]] = {

@@ -18,7 +18,7 @@ from typing import Any
 from pydantic import BaseModel
 
 from roomdrop.exceptions import EXPIRED, INACTIVE, FileTooLarge, IntegrityError, TooManyTransfers
-from roomdrop.protocol.messages import Offer
+from roomdrop.protocol.messages import E2E, Offer
 from roomdrop.protocol.names import sanitize_filename
 from roomdrop.protocol.state import LIVE_STATUSES, Event, Status, apply_event
 
@@ -58,6 +58,9 @@ class TransferObject(BaseModel):
     saved_path: str | None = None
     mime_type: str = "application/octet-stream"
     sha256: str | None = None
+    e2e: E2E | None = None
+    """The offer's sealed content key (absent: a transfer in the clear), which lets a
+    party that restarted take the transfer up."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -147,6 +150,8 @@ class Transfer:
     error: str | None = None
     error_code: str | None = None
     saved_path: str | None = None
+    e2e: E2E | None = None
+    """The offer's end-to-end part (None: the chunks travel in the clear)."""
     last_activity: float = 0.0
     """Monotonic time of the last state change or chunk (inactivity counts from here)."""
     meter: RateMeter = field(default_factory=RateMeter)
@@ -170,6 +175,7 @@ class Transfer:
             sha256=offer.sha256,
             mime_type=offer.mime_type,
             created_mono=mono,
+            e2e=offer.e2e,
         )
 
     @property
@@ -245,7 +251,7 @@ class Transfer:
         """The seed's transfer object, plus ``error_code`` (machine-readable, beside the
         seed's ``error``), ``speed_bps``, ``eta_seconds``, ``saved_path`` (where a
         completed file was put; ``None`` elsewhere), and the offer's ``mime_type`` and
-        ``sha256``."""
+        ``sha256``, and its ``e2e`` part if it has one."""
         speed = self.meter.rate() if self.status is Status.ACTIVE else 0.0
         remaining = self.file_size - self.bytes_transferred
         eta = round(remaining / speed, 1) if speed > 0 else None
@@ -271,4 +277,5 @@ class Transfer:
             "saved_path": self.saved_path,
             "mime_type": self.mime_type,
             "sha256": self.sha256,
+            "e2e": self.e2e.model_dump(mode="json") if self.e2e is not None else None,
         }

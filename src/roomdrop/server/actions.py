@@ -21,6 +21,8 @@ from pydantic import ValidationError
 
 from roomdrop.clock import Clock
 from roomdrop.exceptions import (
+    E2EError,
+    E2ERequired,
     Forbidden,
     InvalidTransition,
     MimeTypeNotAllowed,
@@ -38,11 +40,11 @@ from roomdrop.protocol.messages import (
     Progress,
     TransferRef,
 )
+from roomdrop.protocol.policy import MimePolicy
 from roomdrop.protocol.state import Event, Status
 from roomdrop.protocol.transfer import Transfer
 from roomdrop.server.backend import Backend
 from roomdrop.server.metrics import Metrics
-from roomdrop.server.policy import MimePolicy
 from roomdrop.server.relay import Relay
 from roomdrop.server.rooms import Rooms
 from roomdrop.server.settings import Settings
@@ -91,6 +93,7 @@ class Actions:
             raise ProtocolError("a transfer needs another participant as its receiver")
         await self.require_member(room_id, offer.receiver_id, what="receiver")
         self.policy.check(offer.mime_type)
+        await self._check_e2e(room_id, user, offer)
         record = await self.backend.create(offer, user, room_id)
         offer = offer.model_copy(update={"filename": record.filename})  # sanitised
         message = Message.build(T.FILE_SHARE_OFFER, offer, sender_id=user, room_id=room_id)
@@ -105,6 +108,34 @@ class Actions:
             offer.file_size,
         )
         return record.snapshot()
+
+    async def _check_e2e(self, room_id: str, user: str, offer: Offer) -> None:
+        """An offer must be end-to-end encrypted (unless ROOMDROP_REQUIRE_E2E=0), and its
+        content key sealed to the device keys its two parties published in this room:
+        a key sealed to another (an older device, or one the sender was told of by
+        someone else) would be the wrong one to hand out (the server cannot open it
+        either way)."""
+        e2e = offer.e2e
+        if e2e is None:
+            if self.settings.require_e2e:
+                raise E2ERequired(
+                    "this server carries only end-to-end encrypted transfers: the offer "
+                    "has no e2e part (the content key sealed to the receiver's device key)"
+                )
+            return
+        keys = await self.backend.device_keys(room_id)
+        for role, who, sealed_to in (
+            ("receiver", offer.receiver_id, e2e.receiver_key),
+            ("sender", user, e2e.sender_key),
+        ):
+            published = keys.get(who)
+            if published is None:
+                raise E2EError(f"the {role} {who!r} published no device key in room {room_id!r}")
+            if sealed_to != published:
+                raise E2EError(
+                    f"stale {role} key: the offer names {sealed_to}, but {who!r} "
+                    f"published {published}"
+                )
 
     async def accept(
         self, room_id: str, user: str, tid: str, missing: list[tuple[int, int]] | None = None

@@ -27,6 +27,7 @@ from starlette.exceptions import HTTPException
 from roomdrop import __version__
 from roomdrop.exceptions import (
     BackendUnavailable,
+    E2EError,
     Forbidden,
     InvalidTransition,
     PolicyError,
@@ -62,6 +63,8 @@ def status_for(exc: RoomdropError) -> int:
         return 404
     if isinstance(exc, InvalidTransition):
         return 409
+    if isinstance(exc, E2EError):
+        return 422
     if isinstance(exc, PolicyError):
         return (
             429

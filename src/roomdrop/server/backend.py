@@ -10,8 +10,8 @@ of a deployment goes through a :class:`Backend`:
   every instance's transfers), changed only through the state table (atomically: two
   instances acting on one transfer at once cannot both win), progress, and the mark of
   a transfer paused because a party dropped;
-* **presence** — who is in which room, on whichever instance, and the grace deadline of
-  each participant that dropped;
+* **presence** — who is in which room, on whichever instance, with the device key each
+  published, and the grace deadline of each participant that dropped;
 * **delivery** — a message for a participant connected to another instance, a room
   broadcast, a transfer changed elsewhere (:class:`Inbound` is how the backend hands
   these to the hub);
@@ -130,10 +130,11 @@ class Backend(Protocol):
 
     # --- presence --------------------------------------------------------------------
 
-    async def join(self, room_id: str, user_id: str, conn_id: str) -> bool:
+    async def join(self, room_id: str, user_id: str, conn_id: str, key: str | None = None) -> bool:
         """``user_id`` is in ``room_id`` as connection ``conn_id`` of this instance
-        (a connection of theirs elsewhere is told it is replaced); True if they were in
-        the room or within their grace window already."""
+        (a connection of theirs elsewhere is told it is replaced), with the device
+        ``key`` it published (None: none, and a key of an earlier connection is
+        forgotten); True if they were in the room or within their grace window already."""
 
     async def leave(self, room_id: str, user_id: str, conn_id: str, grace: float) -> bool:
         """Connection ``conn_id`` ended: unless a newer connection of the user joined
@@ -144,6 +145,10 @@ class Backend(Protocol):
         """Everyone in the room, on any instance, sorted."""
 
     async def is_member(self, room_id: str, user_id: str) -> bool: ...
+
+    async def device_keys(self, room_id: str) -> dict[str, str]:
+        """The device key of each participant of the room (on any instance) that
+        published one."""
 
     async def graces_over(self) -> list[tuple[str, str]]:
         """(room, user) of those whose grace window ran out without their return; each

@@ -56,6 +56,7 @@ from roomdrop.protocol.messages import (
     FileShareError,
     Message,
     MessageType,
+    MimeLists,
     Offer,
     Progress,
     RoomState,
@@ -149,10 +150,13 @@ class Hub:
 
     # --- joining and leaving ---------------------------------------------------------
 
-    async def join(self, room_id: str, user_id: str, socket: Socket) -> Participant:
-        """``user_id`` joins ``room_id`` over ``socket``: ``room-state`` to them (first,
-        before anything else), ``user-joined`` to the others. A connection of the same
-        user already in the room, here or on another instance, is replaced."""
+    async def join(
+        self, room_id: str, user_id: str, socket: Socket, key: str | None = None
+    ) -> Participant:
+        """``user_id`` joins ``room_id`` over ``socket``, publishing its device ``key``
+        (if it has one): ``room-state`` to them (first, before anything else),
+        ``user-joined`` to the others. A connection of the same user already in the room,
+        here or on another instance, is replaced."""
         name = f"room={room_id} user={user_id}"
         outbox = Outbox(socket, stall_timeout=self.settings.send_timeout, name=name)
         participant = Participant(
@@ -160,19 +164,22 @@ class Hub:
             room_id,
             outbox,
             TokenBucket(self.settings.control_rate, self.settings.control_burst),
+            key=key,
         )
         previous = self.rooms.add(participant)  # deliveries find it from now on
         if previous is not None:  # same user, new socket: the new one wins
             self._close_replaced(previous)
         try:
-            returning = await self.backend.join(room_id, user_id, participant.conn_id)
+            returning = await self.backend.join(room_id, user_id, participant.conn_id, key)
             participants = await self.backend.members(room_id)
+            keys = await self.backend.device_keys(room_id)
             records = await self.backend.records(user=user_id, room=room_id)
         except BaseException:
             self.rooms.remove(participant)
             raise
-        participant.outbox.send_first(_room_state(room_id, participants, records))
-        self.rooms.broadcast(room_id, T.USER_JOINED, UserEvent(user_id=user_id), exclude=user_id)
+        participant.outbox.send_first(self._room_state(room_id, participants, keys, records))
+        joined = UserEvent(user_id=user_id, key=key)
+        self.rooms.broadcast(room_id, T.USER_JOINED, joined, exclude=user_id)
         log.info("join room=%s user=%s returning=%s", room_id, user_id, returning)
         for record in records:
             if not record.live:
@@ -183,6 +190,26 @@ class Hub:
             if self.backend.shared and record.receiver_id == user_id:
                 self.relay_ready(room_id, user_id, record.transfer_id)  # frames may wait
         return participant
+
+    def _room_state(
+        self,
+        room_id: str,
+        participants: list[str],
+        keys: dict[str, str],
+        records: list[Transfer],
+    ) -> Message:
+        """``room-state``: who is here and the device key each published, the
+        newcomer's transfers, and what the server requires of transfers (its MIME lists,
+        which the receiving client applies to the decrypted content, and whether only
+        end-to-end encrypted transfers may travel)."""
+        state = RoomState(
+            participants=participants,
+            transfers=[r.snapshot() for r in records],
+            keys={user: key for user, key in keys.items() if user in participants},
+            mime=MimeLists(allow=self.settings.mime_allow, deny=self.settings.mime_deny),
+            require_e2e=self.settings.require_e2e,
+        )
+        return Message.build(T.ROOM_STATE, state, room_id=room_id)
 
     def _close_replaced(self, previous: Participant) -> None:
         previous.outbox.close()
@@ -246,8 +273,8 @@ class Hub:
                 for room_id, room in list(self.rooms.by_id.items()):
                     for user, member in list(room.members.items()):
                         if not await self.backend.is_member(room_id, user):
-                            await self.backend.join(room_id, user, member.conn_id)
-                            event = UserEvent(user_id=user)
+                            await self.backend.join(room_id, user, member.conn_id, member.key)
+                            event = UserEvent(user_id=user, key=member.key)
                             self.rooms.broadcast(room_id, T.USER_JOINED, event, exclude=user)
                     await self._send_room_states(room_id, list(room.members.items()))
             except BackendUnavailable as exc:
@@ -269,6 +296,7 @@ class Hub:
         for _ in range(tries):
             heard = self.rooms.heard(room_id)
             participants = await self.backend.members(room_id)
+            keys = await self.backend.device_keys(room_id)
             states = [
                 (member, await self.backend.records(user=user, room=room_id))
                 for user, member in members
@@ -276,7 +304,7 @@ class Hub:
             if self.rooms.heard(room_id) == heard:
                 break
         for member, records in states:
-            member.send(_room_state(room_id, participants, records))
+            member.send(self._room_state(room_id, participants, keys, records))
 
     async def _refresh(self, tid: str) -> None:
         """Another instance changed ``tid``: bring this instance's copy up to date, then
@@ -340,7 +368,7 @@ class Hub:
             assert isinstance(payload, Accept)
             await self.transfers.accept(room_id, user, str(payload.transfer_id), payload.missing)
         elif m.type is T.FILE_SHARE_CHUNK:
-            await self.relay.relay_chunk(p, decode_json_chunk(payload))
+            await self.relay.relay_json_chunk(p, decode_json_chunk(payload))
         elif m.type is T.FILE_SHARE_PROGRESS:
             assert isinstance(payload, Progress)
             await self.transfers.progress_report(room_id, user, payload)
@@ -457,11 +485,6 @@ class Hub:
 
     def progressed(self, record: Transfer, chunks: int, nbytes: int) -> None:
         self.transfers.progressed(record, chunks, nbytes)
-
-
-def _room_state(room_id: str, participants: list[str], records: list[Transfer]) -> Message:
-    state = RoomState(participants=participants, transfers=[r.snapshot() for r in records])
-    return Message.build(T.ROOM_STATE, state, room_id=room_id)
 
 
 def _uuid_or_none(value: str | None) -> UUID | None:

@@ -42,6 +42,7 @@ class MemoryBackend:
             clock=self.clock,
         )
         self._members: dict[str, dict[str, str]] = {}  # room -> user -> connection
+        self._keys: dict[str, dict[str, str]] = {}  # room -> user -> device key
         self._graces: dict[tuple[str, str], float] = {}  # (room, user) -> deadline
         self._disconnect_paused: set[str] = set()
         self._bandwidth: dict[str, TokenBucket] = {}
@@ -55,8 +56,14 @@ class MemoryBackend:
     # --- transfer records ------------------------------------------------------------
 
     async def create(self, offer: Offer, sender_id: str, room_id: str) -> Transfer:
-        await self.transfers.register_offer(offer, sender_id, room_id)
-        return self.transfers.get_transfer(str(offer.transfer_id))
+        # the record keeps the sealed content key as it came: the server has no device
+        # key to open it with (a manager would try), and needs none
+        await self.transfers.register_offer(
+            offer.model_copy(update={"e2e": None}), sender_id, room_id
+        )
+        record = self.transfers.get_transfer(str(offer.transfer_id))
+        record.e2e = offer.e2e
+        return record
 
     async def get(self, transfer_id: str) -> Transfer:
         return self.transfers.get_transfer(transfer_id)
@@ -127,11 +134,16 @@ class MemoryBackend:
 
     # --- presence --------------------------------------------------------------------
 
-    async def join(self, room_id: str, user_id: str, conn_id: str) -> bool:
+    async def join(self, room_id: str, user_id: str, conn_id: str, key: str | None = None) -> bool:
         members = self._members.setdefault(room_id, {})
         returning = self._graces.pop((room_id, user_id), None) is not None
         returning = user_id in members or returning
         members[user_id] = conn_id
+        keys = self._keys.setdefault(room_id, {})
+        if key is not None:
+            keys[user_id] = key
+        else:
+            keys.pop(user_id, None)
         return returning
 
     async def leave(self, room_id: str, user_id: str, conn_id: str, grace: float) -> bool:
@@ -139,6 +151,10 @@ class MemoryBackend:
         if members.get(user_id) != conn_id:
             return False
         del members[user_id]
+        keys = self._keys.get(room_id, {})
+        keys.pop(user_id, None)
+        if not keys:
+            self._keys.pop(room_id, None)
         self._graces[(room_id, user_id)] = self.clock.monotonic() + grace
         return True
 
@@ -147,6 +163,9 @@ class MemoryBackend:
 
     async def is_member(self, room_id: str, user_id: str) -> bool:
         return user_id in self._members.get(room_id, {})
+
+    async def device_keys(self, room_id: str) -> dict[str, str]:
+        return dict(self._keys.get(room_id, {}))
 
     async def graces_over(self) -> list[tuple[str, str]]:
         now = self.clock.monotonic()

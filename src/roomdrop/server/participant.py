@@ -6,7 +6,7 @@ from dataclasses import dataclass, field
 from uuid import UUID, uuid4
 
 from roomdrop.protocol.chunks import chunk_length
-from roomdrop.protocol.frames import ChunkAssembler
+from roomdrop.protocol.frames import FLAG_SEALED, TAG_SIZE, ChunkAssembler
 from roomdrop.protocol.messages import Message
 from roomdrop.protocol.transfer import Transfer
 from roomdrop.server.buckets import TokenBucket
@@ -25,6 +25,8 @@ class Participant:
     outbox: Outbox
     bucket: TokenBucket
     """Its control messages' rate limit."""
+    key: str | None = None
+    """The device key it published when it joined (``?key=``), if any."""
     conn_id: str = field(default_factory=lambda: uuid4().hex)
     """This connection, among every connection the user ever had (on any instance)."""
     assembler: ChunkAssembler = field(default_factory=lambda: ChunkAssembler(max_partial=2))
@@ -46,15 +48,23 @@ class Participant:
 
 @dataclass(frozen=True, slots=True)
 class Route:
-    """What the relay's fast path needs of a transfer, computed once."""
+    """What the relay's fast path needs of a transfer, computed once: the frame flags
+    its chunks carry (``SEALED`` for an end-to-end encrypted transfer, else none) and
+    their lengths on the wire (a sealed chunk is its plaintext and the GCM tag)."""
 
     tid: str
     record: Transfer
+    flags: int
+    length: int
+    """The length of every chunk but the last, on the wire."""
     last_index: int
     last_length: int
 
     @classmethod
     def of(cls, record: Transfer) -> Route:
+        sealed = record.e2e is not None
+        extra = TAG_SIZE if sealed else 0
         last = record.total_chunks - 1
-        length = chunk_length(last, record.file_size, record.chunk_size)
-        return cls(record.transfer_id, record, last, length)
+        length = chunk_length(last, record.file_size, record.chunk_size) + extra
+        flags = FLAG_SEALED if sealed else 0
+        return cls(record.transfer_id, record, flags, record.chunk_size + extra, last, length)

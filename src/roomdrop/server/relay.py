@@ -3,8 +3,11 @@
 Every relayed chunk passes here, so the common case (a whole binary frame of a transfer
 this connection has relayed before) has a path of its own: the header is unpacked once,
 the transfer's record comes from the connection's route cache (checked against the
-backend's copy by identity on every frame), the checksum is compared as bytes, and the
-frame the sender sent is the object that is staged or goes out. Anything else (a first
+backend's copy by identity on every frame), and the frame the sender sent is the object
+that is staged or goes out. A chunk of an end-to-end encrypted transfer (a sealed frame,
+docs/protocol.md §14.3) is ciphertext: its flags, lengths and index are checked, and
+nothing is hashed (the receiver checks its GCM tag); a chunk in the clear has its sha256
+compared as bytes. Anything else (a first
 frame, a fragment, a JSON chunk, anything malformed or refused) takes the general path,
 which answers with the same errors in the same order (docs/protocol.md §11.7).
 
@@ -21,6 +24,7 @@ transfer records (who is connected, who may send, what the policy says) it asks 
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import hashlib
 import logging
 from dataclasses import dataclass
@@ -41,7 +45,9 @@ from roomdrop.protocol.frames import (
     HEADER,
     HEADER_SIZE,
     MAGIC,
+    TAG_SIZE,
     VERSION,
+    ZERO_CHECKSUM,
     Chunk,
     decode_frame,
     encode_frame_into,
@@ -61,6 +67,8 @@ log = logging.getLogger("roomdrop.server")
 
 RELAY_TRIM_AFTER: Final = 1.0
 """Seconds a drained relay staging stays empty before its ring file is truncated."""
+_ZERO_DIGEST: Final = bytes(32)
+"""The checksum field of a sealed frame."""
 
 
 class RelayHost(Protocol):
@@ -165,7 +173,7 @@ class Relay:
             route is None
             or magic != MAGIC
             or version != VERSION
-            or flags
+            or flags != route.flags
             or offset
             or length != len(data) - HEADER_SIZE
             or index >= total
@@ -174,13 +182,18 @@ class Relay:
         record = route.record
         if total != record.total_chunks or size != record.chunk_size:
             return False
-        if length != (route.last_length if index == route.last_index else size):
+        if length != (route.last_length if index == route.last_index else route.length):
             return False
+        if flags and checksum != _ZERO_DIGEST:
+            return False  # the general path says what is wrong
         if self.backend.peek(route.tid) is not record:  # forgotten or replaced: general path
             del p.routes[tid_bytes]
             return False
         if record.status is not Status.ACTIVE:
             raise TransferNotActive(route.tid, index, f"transfer is {record.status.value}")
+        if flags:  # ciphertext: the receiver checks its GCM tag; nothing to hash or sniff
+            await self._pass_on(p, record, index, data, length)
+            return True
         chunk = memoryview(data)[HEADER_SIZE:]
         if hashlib.sha256(chunk).digest() != checksum:
             self._bad_checksum(p, route.tid, index)
@@ -203,19 +216,32 @@ class Relay:
         if chunk is not None:
             await self.relay_chunk(p, chunk, data if frame.is_whole else None, record)
 
+    async def relay_json_chunk(self, p: Participant, chunk: Chunk) -> None:
+        """A ``file-share-chunk`` (the seed's JSON form) from ``p``: for an end-to-end
+        encrypted transfer its ``data`` is the ciphertext and its ``checksum`` that
+        ciphertext's sha256 (checked); it goes on as a sealed frame."""
+        await self.relay_chunk(p, chunk, json=True)
+
     async def relay_chunk(
         self,
         p: Participant,
         chunk: Chunk,
         frame: bytes | None = None,
         record: Transfer | None = None,
+        *,
+        json: bool = False,
     ) -> None:
-        """Verify one chunk from the sender and pass it on: straight to the receiver's
+        """Check one chunk from the sender and pass it on: straight to the receiver's
         socket when that keeps up and nothing is staged (``frame``, the sender's own
         whole-chunk frame, goes out as it came), otherwise into the encrypted staging,
-        which the forwarder drains as the receiver takes it. Either way the receiver
-        gets a verified chunk, and what waits, waits encrypted on disk. ``record`` is the
-        transfer's, when the caller has already checked that ``p`` is its sender."""
+        which the forwarder drains as the receiver takes it. What waits, waits encrypted
+        on disk. ``record`` is the transfer's, when the caller has already checked that
+        ``p`` is its sender; ``json``: the chunk came as a ``file-share-chunk``.
+
+        A chunk in the clear is verified here (its sha256; chunk 0's content against the
+        MIME policy). An end-to-end encrypted transfer's chunks are ciphertext: sealed
+        frames of the plaintext's length and the GCM tag, which only the receiver can
+        check; the server checks their framing, lengths, indices and the state table."""
         tid, index = chunk.transfer_id, chunk.chunk_index
         if record is None:
             record = await self.host.party(p.room_id, p.user_id, tid, only="sender")
@@ -223,13 +249,29 @@ class Relay:
             raise TransferNotActive(tid, index, f"transfer is {record.status.value}")
         if (chunk.total_chunks, chunk.chunk_size) != (record.total_chunks, record.chunk_size):
             raise ProtocolError(f"chunk {index} does not match the offer's chunk layout")
+        sealed = record.e2e is not None
+        if not json and chunk.sealed != sealed:
+            raise ProtocolError(
+                f"chunk {index} of {tid} is sealed, but the transfer is not end-to-end encrypted"
+                if chunk.sealed
+                else f"chunk {index} of {tid} is not sealed, but the transfer is end-to-end "
+                "encrypted: its chunks travel as ciphertext only"
+            )
         expected = chunk_length(index, record.file_size, record.chunk_size)
+        if sealed:
+            expected += TAG_SIZE
         if len(chunk.data) != expected:
-            raise ProtocolError(f"chunk {index} has {len(chunk.data)} bytes, expected {expected}")
-        if hashlib.sha256(chunk.data).hexdigest() != chunk.checksum:
+            sealed_note = " (its plaintext and the 16-byte tag)" if sealed else ""
+            raise ProtocolError(
+                f"chunk {index} has {len(chunk.data)} bytes, expected {expected}{sealed_note}"
+            )
+        if (json or not sealed) and hashlib.sha256(chunk.data).hexdigest() != chunk.checksum:
             self._bad_checksum(p, tid, index)
             return
-        if index == 0 and not await self.host.content_allowed(record, chunk.data):
+        if sealed:
+            if not chunk.sealed:  # a JSON chunk of ciphertext: a sealed frame from here on
+                chunk = dataclasses.replace(chunk, checksum=ZERO_CHECKSUM, sealed=True)
+        elif index == 0 and not await self.host.content_allowed(record, chunk.data):
             return
         if frame is None:  # a fragmented or JSON chunk: one whole frame from here on
             buffer = bytearray(HEADER_SIZE + len(chunk.data))
@@ -267,7 +309,7 @@ class Relay:
         if link is None:
             if record.status is not Status.ACTIVE:  # stopped while this chunk waited above
                 raise TransferNotActive(tid, index, f"transfer is {record.status.value}")
-            link = self._link(tid, record.chunk_size)
+            link = self._link(record)
         if await link.staging.put(index, frame):
             self.metrics.staged.inc()
 
@@ -279,14 +321,17 @@ class Relay:
             chunks = min(record.total_chunks, record.chunks_sent + 1)
             self.host.progressed(record, chunks, min(record.file_size, chunks * record.chunk_size))
 
-    def _link(self, tid: str, chunk_size: int) -> RelayLink:
+    def _link(self, record: Transfer) -> RelayLink:
+        tid = record.transfer_id
         link = self.links.get(tid)
         if link is None:
-            # a slot holds one whole frame: the header and up to chunk_size bytes
+            # a slot holds one whole frame: the header and up to chunk_size bytes (and
+            # the GCM tag of an end-to-end encrypted chunk)
+            longest = record.chunk_size + (TAG_SIZE if record.e2e is not None else 0)
             staging = RelayStaging(
                 self.settings.data_dir / "relay",
                 tid,
-                chunk_size=HEADER_SIZE + chunk_size,
+                chunk_size=HEADER_SIZE + longest,
                 trim_after=RELAY_TRIM_AFTER,
             )
             link = self.links[tid] = RelayLink(staging)

@@ -16,16 +16,17 @@ import contextlib
 import logging
 import re
 import time
-from typing import Annotated, Any
+from typing import Annotated, Any, Self
 from uuid import UUID, uuid4
 
 from fastapi import APIRouter, Depends, Path, Query, Request, WebSocket, WebSocketDisconnect
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
-from pydantic import BaseModel, ConfigDict, Field, StrictInt, StrictStr
+from pydantic import BaseModel, ConfigDict, Field, StrictInt, StrictStr, model_validator
 
-from roomdrop.exceptions import ProtocolError, RoomdropError, Unauthorized
+from roomdrop.e2e import decode_key
+from roomdrop.exceptions import E2EError, ProtocolError, RoomdropError, Unauthorized
 from roomdrop.protocol.chunks import count_chunks
-from roomdrop.protocol.messages import Offer, Range
+from roomdrop.protocol.messages import E2E, Offer, Range
 from roomdrop.protocol.state import Status
 from roomdrop.protocol.transfer import TransferObject
 from roomdrop.server.hub import Hub
@@ -64,7 +65,10 @@ WHY: dict[int, str] = {
     404: "`unknown-transfer`: no such transfer in this room for this user",
     409: "`invalid-transition`: the transfer's status does not allow it",
     413: "`file-too-large`: over the largest file size the server takes",
-    422: "`protocol-error` (a malformed or invalid request), `mime-type-not-allowed`, `policy`",
+    422: "`protocol-error` (a malformed or invalid request), `mime-type-not-allowed`, `policy`; "
+    "an offer: `e2e-required` (no `e2e` part where the server requires end-to-end "
+    "encryption), `e2e-failed` (its content key sealed to another device key than a "
+    "party published: `stale receiver key`)",
     429: "`too-many-transfers`: a limit on live transfers is reached",
     503: "`backend-unavailable`: the state instances share (Redis) is out of reach",
 }
@@ -87,6 +91,21 @@ class OfferRequest(BaseModel):
     sha256: StrictStr = Field(pattern=r"^[0-9a-f]{64}$", description="sha256 of the whole file")
     chunk_size: StrictInt | None = Field(None, ge=1, le=1024 * 1024, description="default: 64 KiB")
     transfer_id: UUID | None = Field(None, description="default: a new UUID")
+    e2e: E2E | None = Field(
+        None,
+        description="the content key sealed to both parties' device keys (protocol.md "
+        "§14.2); required unless the server carries transfers in the clear. It is bound "
+        "to the offer's transfer_id and chunk_size, so those must be given with it",
+    )
+
+    @model_validator(mode="after")
+    def _e2e_needs_its_binding(self) -> Self:
+        if self.e2e is not None and (self.transfer_id is None or self.chunk_size is None):
+            raise ValueError(
+                "an offer with e2e must give transfer_id and chunk_size: the sealed "
+                "content key is bound to them"
+            )
+        return self
 
 
 class AcceptRequest(BaseModel):
@@ -136,6 +155,27 @@ class StarletteSocket:
             abort()
 
 
+def close_reason(text: str) -> str:
+    """``text`` cut to fit a close frame's reason (123 bytes of UTF-8)."""
+    return text.encode()[:123].decode(errors="ignore")
+
+
+def device_key(text: str | None) -> str | None:
+    """The device key a client published in the WebSocket's query (``key=``): None if
+    it gave none (or an empty one), else exactly 32 bytes in unpadded base64url
+    (:class:`E2EError` saying what is wrong)."""
+    if not text:
+        return None
+    try:
+        decode_key(text)
+    except E2EError:
+        raise E2EError(
+            f"invalid device key {text[:16]!r}: a device key is 32 bytes in unpadded "
+            "base64url (43 characters)"
+        ) from None
+    return text
+
+
 bearer = HTTPBearer(auto_error=False, description="JWT from `roomdrop token USER`")
 
 
@@ -156,8 +196,12 @@ def build_router(hub: Hub) -> APIRouter:
     router = APIRouter()
 
     @router.websocket("/ws/{room_id}")
-    async def room_socket(websocket: WebSocket, room_id: str, token: str | None = None) -> None:
-        """Join a room: control messages as JSON text, relay chunks as binary frames."""
+    async def room_socket(
+        websocket: WebSocket, room_id: str, token: str | None = None, key: str | None = None
+    ) -> None:
+        """Join a room: control messages as JSON text, relay chunks as binary frames.
+        ``key`` is the device's public key (43 characters of unpadded base64url), which
+        the others get in ``room-state`` and ``user-joined``."""
         await websocket.accept()
         try:
             user = hub.authority.verify(token)
@@ -168,7 +212,12 @@ def build_router(hub: Hub) -> APIRouter:
             await websocket.close(CLOSE_BAD_ROOM, f"invalid room id {room_id[:64]!r}")
             return
         try:
-            participant = await hub.join(room_id, user, StarletteSocket(websocket))
+            key = device_key(key)
+        except E2EError as exc:
+            await websocket.close(CLOSE_BAD_ROOM, close_reason(exc.message))
+            return
+        try:
+            participant = await hub.join(room_id, user, StarletteSocket(websocket), key)
         except RoomdropError as exc:  # the shared state is out of reach: try again later
             await websocket.close(CLOSE_TRY_AGAIN, exc.message[:120])
             return
@@ -219,7 +268,9 @@ def build_router(hub: Hub) -> APIRouter:
     async def create_file_transfer_offer(
         room_id: RoomId, body: OfferRequest, user: User
     ) -> dict[str, Any]:
-        """Create a new file transfer offer to another participant of the room."""
+        """Create a new file transfer offer to another participant of the room: end to
+        end encrypted (``e2e``, with ``transfer_id`` and ``chunk_size``, which its sealed
+        key is bound to) unless the server carries transfers in the clear."""
         chunk_size = body.chunk_size or hub.settings.chunk_size
         try:
             offer = Offer(
@@ -231,6 +282,7 @@ def build_router(hub: Hub) -> APIRouter:
                 chunk_size=chunk_size,
                 total_chunks=count_chunks(body.file_size, chunk_size),
                 sha256=body.sha256,
+                e2e=body.e2e,
             )
         except ValueError as exc:
             raise ProtocolError(str(exc)) from None

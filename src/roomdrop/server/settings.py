@@ -87,6 +87,11 @@ class Settings(BaseSettings):
     progress_interval: float = Field(
         0.25, ge=0, description="Least time between two progress broadcasts of one transfer."
     )
+    require_e2e: bool = Field(
+        True,
+        description="Carry only end-to-end encrypted transfers: an offer without its sealed "
+        "content key (`e2e`) is refused with `e2e-required`; 0 lets chunks travel in the clear.",
+    )
     mime_allow: list[str] = Field(
         default_factory=list, description="If set, only these MIME types may be offered."
     )

@@ -17,6 +17,8 @@ deployment's prefix ``P`` (``ROOMDROP_REDIS_PREFIX``, default ``roomdrop``)::
     P:recent             zset   every transfer id, by creation time (metrics)
     P:dp                 set    transfers paused because a party dropped
     P:m:{room}           hash   user -> "{instance}/{connection}": who is in the room
+    P:k:{room}           hash   user -> device public key, of those in the room who
+                                published one (it leaves with them)
     P:g                  zset   ["room", "user"] -> end of their grace window (epoch s)
     P:i:{instance}       string an instance's heartbeat (expires after INSTANCE_TIMEOUT)
     P:i:{instance}:m     set    ["room", "user"] of the participants it hosts
@@ -40,15 +42,18 @@ table decides every change exactly once; an offer counts the live sets under the
 windows, taking over a vanished instance's participants, progress writes (only while
 the transfer is active) and the room's token bucket are Lua scripts.
 
-The relay between instances: the sender's instance verifies a chunk, encrypts the
-whole frame with AES-GCM under a key derived from the server secret and the transfer
-id (HKDF-SHA256, :class:`~roomdrop.server.staging.FrameSeal`; no key is stored anywhere,
-and Redis never holds a chunk in the clear), and pushes it onto ``P:q:{tid}`` (with the
-record's status read in the same ``MULTI``: a transfer no longer active has its queue
-dropped) only while fewer than ``QUEUE_FRAMES`` wait there (else it waits:
+The relay between instances: the sender's instance checks a chunk and pushes its whole
+frame onto ``P:q:{tid}``: a sealed frame of an end-to-end encrypted transfer as it is
+(ciphertext under a key only the two devices hold), a frame in the clear encrypted with
+AES-GCM under a key derived from the server secret and the transfer id (HKDF-SHA256,
+:class:`~roomdrop.server.staging.FrameSeal`, behind a zero byte; no key is stored
+anywhere), so Redis never holds a chunk in the clear. It pushes (with the record's
+status read in the same ``MULTI``: a transfer no longer active has its queue dropped)
+only while fewer than ``QUEUE_FRAMES`` wait there (else it waits:
 back-pressure to the sender's socket). Pushing onto an empty queue announces the frames
 on the receiver's channel (at most every ``ANNOUNCE_EVERY``); the instance hosting the
-receiver pops them (``BLMPOP``), decrypts and sends them as the receiver's socket takes
+receiver pops them (``BLMPOP``), decrypts those it sealed (and takes the others only if
+they are sealed frames of that transfer) and sends them as the receiver's socket takes
 them. Memory: ``QUEUE_FRAMES`` frames per transfer in Redis, one batch on each side.
 (A Lua script taking the frame as an argument cost Redis ~150 us a chunk, copying it;
 the pipeline costs ~10.)

@@ -180,8 +180,8 @@ class RedisBackend:
 
     # --- presence and delivery (presence.py) -----------------------------------------
 
-    async def join(self, room_id: str, user_id: str, conn_id: str) -> bool:
-        return await self.presence.join(room_id, user_id, conn_id)
+    async def join(self, room_id: str, user_id: str, conn_id: str, key: str | None = None) -> bool:
+        return await self.presence.join(room_id, user_id, conn_id, key)
 
     async def leave(self, room_id: str, user_id: str, conn_id: str, grace: float) -> bool:
         return await self.presence.leave(room_id, user_id, conn_id, grace)
@@ -191,6 +191,9 @@ class RedisBackend:
 
     async def is_member(self, room_id: str, user_id: str) -> bool:
         return await self.presence.is_member(room_id, user_id)
+
+    async def device_keys(self, room_id: str) -> dict[str, str]:
+        return await self.presence.device_keys(room_id)
 
     async def graces_over(self) -> list[tuple[str, str]]:
         return await self.presence.graces_over()

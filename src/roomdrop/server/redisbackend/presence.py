@@ -1,6 +1,7 @@
-"""Who is in which room, across instances: membership, grace windows, the participants
-each instance hosts (so that a vanished instance's can be let go), and delivery to a
-participant or a room wherever they are connected. Lua scripts keep each change atomic."""
+"""Who is in which room, across instances: membership (with each participant's device
+key), grace windows, the participants each instance hosts (so that a vanished
+instance's can be let go), and delivery to a participant or a room wherever they are
+connected. Lua scripts keep each change atomic."""
 
 from __future__ import annotations
 
@@ -22,6 +23,11 @@ log = logging.getLogger("roomdrop.server")
 _JOIN = """
 local prev = redis.call('HGET', KEYS[1], ARGV[1])
 redis.call('HSET', KEYS[1], ARGV[1], ARGV[2])
+if ARGV[4] ~= '' then
+  redis.call('HSET', KEYS[4], ARGV[1], ARGV[4])
+else
+  redis.call('HDEL', KEYS[4], ARGV[1])
+end
 local away = redis.call('ZREM', KEYS[2], ARGV[3])
 redis.call('SADD', KEYS[3], ARGV[3])
 if prev then return {1, prev} end
@@ -31,6 +37,7 @@ _LEAVE = """
 local cur = redis.call('HGET', KEYS[1], ARGV[1])
 if cur == ARGV[2] then
   redis.call('HDEL', KEYS[1], ARGV[1])
+  redis.call('HDEL', KEYS[4], ARGV[1])
   redis.call('ZADD', KEYS[2], ARGV[4], ARGV[3])
   redis.call('SREM', KEYS[3], ARGV[3])
   return 1
@@ -44,6 +51,7 @@ _REAP = """
 local cur = redis.call('HGET', KEYS[1], ARGV[1])
 if cur and string.sub(cur, 1, #ARGV[2] + 1) == ARGV[2] .. '/' then
   redis.call('HDEL', KEYS[1], ARGV[1])
+  redis.call('HDEL', KEYS[3], ARGV[1])
   redis.call('ZADD', KEYS[2], ARGV[4], ARGV[3])
   return 1
 end
@@ -83,7 +91,7 @@ class Presence:
         return [k("g"), k("i", self.instance_id, "m")]
 
     @unavailable
-    async def join(self, room_id: str, user_id: str, conn_id: str) -> bool:
+    async def join(self, room_id: str, user_id: str, conn_id: str, key: str | None = None) -> bool:
         if not self.bus.listening.is_set():  # a participant joined now would miss messages
             try:
                 await asyncio.wait_for(self.bus.listening.wait(), 5.0)
@@ -92,8 +100,13 @@ class Presence:
         await self.bus.subscribe_member(room_id, user_id)  # before anyone can see them
         try:
             returning, previous = await self._join(
-                keys=[self.keys.k("m", room_id), *self._member_keys()],
-                args=[user_id, f"{self.instance_id}/{conn_id}", self.keys.who(room_id, user_id)],
+                keys=[self.keys.k("m", room_id), *self._member_keys(), self.keys.k("k", room_id)],
+                args=[
+                    user_id,
+                    f"{self.instance_id}/{conn_id}",
+                    self.keys.who(room_id, user_id),
+                    key or "",
+                ],
             )
         except BaseException:
             await self.bus.unsubscribe_member(room_id, user_id)
@@ -105,7 +118,7 @@ class Presence:
     @unavailable
     async def leave(self, room_id: str, user_id: str, conn_id: str, grace: float) -> bool:
         left = await self._leave(
-            keys=[self.keys.k("m", room_id), *self._member_keys()],
+            keys=[self.keys.k("m", room_id), *self._member_keys(), self.keys.k("k", room_id)],
             args=[
                 user_id,
                 f"{self.instance_id}/{conn_id}",
@@ -124,6 +137,11 @@ class Presence:
     @unavailable
     async def is_member(self, room_id: str, user_id: str) -> bool:
         return bool(await self.r.hexists(self.keys.k("m", room_id), user_id))
+
+    @unavailable
+    async def device_keys(self, room_id: str) -> dict[str, str]:
+        found = await self.r.hgetall(self.keys.k("k", room_id))
+        return {text(user): text(key) for user, key in found.items()}
 
     @unavailable
     async def graces_over(self) -> list[tuple[str, str]]:
@@ -146,7 +164,7 @@ class Presence:
             for entry in await self.r.smembers(hosted):
                 room_id, user_id = json.loads(entry)
                 if await self._reap(
-                    keys=[k("m", room_id), k("g")],
+                    keys=[k("m", room_id), k("g"), k("k", room_id)],
                     args=[user_id, inst, entry, deadline],
                 ):
                     found.append((room_id, user_id))

@@ -14,7 +14,7 @@ from redis.exceptions import WatchError
 
 from roomdrop.clock import Clock
 from roomdrop.exceptions import InvalidTransition, ProtocolError, UnknownTransfer
-from roomdrop.protocol.messages import Offer
+from roomdrop.protocol.messages import E2E, Offer
 from roomdrop.protocol.state import Event, Status
 from roomdrop.protocol.transfer import Limits, Transfer
 from roomdrop.server.redisbackend.bus import Bus
@@ -45,6 +45,7 @@ def encode_record(r: Transfer, clock: Clock) -> dict[str, str]:
     state = {name: getattr(r, name) for name in _STATE_FIELDS}
     state["status"] = r.status.value
     state["created_mono"] = r.created_mono + offset
+    state["e2e"] = r.e2e.model_dump(mode="json") if r.e2e is not None else None
     return {
         "rec": json.dumps(state),
         "status": r.status.value,
@@ -62,6 +63,7 @@ def decode_record(fields: dict[Any, Any], clock: Clock) -> Transfer:
     state = json.loads(fields[b"rec"])
     state["status"] = Status(fields[b"status"].decode())
     state["created_mono"] = float(state["created_mono"]) - offset
+    state["e2e"] = E2E.model_validate(state["e2e"]) if state.get("e2e") else None
     record = Transfer(**state)
     record.chunks_sent = int(fields[b"chunks"])
     record.bytes_transferred = int(fields[b"bytes"])

@@ -1,7 +1,8 @@
-"""The relay between instances: per transfer, a short Redis list of frames sealed under
-a key derived from the server secret, pushed by the sender's instance with
-back-pressure, announced to the receiver's, popped there in batches; and each room's
-relay bandwidth as one token bucket, whatever instance relays."""
+"""The relay between instances: per transfer, a short Redis list of frames (of a
+transfer in the clear: sealed under a key derived from the server secret; of an
+end-to-end encrypted one: as they are, ciphertext already), pushed by the sender's
+instance with back-pressure, announced to the receiver's, popped there in batches; and
+each room's relay bandwidth as one token bucket, whatever instance relays."""
 
 from __future__ import annotations
 
@@ -10,9 +11,11 @@ import logging
 import time
 from collections.abc import Sequence
 from typing import Final, cast
+from uuid import UUID
 
 import redis.asyncio as aioredis
 
+from roomdrop.protocol.frames import FLAG_SEALED
 from roomdrop.protocol.transfer import Transfer
 from roomdrop.server.redisbackend.bus import Bus
 from roomdrop.server.redisbackend.common import Keys, unavailable
@@ -26,6 +29,11 @@ QUEUE_FRAMES: Final = 16
 """Frames of one transfer that may wait in Redis between two instances (1 MiB of
 64 KiB chunks)."""
 POP_BATCH: Final = 16
+_SEALED_HERE: Final = b"\x00"
+"""First byte of a queued frame of a transfer in the clear, sealed by the sender's
+instance (:class:`FrameSeal`); a frame of an end-to-end encrypted transfer is queued as
+it is (it starts with the frame magic ``RD``, and its flags say ``SEALED``)."""
+_SEALED_FLAG: Final = bytes([FLAG_SEALED])
 ANNOUNCE_EVERY: Final = 0.5
 """Seconds between two announcements of frames waiting for one transfer (a receiver's
 pump stops only after 1 s without frames, twice that)."""
@@ -94,10 +102,11 @@ class RelayQueue:
                 announced = time.monotonic()
             await asyncio.sleep(delay)
             delay = min(delay * 2, 0.02)
-        sealed = self._seal(tid).seal(frame)
+        # an end-to-end encrypted chunk is ciphertext already: it travels as it came
+        value = frame if record.e2e is not None else _SEALED_HERE + self._seal(tid).seal(frame)
         async with self.r.pipeline(transaction=True) as pipe:
             pipe.hget(self.keys.k("t", tid), "status")
-            pipe.rpush(key, sealed)
+            pipe.rpush(key, value)
             pipe.pexpire(key, int(self.expiry * 1000))
             status, queued, _ = await pipe.execute()
         if status != b"active":  # paused or ended meanwhile: nothing may wait for it
@@ -127,10 +136,16 @@ class RelayQueue:
         )
         if not popped:
             return ()
-        seal = self._seal(transfer_id)
         frames: list[bytes] = []
-        for sealed in cast(list[bytes], popped[1]):
-            frame = seal.open(sealed)
+        tid_bytes = UUID(transfer_id).bytes
+        for value in cast(list[bytes], popped[1]):
+            if value[:1] == _SEALED_HERE:
+                frame = self._seal(transfer_id).open(value[1:])
+            elif value[3:4] == _SEALED_FLAG and value[4:20] == tid_bytes:
+                # an end-to-end encrypted chunk of this transfer: the receiver checks it
+                frame = value
+            else:
+                frame = None
             if frame is None:  # not ours, or tampered with: dropped; the receiver asks again
                 log.error("a relayed frame of %s failed authentication; dropped", transfer_id)
             else:

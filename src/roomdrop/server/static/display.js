@@ -1,5 +1,9 @@
 // What the person sees: the participants (and which one files go to), the offers waiting
 // for an answer, one row per transfer, and the message log (window.roomdrop.messages).
+// End to end (keyring.js): each participant's and each transfer's safety number (folded
+// under a small "e2e" tag: the room stays compact), and a warning where a known user shows a
+// new device key (on the participant, on their offer, on a transfer waiting to go to
+// them), with a button that trusts the new key.
 // It reads transfers and writes only the DOM and its own state (the elements of each
 // row, the participant chosen); the buttons call back into the session.
 // Counterpart: src/roomdrop/client/display.py
@@ -21,7 +25,7 @@ function button(label, testid, onClick) {
 export class Display {
   /**
    * @param {object} room what the participant list shows: user, participants (a Set),
-   *   online()
+   *   online(), keyring (keyring.js: peer(user), trust(user, key))
    * @param {function} control (transfer, "file-share-pause" | "file-share-resume" |
    *   "file-share-cancel"): a transfer's button was pressed
    * @param {import("./attention.js").Attention} attention the tab's title and
@@ -36,6 +40,80 @@ export class Display {
     this.selectedAuto = false; // chosen because they were the only one
     this.rows = new WeakMap(); // transfer → its row's elements
     this.offers = new WeakMap(); // transfer → its offer's element
+    this.keysOpen = new Set(); // the participants whose safety number is unfolded
+  }
+
+  // --- keys -----------------------------------------------------------------------------
+
+  /** The person trusts `key` as `user`'s new device key. */
+  trustKey(user, key) {
+    this.room.keyring
+      .trust(user, key)
+      .then(() => this.note(`you trust the new device key of ${user} from now on`))
+      .catch((e) => this.note(`cannot trust the key of ${user}: ${e.message || e}`, "error"));
+  }
+
+  /** The folded safety number of a participant ({key, seen, number} of keyring.peer). */
+  participantKey(user, peer) {
+    const box = document.createElement("details");
+    box.className = "key";
+    box.setAttribute("data-testid", "participant-key");
+    box.dataset.user = user;
+    box.dataset.seen = peer.seen;
+    box.dataset.safetyNumber = peer.number;
+    box.open = this.keysOpen.has(user) || peer.seen === "changed";
+    box.addEventListener("toggle", () => (box.open ? this.keysOpen.add(user) : this.keysOpen.delete(user)));
+    const summary = document.createElement("summary");
+    const changed = peer.seen === "changed";
+    summary.textContent = changed ? "⚠ new key" : "e2e";
+    summary.title = changed ? `${user} shows a new device key` : `end-to-end encrypted with ${user}: safety number ${peer.number}`;
+    summary.setAttribute("aria-label", changed ? `${user} shows a new device key` : `safety number with ${user}`);
+    const body = document.createElement("div");
+    body.className = "key-body";
+    if (changed) {
+      const warn = document.createElement("p");
+      warn.className = "key-warning";
+      warn.setAttribute("data-testid", "participant-key-warning");
+      warn.textContent = `${user} shows a NEW device key. A new device or a cleared browser does that, and so does someone in the middle: compare the safety number with ${user} (in person or by phone) before you trust it.`;
+      body.append(warn);
+    }
+    const number = document.createElement("span");
+    number.className = "safety-number";
+    number.setAttribute("data-testid", "safety-number");
+    number.textContent = peer.number;
+    body.append("Safety number: ", number);
+    if (changed) {
+      const trust = button("Trust the new key", "trust-new-key", () => this.trustKey(user, peer.key));
+      trust.setAttribute("aria-label", `Trust the new key of ${user}`);
+      body.append(trust);
+    }
+    box.append(summary, body);
+    return box;
+  }
+
+  /** A transfer's or an offer's warning that its peer's key changed, with the button
+   * that trusts it (hidden while nothing changed). */
+  keyWarning(testid) {
+    const box = document.createElement("div");
+    box.className = "key-warning";
+    box.setAttribute("data-testid", testid);
+    box.hidden = true;
+    const text = document.createElement("p");
+    const trust = button("Trust the new key", `${testid}-trust`, () => {
+      if (box.changed) this.trustKey(box.changed.user, box.changed.key);
+    });
+    box.append(text, trust);
+    return box;
+  }
+
+  showKeyWarning(box, changed, doing) {
+    box.hidden = !changed;
+    if (!changed || box.changed === changed) return;
+    box.changed = changed;
+    box.firstChild.textContent =
+      `⚠ ${changed.user} shows a new device key: ${doing} waits until you trust it. A new device or a cleared ` +
+      `browser does that, and so does someone in the middle: compare the safety number with ${changed.user} first.`;
+    box.title = changed.message; // the keys trusted before, and their safety numbers (also in the log)
   }
 
   // --- the message log ------------------------------------------------------------------
@@ -95,6 +173,12 @@ export class Display {
       b.setAttribute("aria-pressed", String(this.selected === user));
       b.addEventListener("click", () => this.choose(user));
       li.append(b);
+      const peer = this.room.keyring?.peer(user);
+      if (peer) {
+        b.title = peer.seen === "changed" ? `${user} shows a new device key` : `safety number ${peer.number}`;
+        li.classList.toggle("key-changed", peer.seen === "changed");
+        li.append(this.participantKey(user, peer));
+      }
       list.append(li);
     }
     $("#me").textContent = me || "";
@@ -108,7 +192,7 @@ export class Display {
   // --- offers ---------------------------------------------------------------------------
 
   showOffer(t, accept, reject) {
-    if (this.offers.has(t)) return;
+    if (this.offers.has(t)) return this.renderOffer(t);
     const li = document.createElement("li");
     li.className = "offer";
     li.setAttribute("data-testid", "offer");
@@ -127,11 +211,34 @@ export class Display {
     const actions = document.createElement("div");
     actions.className = "actions";
     actions.append(yes, no);
-    li.append(text, actions);
+    const how = document.createElement("p");
+    how.className = "e2e";
+    how.setAttribute("data-testid", "offer-e2e");
+    if (t.e2e) {
+      const number = document.createElement("span");
+      number.className = "safety-number";
+      number.setAttribute("data-testid", "safety-number");
+      number.textContent = t.safety_number;
+      how.append("End-to-end encrypted; safety number ", number);
+    } else {
+      how.classList.add("clear");
+      how.textContent = "⚠ not end-to-end encrypted: the server can read it";
+    }
+    li.append(text, how, this.keyWarning("offer-key-warning"), actions);
+    li.acceptBtn = yes;
     this.offers.set(t, li);
+    this.renderOffer(t);
     $("#offers").append(li);
     $("#offers-section").hidden = false;
     this.attention.offered(t);
+  }
+
+  /** The offer's warning and Accept, as its sender's key stands (trusted or not). */
+  renderOffer(t) {
+    const li = this.offers.get(t);
+    if (!li) return;
+    this.showKeyWarning(li.querySelector(".key-warning"), t._.keyChanged, "accepting");
+    li.acceptBtn.disabled = Boolean(t._.keyChanged);
   }
 
   removeOffer(t) {
@@ -167,6 +274,10 @@ export class Display {
     <div class="tags">
       <span class="status" data-testid="transfer-status"></span>
       <span class="transport" data-testid="transfer-transport"></span>
+      <details class="safety" data-testid="transfer-e2e" hidden>
+        <summary title="end-to-end encrypted">e2e</summary>
+        <span class="safety-number" data-testid="transfer-safety-number"></span>
+      </details>
     </div>
     <progress data-testid="transfer-progress" max="100" value="0"></progress>
     <div class="stats">
@@ -177,6 +288,7 @@ export class Display {
     </div>
     <p class="note"></p>
     <div class="actions"></div>`;
+    li.querySelector(".tags").after(this.keyWarning("transfer-key-warning"));
     const actions = li.querySelector(".actions");
     const pause = button("Pause", "transfer-pause", () => this.control(t, "file-share-pause"));
     const resume = button("Resume", "transfer-resume", () => this.control(t, "file-share-resume"));
@@ -219,6 +331,14 @@ export class Display {
     const transport = carriedBy(t);
     set(".transport", transport || "");
     el.querySelector(".transport").hidden = !transport;
+    const safety = el.querySelector(".safety");
+    safety.hidden = !t.e2e;
+    set(".safety-number", t.safety_number || "");
+    if (t.safety_number && el.dataset.safetyNumber !== t.safety_number) {
+      el.dataset.safetyNumber = t.safety_number;
+      safety.querySelector("summary").title = `end-to-end encrypted: safety number ${t.safety_number}`;
+    }
+    this.showKeyWarning(el.querySelector(".key-warning"), t.direction === "send" && !t._.final ? t._.keyChanged : null, "sending");
     const bar = el.querySelector("progress");
     const hashing = t.direction === "send" && t._.hashing < 1 && !t._.final && !t._.orphan;
     let percent = t.progress_percent;

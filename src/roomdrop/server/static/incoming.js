@@ -1,12 +1,17 @@
 // The receiving end: consider an offer, accept it with the chunks still lacking, take
 // chunks in from the relay or a data channel, and announce the verified file.
-//  * Offers. An offer addressed to this page is shown (consider) and accepted (accept,
-//    with the chunks its part file lacks) or rejected (reject) by the person. A new
-//    offer of content this page is already receiving from the same sender supersedes
-//    the old transfer; the part file stays for the new one to resume from.
-//  * Chunks. Every frame waits in a bounded inbox, then goes to the part store's worker
-//    (store.js, opfs-worker.js), which reassembles, verifies its sha256 and writes it
-//    (take); its answer comes back to onStoreEvent. A bad chunk is asked for again;
+//  * Offers. An offer addressed to this page is checked (opening.js: sealed to this
+//    device by its sender's published, trusted key; a new key of a known sender is
+//    shown with a warning and Accept waits for the person to trust it), shown
+//    (consider) and accepted (accept, with the chunks its part file lacks, its content
+//    key opened for the worker) or rejected (reject) by the person. A new offer of
+//    content this page is already receiving from the same sender supersedes the old
+//    transfer; the part file stays for the new one to resume from.
+//  * Chunks. Every frame waits in a bounded inbox (inbox.js), then goes to the part
+//    store's worker (store.js, opfs-worker.js), which reassembles, decrypts (or verifies
+//    its sha256), checks chunk 0's type and writes it (take); its answer comes back to
+//    onStoreEvent. A bad chunk (one that does not decrypt) is asked for again; chunk 0
+//    not of the declared or an allowed type fails the transfer (mime-type-not-allowed);
 //    when the last chunk is stored the whole file is verified and put in place
 //    (finishReceiving), and file-share-complete goes to the server.
 //  * Asking. After a resume, or when nothing has arrived for STALL_TIMEOUT, or when a
@@ -16,20 +21,15 @@
 //    it from its part file (takeUp).
 // Counterpart: src/roomdrop/client/incoming.py
 
+import { finishReceiving } from "./completion.js";
+import { Inbox } from "./inbox.js";
+import { Opening, sealedHow } from "./opening.js";
 import { canonicalUuid, chunkLength, formatBytes, rangesOf, sanitizeFilename, uuidOfBytes } from "./protocol.js";
 import { FINAL, Role, isLive, newTransfer, now, pick, setProgress } from "./transfers.js";
 
 const STALL_TIMEOUT = 2000;
 const REPORT_EVERY = 1000;
 const REQUEST_AGAIN_AFTER = 1000;
-// Received frames wait in a queue here and go to the worker (their buffers move, no
-// copy), which decodes, reassembles, verifies and writes them; at most WORKER_FRAMES are
-// in the worker at once, so a pause stops the writing at once: queued frames of a
-// transfer that is no longer active are dropped (§4). At most INBOX_BYTES wait: beyond
-// that a frame is dropped and its chunk asked for again later, like the reference
-// client's inbox, so memory stays bounded whatever the rate.
-const INBOX_BYTES = 32 * 1024 * 1024;
-const WORKER_FRAMES = 16;
 
 /** The offer a transfer of room-state stands for. */
 export function offerOf(o) {
@@ -42,6 +42,7 @@ export function offerOf(o) {
     chunk_size: o.chunk_size,
     total_chunks: o.total_chunks,
     sha256: o.sha256,
+    e2e: o.e2e || null,
   };
 }
 
@@ -62,8 +63,18 @@ export class Incoming extends Role {
     super(host);
     this.store = store;
     store.onEvent = (e) => this.onStoreEvent(e);
-    this.inbox = { items: [], head: 0, bytes: 0, inWorker: 0 };
-    this.dropped = 0; // frames dropped because the inbox was full
+    this.inbox = new Inbox(store);
+    this.opening = new Opening(host);
+  }
+
+  get dropped() {
+    return this.inbox.dropped;
+  }
+
+  /** Fail `t` here and tell the server (and so the sender). */
+  fail(t, code, message) {
+    this.host.trySend("file-share-error", { transfer_id: t.transfer_id, code, message });
+    this.finish(t, "failed", message, code);
   }
 
   /** Its part file closes, keeping the verified chunks, unless it arrived. */
@@ -102,10 +113,27 @@ export class Incoming extends Role {
       receiveInternals(0),
     );
     this.host.transfers.set(tid, t);
+    this.host.display.render(t);
+    t._.checking = this.checkOffer(t, p, from);
+  }
+
+  /** The offer's keys are checked (opening.js), then it is shown for the person to answer
+   * (with a warning, Accept waiting, while its sender's new key is not trusted). */
+  async checkOffer(t, p, from) {
     const { display } = this.host;
-    display.render(t);
+    let ok = false;
+    try {
+      const fail = (code, message) => this.fail(t, code, message);
+      ok = await this.opening.check(t, p, from, fail, () => display.renderOffer(t));
+    } catch (e) {
+      console.error("checking an offer", e);
+      this.fail(t, "e2e-failed", String(e.message || e));
+    }
+    t._.checking = null;
+    if (!ok || t._.final) return;
     display.showOffer(t, () => this.accept(t), () => this.reject(t));
-    display.note(`${from} offers ${t.filename} (${formatBytes(t.file_size)}, ${t.mime_type})`);
+    display.render(t);
+    display.note(`${from} offers ${t.filename} (${formatBytes(t.file_size)}, ${t.mime_type}), ${sealedHow(t)}`);
   }
 
   /** A new offer of content this page is receiving from the same sender replaces it. */
@@ -125,7 +153,8 @@ export class Incoming extends Role {
   }
 
   async openPart(t) {
-    const { part, held } = await this.store.open(contentKey(t), t.filename);
+    const e2e = await this.opening.contentKey(t);
+    const { part, held } = await this.store.open(contentKey(t), t.filename, e2e, this.opening.mime(t));
     t._.part = part;
     t._.held = new Uint8Array(t.total_chunks);
     let bytes = 0;
@@ -140,16 +169,15 @@ export class Incoming extends Role {
   }
 
   async accept(t) {
-    if (t._.final || t.status !== "pending" || t._.accepting) return;
+    if (t._.final || t.status !== "pending" || t._.accepting || t._.keyChanged || t._.checking) return;
     const { display } = this.host;
     t._.accepting = true;
+    this.opening.settled(t);
     display.removeOffer(t);
     try {
       await this.openPart(t);
     } catch (e) {
-      const message = String(e.message || e);
-      this.host.trySend("file-share-error", { transfer_id: t.transfer_id, code: "storage-error", message });
-      this.finish(t, "failed", message, "storage-error");
+      this.fail(t, e.code === "e2e-failed" ? "e2e-failed" : "storage-error", String(e.message || e));
       return;
     }
     if (t._.final) {
@@ -183,6 +211,7 @@ export class Incoming extends Role {
       this.host.display.note("not connected to the server: try again in a moment", "error");
       return;
     }
+    this.opening.settled(t);
     this.store.removeByKey(contentKey(t)).catch(() => {});
     this.finish(t, "rejected", "declined", null, { quiet: true });
     this.host.display.note(`${t.filename}: rejected`);
@@ -206,10 +235,13 @@ export class Incoming extends Role {
     );
     this.host.transfers.set(tid, t);
     display.render(t);
+    const fail = (code, message) => this.fail(t, code, message);
+    if (!(await this.opening.check(t, offerOf(o), o.sender_id, fail, () => {}, { takingUp: true }))) return;
     try {
       await this.openPart(t);
     } catch (e) {
-      this.finish(t, "failed", String(e.message || e), "storage-error");
+      if (e.code === "e2e-failed") this.fail(t, "e2e-failed", String(e.message || e));
+      else this.finish(t, "failed", String(e.message || e), "storage-error");
       return;
     }
     display.note(`taking up ${t.filename} again: ${formatBytes(t._.heldBytes)} of ${formatBytes(t.file_size)} already here`);
@@ -348,38 +380,13 @@ export class Incoming extends Role {
     if (remote !== null && remote !== t.peer) return; // not this transfer's sender
     if (t.status !== "active") return; // chunks while pending or paused are dropped (§4)
     t._.lastChunk = now();
-    const inbox = this.inbox;
-    if (inbox.bytes > INBOX_BYTES) {
-      this.dropped += 1;
-      return;
-    }
-    inbox.items.push({ t, part: t._.part, tid, data, via });
-    inbox.bytes += data.byteLength;
-    this.feedWorker();
-  }
-
-  feedWorker() {
-    const inbox = this.inbox;
-    while (inbox.inWorker < WORKER_FRAMES && inbox.head < inbox.items.length) {
-      const item = inbox.items[inbox.head];
-      inbox.items[inbox.head++] = undefined;
-      inbox.bytes -= item.data.byteLength;
-      const t = item.t;
-      if (t._.final || t.status !== "active" || t._.part !== item.part) continue;
-      inbox.inWorker++;
-      this.store.frame(item.part, item.tid, item.data, item.via);
-    }
-    if (inbox.head > 1024 && inbox.head * 2 > inbox.items.length) {
-      inbox.items = inbox.items.slice(inbox.head);
-      inbox.head = 0;
-    }
+    this.inbox.push(t, tid, data, via);
   }
 
   /** The part store's worker answers for one frame (consumed) or one chunk (its result). */
   onStoreEvent(e) {
     if (e.event === "consumed") {
-      this.inbox.inWorker = Math.max(0, this.inbox.inWorker - 1);
-      this.feedWorker();
+      this.inbox.consumed();
       return;
     }
     const t = this.get(e.tid);
@@ -401,16 +408,22 @@ export class Incoming extends Role {
       case "duplicate":
         t._.lastChunk = now();
         return;
-      case "bad-checksum":
-        this.host.display.note(`${t.filename}: chunk ${index} failed its sha256 check; asking for it again`);
+      case "bad-checksum": {
+        const what = t.e2e ? "did not decrypt (tampered with on the way?)" : "failed its sha256 check";
+        this.host.display.note(`${t.filename}: chunk ${index} ${what}; asking for it again`);
         this.host.trySend("file-share-chunk-request", { transfer_id: t.transfer_id, ranges: [[index, index + 1]], reason: "bad-checksum" });
         return;
-      case "error": {
-        const message = e.message;
-        this.host.trySend("file-share-error", { transfer_id: t.transfer_id, code: "storage-error", message });
-        this.finish(t, "failed", message, "storage-error");
+      }
+      case "mime-refused": {
+        const part = t._.part;
+        t._.part = null;
+        this.store.remove(part).catch(() => {});
+        this.fail(t, "mime-type-not-allowed", `${t.filename}: ${e.message}`);
         return;
       }
+      case "error":
+        this.fail(t, "storage-error", e.message);
+        return;
       default:
         console.warn(`dropping a chunk of ${t.filename} (${e.result}): ${e.message || ""}`);
     }
@@ -418,51 +431,9 @@ export class Incoming extends Role {
 
   // --- completing -----------------------------------------------------------------------
 
-  /** Every chunk is in: check the whole file's sha256, then put it in place (§4). */
-  async finishReceiving(t) {
-    if (t._.verifying || t._.final) return;
-    t._.verifying = true;
-    t._.note = "verifying sha256…";
-    this.host.display.render(t);
-    const part = t._.part;
-    const failed = (code, message) => {
-      this.host.trySend("file-share-error", { transfer_id: t.transfer_id, code, message });
-      this.finish(t, "failed", message, code);
-    };
-    let digest;
-    try {
-      digest = (await this.store.verify(part)).sha256;
-    } catch (e) {
-      t._.verifying = false;
-      failed("storage-error", String(e.message || e));
-      return;
-    }
-    t._.note = null;
-    if (digest !== t.sha256) {
-      const message = `file sha256 ${digest} does not match the offer's ${t.sha256}`;
-      t._.part = null;
-      await this.store.remove(part).catch(() => {});
-      failed("integrity-error", message);
-      return;
-    }
-    let placed;
-    try {
-      placed = await this.store.place(part, t.filename);
-    } catch (e) {
-      failed("storage-error", String(e.message || e));
-      return;
-    }
-    t._.part = null;
-    t.saved_name = placed.name;
-    try {
-      const file = await this.store.receivedFile(placed.name);
-      t._.url = URL.createObjectURL(file);
-    } catch (e) {
-      console.error("cannot open the received file", e);
-    }
-    setProgress(t, t.total_chunks, t.file_size);
-    this.finish(t, "completed");
-    this.announceComplete(t);
+  /** Every chunk is in: the whole file verified and put in place (completion.js). */
+  finishReceiving(t) {
+    return finishReceiving(this, t);
   }
 
   /** Tells the server (false when its socket is down: catch-up sends it again). */

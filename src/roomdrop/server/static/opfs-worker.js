@@ -1,236 +1,88 @@
-// Part files in the origin-private file system (docs/protocol.md §6.2), written in place
-// through sync access handles, so that what arrived survives a reload or a closed tab.
-//
-//   roomdrop-parts/<name>.part         chunk i at i*chunk_size, pre-sized to file_size
-//   roomdrop-parts/<name>.part.jsonl   line 1 the content key, then one held index a line
-//   roomdrop-received/<name>           verified files, offered for saving from here
-//
-// The whole file's sha256 is kept up to date while contiguous chunks arrive (a streaming
-// sha256: @noble/hashes), and finished at verify() by reading back the rest.
+// The part store's worker (store.js is its main-thread side): part files in the
+// origin-private file system (part-files.js), and every received frame taken in here,
+// off the main thread: decoded, reassembled, then
+//  * end-to-end encrypted (the transfer's content key came with open, a non-extractable
+//    CryptoKey): decrypted (e2e.js ChunkCipher), a chunk that does not decrypt being a
+//    bad-checksum (§14.4); a frame not sealed is refused;
+//  * in the clear (a server that allows it): checked against its sha256 (§4);
+// its chunk 0 checked against the declared type and the server's MIME lists (policy.js,
+// §14.5) before it is written; then written (plaintext) to the part file.
 
-import { sha256 } from "./vendor/noble-hashes/sha2.js";
+import { ChunkCipher } from "./e2e.js";
+import { MimePolicy, sniffMimeType } from "./policy.js";
 import { ChunkAssembler, decodeFrame, toHex } from "./protocol.js";
+import {
+  chunkLen,
+  closePart,
+  flushAll,
+  openPart,
+  partState,
+  place,
+  removeByKey,
+  removePart,
+  sweep,
+  verify,
+  write,
+} from "./part-files.js";
 
-const PARTS = "roomdrop-parts";
-const RECEIVED = "roomdrop-received";
-const EXPIRY_MS = 3600 * 1000;
-const RECEIVED_KEEP_MS = 24 * 3600 * 1000;
-const enc = new TextEncoder();
-const dec = new TextDecoder();
-
-let rootP = null;
-const open = new Map(); // part name → state
-
-async function dirs() {
-  if (!rootP) {
-    rootP = (async () => {
-      const root = await navigator.storage.getDirectory();
-      return {
-        parts: await root.getDirectoryHandle(PARTS, { create: true }),
-        received: await root.getDirectoryHandle(RECEIVED, { create: true }),
-      };
-    })();
-  }
-  return rootP;
-}
-
-async function exists(dir, name) {
-  try {
-    await dir.getFileHandle(name);
-    return true;
-  } catch {
-    return false;
-  }
-}
-
-function numberedNames(name) {
-  const dot = name.lastIndexOf(".");
-  const stem = dot > 0 ? name.slice(0, dot) : name;
-  const ext = dot > 0 ? name.slice(dot) : "";
-  const out = [name];
-  for (let i = 1; i < 10000; i++) out.push(`${stem} (${i})${ext}`);
-  return out;
-}
-
-function parseRecord(text, key) {
-  const lines = text.split("\n");
-  let header;
-  try {
-    header = JSON.parse(lines[0]);
-  } catch {
-    return null;
-  }
-  if (
-    !header ||
-    header.roomdrop_part !== 1 ||
-    header.sha256 !== key.sha256 ||
-    header.file_size !== key.file_size ||
-    header.chunk_size !== key.chunk_size
-  ) {
-    return null;
-  }
-  const total = Math.ceil(key.file_size / key.chunk_size);
-  const held = new Set();
-  // the last element has no trailing newline: a torn write (or ""), ignored
-  for (let i = 1; i < lines.length - 1; i++) {
-    const line = lines[i];
-    if (!/^[0-9]+$/.test(line)) continue;
-    const n = Number(line);
-    if (n < total) held.add(n);
-  }
-  return [...held].sort((a, b) => a - b);
-}
-
-function headerLine(key, filename) {
-  const total = Math.ceil(key.file_size / key.chunk_size);
-  return (
-    JSON.stringify({
-      roomdrop_part: 1,
-      sha256: key.sha256,
-      file_size: key.file_size,
-      chunk_size: key.chunk_size,
-      total_chunks: total,
-      filename,
-    }) + "\n"
-  );
-}
-
-async function openPart({ key, filename }) {
-  const { parts } = await dirs();
-  const total = Math.ceil(key.file_size / key.chunk_size);
-  let name = null;
-  let held = [];
-  const records = [];
-  for await (const [entry, handle] of parts.entries()) {
-    if (handle.kind === "file" && entry.endsWith(".part.jsonl")) records.push(entry);
-  }
-  records.sort();
-  for (const rec of records) {
-    const part = rec.slice(0, -".jsonl".length);
-    if (open.has(part) || !(await exists(parts, part))) continue;
-    try {
-      const text = await (await (await parts.getFileHandle(rec)).getFile()).text();
-      const found = parseRecord(text, key);
-      if (found) {
-        name = part;
-        held = found;
-        break;
-      }
-    } catch {
-      continue;
-    }
-  }
-  if (name === null) {
-    const estimate = await navigator.storage.estimate().catch(() => null);
-    if (estimate && estimate.quota - estimate.usage < key.file_size) {
-      throw new Error(
-        `disk full: ${key.file_size} bytes needed, ${estimate.quota - estimate.usage} free (browser storage quota)`,
-      );
-    }
-    for (const candidate of numberedNames(filename)) {
-      const part = `${candidate}.part`;
-      if (!(await exists(parts, part)) && !(await exists(parts, `${part}.jsonl`))) {
-        name = part;
-        break;
-      }
-    }
-  }
-  const fileHandle = await parts.getFileHandle(name, { create: true });
-  const recordHandle = await parts.getFileHandle(`${name}.jsonl`, { create: true });
-  const file = await fileHandle.createSyncAccessHandle();
-  let record;
-  try {
-    record = await recordHandle.createSyncAccessHandle();
-  } catch (e) {
-    file.close();
-    throw e;
-  }
-  if (file.getSize() !== key.file_size) file.truncate(key.file_size);
-  // rewrite the record compactly, with this offer's filename
-  const body = enc.encode(headerLine(key, filename) + held.map((i) => `${i}\n`).join(""));
-  record.truncate(0);
-  record.write(body, { at: 0 });
-  record.flush();
-  const heldMap = new Uint8Array(total);
-  for (const i of held) heldMap[i] = 1;
-  const state = {
-    name,
-    key,
-    total,
-    file,
-    record,
-    recordSize: body.byteLength,
-    held: heldMap,
-    hasher: sha256.create(),
-    hashNext: 0,
-    dirty: false,
-    assembler: new ChunkAssembler(4),
-    unrecorded: [],
-    checking: new Set(),
-  };
-  open.set(name, state);
-  return { part: name, held };
-}
-
-function chunkLen(st, i) {
-  return Math.min(st.key.chunk_size, st.key.file_size - i * st.key.chunk_size);
-}
-
-function hashForward(st) {
-  while (st.hashNext < st.total && st.held[st.hashNext]) {
-    const len = chunkLen(st, st.hashNext);
-    const buf = new Uint8Array(len);
-    const n = st.file.read(buf, { at: st.hashNext * st.key.chunk_size });
-    if (n !== len) throw new Error(`short read of chunk ${st.hashNext}: ${n} of ${len} bytes`);
-    st.hasher.update(buf);
-    st.hashNext++;
-  }
-}
-
-function state(part) {
-  const st = open.get(part);
-  if (!st) throw new Error(`part file ${part} is not open`);
-  return st;
-}
-
-function write({ part, index, data }) {
-  const st = state(part);
-  if (st.held[index]) return { stored: false };
-  const bytes = data instanceof Uint8Array ? data : new Uint8Array(data);
-  const at = index * st.key.chunk_size;
-  let done = 0;
-  while (done < bytes.byteLength) {
-    const n = st.file.write(bytes.subarray(done), { at: at + done });
-    if (n <= 0) throw new Error(`disk full: could not write chunk ${index}`);
-    done += n;
-  }
-  // the index goes in the record only after its data is in the part file; indexes are
-  // appended in batches (one small write costs about a millisecond here)
-  st.unrecorded.push(index);
-  if (st.unrecorded.length >= RECORD_BATCH) recordHeld(st);
-  st.held[index] = 1;
-  st.dirty = true;
-  if (index === st.hashNext) {
-    st.hasher.update(bytes);
-    st.hashNext++;
-  }
-  hashForward(st);
-  return { stored: true };
-}
-
-// --- frames: decoded, reassembled, verified and written here, off the main thread -------
+// part name → how its frames are taken in: {assembler, checking (indexes being
+// verified), cipher (null in the clear), policy, declared (the offer's type)}
+const intake = new Map();
 
 function consume(bytes) {
   self.postMessage({ event: "consumed", bytes });
 }
 
+/** open, with the transfer's e2e key ({key: CryptoKey, tid} or null) and its MIME check
+ * ({declared, allow, deny}). */
+async function openWith({ key, filename, e2e, mime }) {
+  const opened = await openPart({ key, filename });
+  intake.set(opened.part, {
+    assembler: new ChunkAssembler(4),
+    checking: new Set(),
+    cipher: e2e ? new ChunkCipher(e2e.key, e2e.tid) : null,
+    policy: new MimePolicy(mime?.allow || [], mime?.deny || []),
+    declared: mime?.declared ?? null,
+  });
+  return opened;
+}
+
+const ending = (fn) => async (args) => {
+  intake.delete(args.part);
+  return fn(args);
+};
+
+/** The plaintext of a whole chunk, or {result} saying why there is none. */
+async function plaintextOf(how, chunk, length) {
+  if (how.cipher) {
+    if (!chunk.sealed) return { result: "rejected", message: "a chunk in the clear for an end-to-end encrypted transfer" };
+    if (chunk.data.byteLength !== length + 16) {
+      return { result: "rejected", message: `chunk ${chunk.index} has ${chunk.data.byteLength - 16} bytes, not ${length}` };
+    }
+    try {
+      return { data: await how.cipher.open(chunk.index, chunk.data) };
+    } catch (e) {
+      return { result: "bad-checksum", message: e.message };
+    }
+  }
+  if (chunk.sealed) return { result: "rejected", message: "a sealed chunk for a transfer in the clear" };
+  if (chunk.data.byteLength !== length) {
+    return { result: "rejected", message: `chunk ${chunk.index} has ${chunk.data.byteLength} bytes, not ${length}` };
+  }
+  const digest = toHex(await crypto.subtle.digest("SHA-256", chunk.data));
+  if (digest !== chunk.checksum) return { result: "bad-checksum", message: "sha256 mismatch" };
+  return { data: chunk.data };
+}
+
 /** One binary frame (§3.3) of the transfer whose part file is `part`. Reports each
- *  whole chunk's fate as an event: stored, duplicate, bad-checksum, rejected, error. */
+ *  whole chunk's fate as an event: stored, duplicate, bad-checksum, rejected,
+ *  mime-refused (chunk 0 is not what the offer declared or the lists allow), error. */
 async function frame({ part, data, via, tid }) {
   const size = data.byteLength;
   try {
-    const st = open.get(part);
-    if (!st) return;
+    const st = partState(part);
+    const how = intake.get(part);
+    if (!st || !how) return;
     let f;
     try {
       f = decodeFrame(data);
@@ -239,7 +91,7 @@ async function frame({ part, data, via, tid }) {
       return;
     }
     if (f.transferId !== tid) return;
-    const chunk = st.assembler.feed(f);
+    const chunk = how.assembler.feed(f);
     if (!chunk) return;
     const index = chunk.index;
     const base = { event: "chunk", part, tid, via, index };
@@ -247,29 +99,29 @@ async function frame({ part, data, via, tid }) {
       self.postMessage({ ...base, result: "rejected", message: "total_chunks or chunk_size differ from the offer" });
       return;
     }
-    const length = chunkLen(st, index);
-    if (chunk.data.byteLength !== length) {
-      self.postMessage({ ...base, result: "rejected", message: `chunk ${index} has ${chunk.data.byteLength} bytes, not ${length}` });
-      return;
-    }
-    if (st.held[index] || st.checking.has(index)) {
+    if (st.held[index] || how.checking.has(index)) {
       self.postMessage({ ...base, result: "duplicate" });
       return;
     }
-    st.checking.add(index);
-    let digest;
+    const length = chunkLen(st, index);
+    how.checking.add(index);
+    let plain;
     try {
-      digest = toHex(await crypto.subtle.digest("SHA-256", chunk.data));
+      plain = await plaintextOf(how, chunk, length);
+      if (plain.data && index === 0 && how.declared !== null) {
+        const objection = how.policy.objection(how.declared, await sniffMimeType(plain.data));
+        if (objection) plain = { result: "mime-refused", message: objection };
+      }
     } finally {
-      st.checking.delete(index);
+      how.checking.delete(index);
     }
-    if (digest !== chunk.checksum) {
-      self.postMessage({ ...base, result: "bad-checksum" });
+    if (!plain.data) {
+      self.postMessage({ ...base, ...plain });
       return;
     }
-    if (open.get(part) !== st) return; // closed meanwhile
+    if (partState(part) !== st) return; // closed meanwhile
     try {
-      const { stored } = write({ part, index, data: chunk.data });
+      const { stored } = write({ part, index, data: plain.data });
       self.postMessage({ ...base, result: stored ? "stored" : "duplicate", length });
     } catch (e) {
       self.postMessage({ ...base, result: "error", message: String(e.message || e) });
@@ -279,188 +131,15 @@ async function frame({ part, data, via, tid }) {
   }
 }
 
-const RECORD_BATCH = 64;
-
-function recordHeld(st) {
-  if (!st.unrecorded.length) return;
-  const line = enc.encode(st.unrecorded.map((i) => `${i}\n`).join(""));
-  st.unrecorded = [];
-  st.record.write(line, { at: st.recordSize });
-  st.recordSize += line.byteLength;
-}
-
-function verify({ part }) {
-  const st = state(part);
-  for (let i = 0; i < st.total; i++) if (!st.held[i]) throw new Error(`chunk ${i} is missing`);
-  hashForward(st);
-  st.file.flush();
-  return { sha256: hex(st.hasher.digest()) };
-}
-
-function hex(bytes) {
-  return Array.from(bytes, (b) => b.toString(16).padStart(2, "0")).join("");
-}
-
-function closeState(st) {
-  open.delete(st.name);
-  try {
-    recordHeld(st);
-  } catch {}
-  try {
-    st.file.flush();
-  } catch {}
-  try {
-    st.file.close();
-  } catch {}
-  try {
-    st.record.flush();
-    st.record.close();
-  } catch {}
-}
-
-async function removeEntry(dir, name) {
-  try {
-    await dir.removeEntry(name);
-  } catch {}
-}
-
-async function place({ part, filename }) {
-  const st = state(part);
-  closeState(st);
-  const { parts, received } = await dirs();
-  let target = null;
-  for (const candidate of numberedNames(filename)) {
-    if (!(await exists(received, candidate))) {
-      target = candidate;
-      break;
-    }
-  }
-  const handle = await parts.getFileHandle(part);
-  let moved = false;
-  if (typeof handle.move === "function") {
-    try {
-      await handle.move(received, target);
-      moved = true;
-    } catch {
-      moved = false;
-    }
-  }
-  if (!moved) {
-    // copy in slices (never the whole file in memory), then drop the part file
-    const src = await handle.createSyncAccessHandle();
-    const dst = await (await received.getFileHandle(target, { create: true })).createSyncAccessHandle();
-    try {
-      const size = src.getSize();
-      dst.truncate(0);
-      const buf = new Uint8Array(1024 * 1024);
-      for (let at = 0; at < size; ) {
-        const n = src.read(buf, { at });
-        if (n <= 0) break;
-        dst.write(buf.subarray(0, n), { at });
-        at += n;
-      }
-      dst.flush();
-    } finally {
-      src.close();
-      dst.close();
-    }
-    await removeEntry(parts, part);
-  }
-  await removeEntry(parts, `${part}.jsonl`);
-  return { name: target };
-}
-
-async function closePart({ part }) {
-  const st = open.get(part);
-  if (st) closeState(st);
-  return {};
-}
-
-async function removePart({ part }) {
-  const st = open.get(part);
-  if (st) closeState(st);
-  const { parts } = await dirs();
-  await removeEntry(parts, part);
-  await removeEntry(parts, `${part}.jsonl`);
-  return {};
-}
-
-/** Reject: a part file of the same content left by an earlier run goes (§6.4). */
-async function removeByKey({ key }) {
-  const { parts } = await dirs();
-  const names = [];
-  for await (const [entry, handle] of parts.entries()) {
-    if (handle.kind === "file" && entry.endsWith(".part.jsonl")) names.push(entry);
-  }
-  for (const rec of names) {
-    const part = rec.slice(0, -".jsonl".length);
-    if (open.has(part)) continue;
-    try {
-      const text = await (await (await parts.getFileHandle(rec)).getFile()).text();
-      if (parseRecord(text, key)) {
-        await removeEntry(parts, part);
-        await removeEntry(parts, rec);
-      }
-    } catch {}
-  }
-  return {};
-}
-
-/** Part files whose record was not written for an hour, and old received files. */
-async function sweep() {
-  const { parts, received } = await dirs();
-  const now = Date.now();
-  const entries = [];
-  for await (const [entry, handle] of parts.entries()) entries.push([entry, handle]);
-  const names = new Set(entries.map(([n]) => n));
-  for (const [entry, handle] of entries) {
-    if (handle.kind !== "file") continue;
-    if (entry.endsWith(".part.jsonl")) {
-      const part = entry.slice(0, -".jsonl".length);
-      if (open.has(part)) continue;
-      try {
-        const file = await handle.getFile();
-        if (now - file.lastModified > EXPIRY_MS) {
-          await removeEntry(parts, part);
-          await removeEntry(parts, entry);
-        }
-      } catch {}
-    } else if (entry.endsWith(".part") && !names.has(`${entry}.jsonl`) && !open.has(entry)) {
-      await removeEntry(parts, entry); // a part file without its record is useless
-    }
-  }
-  for await (const [entry, handle] of received.entries()) {
-    if (handle.kind !== "file") continue;
-    try {
-      const file = await handle.getFile();
-      if (now - file.lastModified > RECEIVED_KEEP_MS) await removeEntry(received, entry);
-    } catch {}
-  }
-  return {};
-}
-
-function flushAll() {
-  for (const st of open.values()) {
-    if (!st.dirty) continue;
-    st.dirty = false;
-    try {
-      st.file.flush(); // the data first, then the indexes that claim it
-      recordHeld(st);
-      st.record.flush();
-    } catch {}
-  }
-  return {};
-}
-
 setInterval(flushAll, 250);
 
 const ops = {
-  open: openPart,
+  open: openWith,
   write,
   verify,
-  place,
-  close: closePart,
-  remove: removePart,
+  place: ending(place),
+  close: ending(closePart),
+  remove: ending(removePart),
   removeByKey,
   sweep,
   flush: flushAll,

@@ -1,72 +1,42 @@
 // The sending end: offer a file, send the chunks the receiver lacks, and follow its
 // answers until the file is verified at the other end.
-//  * Offer or take up. sendFile hashes the file (hash-worker.js), then either adopts a
+//  * Offer or take up. sendFile hashes the file (hashing.js), then either adopts a
 //    transfer of the same content that the server still holds (this page was reloaded:
-//    takeUp) or offers it anew (offer). If the server loses the transfer (it
-//    restarted), the file is offered again under a new id.
+//    takeUp, its content key opened from the sender's sealed copy) or offers it anew
+//    (offer, its content key sealed to the receiver's device key: sealing.js, which
+//    also waits for the person to trust a receiver's new key). If the server loses the
+//    transfer (it restarted), the file is offered again under a new id.
 //  * The pump. Once the receiver accepts (with the chunks it lacks), one loop per
 //    transfer (pump) sends the queued chunks while the transfer is active and the server
 //    reachable, over the data channel if one opens within ICE_TIMEOUT, else through the
 //    relay (chooseTransport). If the data channel dies mid-transfer it chooses again.
+//    Every chunk is sealed under the transfer's content key (sealing.js frames), on
+//    either path.
 //  * Requests. Every file-share-chunk-request puts chunks back in the queue; a request
 //    for a transfer not known yet is kept until it is (takeUp).
 //  * Ends. file-share-complete from the receiver, a reject, a cancel, an error, or what
 //    the server says in room-state (catchup.js) ends the transfer.
 // Counterpart: src/roomdrop/client/outgoing.py
 
+import { hashFile } from "./hashing.js";
 import {
   CHUNK_SIZE,
   DATA_CHANNEL_MAX_MESSAGE,
   canonicalUuid,
   chunkLength,
-  encodeFrames,
   formatBytes,
   indexesIn,
   newUuid,
   sanitizeFilename,
-  toHex,
   totalChunks,
 } from "./protocol.js";
+import { sealedHow } from "./opening.js";
 import { LinkDown } from "./rtc.js";
+import { Sealing } from "./sealing.js";
 import { NotConnected } from "./signalling.js";
 import { LIVE, Role, newTransfer, now, pick, setProgress, waitWake, wake } from "./transfers.js";
 
 const ICE_TIMEOUT = 5000;
-
-let hashWorker = null;
-let hashIds = 0;
-
-/** The whole file's sha256, streamed in a worker (§2.3: the offer's sha256). */
-function hashFile(t, render) {
-  if (!hashWorker) {
-    hashWorker = new Worker(new URL("./hash-worker.js", import.meta.url), { type: "module" });
-    hashWorker.waiting = new Map();
-    hashWorker.onmessage = (event) => {
-      const { id, progress, sha256: digest, error } = event.data;
-      const w = hashWorker.waiting.get(id);
-      if (!w) return;
-      if (progress !== undefined) return w.progress(progress);
-      hashWorker.waiting.delete(id);
-      if (error !== undefined) w.reject(new Error(error));
-      else w.resolve(digest);
-    };
-  }
-  const id = ++hashIds;
-  return new Promise((resolve, reject) => {
-    hashWorker.waiting.set(id, {
-      resolve: (digest) => {
-        t._.hashing = 1;
-        resolve(digest);
-      },
-      reject,
-      progress: (p) => {
-        t._.hashing = Math.min(p, 0.999);
-        render(t);
-      },
-    });
-    hashWorker.postMessage({ id, file: t._.file });
-  });
-}
 
 function sendInternals(file, hashing) {
   return { file, queue: new Set(), counted: null, countedBytes: 0, offered: false, accepted: false, hashing, decided: false };
@@ -80,6 +50,7 @@ export class Outgoing extends Role {
   constructor(host, links) {
     super(host);
     this.links = links;
+    this.sealing = new Sealing(host);
     this.stashed = new Map(); // transfer id → chunk requests that came before it was known
     this.queues = new Map(); // receiver → the promise of the last file queued for them
   }
@@ -144,10 +115,10 @@ export class Outgoing extends Role {
       if (t._.final) return;
       this.links.ensure(t.peer).catch(() => {});
       const orphan = this.adoptable(t);
-      if (orphan) {
+      if (orphan && (await this.sealing.takeUp(t, orphan))) {
         await this.takeUp(t, orphan);
-      } else {
-        this.offer(t);
+      } else if (!(await this.offer(t))) {
+        return;
       }
       const pump = this.pump(t);
       await t._.done;
@@ -166,7 +137,17 @@ export class Outgoing extends Role {
     }
   }
 
-  offer(t) {
+  /** Offer `t`, sealed to its receiver (false: it ended instead). */
+  async offer(t) {
+    let peer;
+    try {
+      peer = await this.sealing.receiver(t);
+      if (t._.final) return false;
+      t._.e2e = peer ? await this.sealing.seal(t, peer) : null;
+    } catch (e) {
+      if (!t._.final) this.finish(t, "failed", String(e.message || e), e.code || "e2e-failed");
+      return false;
+    }
     const payload = {
       transfer_id: t.transfer_id,
       receiver_id: t.peer,
@@ -176,12 +157,22 @@ export class Outgoing extends Role {
       chunk_size: t.chunk_size,
       total_chunks: t.total_chunks,
       sha256: t.sha256,
+      e2e: t._.e2e || undefined,
     };
     if (!this.host.trySend("file-share-offer", payload)) {
       this.finish(t, "failed", "not connected to the server", "server-unreachable");
-      return;
+      return false;
     }
-    this.host.display.note(`offered ${t.filename} (${formatBytes(t.file_size)}) to ${t.peer}; waiting for an answer`);
+    this.host.display.note(`offered ${t.filename} (${formatBytes(t.file_size)}) to ${t.peer}, ${sealedHow(t)}; waiting for an answer`);
+    return true;
+  }
+
+  /** Cancel pressed before the offer went (waiting for a new key to be trusted). */
+  cancelUnsent(t) {
+    if (t._.offered || !t._.keyChanged) return false;
+    t._.abandonTrust?.();
+    this.finish(t, "cancelled", "cancelled by you before it was offered");
+    return true;
   }
 
   /** A live transfer of the same content to the same receiver that the server holds and
@@ -445,15 +436,14 @@ export class Outgoing extends Role {
         return;
       }
       if (t.status !== "active" || t._.final) continue;
-      const checksum = toHex(await crypto.subtle.digest("SHA-256", data));
       const via = t.transport;
       try {
         if (via === "p2p") {
           const link = this.links.get(t.peer);
           if (!link) throw new LinkDown("no link");
-          await link.send(encodeFrames(t.transfer_id, index, t.total_chunks, t.chunk_size, data, checksum, DATA_CHANNEL_MAX_MESSAGE));
+          await link.send(await this.sealing.frames(t, index, data, DATA_CHANNEL_MAX_MESSAGE));
         } else {
-          await this.host.sendFrame(encodeFrames(t.transfer_id, index, t.total_chunks, t.chunk_size, data, checksum, null)[0]);
+          await this.host.sendFrame((await this.sealing.frames(t, index, data, null))[0]);
         }
       } catch (e) {
         if (e instanceof LinkDown) {

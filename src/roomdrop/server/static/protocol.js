@@ -6,6 +6,8 @@ export const HEADER_SIZE = 72;
 export const MAX_CHUNK_SIZE = 1024 * 1024;
 export const DATA_CHANNEL_MAX_MESSAGE = 65536;
 export const CHUNK_SIZE = 65536;
+export const FLAG_SEALED = 0x01; // the data is AES-256-GCM ciphertext (§14.4)
+export const TAG_SIZE = 16;
 export const EMPTY_SHA256 = "e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855";
 
 const HEX = Array.from({ length: 256 }, (_, i) => i.toString(16).padStart(2, "0"));
@@ -80,12 +82,14 @@ export function countIn(ranges) {
 
 // --- frames -------------------------------------------------------------------------
 
-/** One chunk → its frames, each at most `max` bytes (null: one whole frame). */
-export function encodeFrames(tid, index, total, chunkSize, data, checksumHex, max) {
+/** One chunk → its frames, each at most `max` bytes (null: one whole frame). Sealed
+ * (§14.4): `data` is the chunk's ciphertext, the flag SEALED is set and the checksum
+ * zero (`checksumHex` is ignored). */
+export function encodeFrames(tid, index, total, chunkSize, data, checksumHex, max, sealed = false) {
   const length = data.byteLength;
   const bounds = fragmentBounds(length, max);
   const idBytes = uuidBytes(tid);
-  const sum = fromHex(checksumHex);
+  const sum = sealed ? new Uint8Array(32) : fromHex(checksumHex);
   const src = new Uint8Array(data);
   return bounds.map(([offset, size]) => {
     const frame = new Uint8Array(HEADER_SIZE + size);
@@ -93,7 +97,7 @@ export function encodeFrames(tid, index, total, chunkSize, data, checksumHex, ma
     frame[0] = 0x52; // R
     frame[1] = 0x44; // D
     frame[2] = 1;
-    frame[3] = 0;
+    frame[3] = sealed ? FLAG_SEALED : 0;
     frame.set(idBytes, 4);
     view.setUint32(20, index);
     view.setUint32(24, total);
@@ -130,8 +134,10 @@ export function decodeFrame(buffer) {
   const view = new DataView(buffer);
   if (u8[0] !== 0x52 || u8[1] !== 0x44) throw new Error("bad magic");
   if (u8[2] !== 1) throw new Error(`unknown frame version ${u8[2]}`);
-  if (u8[3] !== 0) throw new Error("non-zero flags");
+  if (u8[3] !== 0 && u8[3] !== FLAG_SEALED) throw new Error(`unknown flags ${u8[3]}`);
+  const sealed = u8[3] === FLAG_SEALED;
   const frame = {
+    sealed,
     transferId: uuidOfBytes(u8.subarray(4, 20)),
     index: view.getUint32(20),
     total: view.getUint32(24),
@@ -143,7 +149,10 @@ export function decodeFrame(buffer) {
   };
   if (frame.index >= frame.total) throw new Error("chunk_index not below total_chunks");
   if (frame.chunkSize < 1 || frame.chunkSize > MAX_CHUNK_SIZE) throw new Error("bad chunk_size");
-  if (frame.length < 1 || frame.length > frame.chunkSize) throw new Error("bad chunk_length");
+  if (sealed) {
+    if (u8.subarray(40, 72).some((b) => b !== 0)) throw new Error("a sealed frame's checksum is not zero");
+    if (frame.length <= TAG_SIZE || frame.length > frame.chunkSize + TAG_SIZE) throw new Error("bad chunk_length");
+  } else if (frame.length < 1 || frame.length > frame.chunkSize) throw new Error("bad chunk_length");
   const n = frame.data.byteLength;
   if (n < 1 || frame.offset + n > frame.length) throw new Error("fragment out of bounds");
   return frame;
@@ -162,7 +171,7 @@ export class ChunkAssembler {
     }
     const key = `${frame.transferId}:${frame.index}`;
     let p = this.partial.get(key);
-    if (p && (p.checksum !== frame.checksum || p.length !== frame.length || p.total !== frame.total)) {
+    if (p && (p.checksum !== frame.checksum || p.length !== frame.length || p.total !== frame.total || p.sealed !== frame.sealed)) {
       this.partial.delete(key);
       p = undefined;
     }
@@ -172,6 +181,7 @@ export class ChunkAssembler {
       }
       p = {
         checksum: frame.checksum,
+        sealed: frame.sealed,
         length: frame.length,
         total: frame.total,
         buf: new Uint8Array(frame.length),

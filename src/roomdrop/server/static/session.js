@@ -16,6 +16,7 @@ import { catchUp, transfersOf } from "./catchup.js";
 import { Display } from "./display.js";
 import { ServerApi } from "./http.js";
 import { Incoming } from "./incoming.js";
+import { Keyring } from "./keyring.js";
 import { Links } from "./links.js";
 import { Outgoing } from "./outgoing.js";
 import { Chooser, watchFiles } from "./picker.js";
@@ -39,11 +40,12 @@ class Session {
     this.transfers = new Map(); // both directions, by id (window.roomdrop.transfers)
     this.joinWaiters = [];
     this.api = new ServerApi();
+    this.keyring = new Keyring(() => this.showParticipants());
     const note = (text, kind) => this.display.note(text, kind);
     this.attention = new Attention();
     this.display = new Display(this, (t, type) => this.control(t, type), this.attention);
     this.signalling = new Signalling({
-      url: () => webSocketUrl(this.room, this.api.token),
+      url: () => webSocketUrl(this.room, this.api.token, this.keyring.device?.publicText),
       onMessage: (msg) => this.onMessage(msg),
       onFrame: (data) => this.incoming.onRelayFrame(data),
       onLost: () => {
@@ -137,6 +139,7 @@ class Session {
     this.user = user;
     this.room = room;
     setState("joining");
+    await this.keyring.init(user);
     await this.links.loadIceServers();
     await this.signalling.connect();
   }
@@ -211,6 +214,7 @@ class Session {
   /** A transfer's Pause, Resume or Cancel button (display.js). */
   control(t, type) {
     if (t._.final) return;
+    if (type === "file-share-cancel" && t.direction === "send" && this.outgoing.cancelUnsent(t)) return;
     const payload = { transfer_id: t.transfer_id };
     if (type === "file-share-cancel") payload.reason = "user cancelled";
     if (!this.trySend(type, payload)) this.display.note("not connected to the server: try again in a moment", "error");
@@ -250,6 +254,7 @@ class Session {
     this.participants.add(this.user);
     const known = transfersOf(p);
     this.serverTransfers = known;
+    this.keyring.onRoomState(p);
     const resync = this.signalling.joined();
     if (this.joinedRoom !== null) setState("joined");
     if (this.signalling.connections > 1 && !resync) this.display.note("reconnected to the server");
@@ -260,6 +265,7 @@ class Session {
 
   onUserJoined(p) {
     this.participants.add(p.user_id);
+    this.keyring.onJoined(p.user_id, p.key ?? null);
     this.showParticipants();
     for (const t of this.transfers.values()) if (t.peer === p.user_id) wake(t);
     this.wakeJoinWaiters();
@@ -267,6 +273,7 @@ class Session {
 
   onUserLeft(p) {
     this.participants.delete(p.user_id);
+    this.keyring.onLeft(p.user_id);
     this.display.unselect(p.user_id);
     this.showParticipants();
     this.links.lose(p.user_id);
@@ -324,6 +331,10 @@ class Session {
       get store() { return s.incoming.store; },
       messages: s.display.messages,
       get inbox() { return s.signalling.inbox; },
+      get keyring() { return s.keyring; },
+      /** A message handled as if the server had sent it (tests of what a server that
+       * checks nothing could send). */
+      deliver: (msg) => s.onMessage(msg),
     };
   }
 }

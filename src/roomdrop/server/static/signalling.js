@@ -15,9 +15,12 @@ const sleep = (ms) => new Promise((r) => setTimeout(r, ms));
 
 export class NotConnected extends Error {}
 
-export function webSocketUrl(room, token) {
+/** The room's WebSocket address; `key`: this page's device public key, published to the
+ * room (§14.1). */
+export function webSocketUrl(room, token, key = null) {
   const scheme = location.protocol === "https:" ? "wss" : "ws";
-  return `${scheme}://${location.host}/webrtc/ws/${encodeURIComponent(room)}?token=${encodeURIComponent(token)}`;
+  const publish = key ? `&key=${encodeURIComponent(key)}` : "";
+  return `${scheme}://${location.host}/webrtc/ws/${encodeURIComponent(room)}?token=${encodeURIComponent(token)}${publish}`;
 }
 
 export class Signalling {

@@ -1,4 +1,5 @@
-// The main thread's side of opfs-worker.js: one request → one promise.
+// The main thread's side of opfs-worker.js (part files, frames taken in): one request →
+// one promise; each frame's outcome comes back as an event (onEvent).
 
 export class PartStore {
   constructor() {
@@ -31,8 +32,11 @@ export class PartStore {
     });
   }
 
-  open(key, filename) {
-    return this.call("open", { key, filename });
+  /** Open (or make) the part file of content `key`; `e2e` {key: the content key as a
+   * CryptoKey, tid} for an end-to-end encrypted transfer (null in the clear), `mime`
+   * {declared, allow, deny} for the check of chunk 0 (policy.js). */
+  open(key, filename, e2e = null, mime = null) {
+    return this.call("open", { key, filename, e2e, mime });
   }
 
   write(part, index, data) {

@@ -9,10 +9,14 @@
 //     line shown under it), serverSpeed;
 //   the sender's (outgoing.js): file, queue, counted, countedBytes, offered, accepted,
 //     decided, reoffer, resumedKnown, refused, orphan (sent from an earlier visit: shown,
-//     not sent), hashing (0…1, the offer's sha256 being computed);
+//     not sent), hashing (0…1, the offer's sha256 being computed); sealing.js's: e2e
+//     (the offer's e2e part), cipher (its chunks' ChunkCipher), keyChanged ({user, key,
+//     message}: waiting for the person to trust the receiver's new key), abandonTrust;
 //   the receiver's (incoming.js): part, held, heldCount, heldBytes, writing, lastChunk,
-//     lastRequest, lastReport, completedSent, accepting, verifying, url (the saved file).
-// display.js reads final, note, hashing, orphan and url, and writes none of them.
+//     lastRequest, lastReport, completedSent, accepting, verifying, url (the saved file);
+//     opening.js's: e2e (the offer's e2e part), keyChanged (the sender's new key, not
+//     trusted yet: accepting waits), checking (the offer's keys being checked).
+// display.js reads final, note, hashing, orphan, url and keyChanged, and writes none.
 //
 // Host: what a role may ask of its session (session.js is the only implementation):
 //   user, room                 this page's user id and room
@@ -26,6 +30,7 @@
 //   sendFrame(frame)           a chunk frame through the relay (async; throws NotConnected)
 //   online()                   connected to the server and in the room
 //   waitFor(user)              until user is in the room (async)
+//   keyring                    keyring.js: the device key, the published and trusted keys
 
 import { CHUNK_SIZE } from "./protocol.js";
 
@@ -58,6 +63,8 @@ export function newTransfer(fields, internals) {
     error: null,
     error_code: null,
     saved_name: null,
+    e2e: false, // end-to-end encrypted (the CLI's --json result says the same)
+    safety_number: null, // of this page's device key and the peer's, when e2e
     ...fields,
   };
   Object.defineProperty(t, "_", {

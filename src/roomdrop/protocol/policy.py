@@ -1,6 +1,7 @@
-"""What files this server carries: the MIME allow and deny lists
-(``ROOMDROP_MIME_ALLOW`` / ``ROOMDROP_MIME_DENY``), applied to the declared type of an
-offer and to what the first relayed chunk shows the content to be."""
+"""What files may travel: the MIME allow and deny lists (``ROOMDROP_MIME_ALLOW`` /
+``ROOMDROP_MIME_DENY`` on the server, which publishes them in ``room-state``), applied by
+the server to the declared type of an offer and by the receiving client (the only side
+that sees plaintext) to what the first decrypted chunk shows the content to be."""
 
 from __future__ import annotations
 

@@ -1,0 +1,107 @@
+// The sending end's part of end-to-end encryption (docs/protocol.md §14): whom a
+// transfer is sealed to (the receiver's published key, trusted on first use; a known
+// receiver with a new key waits for the person to trust it), the sealed content key in
+// the offer, the sender's own sealed copy opened again to take a transfer up after a
+// reload, and each chunk sealed into its frames (flag SEALED, zero checksum).
+// outgoing.js uses it; the keys and checks are keyring.js's.
+// Counterpart: the sealing parts of src/roomdrop/client/outgoing.py
+
+import { ChunkCipher, E2EError, importContentKey, openOffer, sealOffer } from "./e2e.js";
+import { KeyChanged } from "./keyring.js";
+import { canonicalUuid, encodeFrames, toHex } from "./protocol.js";
+
+/** The fields of a transfer (or a room-state transfer object) its binding covers. */
+export function bound(r, sender, receiver) {
+  return {
+    transfer_id: canonicalUuid(r.transfer_id),
+    sender_id: sender,
+    receiver_id: receiver,
+    file_size: r.file_size,
+    chunk_size: r.chunk_size,
+    total_chunks: r.total_chunks,
+    sha256: r.sha256,
+    mime_type: r.mime_type,
+  };
+}
+
+export class Sealing {
+  /** @param {object} host the session (transfers.js, Host): user, keyring, display */
+  constructor(host) {
+    this.host = host;
+  }
+
+  /** The receiver of `t` to seal to ({user, key, number}), or null: in the clear. A
+   * known receiver with a new key: the row warns and this waits until the person
+   * trusts it (or the transfer ends: null). Throws E2ERequired. */
+  async receiver(t) {
+    const { keyring, display } = this.host;
+    for (;;) {
+      try {
+        const peer = await keyring.forReceiver(t.peer);
+        t._.keyChanged = null;
+        return peer;
+      } catch (e) {
+        if (!(e instanceof KeyChanged)) throw e;
+        if (t._.final) return null;
+        t._.keyChanged = { user: e.user, key: e.key, message: e.message };
+        display.note(`${t.filename}: not sent yet: ${e.message}`, "error");
+        display.render(t);
+        const wait = keyring.untilTrusted(e.user, e.key);
+        t._.abandonTrust = wait.abandon;
+        const trusted = await wait.promise;
+        t._.abandonTrust = null;
+        t._.keyChanged = null;
+        display.render(t);
+        if (!trusted || t._.final) return null;
+      }
+    }
+  }
+
+  /** A new content key for `t`, sealed to `peer`: the offer's e2e part; `t` encrypts
+   * its chunks under it from now on. */
+  async seal(t, peer) {
+    const { keyring, user } = this.host;
+    const { e2e, key } = await sealOffer(bound(t, user, t.peer), keyring.device, peer.key);
+    await this.use(t, key, peer.number);
+    return e2e;
+  }
+
+  /** Taking up `o` (a transfer of room-state this user sends): its content key from the
+   * sender's own sealed copy. False if it cannot be (sealed by another device key: this
+   * browser's storage was cleared), then the file is offered anew. True for a
+   * transfer in the clear, if the server allows it. */
+  async takeUp(t, o) {
+    const { keyring, user } = this.host;
+    if (!o.e2e) return !keyring.requireE2e;
+    try {
+      const key = await openOffer(bound(o, user, o.receiver_id), o.e2e, keyring.device, { asSender: true });
+      const number = await keyring.safetyNumber(o.receiver_id, o.e2e.receiver_key);
+      await this.use(t, key, number, canonicalUuid(o.transfer_id));
+      return true;
+    } catch (e) {
+      if (!(e instanceof E2EError)) throw e;
+      this.host.display.note(`cannot take up ${t.filename} (${e.message}); offering it anew`, "error");
+      return false;
+    }
+  }
+
+  async use(t, rawKey, number, tid = t.transfer_id) {
+    t._.cipher = new ChunkCipher(await importContentKey(rawKey), tid);
+    rawKey.fill(0);
+    t.e2e = true;
+    t.safety_number = number;
+  }
+
+  /** The frames of chunk `index` (its plaintext `data`), each at most `max` bytes (null:
+   * one whole frame): sealed under the transfer's content key, or in the clear with
+   * its sha256. */
+  async frames(t, index, data, max) {
+    const args = [t.transfer_id, index, t.total_chunks, t.chunk_size];
+    if (t._.cipher) {
+      const sealed = await t._.cipher.seal(index, new Uint8Array(data));
+      return encodeFrames(...args, sealed, null, max, true);
+    }
+    const checksum = toHex(await crypto.subtle.digest("SHA-256", data));
+    return encodeFrames(...args, data, checksum, max);
+  }
+}
