@@ -75,10 +75,12 @@ def names(*roles: str) -> list[str]:
 class Client:
     """One participant: a real WebSocket joined to ``room`` as ``user``."""
 
-    def __init__(self, ws: ClientConnection, room: str, user: str) -> None:
+    def __init__(self, ws: ClientConnection, room: str, user: str, e2e: bool = True) -> None:
         self.ws = ws
         self.room = room
         self.user = user
+        self.e2e = e2e
+        """Whether :meth:`offer` seals by default: its server's ROOMDROP_REQUIRE_E2E."""
         self.skipped: list[str | bytes] = []
         """What :meth:`recv` passed over while waiting (for failure messages)."""
 
@@ -99,12 +101,13 @@ class Client:
         key sealed to ``receiver``'s device key (:func:`e2etools.sealed_offer`)."""
         return sealed_offer(self.user, receiver, **fields)
 
-    async def offer(self, receiver: str, *, e2e: bool = True, **fields: Any) -> str:
-        """Send a ``file-share-offer``, end to end unless ``e2e`` is False (fields as
-        :func:`e2etools.offer_fields`); its id."""
+    async def offer(self, receiver: str, *, e2e: bool | None = None, **fields: Any) -> str:
+        """Send a ``file-share-offer``, end to end if ``e2e`` (default: if the server
+        requires it; fields as :func:`e2etools.offer_fields`); its id."""
+        sealed = self.e2e if e2e is None else e2e
         payload = (
             self.sealed_payload(receiver, **fields)
-            if e2e
+            if sealed
             else self.offer_payload(receiver, **fields)
         )
         await self.send("file-share-offer", payload)
@@ -210,6 +213,9 @@ class Server:
     tasks: list[asyncio.Task[Any]] = field(default_factory=list)
     stopped_by_test: bool = False
     """Set by a test that stops the server itself (then its exit is no complaint)."""
+    require_e2e: bool = True
+    """Its ROOMDROP_REQUIRE_E2E: a module about something else than encryption may turn
+    it off (``server_env``) and then offer and relay in the clear."""
 
     @property
     def url(self) -> str:
@@ -256,7 +262,7 @@ class Server:
         when this returns."""
         published = public(user) if key == OWN_KEY else key
         ws = await self.open_ws(room, self.token(user), published)
-        client = Client(ws, room, user)
+        client = Client(ws, room, user, e2e=self.require_e2e)
         self.clients.append(client)
         if room_state:
             state = await client.recv("room-state")
@@ -371,6 +377,12 @@ def launch(
             stderr=log,
         )
     server = Server(port, data_dir, log_path, secret, process)
+    server.require_e2e = environ.get("ROOMDROP_REQUIRE_E2E", "true").lower() not in (
+        "0",
+        "false",
+        "no",
+        "off",
+    )
     deadline = time.monotonic() + STARTUP_TIMEOUT
     with httpx.Client(base_url=server.url, timeout=1.0) as http:
         while True:
@@ -455,12 +467,25 @@ def server_env() -> dict[str, str]:
 
 
 @pytest.fixture(scope="module")
+def e2e_env() -> dict[str, str]:
+    """ROOMDROP_REQUIRE_E2E for every server of the module (shared, own, deployments):
+    the default settings, unless a module about the clear path (the server's own
+    checksums and MIME sniffing, which only exist there) or about something else entirely
+    overrides it with ``{"ROOMDROP_REQUIRE_E2E": "false"}``; its clients then offer in
+    the clear by default (:attr:`Server.require_e2e`)."""
+    return {}
+
+
+@pytest.fixture(scope="module")
 def _shared_server(
     server_env: dict[str, str],
     backend_env: dict[str, str],
+    e2e_env: dict[str, str],
     tmp_path_factory: pytest.TempPathFactory,
 ) -> Iterator[Server]:
-    server = launch(tmp_path_factory.mktemp("roomdrop-serve"), {**backend_env, **server_env})
+    server = launch(
+        tmp_path_factory.mktemp("roomdrop-serve"), {**backend_env, **e2e_env, **server_env}
+    )
     yield server
     complaint = server.stop()
     if complaint:
@@ -496,13 +521,14 @@ async def start_server(
     tmp_path: Path,
     _own_servers: list[Server],
     backend_env: dict[str, str],
+    e2e_env: dict[str, str],
 ) -> AsyncIterator[Callable[..., Any]]:
     """``await start_server(ROOMDROP_X="...")``: a server of this test's own (on the
     module's backend)."""
 
     async def start(**env: str) -> Server:
         base = tmp_path / f"serve{len(_own_servers)}"
-        server = await asyncio.to_thread(launch, base, {**backend_env, **env})
+        server = await asyncio.to_thread(launch, base, {**backend_env, **e2e_env, **env})
         _own_servers.append(server)
         _watch(request, server)
         return server
@@ -529,7 +555,11 @@ class Deployment:
 
     async def start(self, n: int = 2, **env: str) -> list[Server]:
         """``n`` more instances, with ``env`` on top of the shared settings."""
-        shared = {"ROOMDROP_REDIS_URL": self.redis.url, "ROOMDROP_REDIS_PREFIX": self.prefix}
+        shared = {
+            "ROOMDROP_REDIS_URL": self.redis.url,
+            "ROOMDROP_REDIS_PREFIX": self.prefix,
+            **self.request.getfixturevalue("e2e_env"),
+        }
         servers = []
         for _ in range(n):
             base = self.base / f"instance{len(self.started)}"

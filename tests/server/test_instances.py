@@ -41,6 +41,16 @@ if TYPE_CHECKING:
     from conftest import Client, Deployment, Server
 
 
+@pytest.fixture(scope="module")
+def e2e_env() -> dict[str, str]:
+    # what instances share through Redis (presence, records, limits, the relay queue) is
+    # what this module is about; its chunks come from test_server_relay's clear sources, so
+    # its servers allow clear transfers. Sealed frames across instances:
+    # tests/client/test_cli_instances.py and test_cli_e2e_wire.py (Redis never holds
+    # plaintext)
+    return {"ROOMDROP_REQUIRE_E2E": "false"}
+
+
 async def across(
     one: Server, two: Server, room: str, alice: str, bob: str
 ) -> tuple[Client, Client]:

@@ -26,6 +26,13 @@ DATA = (b"roomdrop test data, nothing magic about it. " * 4500)[: 3 * CHUNK - 10
 DATA_SHA = hashlib.sha256(DATA).hexdigest()
 
 
+@pytest.fixture(scope="module")
+def e2e_env() -> dict[str, str]:
+    # the clear path: the seed's messages as they were, the server checking each chunk's sha256:
+    # a server that allows clear transfers
+    return {"ROOMDROP_REQUIRE_E2E": "false"}
+
+
 def fresh(*roles: str) -> list[str]:
     tag = uuid.uuid4().hex[:10]
     return [f"{role}-{tag}" for role in roles]

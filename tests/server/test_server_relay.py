@@ -15,6 +15,8 @@ import uuid
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+import pytest
+
 from roomdrop.protocol.frames import Chunk, decode_frame, encode_frames, encode_json_chunk
 
 if TYPE_CHECKING:
@@ -24,6 +26,13 @@ CHUNK = 64 * 1024
 MiB = 1024 * 1024
 BIG = 100 * MiB
 RSS_MARGIN = 50 * MiB
+
+
+@pytest.fixture(scope="module")
+def e2e_env() -> dict[str, str]:
+    # the clear relay: the server checks each chunk's sha256 and sniffs the first one (the
+    # sealed relay is test_relay.py's): a server that allows clear transfers
+    return {"ROOMDROP_REQUIRE_E2E": "false"}
 
 
 def fresh(*roles: str) -> list[str]:
