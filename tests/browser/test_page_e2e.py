@@ -218,14 +218,16 @@ async def test_the_cli_sends_to_a_page_through_the_relay_end_to_end(
     send = cli.send(path, transport="relay")
     await cli.joined(send)
     await b.sees(alice)
+    device = load_device_key(cli.config_dir(alice))
+    assert device is not None
+    number = safety_number(alice, device.public, b.user, decode_key(await page_key(b)))
+    # on the participant while alice is in the room (her CLI leaves once the file is sent)
+    assert await participant_number(b, alice) == number
     await b.accept()
     (tid,) = await b.transfer_ids()
     await b.wait_status(tid, "completed", 120)
     assert await send.wait(60) == 0, send.report()
     result = send.result()
-    device = load_device_key(cli.config_dir(alice))
-    assert device is not None
-    number = safety_number(alice, device.public, b.user, decode_key(await page_key(b)))
     rd.note(f"cli send result {result}; page {await e2e_of(b, tid)}")
     assert (result["status"], result["e2e"], result["safety_number"]) == (
         "completed",
@@ -233,7 +235,6 @@ async def test_the_cli_sends_to_a_page_through_the_relay_end_to_end(
         number,
     )
     assert await shown_number(b, tid) == number
-    assert await participant_number(b, alice) == number
     frames = await b.page.evaluate("() => window.__frames")
     assert frames["count"] > 0 and frames["flags"] == {"1": frames["count"]}, frames
     assert frames["marker"] == 0, frames
