@@ -18,6 +18,7 @@ from typing import TYPE_CHECKING, Any
 import pytest
 
 from roomdrop.protocol.frames import Chunk, decode_frame, encode_frames, encode_json_chunk
+from server.e2etools import plaintext_of, sealed_frame
 
 if TYPE_CHECKING:
     from conftest import Client, Server
@@ -31,7 +32,8 @@ RSS_MARGIN = 50 * MiB
 @pytest.fixture(scope="module")
 def e2e_env() -> dict[str, str]:
     # the clear relay: the server checks each chunk's sha256 and sniffs the first one (the
-    # sealed relay is test_relay.py's): a server that allows clear transfers
+    # sealed relay is test_relay.py's, and the 100 MB test's sealed case): a server that
+    # allows clear transfers
     return {"ROOMDROP_REQUIRE_E2E": "false"}
 
 
@@ -72,11 +74,16 @@ def sha256_of(path: Path) -> str:
 
 
 async def receive_file(
-    b: Client, target: Path, tid: str, total: int, progress: list[dict[str, Any]]
+    b: Client,
+    target: Path,
+    tid: str,
+    total: int,
+    progress: list[dict[str, Any]],
+    sealed: bool = False,
 ) -> None:
-    """Every chunk of ``tid`` as ``b`` gets it, verified and written at its offset in
-    ``target``, each exactly once; the progress ``b`` is told on the way, into
-    ``progress`` (any other message fails)."""
+    """Every chunk of ``tid`` as ``b`` gets it, verified (``sealed``: opened) and written
+    at its offset in ``target``, each exactly once; the progress ``b`` is told on the way,
+    into ``progress`` (any other message fails)."""
     held: set[int] = set()
     fd = os.open(target, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
     try:
@@ -90,9 +97,14 @@ async def receive_file(
             frame = decode_frame(message)
             assert frame.transfer_id == tid and frame.is_whole
             assert frame.total_chunks == total and frame.chunk_size == CHUNK
-            assert hashlib.sha256(frame.data).hexdigest() == frame.checksum
+            assert frame.sealed == sealed, frame
+            if sealed:
+                data = plaintext_of(frame)  # E2EError unless it is the sender's chunk
+            else:
+                assert hashlib.sha256(frame.data).hexdigest() == frame.checksum
+                data = frame.data
             assert frame.chunk_index not in held, f"chunk {frame.chunk_index} twice"
-            os.pwrite(fd, frame.data, frame.chunk_index * CHUNK)
+            os.pwrite(fd, data, frame.chunk_index * CHUNK)
             held.add(frame.chunk_index)
     finally:
         os.close(fd)
@@ -110,14 +122,16 @@ async def accepted(
     return a, b, tid
 
 
+@pytest.mark.parametrize("mode", ["clear", "sealed"])
 async def test_a_100_mb_file_is_relayed_byte_for_byte_in_bounded_server_memory(
-    server: Server, tmp_path: Path
+    server: Server, tmp_path: Path, mode: str
 ) -> None:
+    sealed = mode == "sealed"
     source, target = tmp_path / "source.bin", tmp_path / "received.bin"
     sha = await asyncio.to_thread(write_random_file, source, BIG)
     total = BIG // CHUNK
     room, alice, bob = fresh("room", "alice", "bob")
-    a, b, tid = await accepted(server, room, alice, bob, size=BIG, sha256=sha)
+    a, b, tid = await accepted(server, room, alice, bob, size=BIG, sha256=sha, e2e=sealed)
     staging = server.data_dir / "relay" / tid
     idle_rss = server.rss_bytes()
     peak_rss = idle_rss
@@ -134,11 +148,16 @@ async def test_a_100_mb_file_is_relayed_byte_for_byte_in_bounded_server_memory(
     async def send() -> None:
         with source.open("rb") as f:
             for index in range(total):
-                await a.send_raw(frame_of(make_chunk(tid, index, total, f.read(CHUNK))))
+                data = f.read(CHUNK)
+                await a.send_raw(
+                    sealed_frame(tid, index, total, data)
+                    if sealed
+                    else frame_of(make_chunk(tid, index, total, data))
+                )
 
     progress: list[dict[str, Any]] = []
     watcher = server.spawn(watch())
-    receiver = server.spawn(receive_file(b, target, tid, total, progress))
+    receiver = server.spawn(receive_file(b, target, tid, total, progress, sealed))
     started = time.monotonic()
     try:
         await asyncio.wait_for(asyncio.gather(send(), receiver), 60)
