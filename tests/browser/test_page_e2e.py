@@ -202,6 +202,7 @@ async def test_a_page_sends_to_the_cli_end_to_end(veth: None, rd: Harness, tmp_p
     )
     assert (await e2e_of(a, tid))["safety_number"] == number
     assert await shown_number(a, tid) == number
+    assert (result["transport"], result["bytes_via"]["p2p"]) == ("p2p", path.stat().st_size)
     assert sha256_of(out / path.name) == digest
 
 
@@ -235,6 +236,7 @@ async def test_the_cli_sends_to_a_page_through_the_relay_end_to_end(
         number,
     )
     assert await shown_number(b, tid) == number
+    assert (result["transport"], result["bytes_via"]["relay"]) == ("relay", path.stat().st_size)
     frames = await b.page.evaluate("() => window.__frames")
     assert frames["count"] > 0 and frames["flags"] == {"1": frames["count"]}, frames
     assert frames["marker"] == 0, frames
