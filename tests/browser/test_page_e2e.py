@@ -177,14 +177,22 @@ async def test_two_pages_through_the_relay_end_to_end_the_relay_carries_only_cip
 
 
 @pytest.mark.timeout(180)
-async def test_a_page_sends_to_the_cli_end_to_end(veth: None, rd: Harness, tmp_path: Path) -> None:
+@pytest.mark.parametrize("way", ["p2p", "relay"])
+async def test_a_page_sends_to_the_cli_end_to_end(
+    request: pytest.FixtureRequest, rd: Harness, tmp_path: Path, way: str
+) -> None:
+    if way == "p2p":
+        request.getfixturevalue("veth")  # the page's candidates
+    # relay: the CLI gathers TURN relay candidates only, and no TURN server is configured,
+    # so no data channel can open and the page falls back to the relay
+    env = {"ROOMDROP_ICE_POLICY": "relay"} if way == "relay" else None
     path = tmp_path / "to-cli.bin"
     digest = write_random(path, 8 * MB)
     room, bob = names("room", "bob")
     a = await rd.guest("alice", room)
     cli = rd.room(room, a.user, bob)
     out = tmp_path / "inbox"
-    receive = cli.receive(out)
+    receive = cli.receive(out, env=env)
     await cli.joined(receive)
     await a.sees(bob)
     tid = await a.send(bob, path)
@@ -202,21 +210,24 @@ async def test_a_page_sends_to_the_cli_end_to_end(veth: None, rd: Harness, tmp_p
     )
     assert (await e2e_of(a, tid))["safety_number"] == number
     assert await shown_number(a, tid) == number
-    assert (result["transport"], result["bytes_via"]["p2p"]) == ("p2p", path.stat().st_size)
+    assert (result["transport"], result["bytes_via"][way]) == (way, path.stat().st_size)
     assert sha256_of(out / path.name) == digest
 
 
 @pytest.mark.timeout(180)
-async def test_the_cli_sends_to_a_page_through_the_relay_end_to_end(
-    rd: Harness, tmp_path: Path
+@pytest.mark.parametrize("way", ["relay", "p2p"])
+async def test_the_cli_sends_to_a_page_end_to_end(
+    request: pytest.FixtureRequest, rd: Harness, tmp_path: Path, way: str
 ) -> None:
+    if way == "p2p":
+        request.getfixturevalue("veth")
     path = tmp_path / "from-cli.bin"
     digest = write_marked(path, 5 * MB)
     (room,) = names("room")
     b = await recording(rd, "bob", room)
     (alice,) = names("alice")
     cli = rd.room(room, alice, b.user)
-    send = cli.send(path, transport="relay")
+    send = cli.send(path, transport=way)
     await cli.joined(send)
     await b.sees(alice)
     device = load_device_key(cli.config_dir(alice))
@@ -236,10 +247,13 @@ async def test_the_cli_sends_to_a_page_through_the_relay_end_to_end(
         number,
     )
     assert await shown_number(b, tid) == number
-    assert (result["transport"], result["bytes_via"]["relay"]) == ("relay", path.stat().st_size)
+    assert (result["transport"], result["bytes_via"][way]) == (way, path.stat().st_size)
     frames = await b.page.evaluate("() => window.__frames")
-    assert frames["count"] > 0 and frames["flags"] == {"1": frames["count"]}, frames
-    assert frames["marker"] == 0, frames
+    if way == "relay":  # every relayed frame sealed, no marker in any
+        assert frames["count"] > 0 and frames["flags"] == {"1": frames["count"]}, frames
+        assert frames["marker"] == 0, frames
+    else:  # peer to peer: no chunk through the server
+        assert frames["count"] == 0, frames
     saved = await b.save(tid, tmp_path / "saved" / path.name, filename=path.name)
     assert sha256_of(saved) == digest
 
