@@ -60,6 +60,12 @@ WORMHOLE_VENV = BENCH.parent / ".venv-wormhole"  # made by scripts/test (bench/w
             ],
         ),
         (
+            "per_transfer",
+            ["1 transfer ", "8 at once "],
+            ["goal server memory per active transfer < ", "runs of 8 whose transfers were all"],
+            ["peak memory against one transfer, same run: "],
+        ),
+        (
             "instances",
             ["one instance ", "one + Redis ", "two instances "],
             ["summary: two instances"],
