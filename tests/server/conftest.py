@@ -215,7 +215,7 @@ class Server:
     """Set by a test that stops the server itself (then its exit is no complaint)."""
     require_e2e: bool = True
     """Its ROOMDROP_REQUIRE_E2E: a module about something else than encryption may turn
-    it off (``server_env``) and then offer and relay in the clear."""
+    it off (``e2e_env``) and then offer and relay in the clear."""
 
     @property
     def url(self) -> str:

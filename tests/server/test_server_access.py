@@ -43,10 +43,15 @@ def offer_body(receiver: str, size: int = 1000, **extra: Any) -> dict[str, Any]:
 
 @pytest.fixture(scope="module")
 def server_env() -> dict[str, str]:
+    return {"ROOMDROP_ICE_SERVERS": json.dumps(ICE)}
+
+
+@pytest.fixture(scope="module")
+def e2e_env() -> dict[str, str]:
     # who may do what to a transfer is what this module is about, the same whether its
     # chunks are sealed or not: its offers are in the clear (sealed ones are refused or
     # let through by the rules of test_e2e_offers.py)
-    return {"ROOMDROP_ICE_SERVERS": json.dumps(ICE), "ROOMDROP_REQUIRE_E2E": "false"}
+    return {"ROOMDROP_REQUIRE_E2E": "false"}
 
 
 async def rest_offer(server: Server, room: str, sender: str, receiver: str) -> str:

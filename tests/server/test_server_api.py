@@ -52,10 +52,14 @@ def server_env() -> dict[str, str]:
         "ROOMDROP_GUESTS": "false",
         "ROOMDROP_MAX_FILE_SIZE": str(MAX_FILE_SIZE),
         "ROOMDROP_MAX_TRANSFERS_PER_USER": str(MAX_TRANSFERS_PER_USER),
-        # clear offers keep the provocations short; e2e-required and e2e-failed are
-        # provoked on a server of the default settings in test_e2e_offers.py
-        "ROOMDROP_REQUIRE_E2E": "false",
     }
+
+
+@pytest.fixture(scope="module")
+def e2e_env() -> dict[str, str]:
+    # clear offers keep the provocations short; e2e-required and e2e-failed are provoked
+    # on a server of the default settings in test_e2e_offers.py
+    return {"ROOMDROP_REQUIRE_E2E": "false"}
 
 
 def fresh(*roles: str) -> list[str]:

@@ -26,7 +26,7 @@ LOOSE_INTEGERS = ("10", 10.0, True)
 
 
 @pytest.fixture(scope="module")
-def server_env() -> dict[str, str]:
+def e2e_env() -> dict[str, str]:
     # how a mistyped field is refused is what this module is about: its offers are in the
     # clear (the e2e part's own checks are in test_e2e_offers.py)
     return {"ROOMDROP_REQUIRE_E2E": "false"}
