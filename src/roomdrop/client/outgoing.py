@@ -41,7 +41,7 @@ from roomdrop.client.keyring import Peer, notes_on_keys
 from roomdrop.client.links import Links
 from roomdrop.client.requestnotes import RequestNotes
 from roomdrop.client.scans import Scans
-from roomdrop.client.transfers import Host, Reoffer, Result, Role, SendState
+from roomdrop.client.transfers import Host, Reoffer, Result, Role, SendState, adoptable
 from roomdrop.exceptions import (
     E2EError,
     E2ERequired,
@@ -107,20 +107,22 @@ class Outgoing(Role[SendState]):
             scans.stop()
 
     async def send_file(self, path: Path, to: str, scans: Scans | None = None) -> Result:
-        scans = scans if scans is not None else Scans([path])
+        host, scans = self.host, scans if scans is not None else Scans([path])
         await self._wait_for_receiver(to)
-        if self.host.transport != "relay":
+        if host.transport != "relay":
             await self.links.ensure(to)
         while True:
-            await self.host.wait_for(to)
+            await host.wait_for(to)
             info = await scans.get(path)  # hashed meanwhile
             try:
-                peer = self.host.keyring.for_receiver(to)
+                peer = host.keyring.for_receiver(to)
             except (E2ERequired, KeyChanged) as exc:
                 return await self._refuse(info, to, exc)
-            adopt = self._adoptable(info, to, peer)
+            keys = (host.keyring.device.public_text, peer.key) if peer is not None else None
+            held, skip = host.server_transfers.values(), self.states.keys() | self._unadoptable
+            adopt = adoptable(held, host.user, to, info, self.manager.chunk_size, keys, skip)
             out = SendState(tid=adopt or "", peer=to, done=self.future(), info=info)
-            out.transport = self.host.transport  # "auto" until the path is chosen
+            out.transport = host.transport  # "auto" until the path is chosen
             try:
                 if adopt is not None:
                     return await self._take_up(out, peer)
@@ -151,26 +153,6 @@ class Outgoing(Role[SendState]):
         finally:
             arrived.cancel()
             host.reporter.waiting(text, None)
-
-    def _adoptable(self, info: SourceInfo, to: str, peer: Peer | None) -> str | None:
-        """A transfer of this content to ``to`` the server still holds, sealed with the
-        keys a new offer would use (in the clear if it would be)."""
-        mine = self.host.keyring.device.public_text
-        for t in self.host.server_transfers.values():
-            keys = (t.e2e.sender_key, t.e2e.receiver_key) if t.e2e is not None else None
-            if (
-                t.sender_id == self.host.user
-                and t.receiver_id == to
-                and t.sha256 == info.sha256
-                and t.file_size == info.file_size
-                and t.chunk_size == self.manager.chunk_size
-                and t.status in (Status.ACTIVE, Status.PAUSED)
-                and t.transfer_id not in self.states
-                and t.transfer_id not in self._unadoptable
-                and keys == ((mine, peer.key) if peer is not None else None)
-            ):
-                return t.transfer_id
-        return None
 
     async def _refuse(self, info: SourceInfo, to: str, exc: RoomdropError) -> Result:
         """The file is not offered to ``to`` (a changed key, no key where the server

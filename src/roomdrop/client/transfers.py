@@ -10,6 +10,7 @@ the session's services a role may use.
   transfer with its result.
 * :class:`Host` — what a role may ask of the session it belongs to (the session is the
   only implementation; tests of a role can give it another).
+* :func:`adoptable` — which transfer the server holds a restarted sender may take up.
 
 The page mirrors this module in ``static/transfers.js``.
 """
@@ -19,7 +20,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import time
-from collections.abc import Awaitable, Iterator
+from collections.abc import Awaitable, Collection, Iterable, Iterator
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, ClassVar, Generic, Literal, Protocol, TypeVar
 
@@ -47,6 +48,7 @@ __all__ = [
     "SendState",
     "TransferState",
     "Transport",
+    "adoptable",
 ]
 
 Transport = Literal["auto", "p2p", "relay"]
@@ -350,3 +352,32 @@ class Role(Generic[S]):
         state.done.set_result(result)
         self.host.reporter.finished(result)
         return result
+
+
+def adoptable(
+    held: Iterable[TransferObject],
+    user: str,
+    to: str,
+    info: SourceInfo,
+    chunk_size: int,
+    keys: tuple[str, str] | None,
+    skip: Collection[str],
+) -> str | None:
+    """The id of a transfer of ``info``'s content from ``user`` to ``to`` among those the
+    server ``held``, under way (active or paused), in ``chunk_size`` chunks and sealed
+    with the ``keys`` (sender's, receiver's) a new offer would use (None: in the clear),
+    that is not in ``skip``; None if there is none."""
+    for t in held:
+        sealed = (t.e2e.sender_key, t.e2e.receiver_key) if t.e2e is not None else None
+        if (
+            t.sender_id == user
+            and t.receiver_id == to
+            and t.sha256 == info.sha256
+            and t.file_size == info.file_size
+            and t.chunk_size == chunk_size
+            and t.status in (Status.ACTIVE, Status.PAUSED)
+            and t.transfer_id not in skip
+            and sealed == keys
+        ):
+            return t.transfer_id
+    return None
