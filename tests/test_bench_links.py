@@ -22,10 +22,17 @@ from pathlib import Path
 BENCH = Path(__file__).resolve().parent.parent / "bench"
 COMMAND = [sys.executable, str(BENCH / "links.py")]
 PROFILES = ("100mbit", "unshaped")
-PATHS = ("bare TCP", "bare data channel", "roomdrop p2p", "roomdrop relay")
+PATHS = (
+    "bare TCP + work",
+    "bare TCP",
+    "bare data channel",
+    "roomdrop direct",
+    "roomdrop p2p",
+    "roomdrop relay",
+)
 NUM = r"(\d+\.\d+)"
 ROW = re.compile(
-    rf"^(\S+) +({'|'.join(PATHS)}) +{NUM} +{NUM}x +{NUM} +{NUM}x +"
+    rf"^(\S+) +({'|'.join(map(re.escape, PATHS))}) +{NUM} +{NUM}x +{NUM} +{NUM}x +"
     r"(\S+) +(\S+) +(\S+) +(\S+) +(\S+) +(\S+)$"
 )
 MARKER = "ROOMDROP_LINKS_BENCH"  # bench/links.py puts it in its namespaces' sleep processes
@@ -147,15 +154,22 @@ def test_links_benchmark_measures_every_path_on_shaped_links(tmp_path: Path) -> 
     assert any(line.startswith("profile unshaped: ") and "tbf" not in line for line in lines)
     assert any(line.startswith("netem: ") for line in lines), out
 
-    for profile in PROFILES:
-        start = f"goal CLI -> CLI >= 0.9 x bare TCP on {profile} ("
+    # shaped links are measured against bare TCP, the unshaped one (CPU-bound) against
+    # bare TCP doing the same per-chunk work, whose own ratio to bare TCP is printed
+    for profile, floor in (("100mbit", "bare TCP"), ("unshaped", "bare TCP + work")):
+        start = f"goal CLI -> CLI >= 0.9 x {floor} on {profile} ("
         goal = [line for line in lines if line.startswith(start)]
         assert len(goal) == 1, f"no goal line for {profile}:\n{out}"
-        for path in ("roomdrop p2p", "roomdrop relay"):
+        base = float(rows[profile, floor][3])
+        for path in ("roomdrop direct", "roomdrop p2p", "roomdrop relay"):
             verdict = re.search(rf"{path} {NUM} MB/s = {NUM}x \((met|NOT met);", goal[0])
             assert verdict is not None, goal[0]
             assert float(verdict[1]) == float(rows[profile, path][3]), goal[0]
+            assert abs(float(verdict[2]) - float(verdict[1]) / base) < 0.02, goal[0]
             assert (verdict[3] == "met") == (float(verdict[2]) >= 0.9), goal[0]
+    work = re.search(rf"\(bare TCP \+ work on unshaped = {NUM} x plain bare TCP", out)
+    assert work is not None, out
+    assert abs(float(work[1]) - float(rows["unshaped", "bare TCP + work"][3]) / unshaped) < 0.02
 
     namespaces = set(re.findall(r"net:\[\d+\]", out))
     assert len(namespaces) == 2, out

@@ -53,10 +53,11 @@ def build_parser() -> argparse.ArgumentParser:
     send.add_argument("--to", required=True, metavar="USER", help="the participant to send to")
     send.add_argument(
         "--transport",
-        choices=("auto", "p2p", "relay"),
+        choices=("auto", "direct", "p2p", "relay"),
         default="auto",
-        help="auto: peer to peer, else through the server (default); p2p: never the "
-        "server's relay; relay: always through the server",
+        help="auto: a direct connection to a roomdrop CLI, else a WebRTC data channel, "
+        "else through the server (default); direct: only a direct connection; p2p: only "
+        "a data channel; relay: always through the server",
     )
     send.add_argument(
         "--wait",
@@ -90,6 +91,12 @@ def build_parser() -> argparse.ArgumentParser:
         help="only on this server (default: every server where USER showed a new key)",
     )
     for client in (send, receive):
+        client.add_argument(
+            "--no-direct",
+            action="store_true",
+            help="no direct TCP connection to the peer: only WebRTC and the relay "
+            "($ROOMDROP_DIRECT=0)",
+        )
         client.add_argument(
             "--trust-new-key",
             action="store_true",
@@ -184,6 +191,8 @@ def client_command(args: argparse.Namespace) -> int:
     from roomdrop.client.settings import ClientSettings, split_servers
 
     settings = ClientSettings()
+    if args.no_direct:
+        settings.direct = False
     servers = split_servers(args.server or [settings.server])
     token = args.token or (settings.token.get_secret_value() if settings.token else None)
     if not servers:

@@ -74,6 +74,7 @@ __all__ = [
     "decode_bytes",
     "decode_key",
     "encode_key",
+    "hpke_public",
     "new_content_key",
     "offer_binding",
     "open_content_key",
@@ -191,7 +192,7 @@ def offer_binding(
     return json.dumps(fields, separators=(",", ":"), ensure_ascii=False).encode()
 
 
-def _public(raw: bytes) -> KEMKeyInterface:
+def hpke_public(raw: bytes) -> KEMKeyInterface:
     try:
         X25519PublicKey.from_public_bytes(raw)
         return SUITE.kem.deserialize_public_key(raw)
@@ -204,7 +205,9 @@ def seal_content_key(
 ) -> Sealed:
     """Seal ``content_key`` to the device whose public key is ``recipient``,
     authenticated by ``sender``'s key (HPKE auth mode, single shot)."""
-    enc, context = SUITE.create_sender_context(_public(recipient), INFO, sks=sender.hpke_private())
+    enc, context = SUITE.create_sender_context(
+        hpke_public(recipient), INFO, sks=sender.hpke_private()
+    )
     return Sealed(enc, context.seal(content_key, binding))
 
 
@@ -215,7 +218,7 @@ def open_content_key(
     for the offer ``binding`` describes; E2EError if any of them does not match."""
     try:
         context = SUITE.create_recipient_context(
-            sealed.enc, recipient.hpke_private(), INFO, pks=_public(sender)
+            sealed.enc, recipient.hpke_private(), INFO, pks=hpke_public(sender)
         )
         key = context.open(sealed.ct, binding)
     except (PyHPKEError, ValueError) as exc:

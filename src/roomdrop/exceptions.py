@@ -44,6 +44,7 @@ __all__ = [
     "ChunkRejected",
     "ChunkSizeMismatch",
     "DamagedChunks",
+    "DirectDisabled",
     "E2EError",
     "E2ERequired",
     "FileTooLarge",
@@ -239,6 +240,13 @@ class E2ERequired(PolicyError):
     """This server carries only end-to-end encrypted transfers (``ROOMDROP_REQUIRE_E2E``)."""
 
     code = "e2e-required"
+
+
+class DirectDisabled(PolicyError):
+    """This server does not forward ``direct-hints`` (``ROOMDROP_ALLOW_DIRECT=false``):
+    every byte goes over WebRTC or the relay."""
+
+    code = "direct-disabled"
 
 
 class E2EError(RoomdropError):

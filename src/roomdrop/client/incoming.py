@@ -91,7 +91,7 @@ class Incoming(Role[ReceiveState]):
         super().__init__(host, manager)
         self._ask = ask
         self._relay_assembler = ChunkAssembler(max_partial=2, max_chunk_size=MAX_CHUNK_SIZE)
-        self._assemblers: dict[str, ChunkAssembler] = {}
+        self._assemblers: dict[tuple[str, str], ChunkAssembler] = {}
         # results of received files, or what ended the connection for good
         self._finished: asyncio.Queue[Result | BaseException] = asyncio.Queue()
 
@@ -328,18 +328,19 @@ class Incoming(Role[ReceiveState]):
                 self.host.spawn(self.request_missing(inc, "missing"), f"request-{inc.tid}")
 
     def on_new_link(self, remote: str) -> None:
-        self._assemblers.pop(remote, None)
+        self._assemblers.pop((remote, "p2p"), None)
 
     # --- chunks in -------------------------------------------------------------------
 
     async def on_relay_frame(self, data: bytes) -> None:
         await self._on_frame(data, self._relay_assembler, "relay", None)
 
-    async def on_link_frame(self, remote: str, data: bytes) -> None:
+    async def on_link_frame(self, remote: str, data: bytes, via: str = "p2p") -> None:
+        """A frame from ``remote``'s data channel (``p2p``) or direct connection."""
         assembler = self._assemblers.setdefault(
-            remote, ChunkAssembler(max_partial=4, max_chunk_size=MAX_CHUNK_SIZE)
+            (remote, via), ChunkAssembler(max_partial=4, max_chunk_size=MAX_CHUNK_SIZE)
         )
-        await self._on_frame(data, assembler, "p2p", remote)
+        await self._on_frame(data, assembler, via, remote)
 
     async def _on_frame(
         self, data: bytes, assembler: ChunkAssembler, via: str, remote: str | None

@@ -146,6 +146,19 @@ class Keyring:
             )
         return self._trusted(sender, e2e.sender_key)
 
+    def direct_key(self, peer: str) -> str | None:
+        """The key a direct connection to ``peer`` must prove it holds: the one ``peer``
+        published, unless it is not the one trusted here (then there is no direct path;
+        an offer says why, with ``key-changed``). Trusting a first key is left to the
+        offers."""
+        key = self.published.get(peer)
+        if key is None:
+            return None
+        trusted = self.store.get(self.server(), peer).trusted
+        if trusted and key not in trusted and not self.trust_new_key:
+            return None
+        return key
+
     def check_content(self, record: Transfer, head: bytes | bytearray | memoryview) -> None:
         """The first chunk's plaintext must be the declared type, within the server's
         lists (MimeTypeNotAllowed, with the precise reason)."""

@@ -13,10 +13,9 @@ answers until the file is verified at the other end.
   loses the transfer (it restarted), the file is offered again (:class:`Reoffer`).
 * **The pump.** Once the receiver accepts (with the chunks it lacks), one task per
   transfer (:meth:`Outgoing._pump`) sends the queued chunks while the transfer is
-  active and the server reachable, over the data channel if one opens within
-  ``ROOMDROP_ICE_TIMEOUT`` (``--transport auto``), else through the relay
-  (:meth:`Outgoing._choose_transport`). If the data channel dies mid-transfer it goes
-  on through the relay from the chunks still queued.
+  active and the server reachable, over the path :mod:`.paths` chooses (a direct
+  connection, the data channel, the relay). If that path dies mid-transfer the pump
+  chooses again and goes on from the chunks still queued.
 * **Requests.** Every ``file-share-chunk-request`` (bad checksum, missing, resume) puts
   chunks back in the queue; a request for a transfer not known yet is kept until it is.
   A request that repeats the last one while its chunks still wait to be sent (a
@@ -36,6 +35,7 @@ import logging
 import time
 from pathlib import Path
 
+from roomdrop.client import paths
 from roomdrop.client.errors import LinkDown, NotConnected
 from roomdrop.client.keyring import Peer, notes_on_keys
 from roomdrop.client.links import Links
@@ -69,6 +69,8 @@ from roomdrop.storage import SourceInfo
 
 __all__ = ["NobodyCame", "Outgoing"]
 
+#: what ``--transport direct`` and ``p2p`` do not fall back to
+FALLBACKS = {"direct": "the data channel or the relay", "p2p": "the relay"}
 #: how often the time waited for the receiver to join is shown
 WAITING_EVERY = 1.0
 
@@ -109,7 +111,9 @@ class Outgoing(Role[SendState]):
     async def send_file(self, path: Path, to: str, scans: Scans | None = None) -> Result:
         host, scans = self.host, scans if scans is not None else Scans([path])
         await self._wait_for_receiver(to)
-        if host.transport != "relay":
+        if host.transport in ("auto", "direct"):
+            self.links.ensure_direct(to)
+        if host.transport in ("auto", "p2p"):
             await self.links.ensure(to)
         while True:
             await host.wait_for(to)
@@ -271,6 +275,9 @@ class Outgoing(Role[SendState]):
                 out.transport = await self._choose_transport(out)
                 decided = True
                 continue  # the world may have changed while ICE was trying
+            if paths.upgrade(self.links, out.peer, self.host.transport, out.transport):
+                self.host.reporter.note(f"direct connection to {out.peer} open; sending over it")
+                out.transport = "direct"
             index = next(iter(out.queue))
             try:
                 frame = await self.manager.send_chunk(tid, index)
@@ -280,7 +287,12 @@ class Outgoing(Role[SendState]):
             except TransferError:
                 continue  # paused meanwhile: wait for the resume
             try:
-                if out.transport == "p2p":
+                if out.transport == "direct":
+                    direct = self.links.direct(out.peer)
+                    if direct is None:
+                        raise LinkDown(out.peer)
+                    await direct.send([frame])
+                elif out.transport == "p2p":
                     link = self.links.get(out.peer)
                     if link is None:
                         raise LinkDown(out.peer)
@@ -288,8 +300,10 @@ class Outgoing(Role[SendState]):
                 else:
                     await self.host.send_frame(frame)
             except LinkDown:
-                # try a new data channel (the peer may have restarted), else the relay
-                self.host.reporter.note(f"data channel to {out.peer} lost")
+                # choose again: the other peer-to-peer path, a new data channel (the
+                # peer may have restarted), else the relay
+                lost = "direct connection" if out.transport == "direct" else "data channel"
+                self.host.reporter.note(f"{lost} to {out.peer} lost")
                 decided = False
                 continue
             except NotConnected:
@@ -301,31 +315,29 @@ class Outgoing(Role[SendState]):
             out.via[out.transport] += self._plain_length(out, index)
 
     async def _choose_transport(self, out: SendState) -> str:
-        """The path for ``out``: the data channel if it opens within ROOMDROP_ICE_TIMEOUT
-        from here, else the relay (``auto``) or a failure (``p2p``). The notes give the
-        time from the start of the attempt (the link's offer, or the remote's)."""
-        if self.host.transport == "relay":
-            return "relay"
-        link = await self.links.ensure(out.peer)
-        waiting = time.monotonic()
-        opened = await link.wait_open(self.host.settings.ice_timeout)
+        """The path for ``out`` (:func:`.paths.choose`), with a note saying which; with
+        ``--transport direct`` or ``p2p``, a failure if that path does not open. The
+        notes give the time from the start of the attempt."""
+        mode = self.host.transport
+        choice = await paths.choose(self.links, out.peer, mode, self.host.settings.ice_timeout)
         self._requests.repeats(out)
-        if opened:
-            if link.took is not None:
-                self.host.reporter.note(f"data channel to {out.peer} open after {link.took:.2f} s")
-            return "p2p"
-        tried = time.monotonic() - (waiting if link.started is None else link.started)
-        if self.host.transport == "p2p":
+        what = {"direct": "direct connection", "p2p": "data channel"}
+        if choice.path in what and choice.took is not None:
+            link = what[choice.path]
+            self.host.reporter.note(f"{link} to {out.peer} open after {choice.took:.2f} s")
+        if choice.path is not None:
+            return choice.path
+        if mode in what:
             await self.fail(
                 out,
-                "p2p-unavailable",
-                f"no peer-to-peer connection to {out.peer} after {tried:.1f} s "
-                "(--transport p2p does not fall back to the relay)",
+                f"{mode}-unavailable",
+                f"no {what[mode]} to {out.peer} after {choice.tried:.1f} s "
+                f"(--transport {mode} does not fall back to {FALLBACKS[mode]})",
                 pause=True,
             )
-            return "p2p"
+            return mode
         self.host.reporter.note(
-            f"no peer-to-peer connection to {out.peer} after {tried:.1f} s; "
+            f"no peer-to-peer connection to {out.peer} after {choice.tried:.1f} s; "
             "sending through the relay"
         )
         return "relay"

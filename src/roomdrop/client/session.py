@@ -6,7 +6,8 @@ from the wire's point of view):
 
 * :mod:`.outgoing` — the sender: offers, the pump, choosing and switching transport;
 * :mod:`.incoming` — the receiver: offers considered, chunks in, completion;
-* :mod:`.links` — peer links (WebRTC data channels), made and lost;
+* :mod:`.links` — peer links (WebRTC data channels, direct TCP connections), made and
+  lost;
 * :mod:`.catchup` — aligning both roles with ``room-state`` after a reconnect;
 * :mod:`.transfers` — what the roles share, and :class:`~.transfers.Host`, the part of
   this session they may use.
@@ -60,7 +61,6 @@ from roomdrop.protocol.transfer import TransferObject
 
 if TYPE_CHECKING:  # aiortc and httpx are imported when first needed: start-up is faster
     from roomdrop.client.http import ServerApi
-    from roomdrop.client.rtc import PeerLink
 
 __all__ = ["Left", "Reporter", "Result", "Session", "Transport"]
 
@@ -339,6 +339,7 @@ class Session:
         connection (``resync``) when the server may have lost messages meant for this
         end (§11.11). Either way both roles catch up from it (:mod:`.catchup`)."""
         self.keyring.on_room_state(state)
+        self.links.on_room_state(state)
         self.participants = set(state.participants)
         self._joined.set()
         known = transfers_of(state)
@@ -358,18 +359,18 @@ class Session:
         if self.incoming is not None:
             await self.incoming.on_relay_frame(data)
 
-    async def _on_link_frame(self, remote: str, data: bytes) -> None:
+    async def _on_link_frame(self, remote: str, data: bytes, via: str) -> None:
         if self.incoming is not None:
-            await self.incoming.on_link_frame(remote, data)
+            await self.incoming.on_link_frame(remote, data, via)
 
     def _on_new_link(self, remote: str) -> None:
         if self.incoming is not None:
             self.incoming.on_new_link(remote)
 
-    def _on_link_down(self, link: PeerLink) -> None:
-        self.outgoing.on_link_down(link.remote)
+    def _on_link_down(self, remote: str) -> None:
+        self.outgoing.on_link_down(remote)
         if self.incoming is not None:
-            self.incoming.on_link_down(link.remote)
+            self.incoming.on_link_down(remote)
 
     # --- the dispatch table ----------------------------------------------------------
 
@@ -393,6 +394,9 @@ class Session:
 
     async def _on_signal(self, msg: Message) -> None:
         await self.links.on_signal(msg)
+
+    async def _on_hints(self, msg: Message) -> None:
+        await self.links.on_hints(msg)
 
     async def _on_room_state(self, msg: Message) -> None:
         assert isinstance(msg.payload, RoomState)
@@ -461,6 +465,7 @@ class Session:
         T.OFFER: _on_signal,
         T.ANSWER: _on_signal,
         T.ICE_CANDIDATE: _on_signal,
+        T.DIRECT_HINTS: _on_hints,
         T.ROOM_STATE: _on_room_state,  # the first of a connection goes to _on_connect
         T.USER_JOINED: _on_user_joined,
         T.USER_LEFT: _on_user_left,

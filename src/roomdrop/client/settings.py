@@ -54,6 +54,11 @@ class ClientSettings(BaseSettings):
         "its offer or answer with the host candidates; later ones follow as ice-candidate "
         "messages.",
     )
+    direct: bool = Field(
+        True,
+        description="Try a direct TCP connection to a peer that is a roomdrop CLI too "
+        "(on the ICE addresses); 0 (or --no-direct): only WebRTC and the relay.",
+    )
     ice_timeout: float = Field(
         5.0, gt=0, description="Seconds a client waits for a data channel before the relay."
     )

@@ -51,7 +51,7 @@ __all__ = [
     "adoptable",
 ]
 
-Transport = Literal["auto", "p2p", "relay"]
+Transport = Literal["auto", "direct", "p2p", "relay"]
 #: Why a receiver rejects an offer its user said no to.
 DECLINED = "declined"
 #: The statuses a transfer ends in without having arrived.
@@ -76,7 +76,7 @@ class Result:
     """File bytes of the chunks this run sent (sender, re-sends included) or stored
     (receiver); the 16-byte tag of a sealed chunk is not counted."""
     bytes_via: dict[str, int] = field(default_factory=dict)
-    """``moved_bytes`` by the path they took: ``p2p`` and ``relay``."""
+    """``moved_bytes`` by the path they took: ``direct``, ``p2p`` and ``relay``."""
     saved_path: str | None = None
     error: str | None = None
     error_code: str | None = None
@@ -145,16 +145,17 @@ class TransferState:
     done: asyncio.Future[Result]
     started: float = field(default_factory=time.monotonic)
     resumed_bytes: int | None = None
-    via: dict[str, int] = field(default_factory=lambda: {"p2p": 0, "relay": 0})
+    via: dict[str, int] = field(default_factory=lambda: {"direct": 0, "p2p": 0, "relay": 0})
     transport: str = "relay"
     safety_number: str | None = None
     """Of this end and the peer, once the transfer is known to be end to end."""
 
     def carried_by(self) -> str:
-        p2p, relay = self.via["p2p"], self.via["relay"]
-        if p2p == relay == 0:
+        """The path that carried most of the bytes (the chosen one if none moved yet;
+        a tie goes to the first of direct, p2p, relay)."""
+        if not any(self.via.values()):
             return self.transport
-        return "p2p" if p2p >= relay else "relay"
+        return max(self.via, key=lambda path: self.via[path])
 
 
 @dataclass(eq=False)

@@ -15,6 +15,7 @@ strings (they have no JSON type of their own).
 
 from __future__ import annotations
 
+import ipaddress
 import json
 from datetime import UTC, datetime
 from enum import StrEnum
@@ -46,6 +47,8 @@ __all__ = [
     "MAX_MESSAGE_BYTES",
     "PAYLOADS",
     "ChunkRequest",
+    "DirectCandidate",
+    "DirectHints",
     "ErrorPayload",
     "FileShareError",
     "Message",
@@ -95,6 +98,8 @@ class MessageType(StrEnum):
     FILE_SHARE_CHUNK_REQUEST = "file-share-chunk-request"
     FILE_SHARE_CHUNK = "file-share-chunk"
     FILE_SHARE_ERROR = "file-share-error"
+    # the direct path between two CLIs (docs/protocol.md §15)
+    DIRECT_HINTS = "direct-hints"
 
 
 class _Payload(BaseModel):
@@ -225,6 +230,41 @@ class Signal(BaseModel):
     target_id: UserId
 
 
+Token = Annotated[StrictStr, Field(pattern=r"^[A-Za-z0-9_-]{21}[AQgw]$")]
+"""16 random bytes in unpadded base64url (22 characters)."""
+MAX_DIRECT_CANDIDATES: Final = 16
+
+
+class DirectCandidate(_Payload):
+    """An address and port a client listens on for the direct path: an IP literal (a
+    name would make the peer resolve it), never a wildcard."""
+
+    host: StrictStr
+    port: Annotated[StrictInt, Field(ge=1, le=65535)]
+
+    @field_validator("host")
+    @classmethod
+    def _ip_literal(cls, value: str) -> str:
+        try:
+            address = ipaddress.ip_address(value)
+        except ValueError:
+            raise ValueError(f"{value!r} is not an IP address") from None
+        if address.is_unspecified or address.is_multicast:
+            raise ValueError(f"{value} cannot be connected to")
+        return str(address)
+
+
+class DirectHints(_Payload):
+    """``direct-hints``: where the sending client listens for a direct TCP connection
+    from ``target_id`` and the fresh ``token`` that binds its handshake to this attempt;
+    ``answers`` is the peer's token when this replies to the peer's hints."""
+
+    target_id: UserId
+    token: Token
+    answers: Token | None = None
+    candidates: list[DirectCandidate] = Field(max_length=MAX_DIRECT_CANDIDATES)
+
+
 class UserEvent(_Payload):
     """``user-joined`` and ``user-left``; a joining participant's device ``key``."""
 
@@ -250,6 +290,8 @@ class RoomState(_Payload):
     keys: dict[UserId, PublicKey] = Field(default_factory=dict)
     mime: MimeLists | None = None
     require_e2e: StrictBool | None = None
+    direct: StrictBool | None = None
+    """Whether the server forwards ``direct-hints`` (``None``: a server from before)."""
 
 
 PAYLOADS: Final[dict[MessageType, type[BaseModel]]] = {
@@ -271,6 +313,7 @@ PAYLOADS: Final[dict[MessageType, type[BaseModel]]] = {
     MessageType.FILE_SHARE_CHUNK_REQUEST: ChunkRequest,
     MessageType.FILE_SHARE_CHUNK: JsonChunk,
     MessageType.FILE_SHARE_ERROR: FileShareError,
+    MessageType.DIRECT_HINTS: DirectHints,
 }
 
 

@@ -42,6 +42,7 @@ from pydantic import BaseModel
 from roomdrop.clock import Clock, SystemClock
 from roomdrop.exceptions import (
     BackendUnavailable,
+    DirectDisabled,
     ProtocolError,
     RateLimited,
     RoomdropError,
@@ -52,6 +53,7 @@ from roomdrop.protocol.messages import (
     Accept,
     ChunkRequest,
     Complete,
+    DirectHints,
     ErrorPayload,
     FileShareError,
     Message,
@@ -85,7 +87,7 @@ __all__ = ["Hub"]
 log = logging.getLogger("roomdrop.server")
 
 T = MessageType
-SIGNALLING = {T.OFFER, T.ANSWER, T.ICE_CANDIDATE}
+SIGNALLING = {T.OFFER, T.ANSWER, T.ICE_CANDIDATE, T.DIRECT_HINTS}
 SERVER_ONLY = {T.USER_JOINED, T.USER_LEFT, T.ROOM_STATE}
 CLOSE_REPLACED = 4409
 _BY_REF = {
@@ -208,6 +210,7 @@ class Hub:
             keys={user: key for user, key in keys.items() if user in participants},
             mime=MimeLists(allow=self.settings.mime_allow, deny=self.settings.mime_deny),
             require_e2e=self.settings.require_e2e,
+            direct=self.settings.allow_direct,
         )
         return Message.build(T.ROOM_STATE, state, room_id=room_id)
 
@@ -354,7 +357,12 @@ class Hub:
         if m.type in SERVER_ONLY:
             raise ProtocolError(f"{m.type.value} is sent by the server, not by participants")
         if m.type in SIGNALLING:
-            assert isinstance(payload, Signal)
+            assert isinstance(payload, Signal | DirectHints)
+            if m.type is T.DIRECT_HINTS and not self.settings.allow_direct:
+                raise DirectDisabled(
+                    "this server does not forward direct-hints (ROOMDROP_ALLOW_DIRECT=false): "
+                    "transfers go over WebRTC or the relay"
+                )
             await self.transfers.require_member(room_id, payload.target_id, what="target")
             stamped = m.stamped(sender_id=user, room_id=room_id)
             self.rooms.send_to(room_id, payload.target_id, stamped)

@@ -92,6 +92,12 @@ class Settings(BaseSettings):
         description="Carry only end-to-end encrypted transfers: an offer without its sealed "
         "content key (`e2e`) is refused with `e2e-required`; 0 lets chunks travel in the clear.",
     )
+    allow_direct: bool = Field(
+        True,
+        description="Forward `direct-hints`, so two CLIs may open a direct TCP connection "
+        "to each other (end-to-end authenticated, docs/protocol.md §15); 0 refuses them with "
+        "`direct-disabled`, keeping every byte on WebRTC or the relay.",
+    )
     mime_allow: list[str] = Field(
         default_factory=list, description="If set, only these MIME types may be offered."
     )

@@ -20,7 +20,7 @@ This package is the only code that imports ``aiortc`` and ``aioice``: :mod:`.lin
 
 from __future__ import annotations
 
-from roomdrop.client.rtc.gathering import pin_ice_hosts
+from roomdrop.client.rtc.gathering import host_addresses, pin_ice_hosts
 from roomdrop.client.rtc.link import LABEL, PeerLink
 
-__all__ = ["LABEL", "PeerLink", "pin_ice_hosts"]
+__all__ = ["LABEL", "PeerLink", "host_addresses", "pin_ice_hosts"]

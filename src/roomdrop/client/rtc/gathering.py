@@ -67,6 +67,13 @@ def pin_ice_hosts(hosts: Iterable[str]) -> None:
     aioice.ice.get_host_addresses = addresses
 
 
+def host_addresses() -> list[str]:
+    """The local addresses ICE gathers host candidates on (as pinned by
+    :func:`pin_ice_hosts`, else aioice's: every address but loopback), which the direct
+    path listens on too."""
+    return list(aioice.ice.get_host_addresses(use_ipv4=True, use_ipv6=True))
+
+
 @functools.cache
 def _checked_release() -> bool:
     versions = {name: importlib.metadata.version(name) for name in CHECKED}
