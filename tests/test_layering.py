@@ -48,7 +48,7 @@ OWNERS = {  # library -> the only modules that may import it
     "uvicorn": {"server/run.py"},
     "jwt": {"server/auth.py", "client/settings.py"},
     "cryptography": {"server/staging.py", "e2e.py"},
-    "pyhpke": {"e2e.py"},
+    "pyhpke": {"e2e.py", "handshake.py"},  # device keys and content keys; the direct path
     "redis": {"server/redisbackend/"},  # the package: a folder name ends with /
     "aiortc": {"client/rtc/"},
     "aioice": {"client/rtc/"},

@@ -45,6 +45,7 @@ __all__ = [
     "ChunkSizeMismatch",
     "DamagedChunks",
     "DirectDisabled",
+    "DirectRefused",
     "E2EError",
     "E2ERequired",
     "FileTooLarge",
@@ -247,6 +248,12 @@ class DirectDisabled(PolicyError):
     every byte goes over WebRTC or the relay."""
 
     code = "direct-disabled"
+
+
+class DirectRefused(RoomdropError):
+    """A direct connection that is not, or cannot prove it is, the expected peer: dropped."""
+
+    code = "direct-refused"
 
 
 class E2EError(RoomdropError):

@@ -57,7 +57,7 @@ from typing import Final
 from pyhpke import ContextInterface, PyHPKEError
 
 from roomdrop.e2e import SUITE, DeviceKey, decode_key, hpke_public
-from roomdrop.exceptions import RoomdropError
+from roomdrop.exceptions import DirectRefused
 
 __all__ = [
     "GO",
@@ -81,12 +81,6 @@ GO: Final = b"roomdrop-direct-go"
 LENGTH: Final = struct.Struct(">I")
 #: The largest record accepted: a frame of the largest chunk, its header and tag.
 MAX_RECORD: Final = 1024 * 1024 + 4096
-
-
-class DirectRefused(RoomdropError):
-    """A direct connection that is not, or cannot prove it is, the expected peer."""
-
-    code = "direct-refused"
 
 
 def info(room: str, sender: str, receiver: str, sender_token: str, receiver_token: str) -> bytes:

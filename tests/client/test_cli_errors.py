@@ -264,7 +264,7 @@ async def test_a_data_channel_that_dies_mid_transfer_hands_over_to_the_relay(
     env = {"ROOMDROP_ICE_HOSTS": "127.0.0.2", "ROOMDROP_ICE_TIMEOUT": "3"}
     receiver = room.receive(tmp_path / "inbox", env=env)
     await room.joined(receiver)
-    sender = room.send(source, env=env)
+    sender = room.send(source, env=env, extra=["--no-direct"])  # the data channel's case
     await receiver.progress_at_least(20)
     route = ["ip", "route", "add", "prohibit", "127.0.0.2/32", "table", "local"]
     subprocess.run(route, check=True)

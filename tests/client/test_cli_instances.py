@@ -38,7 +38,7 @@ async def deployment(start: Any, redis: RedisServer, n: int = 2, **env: str) -> 
     return [first, *others]
 
 
-@pytest.mark.parametrize("transport", ["p2p", "relay"])
+@pytest.mark.parametrize("transport", ["direct", "p2p", "relay"])
 async def test_participants_on_two_instances_transfer_a_file(
     start: Any, room_on: Any, redis_server: RedisServer, tmp_path: Path, transport: str
 ) -> None:
@@ -56,8 +56,8 @@ async def test_participants_on_two_instances_transfer_a_file(
     got, sent = receiver.result(), sender.result()
     assert (got["status"], got["sha256"]) == ("completed", digest)
     assert got["transport"] == sent["transport"] == transport
-    other = "relay" if transport == "p2p" else "p2p"
-    assert got["bytes_via"] == {transport: size, other: 0}, got["bytes_via"]
+    expected = {"direct": 0, "p2p": 0, "relay": 0, transport: size}
+    assert got["bytes_via"] == expected, got["bytes_via"]
     assert sha256_of(tmp_path / "inbox" / "photos.tar") == digest
     async with httpx.AsyncClient(base_url=two.url) as http:
         path = f"/webrtc/rooms/{room.name}/file-transfer/{got['transfer_id']}/progress"
@@ -331,5 +331,5 @@ async def test_a_receiver_that_completes_while_its_instance_is_down_announces_it
     got, sent = receiver.result(), sender.result()
     assert (got["transfer_id"], got["status"], got["sha256"]) == (tid, "completed", digest)
     assert (sent["transfer_id"], sent["status"], sent["sha256"]) == (tid, "completed", digest)
-    assert got["bytes_via"] == {"p2p": size, "relay": 0}, got["bytes_via"]
+    assert got["bytes_via"] == {"direct": 0, "p2p": size, "relay": 0}, got["bytes_via"]
     assert sha256_of(saved) == digest

@@ -75,7 +75,8 @@ async def test_a_request_repeated_while_no_path_is_chosen_is_said_once(
     chunks = -(-3 * MB // 65536)
     receiver = room.receive(tmp_path / "inbox", env={**NO_PAIR, "ROOMDROP_STALL_TIMEOUT": "1"})
     await room.joined(receiver)
-    sender = room.send(source, env={"ROOMDROP_ICE_TIMEOUT": "5"})
+    # --no-direct: the wait is for the data channel (a direct connection would open)
+    sender = room.send(source, env={"ROOMDROP_ICE_TIMEOUT": "5"}, extra=["--no-direct"])
     assert await sender.wait(60) == 0, sender.report()
     assert await receiver.wait(30) == 0, receiver.report()
     assert sha256_of(tmp_path / "inbox" / "f.bin") == digest

@@ -54,7 +54,8 @@ async def test_auto_falls_back_to_the_relay_when_no_data_channel_opens(
     # no candidate pair can form, so ICE never connects
     receiver = room.receive(tmp_path / "inbox", env={"ROOMDROP_ICE_HOSTS": "::1"})
     await room.joined(receiver)
-    sender = room.send(source, env={"ROOMDROP_ICE_TIMEOUT": "2"})
+    # --no-direct: TCP between ::1 and 127.0.0.1 would connect; this is about ICE
+    sender = room.send(source, env={"ROOMDROP_ICE_TIMEOUT": "2"}, extra=["--no-direct"])
 
     assert await sender.wait(60) == 0, sender.report()
     assert await receiver.wait(30) == 0, receiver.report()

@@ -27,7 +27,6 @@ def hints(target: str, **fields: Any) -> dict[str, Any]:
     return {
         "target_id": target,
         "token": TOKEN,
-        "answers": None,
         "candidates": [{"host": "127.0.0.1", "port": 40000}, {"host": "::1", "port": 40001}],
         **fields,
     }
@@ -42,6 +41,9 @@ async def test_hints_reach_only_their_target_stamped_by_the_server(server: Serve
     await a.send("direct-hints", hints(bob), sender_id=carol)
     got = await b.recv("direct-hints")
     assert got["payload"] == hints(bob)
+    answer = hints(alice, answers="B" * 21 + "w")
+    await b.send("direct-hints", answer)
+    assert (await a.recv("direct-hints"))["payload"] == answer
     assert (got["sender_id"], got["room_id"]) == (alice, room)
     await asyncio.gather(c.silent(0.5), a.silent(0.5))
 

@@ -28,8 +28,9 @@ from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING, Any
 
 from roomdrop.client.direct import DirectLink
-from roomdrop.client.errors import NotConnected
+from roomdrop.client.errors import LinkDown, NotConnected
 from roomdrop.client.transfers import Host
+from roomdrop.protocol.frames import DATA_CHANNEL_MAX_MESSAGE, split_frame
 from roomdrop.protocol.messages import DirectHints, Message, MessageType, RoomState, Signal
 
 if TYPE_CHECKING:
@@ -68,6 +69,17 @@ class Links:
 
     def on_room_state(self, state: RoomState) -> None:
         self.server_direct = state.direct is not False
+
+    async def send(self, remote: str, path: str, frame: bytes) -> None:
+        """``frame`` to ``remote`` over its open ``direct`` connection (one record) or
+        data channel (``p2p``, in fragments); LinkDown if there is none."""
+        link = self.direct(remote) if path == "direct" else self._links.get(remote)
+        if link is None:
+            raise LinkDown(f"no {path} link to {remote}")
+        if path == "direct":
+            await link.send([frame])
+        else:
+            await link.send(split_frame(frame, DATA_CHANNEL_MAX_MESSAGE))
 
     # --- the direct path ---------------------------------------------------------------
 

@@ -52,7 +52,6 @@ from roomdrop.exceptions import (
 )
 from roomdrop.manager import FileTransferManager
 from roomdrop.protocol.chunks import chunk_length, indexes_in
-from roomdrop.protocol.frames import DATA_CHANNEL_MAX_MESSAGE, split_frame
 from roomdrop.protocol.messages import (
     Accept,
     ChunkRequest,
@@ -69,8 +68,6 @@ from roomdrop.storage import SourceInfo
 
 __all__ = ["NobodyCame", "Outgoing"]
 
-#: what ``--transport direct`` and ``p2p`` do not fall back to
-FALLBACKS = {"direct": "the data channel or the relay", "p2p": "the relay"}
 #: how often the time waited for the receiver to join is shown
 WAITING_EVERY = 1.0
 
@@ -287,18 +284,10 @@ class Outgoing(Role[SendState]):
             except TransferError:
                 continue  # paused meanwhile: wait for the resume
             try:
-                if out.transport == "direct":
-                    direct = self.links.direct(out.peer)
-                    if direct is None:
-                        raise LinkDown(out.peer)
-                    await direct.send([frame])
-                elif out.transport == "p2p":
-                    link = self.links.get(out.peer)
-                    if link is None:
-                        raise LinkDown(out.peer)
-                    await link.send(split_frame(frame, DATA_CHANNEL_MAX_MESSAGE))
-                else:
+                if out.transport == "relay":
                     await self.host.send_frame(frame)
+                else:
+                    await self.links.send(out.peer, out.transport, frame)
             except LinkDown:
                 # choose again: the other peer-to-peer path, a new data channel (the
                 # peer may have restarted), else the relay
@@ -321,20 +310,14 @@ class Outgoing(Role[SendState]):
         mode = self.host.transport
         choice = await paths.choose(self.links, out.peer, mode, self.host.settings.ice_timeout)
         self._requests.repeats(out)
-        what = {"direct": "direct connection", "p2p": "data channel"}
-        if choice.path in what and choice.took is not None:
-            link = what[choice.path]
+        if choice.path in paths.LINKS and choice.took is not None:
+            link = paths.LINKS[choice.path]
             self.host.reporter.note(f"{link} to {out.peer} open after {choice.took:.2f} s")
         if choice.path is not None:
             return choice.path
-        if mode in what:
-            await self.fail(
-                out,
-                f"{mode}-unavailable",
-                f"no {what[mode]} to {out.peer} after {choice.tried:.1f} s "
-                f"(--transport {mode} does not fall back to {FALLBACKS[mode]})",
-                pause=True,
-            )
+        if mode in paths.LINKS:
+            message = choice.unavailable(mode, out.peer)
+            await self.fail(out, f"{mode}-unavailable", message, pause=True)
             return mode
         self.host.reporter.note(
             f"no peer-to-peer connection to {out.peer} after {choice.tried:.1f} s; "

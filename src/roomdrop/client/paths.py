@@ -23,10 +23,16 @@ from dataclasses import dataclass
 from roomdrop.client.direct import DirectLink
 from roomdrop.client.links import Links
 
-__all__ = ["DIRECT_GRACE", "Choice", "choose", "upgrade"]
+__all__ = ["DIRECT_GRACE", "LINKS", "Choice", "choose", "upgrade"]
 
 #: Seconds the direct attempt may still take once the data channel is open.
 DIRECT_GRACE = 1.0
+#: The peer-to-peer paths, as the notes name them.
+LINKS = {"direct": "direct connection", "p2p": "data channel"}
+#: What ``--transport direct`` and ``p2p`` say when their path does not open, and what
+#: they do not fall back to.
+_NONE = {"direct": "direct connection", "p2p": "peer-to-peer connection"}
+_NOT = {"direct": "the data channel or the relay", "p2p": "the relay"}
 
 
 @dataclass(frozen=True, slots=True)
@@ -37,6 +43,13 @@ class Choice:
     """Seconds from the start of the chosen link's attempt until it opened."""
     tried: float = 0.0
     """Seconds the peer-to-peer attempts had when nothing opened."""
+
+    def unavailable(self, mode: str, peer: str) -> str:
+        """Why ``--transport mode`` (``direct`` or ``p2p``) failed."""
+        return (
+            f"no {_NONE[mode]} to {peer} after {self.tried:.1f} s "
+            f"(--transport {mode} does not fall back to {_NOT[mode]})"
+        )
 
 
 async def _first(events: list[asyncio.Event], timeout: float) -> None:

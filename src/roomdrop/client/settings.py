@@ -60,7 +60,10 @@ class ClientSettings(BaseSettings):
         "(on the ICE addresses); 0 (or --no-direct): only WebRTC and the relay.",
     )
     ice_timeout: float = Field(
-        5.0, gt=0, description="Seconds a client waits for a data channel before the relay."
+        5.0,
+        gt=0,
+        description="Seconds a client waits for a direct connection or a data channel "
+        "before the relay.",
     )
     reconnect_timeout: float = Field(
         120.0,
