@@ -122,7 +122,10 @@ class Links:
         link = self._new_direct(remote)
         if link is not None:
             link.on_hints(hints)
-            await link.start(answers=hints.token)
+            try:
+                await link.start(answers=hints.token)
+            except NotConnected:
+                await link.close()
 
     def _new_direct(self, remote: str) -> DirectLink | None:
         host = self.host
