@@ -175,15 +175,10 @@ class DirectLink:
         try:
             async with asyncio.timeout(HINTS_WAIT):
                 await self.hinted.wait()
+            await self._run(conn)
         except TimeoutError:
             self._refuse(conn, DirectRefused(f"no direct-hints from {self.remote} came"))
-            return
-        except asyncio.CancelledError:  # asyncio (3.11) logs a handler ending cancelled
-            conn.close()
-            return
-        try:
-            await self._run(conn)
-        except asyncio.CancelledError:
+        except asyncio.CancelledError:  # asyncio (3.11) logs a handler that ends cancelled
             conn.close()
         finally:
             self._conns.discard(conn)
