@@ -4,7 +4,6 @@ the server. (Connections from the wrong peer: tests/client/test_direct_link.py.)
 
 from __future__ import annotations
 
-import re
 import subprocess
 from pathlib import Path
 from typing import Any
@@ -17,11 +16,11 @@ from server.conftest import Server
 pytestmark = pytest.mark.timeout(240)
 
 
-def listening_ports(command: Command) -> list[int]:
-    """The TCP ports ``command``'s process listens on (its direct-path listeners)."""
+def listening(command: Command) -> list[str]:
+    """The local addresses (``host:port``) ``command``'s process listens on with TCP."""
     out = subprocess.run(["ss", "-Hltnp"], capture_output=True, text=True, check=True).stdout
     pid = f"pid={command.process.pid},"
-    return [int(re.search(r":(\d+)\s", line).group(1)) for line in out.splitlines() if pid in line]  # type: ignore[union-attr]
+    return [line.split()[3] for line in out.splitlines() if pid in line]
 
 
 async def relayed_bytes(server: Server) -> float:
@@ -116,7 +115,28 @@ async def test_no_direct_keeps_the_transfer_on_the_data_channel(
     for command in (sender, receiver):
         got = command.result()
         assert (got["transport"], got["bytes_via"]["direct"]) == ("p2p", 0), got
-        assert listening_ports(command) == []
+    assert sha256_of(tmp_path / "inbox" / "f.bin") == digest
+
+
+async def test_the_direct_path_listens_only_on_the_addresses_ice_may_use(
+    start: Any, room_on: Any, tmp_path: Path
+) -> None:
+    """The sender may use 127.0.0.2 only (ROOMDROP_ICE_HOSTS); its receiver does not
+    answer (--no-direct), so the sender's listener stays up while the data channel
+    carries the file: it is bound to 127.0.0.2 and nothing else."""
+    server = await start()
+    room: Room = room_on(server)
+    source = tmp_path / "f.bin"
+    digest = write_random(source, 40 * MB)
+    receiver = room.receive(tmp_path / "inbox", extra=["--no-direct"])
+    await room.joined(receiver)
+    sender = room.send(source, env={"ROOMDROP_ICE_HOSTS": "127.0.0.2"})
+    await sender.wait_for(lambda line: line.get("transport") == "p2p")
+    bound = listening(sender)
+    assert await sender.wait(120) == 0, sender.report()
+    assert await receiver.wait(30) == 0, receiver.report()
+    assert bound and all(address.startswith("127.0.0.2:") for address in bound), bound
+    assert sender.result()["transport"] == "p2p"
     assert sha256_of(tmp_path / "inbox" / "f.bin") == digest
 
 
