@@ -162,3 +162,38 @@ async def test_a_server_that_disallows_direct_refuses_hints_and_transfers_use_we
     assert await sender.wait(60) == 0, sender.report()
     assert sender.result()["transport"] == "p2p"
     assert sha256_of(tmp_path / "inbox" / "f.bin") == digest
+
+
+async def test_a_receiver_killed_during_a_direct_transfer_resumes_from_its_part_file(
+    start: Any, room_on: Any, tmp_path: Path
+) -> None:
+    """SIGKILL of the receiver while the direct connection carries the file: the sender
+    sees the connection die, the restarted receiver takes the transfer up from its part
+    file, and only what it lacked travels again, over a new direct connection to the new
+    session."""
+    server = await start()
+    room: Room = room_on(server)
+    source = tmp_path / "f.bin"
+    size = 120 * MB
+    digest = write_random(source, size)
+    inbox = tmp_path / "inbox"
+    first = room.receive(inbox)
+    await room.joined(first)
+    sender = room.send(source)
+    await first.wait_for(
+        lambda line: line.get("event") == "progress" and line["bytes_transferred"] > 0
+    )
+    first.kill()
+
+    again = room.receive(inbox)
+    assert await again.wait(180) == 0, again.report()
+    assert await sender.wait(60) == 0, sender.report()
+    got = again.result()
+    assert (got["status"], got["sha256"]) == ("completed", digest), got
+    assert 0 < got["resumed_bytes"] < size, got
+    assert got["resumed_bytes"] + got["moved_bytes"] == size, got
+    sent = sender.result()
+    assert sent["transfer_id"] == got["transfer_id"]
+    assert got["bytes_via"]["direct"] > 0, got  # the new session's bytes: direct again
+    assert f"direct connection to {room.bob} lost" in [n["message"] for n in sender.events("note")]
+    assert sha256_of(inbox / "f.bin") == digest

@@ -13,8 +13,9 @@ sender goes on through the relay, the receiver asks again for what was in flight
 The direct path works the same way: the sender starts it (:meth:`Links.ensure_direct`),
 the other end answers the hints (:meth:`Links.on_hints`); fresh hints from a peer whose
 attempt is down or already paired with other hints (it restarted) start a new one. A
-direct connection that went down is not tried again for :data:`DIRECT_RETRY` seconds:
-the transfer goes on over the data channel or the relay.
+direct connection that went down is not tried again for :data:`DIRECT_RETRY` seconds
+(unless the peer left or joined again meanwhile): the transfer goes on over the data
+channel or the relay.
 
 aiortc is imported when the first link is made: a relay-only session never loads it.
 The page mirrors this module in ``static/links.js`` (it has no direct path: it ignores
@@ -69,6 +70,10 @@ class Links:
 
     def on_room_state(self, state: RoomState) -> None:
         self.server_direct = state.direct is not False
+
+    def on_joined(self, remote: str) -> None:
+        """``remote`` (re)joined: a new session of it may be reached directly at once."""
+        self._direct_lost.pop(remote, None)
 
     async def send(self, remote: str, path: str, frame: bytes) -> None:
         """``frame`` to ``remote`` over its open ``direct`` connection (one record) or

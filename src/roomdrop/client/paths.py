@@ -99,7 +99,10 @@ async def choose(links: Links, peer: str, mode: str, timeout: float) -> Choice:
 
 def upgrade(links: Links, peer: str, mode: str, current: str) -> DirectLink | None:
     """The direct connection that should carry the next chunk of a transfer now on
-    ``current`` (``auto`` only), if one opened meanwhile."""
+    ``current`` (``auto`` only), if one opened meanwhile. With none under way, an attempt
+    starts (:meth:`~.links.Links.ensure_direct`: not within DIRECT_RETRY of a direct
+    connection to ``peer`` going down, unless ``peer`` left and came back meanwhile)."""
     if mode != "auto" or current == "direct":
         return None
-    return links.direct(peer)
+    link = links.ensure_direct(peer)
+    return link if link is not None and link.is_open else None

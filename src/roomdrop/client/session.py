@@ -406,6 +406,7 @@ class Session:
         assert isinstance(msg.payload, UserEvent)
         self.keyring.on_joined(msg.payload.user_id, msg.payload.key)
         self.participants.add(msg.payload.user_id)
+        self.links.on_joined(msg.payload.user_id)
         self._joined.set()
 
     async def _on_user_left(self, msg: Message) -> None:
