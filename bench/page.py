@@ -343,6 +343,14 @@ class Chromium:
         for pid in self.tree():
             reset_peak(pid)
 
+    def cpu_seconds(self) -> float:
+        """utime + stime of every process of this Chromium (live ones: all of a run's)."""
+        total = 0.0
+        for pid in self.tree():
+            with contextlib.suppress(OSError, IndexError, ValueError):  # gone meanwhile
+                total += relay.process_cpu(pid)
+        return total
+
     def peaks(self) -> tuple[int, int]:
         """(the highest renderer VmHWM, the browser process's VmHWM), KiB."""
         renderer = max((hwm(p) for p in self.renderers()), default=0)
@@ -373,6 +381,7 @@ class Run:
     server_kib: int = 0
     browsers_kib: tuple[int, int] = (0, 0)
     udp_drops: int = 0
+    chromium_cpu: float = 0.0
 
     @property
     def rate(self) -> float:
@@ -395,6 +404,13 @@ class Series:
 
     def peak(self, attr: str) -> int:
         return max((getattr(r, attr) for r in self.runs), default=0)
+
+    @property
+    def cpu_per_mb(self) -> float:
+        """Both Chromiums' CPU milliseconds per MB moved (median over the runs)."""
+        if not self.runs:
+            return math.nan
+        return statistics.median(1000 * r.chromium_cpu / (r.bytes / MB) for r in self.runs)
 
 
 @dataclass
@@ -424,6 +440,9 @@ class Bench:
             c.reset_peaks()
         reset_peak(self.server.process.pid)
 
+    def chromium_cpu(self) -> float:
+        return sum(c.cpu_seconds() for c in self.chromia.values())
+
     def renderer(self, page: RoomPage) -> int:
         return self.chromia[page.label].peaks()[0]
 
@@ -437,6 +456,7 @@ class Bench:
         group = commands.Group()
         self.reset_peaks()
         drops = commands.udp_receive_drops()
+        cpu = self.chromium_cpu()
         try:
             if key == "bare-pp":
                 run = await self.bare_pp()
@@ -453,6 +473,7 @@ class Bench:
             run.server_kib = hwm(self.server.process.pid)
             run.browsers_kib = self.browsers()
             run.udp_drops = commands.udp_receive_drops() - drops
+            run.chromium_cpu = self.chromium_cpu() - cpu
             return run
         except (Failed, PlaywrightError) as exc:
             raise group.fail(f"{LABELS[key]} run {self.count}", exc) from None
@@ -894,18 +915,27 @@ def print_table(series: list[Series], args: argparse.Namespace, load: str) -> No
         "MB = 10^6 bytes"
     )
     print(
+        "Chromium CPU ms/MB: user + system time of every process of both Chromiums (renderers, "
+        "browser, GPU, utility) over the run, per MB moved (median): what a row costs the "
+        "browsers, whatever else loads the machine"
+    )
+    print(
         "peak memory: VmHWM, reset before each run (clear_refs), highest over the runs: a page's "
         "Chromium renderer process, a CLI process's own (bench/peak.py), the server's"
     )
     print()
-    print(f"{'':<24}{'transfer':^16}  {'peak memory (MiB)':^26}")
-    print(f"{'path':<23} {'MB/s':>8} {'x base':>7}  {'sender':>8} {'receiver':>8} {'server':>8}")
+    print(f"{'':<24}{'transfer':^16} {'Chromium':>9}  {'peak memory (MiB)':^26}")
+    print(
+        f"{'path':<23} {'MB/s':>8} {'x base':>7} {'CPU ms/MB':>9}  {'sender':>8} {'receiver':>8} "
+        f"{'server':>8}"
+    )
     by_key = {s.key: s for s in series}
     for s in series:
         base = by_key.get(BASELINE.get(s.key, s.key))
         ratio = f"{s.rate / base.rate:.2f}x" if base is not None else "-"
         print(
-            f"{s.label:<23} {s.rate:>8.1f} {ratio:>7}  {mib(s.peak('sender_kib')):>8} "
+            f"{s.label:<23} {s.rate:>8.1f} {ratio:>7} {s.cpu_per_mb:>9.1f}  "
+            f"{mib(s.peak('sender_kib')):>8} "
             f"{mib(s.peak('receiver_kib')):>8} {mib(s.peak('server_kib')):>8}"
         )
     print()

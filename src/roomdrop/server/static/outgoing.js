@@ -37,6 +37,7 @@ import { NotConnected } from "./signalling.js";
 import { LIVE, Role, newTransfer, now, pick, setProgress, waitWake, wake } from "./transfers.js";
 
 const ICE_TIMEOUT = 5000;
+const READ_AHEAD = 16; // chunks read in one slice of the file and sealed ahead of the channel
 
 function sendInternals(file, hashing) {
   return { file, queue: new Set(), counted: null, countedBytes: 0, offered: false, accepted: false, hashing, decided: false };
@@ -413,8 +414,10 @@ export class Outgoing extends Role {
   // --- the pump: a sender's chunks on their way -----------------------------------------
 
   async pump(t) {
+    let ahead = null; // the next chunks, read and sealed while the ones before them go out
     while (!t._.final) {
       if (!t._.accepted || !t._.queue.size || t.status !== "active" || !this.host.online()) {
+        ahead = null;
         await waitWake(t);
         continue;
       }
@@ -424,44 +427,88 @@ export class Outgoing extends Role {
         this.host.display.render(t);
         continue; // the world may have changed while ICE was trying
       }
-      const index = t._.queue.values().next().value;
-      const start = index * t.chunk_size;
-      const length = chunkLength(index, t.file_size, t.chunk_size);
-      let data;
-      try {
-        data = await t._.file.slice(start, start + length).arrayBuffer();
-        if (data.byteLength !== length) throw new Error(`read ${data.byteLength} of ${length} bytes`);
-      } catch (e) {
-        this.fail(t, "storage-error", `cannot read ${t.filename} (changed or gone?): ${e.message || e}`);
+      const batch = await (ahead || this.readAhead(t, null));
+      ahead = null;
+      if (batch.error) {
+        this.fail(t, "storage-error", `cannot read ${t.filename} (changed or gone?): ${batch.error.message || batch.error}`);
         return;
       }
-      if (t.status !== "active" || t._.final) continue;
-      const via = t.transport;
-      try {
-        if (via === "p2p") {
-          const link = this.links.get(t.peer);
-          if (!link) throw new LinkDown("no link");
-          await link.send(await this.sealing.frames(t, index, data, DATA_CHANNEL_MAX_MESSAGE));
-        } else {
-          await this.host.sendFrame((await this.sealing.frames(t, index, data, null))[0]);
+      // the chunks after these are read and sealed while these are sent
+      ahead = this.readAhead(t, batch.chunks[batch.chunks.length - 1].index);
+      for (const chunk of batch.chunks) {
+        if (t.status !== "active" || t._.final) break;
+        if (!t._.queue.has(chunk.index)) continue; // no longer asked for
+        if (!(await this.sendChunk(t, chunk))) {
+          ahead = null; // the transport is chosen again, or the server is away: start over
+          break;
         }
-      } catch (e) {
-        if (e instanceof LinkDown) {
-          this.host.display.note(`data channel to ${t.peer} lost`);
-          t._.decided = false;
-          continue;
-        }
-        if (e instanceof NotConnected) continue;
-        throw e;
-      }
-      t._.queue.delete(index);
-      t.bytes_via[via] += length;
-      if (t._.counted && !t._.counted[index]) {
-        t._.counted[index] = 1;
-        t._.countedBytes += length;
-        setProgress(t, t.chunks_sent + 1, t._.countedBytes);
       }
     }
+  }
+
+  /** The queued chunks that follow `after` in the queue (all of them from its first if
+   * null), at most READ_AHEAD of consecutive indexes: read in one slice of the file and
+   * sealed (sealing.js). Resolves to {chunks: [{index, length, sealed}]} (null: nothing
+   * queued there) or {error}; never rejects. */
+  readAhead(t, after) {
+    const picked = [];
+    let past = after === null;
+    for (const i of t._.queue) {
+      if (!past) {
+        past = i === after;
+        continue;
+      }
+      if (picked.length && i !== picked[picked.length - 1] + 1) break;
+      picked.push(i);
+      if (picked.length >= READ_AHEAD) break;
+    }
+    if (!past) return this.readAhead(t, null); // `after` was taken out of the queue
+    if (!picked.length) return null;
+    return (async () => {
+      const lengths = picked.map((i) => chunkLength(i, t.file_size, t.chunk_size));
+      const total = lengths.reduce((a, b) => a + b, 0);
+      const start = picked[0] * t.chunk_size;
+      const buf = await t._.file.slice(start, start + total).arrayBuffer();
+      if (buf.byteLength !== total) throw new Error(`read ${buf.byteLength} of ${total} bytes`);
+      let at = 0;
+      const chunks = picked.map((index, k) => {
+        const data = new Uint8Array(buf, at, lengths[k]);
+        at += lengths[k];
+        return this.sealing.sealChunk(t, index, data).then((sealed) => ({ index, length: lengths[k], sealed }));
+      });
+      return { chunks: await Promise.all(chunks) };
+    })().catch((error) => ({ error }));
+  }
+
+  /** One sealed chunk on the transport chosen; false if it did not go (the link is
+   * down: the transport is chosen again; the server is away). */
+  async sendChunk(t, { index, length, sealed }) {
+    const via = t.transport;
+    try {
+      if (via === "p2p") {
+        const link = this.links.get(t.peer);
+        if (!link) throw new LinkDown("no link");
+        await link.send(this.sealing.encode(t, index, sealed, DATA_CHANNEL_MAX_MESSAGE));
+      } else {
+        await this.host.sendFrame(this.sealing.encode(t, index, sealed, null)[0]);
+      }
+    } catch (e) {
+      if (e instanceof LinkDown) {
+        this.host.display.note(`data channel to ${t.peer} lost`);
+        t._.decided = false;
+        return false;
+      }
+      if (e instanceof NotConnected) return false;
+      throw e;
+    }
+    t._.queue.delete(index);
+    t.bytes_via[via] += length;
+    if (t._.counted && !t._.counted[index]) {
+      t._.counted[index] = 1;
+      t._.countedBytes += length;
+      setProgress(t, t.chunks_sent + 1, t._.countedBytes);
+    }
+    return true;
   }
 
   async chooseTransport(t) {

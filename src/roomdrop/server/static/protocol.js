@@ -90,7 +90,7 @@ export function encodeFrames(tid, index, total, chunkSize, data, checksumHex, ma
   const bounds = fragmentBounds(length, max);
   const idBytes = uuidBytes(tid);
   const sum = sealed ? new Uint8Array(32) : fromHex(checksumHex);
-  const src = new Uint8Array(data);
+  const src = data instanceof Uint8Array ? data : new Uint8Array(data);
   return bounds.map(([offset, size]) => {
     const frame = new Uint8Array(HEADER_SIZE + size);
     const view = new DataView(frame.buffer);

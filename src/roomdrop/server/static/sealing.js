@@ -92,16 +92,24 @@ export class Sealing {
     t.safety_number = number;
   }
 
+  /** Chunk `index` (its plaintext `data`, a Uint8Array) made ready to go (sealChunk): sealed under
+   * the transfer's content key ({payload: ciphertext, sealed: true}), or in the clear
+   * with its sha256 ({payload, checksum}). */
+  async sealChunk(t, index, data) {
+    if (t._.cipher) return { payload: await t._.cipher.seal(index, data), checksum: null, sealed: true };
+    return { payload: data, checksum: toHex(await crypto.subtle.digest("SHA-256", data)), sealed: false };
+  }
+
+  /** The frames of a chunk sealChunk made ready, each at most `max` bytes (null: one whole
+   * frame). */
+  encode(t, index, { payload, checksum, sealed }, max) {
+    return encodeFrames(t.transfer_id, index, t.total_chunks, t.chunk_size, payload, checksum, max, sealed);
+  }
+
   /** The frames of chunk `index` (its plaintext `data`), each at most `max` bytes (null:
    * one whole frame): sealed under the transfer's content key, or in the clear with
    * its sha256. */
   async frames(t, index, data, max) {
-    const args = [t.transfer_id, index, t.total_chunks, t.chunk_size];
-    if (t._.cipher) {
-      const sealed = await t._.cipher.seal(index, new Uint8Array(data));
-      return encodeFrames(...args, sealed, null, max, true);
-    }
-    const checksum = toHex(await crypto.subtle.digest("SHA-256", data));
-    return encodeFrames(...args, data, checksum, max);
+    return this.encode(t, index, await this.sealChunk(t, index, new Uint8Array(data)), max);
   }
 }
