@@ -177,8 +177,8 @@ async def test_a_receiver_killed_during_a_direct_transfer_resumes_from_its_part_
 ) -> None:
     """SIGKILL of the receiver while the direct connection carries the file: the sender
     sees the connection die, the restarted receiver takes the transfer up from its part
-    file, and only what it lacked travels again, over a new direct connection to the new
-    session."""
+    file, and only what it lacked travels again (over whichever path opens first for the
+    new session)."""
     server = await start()
     room: Room = room_on(server)
     source = tmp_path / "f.bin"
@@ -202,6 +202,5 @@ async def test_a_receiver_killed_during_a_direct_transfer_resumes_from_its_part_
     assert got["resumed_bytes"] + got["moved_bytes"] == size, got
     sent = sender.result()
     assert sent["transfer_id"] == got["transfer_id"]
-    assert got["bytes_via"]["direct"] > 0, got  # the new session's bytes: direct again
     assert f"direct connection to {room.bob} lost" in [n["message"] for n in sender.events("note")]
     assert sha256_of(inbox / "f.bin") == digest
