@@ -664,7 +664,8 @@ def main() -> None:
     for impl, python in pythons.items():
         probe = f"import sys, importlib.metadata as m; print(sys.version.split()[0], m.version({'aiortc' if impl == 'aiortc' else 'aiolibdatachannel'!r}))"  # noqa: E501
         done = commands.subprocess.run([python, "-c", probe], capture_output=True, text=True)
-        info.append(f"{NAMES[impl]}: {python} (Python, version: {done.stdout.strip()}), uvloop")
+        where = os.path.relpath(python, REPO)
+        info.append(f"{NAMES[impl]}: {where} (Python, version: {done.stdout.strip()}), uvloop")
     chromium: list[str] = []
     with relay.sigterm_as_exit(), tempfile.TemporaryDirectory(prefix="native-dc-") as tmp:
         source = Path(tmp) / "source.bin"
