@@ -1,12 +1,13 @@
 """Fixtures of the end-to-end tests (helpers in :mod:`clitools`): servers of the test's
 own and a fresh room on one; every command a test started is killed when it ends, and
-the output of each is added to the report of a failing test."""
+the output of each is added to the report of a failing test; one real clamd for the
+session's tests of the receiver's malware scan (:mod:`clamdtools`)."""
 
 from __future__ import annotations
 
 import asyncio
 import sys
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -17,6 +18,7 @@ sys.path.insert(1, str(Path(__file__).resolve().parents[1] / "server"))
 import pytest
 from clitools import Command, Room
 
+from clamdtools import Clamd, start_clamd
 from server.conftest import Server, launch, names
 
 COMMANDS = pytest.StashKey[list[Command]]()
@@ -98,3 +100,13 @@ async def room_on(
     for command in started:
         command.kill()
         command.process.stdin and command.process.stdin.close()
+
+
+@pytest.fixture(scope="session")
+def clamd(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Clamd]:
+    """A clamd with the test signatures (:mod:`clamdtools`), on a unix socket and a TCP
+    port of 127.0.0.1, for the whole session; stopped at the end. A test that needs one
+    it can stop starts its own (``start_clamd``)."""
+    server = start_clamd(tmp_path_factory.mktemp("clamd"))
+    yield server
+    server.stop()
