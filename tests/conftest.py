@@ -1,13 +1,17 @@
-"""Session-wide fixtures: one real redis-server for every test of the shared backend."""
+"""Session-wide fixtures: one real redis-server for every test of the shared backend, one
+real S3-compatible server (SeaweedFS) for every test of the S3 store."""
 
 from __future__ import annotations
 
 from collections.abc import Iterator
-from typing import Any, Final
+from typing import TYPE_CHECKING, Any, Final
 
 import pytest
 
 from redistools import RedisServer, start_redis
+
+if TYPE_CHECKING:
+    from seaweedtools import SeaweedServer
 
 
 @pytest.fixture(scope="session")
@@ -17,6 +21,24 @@ def redis_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RedisServ
     server = start_redis(tmp_path_factory.mktemp("redis"))
     yield server
     server.stop()
+
+
+@pytest.fixture(scope="session")
+def s3_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[SeaweedServer]:
+    """SeaweedFS's ``weed mini`` on free ports of 127.0.0.1 for the whole session (started
+    by the first test that asks); each test has buckets of its own (:func:`s3_bucket`).
+    Imported here, not above: botocore is for the tests that use it."""
+    from seaweedtools import start_seaweed
+
+    server = start_seaweed(tmp_path_factory.mktemp("seaweed"))
+    yield server
+    server.stop()
+
+
+@pytest.fixture
+def s3_bucket(s3_server: SeaweedServer) -> str:
+    """A new, empty bucket on the session's S3 server, for this test alone."""
+    return s3_server.create_bucket()
 
 
 # The tests that change the namespace's links (the browser tests' veth pair, which

@@ -28,6 +28,8 @@ IO_MODULES = {
     "starlette",
     "uvicorn",
     "redis",
+    "aiobotocore",
+    "botocore",
     "termios",
 }
 OWNERS = {  # library -> the only modules that may import it
@@ -39,6 +41,8 @@ OWNERS = {  # library -> the only modules that may import it
         "client/terminal.py",
         "client/output.py",
         "client/configdir.py",
+        "server/store/files.py",  # the store's directory adapter: fsync, rename, fchmod
+        "server/store/s3.py",  # AWS_REGION, which botocore does not read
     },
     "shutil": {"storage.py", "server/staging.py"},
     "filetype": {"storage.py", "source.py"},  # the file-system adapter, its sender's scan
@@ -50,6 +54,9 @@ OWNERS = {  # library -> the only modules that may import it
     "cryptography": {"server/staging.py", "e2e.py"},
     "pyhpke": {"e2e.py", "handshake.py"},  # device keys and content keys; the direct path
     "redis": {"server/redisbackend/"},  # the package: a folder name ends with /
+    # the store on S3 (store/__init__.py imports it lazily, when ROOMDROP_STORE_URL is set)
+    "aiobotocore": {"server/store/s3.py"},
+    "botocore": {"server/store/s3.py"},
     "aiortc": {"client/rtc/"},
     "aioice": {"client/rtc/"},
     "websockets": {"client/signalling.py"},
