@@ -16,7 +16,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from roomdrop import FileTransferManager, IntegrityError
-from roomdrop.exceptions import BadChecksum, DamagedChunks
+from roomdrop.exceptions import BadChecksum, DamagedChunks, Infected, ScanUnavailable
+from roomdrop.protocol.transfer import Transfer
 from roomdrop.receiving import MAX_REPAIR_ROUNDS
 from roomdrop.storage import PART_SUFFIX, PARTS_DIR, RECORD_SUFFIX, ContentKey, PartFile
 
@@ -260,6 +261,89 @@ async def test_a_whole_file_mismatch_fails_the_transfer_and_places_nothing(
     assert progress["status"] == "failed" and "does not match" in progress["error"]
     assert progress["saved_path"] is None
     assert list((tmp_path / "inbox").rglob("*")) == [tmp_path / "inbox" / ".roomdrop-parts"]
+
+
+# --- the scan hook (the receiver's malware scan) ---------------------------------------
+
+
+class Scan:
+    """A ``scan`` hook that remembers what it saw and answers with ``verdict``: None
+    (clean), or the error to raise."""
+
+    def __init__(self, verdict: Exception | None = None) -> None:
+        self.verdict = verdict
+        self.seen: list[tuple[str, bytes]] = []
+
+    async def __call__(self, record: Transfer, path: Path) -> None:
+        self.seen.append((record.transfer_id, path.read_bytes()))
+        if self.verdict is not None:
+            raise self.verdict
+
+
+def scanning(ends: Ends, scan: Scan) -> None:
+    ends.receiver.scan = scan  # read when the part file is opened (the accept)
+
+
+async def test_a_clean_verified_file_is_scanned_once_then_placed(tmp_path: Path) -> None:
+    ends, scan = Ends(tmp_path), Scan()
+    scanning(ends, scan)
+    await ends.offer()
+    await ends.deliver(list(range(TOTAL)))
+    await ends.saved()
+    assert scan.seen == [(ends.tid, ends.src.read_bytes())]  # the whole file, verified
+
+
+async def test_an_infected_file_is_deleted_never_placed_and_the_transfer_fails(
+    tmp_path: Path,
+) -> None:
+    ends = Ends(tmp_path)
+    scanning(ends, Scan(Infected("x", "Test.Sig", "movie.bin is infected: Test.Sig")))
+    await ends.offer()
+    await ends.deliver(list(range(TOTAL - 1)))
+    frame = await ends.sender.send_chunk(ends.tid, TOTAL - 1)
+    with pytest.raises(Infected, match=r"Test\.Sig"):
+        await ends.receiver.receive_chunk(ends.tid, TOTAL - 1, frame)
+    progress = await ends.progress()
+    assert (progress["status"], progress["error_code"]) == ("failed", "infected")
+    assert progress["error"] == "movie.bin is infected: Test.Sig"
+    assert progress["saved_path"] is None
+    assert list(ends.inbox.rglob("*")) == [ends.inbox / PARTS_DIR]
+
+
+async def test_a_file_that_cannot_be_scanned_stays_unplaced_for_a_later_scan(
+    tmp_path: Path,
+) -> None:
+    ends = Ends(tmp_path)
+    scanning(ends, Scan(ScanUnavailable("clamd is down")))
+    await ends.offer()
+    await ends.deliver(list(range(TOTAL - 1)))
+    frame = await ends.sender.send_chunk(ends.tid, TOTAL - 1)
+    with pytest.raises(ScanUnavailable):
+        await ends.receiver.receive_chunk(ends.tid, TOTAL - 1, frame)
+    progress = await ends.progress()
+    assert (progress["status"], progress["error_code"]) == ("failed", "scan-unavailable")
+    assert progress["saved_path"] is None
+    kept = sorted(p.name for p in (ends.inbox / PARTS_DIR).iterdir())
+    assert kept == ["movie.bin" + PART_SUFFIX, "movie.bin" + RECORD_SUFFIX]
+    assert sha(ends.part) == sha(ends.src)
+    # still down at the next run: the accept scans again, and keeps the part file again
+    await ends.receiver.close()
+    ends.receiver = FileTransferManager(ends.chunk, download_dir=ends.inbox)
+    scanning(ends, Scan(ScanUnavailable("clamd is down")))
+    await ends.receiver.register_offer(ends.sender.offer(ends.tid), "alice", "r")
+    with pytest.raises(ScanUnavailable):
+        await ends.receiver.accept_transfer(ends.tid)
+    assert sorted(p.name for p in (ends.inbox / PARTS_DIR).iterdir()) == kept
+    # back: the accept of the same content (every chunk held) scans it and places it
+    await ends.receiver.close()
+    ends.receiver = FileTransferManager(ends.chunk, download_dir=ends.inbox)
+    back = Scan()
+    scanning(ends, back)
+    await ends.receiver.register_offer(ends.sender.offer(ends.tid), "alice", "r")
+    await ends.receiver.accept_transfer(ends.tid)
+    assert await ends.missing() == []
+    await ends.saved()
+    assert back.seen == [(ends.tid, ends.src.read_bytes())]
 
 
 # --- any damage, any run ---------------------------------------------------------------

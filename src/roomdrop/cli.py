@@ -76,6 +76,21 @@ def build_parser() -> argparse.ArgumentParser:
         help="exit after N accepted transfers ended, arrived or not (the exit status says "
         "whether any failed; default: keep on)",
     )
+    receive.add_argument(
+        "--scan",
+        metavar="URL",
+        help="scan each file for malware before it is saved, with the ClamAV daemon at "
+        "unix:///PATH/TO/clamd.sock or tcp://HOST:PORT; an infected file is not saved, and "
+        "one that cannot be scanned waits, unsaved, for the same command again "
+        "($ROOMDROP_SCAN_URL)",
+    )
+    receive.add_argument(
+        "--quarantine",
+        metavar="DIR",
+        type=Path,
+        help="with --scan: keep an infected file in DIR as NAME.infected instead of "
+        "deleting it ($ROOMDROP_QUARANTINE_DIR)",
+    )
     keys = commands.add_parser(
         "keys", help="show this device's key and the peers' keys it trusts, or trust a new one"
     )
@@ -207,8 +222,20 @@ def client_command(args: argparse.Namespace) -> int:
                 return fail(f"not a file: {path}")
         if args.wait is not None and args.wait < 0:
             return fail("--wait must be at least 0")
-    elif args.count is not None and args.count < 1:
-        return fail("--count must be at least 1")
+    else:
+        if args.count is not None and args.count < 1:
+            return fail("--count must be at least 1")
+        settings.scan_url = args.scan or settings.scan_url
+        settings.quarantine_dir = args.quarantine or settings.quarantine_dir
+        if args.quarantine is not None and not settings.scan_url:
+            return fail("--quarantine keeps what --scan URL finds infected: pass --scan too")
+        if settings.scan_url:
+            from roomdrop.client.clamd import parse_url
+
+            try:
+                parse_url(settings.scan_url)
+            except ValueError as exc:
+                return fail(f"--scan: {exc}")
     reporter: Any
     if args.json:
         from roomdrop.client.jsonlines import JsonReporter

@@ -21,10 +21,13 @@ cannot go on" from "policy says no"::
     │   ├── FileTooLarge
     │   ├── TooManyTransfers
     │   ├── MimeTypeNotAllowed
+    │   ├── Infected             the receiver's malware scanner found something in the file
+    │   ├── ScanRequired         a room (``ROOMDROP_REQUIRE_SCAN``) takes only receivers that scan
     │   └── RateLimited
     ├── Unauthorized             no valid token (HTTP 401, WebSocket close 4401)
     ├── Forbidden                a valid user who may not do this (HTTP 403, ``error``)
     ├── BackendUnavailable       the state instances share is out of reach (HTTP 503)
+    ├── ScanUnavailable          the receiver's malware scanner cannot be reached or failed
     └── ServerUnreachable        a client cannot reach the server
 
 Every class carries a short machine-readable ``code`` that travels in ``error`` and
@@ -50,6 +53,7 @@ __all__ = [
     "E2ERequired",
     "FileTooLarge",
     "Forbidden",
+    "Infected",
     "IntegrityError",
     "InvalidTransition",
     "KeyChanged",
@@ -59,6 +63,8 @@ __all__ = [
     "RateLimited",
     "RelayClosed",
     "RoomdropError",
+    "ScanRequired",
+    "ScanUnavailable",
     "ServerUnreachable",
     "StorageError",
     "TooManyTransfers",
@@ -248,6 +254,35 @@ class DirectDisabled(PolicyError):
     every byte goes over WebRTC or the relay."""
 
     code = "direct-disabled"
+
+
+class Infected(PolicyError):
+    """The receiver's malware scanner found something in the file: it was not saved."""
+
+    code = "infected"
+
+    def __init__(self, transfer_id: str, signature: str, message: str) -> None:
+        super().__init__(message)
+        self.transfer_id = transfer_id
+        self.signature = signature
+        """What the scanner named (clamd's signature name)."""
+
+
+class ScanRequired(PolicyError):
+    """This room takes only receivers that scan files for malware (``ROOMDROP_REQUIRE_SCAN``)."""
+
+    code = "scan-required"
+
+    def __init__(self, message: str, transfer_id: str | None = None) -> None:
+        super().__init__(message)
+        self.transfer_id = transfer_id
+        """The transfer whose accept was refused (None: not about one)."""
+
+
+class ScanUnavailable(RoomdropError):
+    """The receiver's malware scanner cannot be reached or failed: the file waits, unsaved."""
+
+    code = "scan-unavailable"
 
 
 class DirectRefused(RoomdropError):

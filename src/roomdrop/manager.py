@@ -31,9 +31,11 @@ from roomdrop.exceptions import (
     ChunkOutOfRange,
     DamagedChunks,
     E2EError,
+    Infected,
     IntegrityError,
     PolicyError,
     ProtocolError,
+    ScanUnavailable,
     StorageError,
     TransferError,
     TransferNotActive,
@@ -44,7 +46,7 @@ from roomdrop.protocol.frames import MAX_CHUNK_SIZE, Chunk
 from roomdrop.protocol.messages import E2E, Offer
 from roomdrop.protocol.state import Event, Status
 from roomdrop.protocol.transfer import Limits, Transfer
-from roomdrop.receiving import ReceivingEnd, check_shape, chunk_of, remove_earlier_part
+from roomdrop.receiving import FileScan, ReceivingEnd, check_shape, chunk_of, remove_earlier_part
 from roomdrop.sending import SendingEnd, offered
 from roomdrop.storage import SourceInfo, describe_os_error, remove_stale_parts, scan_source
 
@@ -94,11 +96,13 @@ class FileTransferManager:
         inline_io_limit: int = 256 * 1024,
         clock: Clock | None = None,
         content_check: ContentCheck | None = None,
+        scan: FileScan | None = None,
     ) -> None:
         """``content_check(record, head)``, if given, sees the plaintext of each received
         transfer's chunk 0 before it is written and may refuse the file by raising a
         PolicyError (the receiver's MIME check): the transfer then fails with its code
-        and its part file is removed."""
+        and its part file is removed. ``scan(record, path)``, if given, sees each verified
+        file before it is placed (the malware scan: ``ReceivingEnd.finish``)."""
         if not 0 < chunk_size <= MAX_CHUNK_SIZE:
             raise ValueError(f"chunk_size must be in 1..{MAX_CHUNK_SIZE}")
         self.chunk_size = chunk_size
@@ -113,6 +117,7 @@ class FileTransferManager:
         self.inline_io_limit = inline_io_limit
         self.clock: Clock = clock or SystemClock()
         self.content_check = content_check
+        self.scan = scan
         self._transfers: dict[str, _Local] = {}
 
     # --- offers --------------------------------------------------------------------
@@ -505,8 +510,9 @@ class FileTransferManager:
             return  # apply() will refuse the event with a precise error
         directory = self.download_dir
         try:
+            hooks = (self.content_check, self.scan)
             local.part = await ReceivingEnd.open(
-                directory, r, self._parts(), self.inline_io_limit, local.cipher, self.content_check
+                directory, r, self._parts(), self.inline_io_limit, local.cipher, *hooks
             )
         except OSError as exc:
             raise self._storage_error(local, exc, f"preparing {r.filename} in {directory}") from exc
@@ -517,8 +523,9 @@ class FileTransferManager:
             await remove_earlier_part(self.download_dir, r, self._parts())
 
     async def _finish(self, local: _Local) -> None:
-        """Every chunk is in: verify the whole file, then put it in place; or repair it
-        (DamagedChunks), or fail it (IntegrityError)."""
+        """Every chunk is in: verify the whole file (and scan it), then put it in place;
+        or repair it (DamagedChunks), or fail it (IntegrityError, Infected,
+        ScanUnavailable)."""
         part, r = local.part, local.record
         assert part is not None
         try:
@@ -526,9 +533,12 @@ class FileTransferManager:
         except DamagedChunks:
             self._note_progress(local)
             raise
-        except IntegrityError as exc:
+        except (IntegrityError, Infected) as exc:
             local.part = None  # deleted
-            self._fail(local, IntegrityError.code, exc.message)
+            self._fail(local, exc.code, exc.message)
+            raise
+        except ScanUnavailable as exc:  # the part file and its record stay, unplaced
+            self._fail(local, exc.code, exc.message)
             raise
         except OSError as exc:
             raise self._storage_error(local, exc, f"finishing {r.filename}") from exc

@@ -14,13 +14,18 @@ and :class:`DamagedChunks` names them, for the client to ask for again with reas
 ``bad-checksum``. If every chunk matches (the file is what the sender sent chunk by
 chunk, yet not what it offered), or after :data:`MAX_REPAIR_ROUNDS` repairs, the part
 file is deleted and :class:`IntegrityError` raised.
+
+**Scanning.** A receiving end given a ``scan`` hook (the client's malware scanner) hands
+it the verified part file before placing it: a file the hook finds infected
+(:class:`Infected`) is deleted, never placed; one it cannot scan
+(:class:`ScanUnavailable`) stays, with its record, for a later scan.
 """
 
 from __future__ import annotations
 
 import asyncio
 import hashlib
-from collections.abc import Callable, Iterable
+from collections.abc import Awaitable, Callable, Iterable
 from pathlib import Path
 from typing import Any, Final, TypeVar
 
@@ -31,6 +36,7 @@ from roomdrop.exceptions import (
     ChunkSizeMismatch,
     DamagedChunks,
     E2EError,
+    Infected,
     IntegrityError,
 )
 from roomdrop.protocol.chunks import ChunkSet, chunk_length
@@ -40,6 +46,7 @@ from roomdrop.storage import ContentKey, PartFile, find_part, remove_part
 
 __all__ = [
     "MAX_REPAIR_ROUNDS",
+    "FileScan",
     "ReceivingEnd",
     "check_shape",
     "chunk_of",
@@ -50,6 +57,9 @@ __all__ = [
 MAX_REPAIR_ROUNDS: Final = 3
 """Repairs of one transfer before its whole-file mismatch fails it."""
 _T = TypeVar("_T")
+FileScan = Callable[[Transfer, Path], Awaitable[None]]
+"""``scan(record, path)``: look at the verified whole file at ``path`` before it is
+placed; raise :class:`Infected` to refuse it, :class:`ScanUnavailable` when it cannot."""
 
 
 async def run_chunk_work(nbytes: int, inline_limit: int, work: Callable[..., _T], *args: Any) -> _T:
@@ -119,6 +129,7 @@ class ReceivingEnd:
         inline_io_limit: int,
         cipher: ChunkCipher | None = None,
         check: Callable[[Transfer, bytes], None] | None = None,
+        scan: FileScan | None = None,
     ) -> None:
         self.part = part
         self.record = r
@@ -126,6 +137,8 @@ class ReceivingEnd:
         self.cipher = cipher
         self.check = check
         """Sees chunk 0's plaintext before it is written (it may raise to refuse it)."""
+        self.scan = scan
+        """Sees the whole verified file before it is placed (:data:`FileScan`)."""
         self.repairs = 0
 
     @classmethod
@@ -137,11 +150,12 @@ class ReceivingEnd:
         inline_io_limit: int,
         cipher: ChunkCipher | None = None,
         check: Callable[[Transfer, bytes], None] | None = None,
+        scan: FileScan | None = None,
     ) -> ReceivingEnd:
         """Resume (re-verifying what it holds) or start ``r``'s part file. Raises OSError."""
         key = ContentKey(r.sha256, r.file_size, r.chunk_size)
         part = await asyncio.to_thread(PartFile.open, directory, r.filename, key, in_use)
-        return cls(part, r, inline_io_limit, cipher, check)
+        return cls(part, r, inline_io_limit, cipher, check, scan)
 
     @property
     def path(self) -> Path:
@@ -210,13 +224,22 @@ class ReceivingEnd:
         return self.part.write_chunk(index, data, digest)
 
     async def finish(self) -> Path:
-        """Every chunk is in: check the whole file and put it in place (its path).
+        """Every chunk is in: check the whole file, have it scanned, and put it in place
+        (its path).
 
         Raises :class:`DamagedChunks` (those chunks are missing again),
-        :class:`IntegrityError` (the part file was deleted) or OSError."""
+        :class:`IntegrityError` or :class:`Infected` (the part file was deleted),
+        :class:`ScanUnavailable` (the part file and its record stay, unplaced) or
+        OSError."""
         digest = await asyncio.to_thread(self.part.verify)
         if digest != self.record.sha256:
             await self._repair(digest)
+        if self.scan is not None:
+            try:
+                await self.scan(self.record, self.part.path)
+            except Infected:
+                await asyncio.to_thread(self.part.remove)
+                raise
         return await asyncio.to_thread(self.part.place, self.record.filename)
 
     async def _repair(self, digest: str) -> None:

@@ -50,6 +50,7 @@ from roomdrop.source import SourceInfo, scan_source, sniff_mime_type
 __all__ = [
     "PARTS_DIR",
     "PART_SUFFIX",
+    "QUARANTINE_SUFFIX",
     "RECORD_SUFFIX",
     "ContentKey",
     "PartFile",
@@ -60,12 +61,15 @@ __all__ = [
     "remove_part",
     "remove_stale_parts",
     "scan_source",
+    "set_aside",
     "sniff_mime_type",
 ]
 
 PARTS_DIR: Final = ".roomdrop-parts"
 PART_SUFFIX: Final = ".part"
 RECORD_SUFFIX: Final = ".part.jsonl"
+QUARANTINE_SUFFIX: Final = ".infected"
+"""Added to the name of a file kept in quarantine (:func:`set_aside`)."""
 _CHECK_BLOCK: Final = 1024 * 1024
 _HASH_BATCH: Final = 16  # 1 MiB of 64 KiB chunks
 _HASHER: Final = ThreadPoolExecutor(max_workers=1, thread_name_prefix="roomdrop-hash")
@@ -413,6 +417,34 @@ def _claim(part: Path, dest: Path) -> bool:
         return True
     part.unlink()
     return True
+
+
+def set_aside(part: Path, directory: Path, filename: str) -> Path:
+    """Keep the (infected) part file ``part`` in ``directory`` as the first free name of
+    ``<filename>.infected``, ``<filename> (1).infected``, ...: a hard link, or a copy
+    where there can be none (another file system); its path. The part file itself is
+    the caller's to remove. Raises OSError."""
+    directory.mkdir(parents=True, exist_ok=True)
+    for name in numbered_names(sanitize_filename(filename) + QUARANTINE_SUFFIX):
+        dest = directory / name
+        try:
+            os.link(part, dest)
+        except FileExistsError:
+            continue
+        except OSError as exc:
+            if exc.errno not in (errno.EPERM, errno.EXDEV, errno.ENOTSUP, errno.EMLINK):
+                raise
+            try:
+                fd = os.open(dest, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+            except FileExistsError:
+                continue
+            with os.fdopen(fd, "wb") as out, part.open("rb") as source:
+                shutil.copyfileobj(source, out, _CHECK_BLOCK)
+                out.flush()
+                os.fsync(out.fileno())
+        _fsync_directory(directory)
+        return dest
+    raise AssertionError("unreachable")  # pragma: no cover
 
 
 def _fsync_directory(directory: Path) -> None:

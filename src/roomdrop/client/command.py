@@ -4,7 +4,8 @@ once, saying where each transfer was left), and turn the results into an exit st
 one line saying why.
 
 Exit status: 0 every file arrived and verified; 1 a file did not (rejected, cancelled,
-refused by policy, failed its check, a peer's key changed, ...); 2 the device key or the
+refused by policy, failed its check, infected, not scanned, a peer's key changed, ...;
+a room that requires scanning and a receiver that does not); 2 the device key or the
 trusted keys file cannot be used (:mod:`.configdir` says why); 3 the server could not be
 reached or refused
 the connection (at the start, or for ROOMDROP_RECONNECT_TIMEOUT after losing it, whatever
@@ -35,7 +36,7 @@ from roomdrop.client.output import EXIT_OUTPUT_CLOSED
 from roomdrop.client.session import Left, Session
 from roomdrop.client.terminal import LineReader
 from roomdrop.client.transfers import Result
-from roomdrop.exceptions import RoomdropError
+from roomdrop.exceptions import RoomdropError, ScanRequired
 from roomdrop.protocol.state import Status
 
 __all__ = [
@@ -80,19 +81,22 @@ def run_send(
 
 
 def run_receive(out: Path, *, count: int | None, yes: bool, **common: Any) -> Outcome:
-    try:
-        out.mkdir(parents=True, exist_ok=True)
-    except OSError as exc:
-        return Outcome(EXIT_FAILED, f"cannot use {out} for received files: {exc.strerror}")
+    quarantine = common["settings"].quarantine_dir
+    for directory, what in ((out, "received files"), (quarantine, "infected files")):
+        try:
+            if directory is not None:
+                directory.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            return Outcome(EXIT_FAILED, f"cannot use {directory} for {what}: {exc.strerror}")
     ask = None if yes else _asker(common["reporter"])
+
+    async def receive(session: Session) -> list[Result]:
+        if session.scanner is not None:
+            await session.scanner.check()  # a note: it answers, or files wait for it
+        return await session.receive_files(count)
+
     tune_allocator()
-    return uvloop.run(
-        _main(
-            lambda session: session.receive_files(count),
-            {"download_dir": out, "ask": ask, **common},
-            receiving=True,
-        )
-    )
+    return uvloop.run(_main(receive, {"download_dir": out, "ask": ask, **common}, receiving=True))
 
 
 def _asker(reporter: Any) -> Callable[[dict[str, Any]], Awaitable[bool]]:
@@ -180,6 +184,8 @@ async def _main(
         return outcome
     except NobodyCame as exc:
         return await leave(session, Outcome(EXIT_FAILED, str(exc)))
+    except ScanRequired as exc:  # the room takes only receivers that scan
+        return await leave(session, Outcome(EXIT_FAILED, f"{exc.code}: {exc}"))
     except RoomdropError as exc:
         unreachable = Outcome(EXIT_UNREACHABLE, f"{exc.code}: {exc}")
         with contextlib.suppress(Exception):

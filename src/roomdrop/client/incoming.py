@@ -38,17 +38,20 @@ from typing import Any
 
 from roomdrop.client.errors import NotConnected
 from roomdrop.client.keyring import Peer, notes_on_keys
+from roomdrop.client.malware import not_received
 from roomdrop.client.transfers import DECLINED, Host, ReceiveState, Result, Role
 from roomdrop.exceptions import (
     BadChecksum,
     DamagedChunks,
     E2EError,
     E2ERequired,
+    Infected,
     IntegrityError,
     KeyChanged,
     PolicyError,
     ProtocolError,
     RoomdropError,
+    ScanUnavailable,
     StorageError,
     TransferError,
 )
@@ -107,6 +110,8 @@ class Incoming(Role[ReceiveState]):
                 raise result
             results.append(result)
             ended += not result.declined
+            if result.error_code == ScanUnavailable.code:
+                break  # no file can be received safely until the scanner answers
         return results
 
     def connection_lost(self, exc: BaseException) -> None:
@@ -207,21 +212,19 @@ class Incoming(Role[ReceiveState]):
     async def _accept(self, state: ReceiveState) -> None:
         tid = state.tid
         try:
-            await self.manager.accept_transfer(tid)
-        except StorageError as exc:
-            message = str(exc.args[-1])
-            await self.host.send(
-                T.FILE_SHARE_ERROR,
-                FileShareError(transfer_id=tid, code=StorageError.code, message=message),
-            )
-            self.resolve(state, status="failed", error=message, code=StorageError.code)
+            await self.manager.accept_transfer(tid)  # a part file complete already: scanned
+        except (StorageError, Infected, ScanUnavailable) as exc:
+            await not_received(self, state, exc)
             return
         record = self.manager.get_transfer(tid)
         missing = await self.manager.missing_chunks(tid)
         state.resumed_bytes = record.bytes_transferred
         state.started = state.last_chunk = time.monotonic()
         ranges = ranges_of(missing) if len(missing) < record.total_chunks else None
-        await self.host.send(T.FILE_SHARE_ACCEPT, Accept(transfer_id=tid, missing=ranges))
+        scan = True if self.manager.scan is not None else None
+        await self.host.send(
+            T.FILE_SHARE_ACCEPT, Accept(transfer_id=tid, missing=ranges, scan=scan)
+        )
         if state.resumed_bytes:
             self.host.reporter.note(
                 f"resuming {record.filename}: {state.resumed_bytes:,} of "
@@ -247,10 +250,10 @@ class Incoming(Role[ReceiveState]):
         state = ReceiveState(tid=tid, peer=t.sender_id, done=self.future())
         state.safety_number = peer.safety_number if peer is not None else None
         try:
-            await self.manager.accept_transfer(tid)
-        except StorageError as exc:
+            await self.manager.accept_transfer(tid)  # complete already: scanned now
+        except (StorageError, Infected, ScanUnavailable) as exc:
             self.states[tid] = state
-            self.resolve(state, status="failed", error=str(exc.args[-1]), code="storage-error")
+            await not_received(self, state, exc, tell=isinstance(exc, Infected))
             return
         # known from here on: a resume that arrives now asks for what the part file lacks
         self.states[tid] = state
@@ -386,14 +389,8 @@ class Incoming(Role[ReceiveState]):
             with contextlib.suppress(NotConnected):
                 await self.host.send(T.FILE_SHARE_CHUNK_REQUEST, request)
             return
-        except (IntegrityError, StorageError, PolicyError) as exc:
-            message = str(exc.args[-1])
-            with contextlib.suppress(NotConnected):
-                await self.host.send(
-                    T.FILE_SHARE_ERROR,
-                    FileShareError(transfer_id=tid, code=exc.code, message=message),
-                )
-            self.resolve(state, status="failed", error=message, code=exc.code)
+        except (IntegrityError, StorageError, PolicyError, ScanUnavailable) as exc:
+            await not_received(self, state, exc)  # an infected file (Infected) is a policy's
             return
         except TransferError as exc:
             log.debug("chunk %d of %s not taken: %s", index, tid, exc)

@@ -39,6 +39,7 @@ from roomdrop.client.incoming import Incoming
 from roomdrop.client.keyring import Keyring
 from roomdrop.client.keys import load_or_create
 from roomdrop.client.links import Links
+from roomdrop.client.malware import refusal, scanner_for
 from roomdrop.client.outgoing import Outgoing
 from roomdrop.client.peerkeys import PeerKeys
 from roomdrop.client.scans import Scans
@@ -158,17 +159,14 @@ class Session:
             self, on_frame=self._on_link_frame, on_down=self._on_link_down, on_new=self._on_new_link
         )
         self.outgoing = Outgoing(self, FileTransferManager(download_dir=None, **limits), self.links)
-        self.incoming = (
-            Incoming(
-                self,
-                FileTransferManager(
-                    download_dir=download_dir, content_check=self.keyring.check_content, **limits
-                ),
-                ask,
-            )
-            if download_dir is not None
-            else None
+        self.scanner = scanner_for(self.settings, reporter.note) if download_dir else None
+        manager = FileTransferManager(
+            download_dir=download_dir,
+            content_check=self.keyring.check_content,
+            scan=self.scanner,
+            **limits,
         )
+        self.incoming = Incoming(self, manager, ask) if download_dir is not None else None
 
     # --- what the roles may use (transfers.Host) -------------------------------------
 
@@ -346,6 +344,9 @@ class Session:
         self._server_transfers = known
         if self.signalling.connections > 1 and not resync:
             self.reporter.note(f"reconnected to the server at {self.signalling.name}")
+        if self.incoming is not None and (no := refusal(state, self.room, self.scanner)):
+            self.incoming.connection_lost(no)  # the receive ends: nothing may arrive here
+            return
         await catch_up_outgoing(self.outgoing, known, resync=resync)
         if self.incoming is not None:
             await catch_up_incoming(self.incoming, known)

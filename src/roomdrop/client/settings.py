@@ -4,7 +4,9 @@
 (``ROOMDROP_SERVER`` and ``--server`` may name several servers, comma-separated:
 :func:`split_servers`); ``ROOMDROP_ICE_HOSTS`` (comma-separated) restricts the local
 addresses ICE gathers candidates on; ``ROOMDROP_CONFIG_DIR`` moves the device key and
-the trusted keys (:mod:`.keys`, :mod:`.peerkeys`) out of ``~/.config/roomdrop``.
+the trusted keys (:mod:`.keys`, :mod:`.peerkeys`) out of ``~/.config/roomdrop``;
+``ROOMDROP_SCAN_URL`` and ``ROOMDROP_QUARANTINE_DIR`` stand in for ``receive --scan`` and
+``--quarantine`` (:mod:`.malware`).
 """
 
 from __future__ import annotations
@@ -82,6 +84,22 @@ class ClientSettings(BaseSettings):
         2.0,
         gt=0,
         description="Seconds with no chunk before a receiver asks again for what it lacks.",
+    )
+    scan_url: str | None = Field(
+        None,
+        description="`receive`: the ClamAV daemon (clamd) that scans each file before it is "
+        "saved, unix:///PATH/TO/clamd.sock or tcp://HOST:PORT (or --scan URL); unset: no scan.",
+    )
+    quarantine_dir: Path | None = Field(
+        None,
+        description="`receive --scan`: where an infected file is kept, as NAME.infected "
+        "(or --quarantine DIR); unset: it is deleted.",
+    )
+    scan_timeout: float = Field(
+        600.0,
+        gt=0,
+        description="Seconds clamd may take to answer for one file (sending it included) "
+        "before the scan counts as failed (the file is kept unsaved).",
     )
 
     @field_validator("ice_hosts", mode="before")

@@ -161,10 +161,13 @@ class TransferRef(_Payload):
 
 class Accept(_Payload):
     """``file-share-accept``; ``missing`` lists the chunks the receiver still needs
-    (absent: all of them), which is how a resumed transfer skips what arrived before."""
+    (absent: all of them), which is how a resumed transfer skips what arrived before;
+    ``scan``: the receiver says it scans the file for malware before saving it (a claim
+    the server cannot check; a room with ``require_scan`` takes no accept without it)."""
 
     transfer_id: UUID
     missing: list[Range] | None = None
+    scan: StrictBool | None = None
 
     @field_validator("missing")
     @classmethod
@@ -292,6 +295,8 @@ class RoomState(_Payload):
     require_e2e: StrictBool | None = None
     direct: StrictBool | None = None
     """Whether the server forwards ``direct-hints`` (``None``: a server from before)."""
+    require_scan: StrictBool | None = None
+    """Whether only receivers that scan files for malware may accept (``Accept.scan``)."""
 
 
 PAYLOADS: Final[dict[MessageType, type[BaseModel]]] = {

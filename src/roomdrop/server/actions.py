@@ -27,6 +27,7 @@ from roomdrop.exceptions import (
     InvalidTransition,
     MimeTypeNotAllowed,
     ProtocolError,
+    ScanRequired,
     UnknownTransfer,
 )
 from roomdrop.protocol.messages import (
@@ -138,11 +139,27 @@ class Actions:
                 )
 
     async def accept(
-        self, room_id: str, user: str, tid: str, missing: list[tuple[int, int]] | None = None
+        self,
+        room_id: str,
+        user: str,
+        tid: str,
+        missing: list[tuple[int, int]] | None = None,
+        *,
+        scan: bool | None = None,
     ) -> dict[str, Any]:
+        """With ROOMDROP_REQUIRE_SCAN only a receiver that says it scans (``scan``) may
+        accept: the server takes its word (it never sees the plaintext to check)."""
         record = await self.party(room_id, user, tid, only="receiver")
+        if self.settings.require_scan and not scan:
+            raise ScanRequired(
+                f"room {room_id} takes only receivers that scan every file for malware "
+                "before saving it (ROOMDROP_REQUIRE_SCAN): receive with `roomdrop receive "
+                "--scan URL` (a ClamAV daemon, unix:///PATH/TO/clamd.sock or "
+                "tcp://HOST:PORT); the room page cannot scan",
+                tid,
+            )
         try:
-            payload = Accept(transfer_id=UUID(tid), missing=missing)
+            payload = Accept(transfer_id=UUID(tid), missing=missing, scan=scan)
         except ValidationError as exc:
             detail = exc.errors()[0]["msg"].removeprefix("Value error, ")
             raise ProtocolError(f"missing: {detail}") from None

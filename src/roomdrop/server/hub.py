@@ -211,6 +211,7 @@ class Hub:
             mime=MimeLists(allow=self.settings.mime_allow, deny=self.settings.mime_deny),
             require_e2e=self.settings.require_e2e,
             direct=self.settings.allow_direct,
+            require_scan=self.settings.require_scan,
         )
         return Message.build(T.ROOM_STATE, state, room_id=room_id)
 
@@ -374,7 +375,8 @@ class Hub:
                 self.refuse(p, exc, transfer_id=str(payload.transfer_id))
         elif m.type is T.FILE_SHARE_ACCEPT:
             assert isinstance(payload, Accept)
-            await self.transfers.accept(room_id, user, str(payload.transfer_id), payload.missing)
+            tid = str(payload.transfer_id)
+            await self.transfers.accept(room_id, user, tid, payload.missing, scan=payload.scan)
         elif m.type is T.FILE_SHARE_CHUNK:
             await self.relay.relay_json_chunk(p, decode_json_chunk(payload))
         elif m.type is T.FILE_SHARE_PROGRESS:

@@ -21,7 +21,7 @@ from uuid import UUID, uuid4
 
 from fastapi import APIRouter, Depends, Path, Query, Request, WebSocket, WebSocketDisconnect
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
-from pydantic import BaseModel, ConfigDict, Field, StrictInt, StrictStr, model_validator
+from pydantic import BaseModel, ConfigDict, Field, StrictBool, StrictInt, StrictStr, model_validator
 
 from roomdrop.e2e import decode_key
 from roomdrop.exceptions import E2EError, ProtocolError, RoomdropError, Unauthorized
@@ -113,6 +113,11 @@ class AcceptRequest(BaseModel):
 
     missing: list[Range] | None = Field(
         None, description="chunks the receiver still needs, as [start, end) ranges"
+    )
+    scan: StrictBool | None = Field(
+        None,
+        description="the receiver scans the file for malware before saving it (required "
+        "where ROOMDROP_REQUIRE_SCAN is set; the server cannot check it)",
     )
 
 
@@ -297,8 +302,8 @@ def build_router(hub: Hub) -> APIRouter:
         room_id: RoomId, transfer_id: TransferId, user: User, body: AcceptRequest | None = None
     ) -> dict[str, Any]:
         """Accept a transfer (receiver only)."""
-        missing = body.missing if body else None
-        return await hub.transfers.accept(room_id, user, str(transfer_id), missing)
+        missing, scan = (body.missing, body.scan) if body else (None, None)
+        return await hub.transfers.accept(room_id, user, str(transfer_id), missing, scan=scan)
 
     @router.post(
         TRANSFER + "/reject",

@@ -92,6 +92,13 @@ class Settings(BaseSettings):
         description="Carry only end-to-end encrypted transfers: an offer without its sealed "
         "content key (`e2e`) is refused with `e2e-required`; 0 lets chunks travel in the clear.",
     )
+    require_scan: bool = Field(
+        False,
+        description="Let only receivers that scan each file for malware before saving it "
+        "accept (`roomdrop receive --scan URL`, a ClamAV daemon): an accept that does not say "
+        "so is refused with `scan-required`, and pages cannot receive. The server cannot "
+        "check the receiver's word (it never sees the plaintext).",
+    )
     allow_direct: bool = Field(
         True,
         description="Forward `direct-hints`, so two CLIs may open a direct TCP connection "
