@@ -19,6 +19,8 @@ cannot go on" from "policy says no"::
     │   └── StorageError         the disk refused (full, unwritable, vanished)
     ├── PolicyError              refused by a configured limit (has .code)
     │   ├── FileTooLarge
+    │   ├── StoreQuotaExceeded   the user's or the room's stored bytes would pass its quota
+    │   ├── UnknownReceiver      a file kept for someone the server has never seen
     │   ├── TooManyTransfers
     │   ├── MimeTypeNotAllowed
     │   ├── Infected             the receiver's malware scanner found something in the file
@@ -28,6 +30,10 @@ cannot go on" from "policy says no"::
     ├── Forbidden                a valid user who may not do this (HTTP 403, ``error``)
     ├── BackendUnavailable       the state instances share is out of reach (HTTP 503)
     ├── ScanUnavailable          the receiver's malware scanner cannot be reached or failed
+    ├── StoreError               the store of files kept for later refused or is out of reach
+    │   ├── StoreUnavailable         unreachable (connection refused, timed out)
+    │   ├── StoreRefused             it answered no: credentials, bucket missing, permission
+    │   └── StoreFull                no room left in the store (or on its disk)
     └── ServerUnreachable        a client cannot reach the server
 
 Every class carries a short machine-readable ``code`` that travels in ``error`` and
@@ -67,10 +73,16 @@ __all__ = [
     "ScanUnavailable",
     "ServerUnreachable",
     "StorageError",
+    "StoreError",
+    "StoreFull",
+    "StoreQuotaExceeded",
+    "StoreRefused",
+    "StoreUnavailable",
     "TooManyTransfers",
     "TransferError",
     "TransferNotActive",
     "Unauthorized",
+    "UnknownReceiver",
     "UnknownTransfer",
 ]
 
@@ -289,6 +301,42 @@ class DirectRefused(RoomdropError):
     """A direct connection that is not, or cannot prove it is, the expected peer: dropped."""
 
     code = "direct-refused"
+
+
+class StoreError(RoomdropError):
+    """The store of files kept for a later delivery failed."""
+
+    code = "store-failed"
+
+
+class StoreUnavailable(StoreError):
+    """The store of files kept for later cannot be reached (refused, timed out)."""
+
+    code = "store-unavailable"
+
+
+class StoreRefused(StoreError):
+    """The store of files kept for later refused (credentials, bucket missing, access)."""
+
+    code = "store-refused"
+
+
+class StoreFull(StoreError):
+    """The store of files kept for later has no room left."""
+
+    code = "store-full"
+
+
+class StoreQuotaExceeded(PolicyError):
+    """Keeping this file would pass the user's or the room's stored-bytes quota."""
+
+    code = "store-quota-exceeded"
+
+
+class UnknownReceiver(PolicyError):
+    """A file kept for a receiver the server has never seen (no device key to seal to)."""
+
+    code = "unknown-receiver"
 
 
 class E2EError(RoomdropError):

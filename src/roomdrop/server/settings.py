@@ -105,6 +105,34 @@ class Settings(BaseSettings):
         "to each other (end-to-end authenticated, docs/protocol.md §15); 0 refuses them with "
         "`direct-disabled`, keeping every byte on WebRTC or the relay.",
     )
+    store_url: str | None = Field(
+        None,
+        pattern=r"^s3://[a-z0-9][a-z0-9.-]{1,61}[a-z0-9](/.*)?$",
+        description="Where files kept for a later delivery (`send --store`) go: "
+        "`s3://bucket/prefix` (an S3-compatible store; credentials and region from the "
+        "standard `AWS_ACCESS_KEY_ID`, `AWS_SECRET_ACCESS_KEY`, `AWS_REGION`); unset: "
+        "DATA_DIR/store. Either way they stay end-to-end encrypted.",
+    )
+    s3_endpoint_url: str | None = Field(
+        None,
+        description="The S3 endpoint of a store other than AWS "
+        "(SeaweedFS, MinIO, Ceph: http://127.0.0.1:8333).",
+    )
+    store_ttl: float = Field(
+        7 * 86_400.0,
+        gt=0,
+        description="Seconds a stored file waits for its receiver before it is deleted.",
+    )
+    store_quota_user: int = Field(
+        2 * 1024 * MB,
+        ge=0,
+        description="Bytes a user may have stored for others at once (0: none).",
+    )
+    store_quota_room: int = Field(
+        10 * 1024 * MB,
+        ge=0,
+        description="Bytes stored for later delivery per room at once (0: none).",
+    )
     mime_allow: list[str] = Field(
         default_factory=list, description="If set, only these MIME types may be offered."
     )
