@@ -107,12 +107,22 @@ def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) ->
 
 
 @pytest.fixture
+def rd_env() -> dict[str, str]:
+    """ROOMDROP_* settings of ``rd``'s server (none: the defaults); a module may override
+    it (``ROOMDROP_REQUIRE_SCAN``, say)."""
+    return {}
+
+
+@pytest.fixture
 async def rd(
-    request: pytest.FixtureRequest, tmp_path: Path, _private_namespace: None
+    request: pytest.FixtureRequest,
+    tmp_path: Path,
+    _private_namespace: None,
+    rd_env: dict[str, str],
 ) -> AsyncIterator[Harness]:
-    """The harness, with a server of the test's own (in-memory state)."""
-    server = await asyncio.to_thread(launch, tmp_path / "serve", {})
-    async for harness in _harness(request, tmp_path, [server], {}):
+    """The harness, with a server of the test's own (in-memory state, ``rd_env``)."""
+    server = await asyncio.to_thread(launch, tmp_path / "serve", rd_env)
+    async for harness in _harness(request, tmp_path, [server], rd_env):
         yield harness
 
 

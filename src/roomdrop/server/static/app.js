@@ -38,12 +38,14 @@
 // "signin" | "joining" | "joined" | "reconnecting" | "closed" ("signin" again after
 // Leave room or Sign out). data-testid hooks:
 // name-input, token-input, room-input, join-button, share-link, share-copy, share-qr,
-// me, notify-button, notify-state, leave-button, signout-button, participant
-// (data-user), participant-key (data-user, data-seen "first" | "known" | "changed",
+// me, scan-required (shown in a room that takes only receivers that scan), notify-button,
+// notify-state, leave-button, signout-button, participant (data-user), participant-key (data-user, data-seen "first" | "known" | "changed",
 // data-safety-number) with safety-number, participant-key-warning / trust-new-key,
 // file-input, chooser (files picked with nobody chosen) with
 // chooser-participant (data-user) / chooser-cancel, offer (data-transfer-id) with
-// offer-e2e (safety-number), offer-key-warning (-trust), offer-accept / offer-reject,
+// offer-e2e (safety-number), offer-key-warning (-trust), offer-scan-required (the room
+// requires a malware scan this page cannot make: Accept disabled), offer-accept /
+// offer-reject,
 // transfer (data-transfer-id, data-status, data-direction "send" | "receive",
 // data-safety-number) with transfer-status, transfer-transport, transfer-e2e
 // (transfer-safety-number), transfer-key-warning (-trust), transfer-progress,

@@ -191,7 +191,9 @@ export class Display {
 
   // --- offers ---------------------------------------------------------------------------
 
-  showOffer(t, accept, reject) {
+  /** An offer waits for the person's answer; with `cannot` (why this page cannot take
+   * it: the room requires a malware scan) it is shown with that reason and no Accept. */
+  showOffer(t, accept, reject, cannot = null) {
     if (this.offers.has(t)) return this.renderOffer(t);
     const li = document.createElement("li");
     li.className = "offer";
@@ -225,7 +227,15 @@ export class Display {
       how.textContent = "⚠ not end-to-end encrypted: the server can read it";
     }
     li.append(text, how, this.keyWarning("offer-key-warning"), actions);
+    if (cannot) {
+      const why = document.createElement("p");
+      why.className = "scan-required";
+      why.setAttribute("data-testid", "offer-scan-required");
+      why.textContent = cannot;
+      li.insertBefore(why, actions);
+    }
     li.acceptBtn = yes;
+    li.cannot = Boolean(cannot);
     this.offers.set(t, li);
     this.renderOffer(t);
     $("#offers").append(li);
@@ -238,7 +248,12 @@ export class Display {
     const li = this.offers.get(t);
     if (!li) return;
     this.showKeyWarning(li.querySelector(".key-warning"), t._.keyChanged, "accepting");
-    li.acceptBtn.disabled = Boolean(t._.keyChanged);
+    li.acceptBtn.disabled = Boolean(t._.keyChanged) || li.cannot;
+  }
+
+  /** Whether the room requires a malware scan of received files (which a page cannot do). */
+  showScanRequired(required) {
+    $("#scan-required").hidden = !required;
   }
 
   removeOffer(t) {

@@ -19,6 +19,9 @@
 //    reports its progress to the server every second (tick).
 //  * Taking up. A reloaded page adopts a transfer the server still holds and resumes
 //    it from its part file (takeUp).
+//  * A room that requires a malware scan at the receiver (room-state.require_scan): the
+//    page cannot scan, so it shows each offer with CANNOT_SCAN and no Accept, and accepts
+//    nothing (the server would refuse it with scan-required).
 // Counterpart: src/roomdrop/client/incoming.py
 
 import { finishReceiving } from "./completion.js";
@@ -30,6 +33,10 @@ import { FINAL, Role, isLive, newTransfer, now, pick, setProgress } from "./tran
 const STALL_TIMEOUT = 2000;
 const REPORT_EVERY = 1000;
 const REQUEST_AGAIN_AFTER = 1000;
+const CANNOT_SCAN =
+  "This page cannot receive it here: the room takes only receivers that scan each file " +
+  "for malware before saving it, which a browser cannot. Receive it with " +
+  "roomdrop receive --scan URL, or reject it.";
 
 /** The offer a transfer of room-state stands for. */
 export function offerOf(o) {
@@ -131,8 +138,10 @@ export class Incoming extends Role {
     }
     t._.checking = null;
     if (!ok || t._.final) return;
-    display.showOffer(t, () => this.accept(t), () => this.reject(t));
+    const cannot = this.host.requireScan ? CANNOT_SCAN : null;
+    display.showOffer(t, () => this.accept(t), () => this.reject(t), cannot);
     display.render(t);
+    if (cannot) display.note(`${from} offers ${t.filename}: ${cannot}`, "error");
     display.note(`${from} offers ${t.filename} (${formatBytes(t.file_size)}, ${t.mime_type}), ${sealedHow(t)}`);
   }
 
@@ -171,6 +180,7 @@ export class Incoming extends Role {
   async accept(t) {
     if (t._.final || t.status !== "pending" || t._.accepting || t._.keyChanged || t._.checking) return;
     const { display } = this.host;
+    if (this.host.requireScan) return display.note(CANNOT_SCAN, "error");
     t._.accepting = true;
     this.opening.settled(t);
     display.removeOffer(t);

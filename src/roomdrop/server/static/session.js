@@ -37,6 +37,7 @@ class Session {
     this.lastJoined = null; // {user, room} of the last room shown (left or not)
     this.participants = new Set();
     this.serverTransfers = new Map(); // the latest room-state's, by id
+    this.requireScan = false; // room-state.require_scan: no receiving here (incoming.js)
     this.transfers = new Map(); // both directions, by id (window.roomdrop.transfers)
     this.joinWaiters = [];
     this.api = new ServerApi();
@@ -255,6 +256,9 @@ class Session {
     const known = transfersOf(p);
     this.serverTransfers = known;
     this.keyring.onRoomState(p);
+    // a room that takes only receivers that scan for malware: this page cannot receive
+    this.requireScan = p.require_scan === true;
+    this.display.showScanRequired(this.requireScan);
     const resync = this.signalling.joined();
     if (this.joinedRoom !== null) setState("joined");
     if (this.signalling.connections > 1 && !resync) this.display.note("reconnected to the server");

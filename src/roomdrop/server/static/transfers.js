@@ -22,8 +22,10 @@
 //   user, room                 this page's user id and room
 //   transfers                  Map id → transfer, both directions (window.roomdrop.transfers)
 //   serverTransfers            Map id → the transfers of the latest room-state
+//   requireScan                room-state.require_scan: only receivers that scan for malware
+//                              (this page cannot: incoming.js accepts nothing)
 //   display                    display.js: note(text, kind), render(t), showOffer(t, accept,
-//                              reject), removeOffer(t), forget(t)
+//                              reject, cannot), removeOffer(t), forget(t)
 //   api                        http.js: the REST calls
 //   send(type, payload)        a control message (throws NotConnected, signalling.js)
 //   trySend(type, payload)     the same; false when not connected
