@@ -140,7 +140,10 @@ async def test_progress_is_the_seeds_transfer_object_with_speed_and_eta(
         "mime_type",
         "sha256",
         "e2e",
+        "store",
+        "stored_at",
     }
+    assert progress["store"] is False and progress["stored_at"] is None
     assert progress["file_size"] == 10_485_760
     assert progress["total_chunks"] == 160
     assert progress["chunks_sent"] == 85

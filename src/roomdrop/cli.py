@@ -66,6 +66,13 @@ def build_parser() -> argparse.ArgumentParser:
         help="give up (exit 1) if USER has not joined the room after SECONDS "
         "(default: keep waiting)",
     )
+    send.add_argument(
+        "--store",
+        action="store_true",
+        help="keep the files on the server for USER, who need not be online: end-to-end "
+        "encrypted, delivered when they join, deleted then (or after the server's "
+        "ROOMDROP_STORE_TTL); your consent to the server keeping them",
+    )
     receive = commands.add_parser("receive", help="receive files offered in a room")
     receive.add_argument("--out", type=Path, default=Path("."), help="where files go (default: .)")
     receive.add_argument("--yes", action="store_true", help="accept every offer without asking")
@@ -222,6 +229,10 @@ def client_command(args: argparse.Namespace) -> int:
                 return fail(f"not a file: {path}")
         if args.wait is not None and args.wait < 0:
             return fail("--wait must be at least 0")
+        if args.store and args.transport not in ("auto", "relay"):
+            return fail(
+                f"--store keeps the files on the server: not with --transport {args.transport}"
+            )
     else:
         if args.count is not None and args.count < 1:
             return fail("--count must be at least 1")
@@ -256,7 +267,12 @@ def client_command(args: argparse.Namespace) -> int:
         common["trust_new_key"] = args.trust_new_key
         if args.command == "send":
             outcome = run_send(
-                args.paths, args.to, transport=args.transport, wait=args.wait, **common
+                args.paths,
+                args.to,
+                transport=args.transport,
+                wait=args.wait,
+                store=args.store,
+                **common,
             )
         else:
             outcome = run_receive(args.out, count=args.count, yes=args.yes, **common)

@@ -91,6 +91,7 @@ class FileTransferManager:
         max_transfers_per_room: int = 10,
         idle_timeout: float = 30.0,
         expiry: float = 3600.0,
+        store_ttl: float = 7 * 86_400.0,
         keep_finished: float = 3600.0,
         part_ttl: float = 24 * 3600.0,
         inline_io_limit: int = 256 * 1024,
@@ -112,6 +113,7 @@ class FileTransferManager:
         self.max_transfers_per_room = max_transfers_per_room
         self.idle_timeout = idle_timeout
         self.expiry = expiry
+        self.store_ttl = store_ttl
         self.keep_finished = keep_finished
         self.part_ttl = part_ttl
         self.inline_io_limit = inline_io_limit
@@ -255,6 +257,11 @@ class FileTransferManager:
             self._apply(local, Event.CANCEL)
             local.record.error = reason or None
             await self._discard(local)
+        return True
+
+    async def store_transfer(self, transfer_id: str) -> bool:
+        """Every chunk of a transfer kept for later is in the server's store."""
+        self._apply(self._local(transfer_id), Event.STORE)
         return True
 
     async def fail_transfer(self, transfer_id: str, code: str, message: str) -> bool:
@@ -427,7 +434,7 @@ class FileTransferManager:
                         r.error_code, r.error = code, message
                         await self._discard(local)
                     ended.append(tid)
-            elif not r.live and now - r.last_activity > self.keep_finished:
+            elif r.ended and now - r.last_activity > self.keep_finished:
                 del self._transfers[tid]
         if self.download_dir is not None and self.download_dir.is_dir():
             older_than = self.clock.time() - self.part_ttl
@@ -464,6 +471,7 @@ class FileTransferManager:
             self.max_transfers_per_room,
             self.idle_timeout,
             self.expiry,
+            self.store_ttl,
         )
 
     def _check_policy(self, size: int, sender_id: str, receiver_id: str, room_id: str) -> None:

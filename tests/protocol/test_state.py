@@ -38,7 +38,7 @@ def test_every_pair_outside_the_table_raises_and_every_pair_inside_follows_it(
 
 
 def test_final_statuses_have_no_way_out() -> None:
-    assert {s for (s, _e) in TRANSITIONS} == set(LIVE_STATUSES)
+    assert {s for (s, _e) in TRANSITIONS} == set(LIVE_STATUSES) | {Status.STORED}
     assert {
         Status.COMPLETED,
         Status.FAILED,
@@ -47,8 +47,27 @@ def test_final_statuses_have_no_way_out() -> None:
     } == FINAL_STATUSES
 
 
-def test_only_a_pending_transfer_can_be_accepted_or_rejected() -> None:
-    assert {s for (s, e) in TRANSITIONS if e in (Event.ACCEPT, Event.REJECT)} == {Status.PENDING}
+def test_only_a_pending_or_a_stored_transfer_can_be_accepted_or_rejected() -> None:
+    accepts = {s for (s, e) in TRANSITIONS if e in (Event.ACCEPT, Event.REJECT)}
+    assert accepts == {Status.PENDING, Status.STORED}
+
+
+def test_a_stored_transfer_is_neither_live_nor_final() -> None:
+    assert Status.STORED not in LIVE_STATUSES | FINAL_STATUSES
+    assert set(Status) == LIVE_STATUSES | FINAL_STATUSES | {Status.STORED}
+
+
+def test_a_kept_file_is_uploaded_stored_then_delivered_or_withdrawn_or_expired() -> None:
+    status = apply_event(Status.PENDING, Event.ACCEPT)  # the server, on the store's behalf
+    status = apply_event(apply_event(status, Event.PAUSE), Event.RESUME)  # the sender dropped
+    assert apply_event(status, Event.STORE) is Status.STORED
+    assert apply_event(Status.STORED, Event.ACCEPT) is Status.ACTIVE  # the receiver joined
+    assert apply_event(Status.STORED, Event.CANCEL) is Status.CANCELLED  # withdrawn
+    assert apply_event(Status.STORED, Event.FAIL) is Status.FAILED  # expired
+    with pytest.raises(InvalidTransition):
+        apply_event(Status.STORED, Event.PAUSE)
+    with pytest.raises(InvalidTransition):
+        apply_event(Status.PAUSED, Event.STORE)  # only a running upload ends stored
 
 
 def test_only_an_active_transfer_completes() -> None:

@@ -66,14 +66,22 @@ class Outcome:
 
 
 def run_send(
-    paths: list[Path], to: str, *, transport: str, wait: float | None = None, **common: Any
+    paths: list[Path],
+    to: str,
+    *,
+    transport: str,
+    wait: float | None = None,
+    store: bool = False,
+    **common: Any,
 ) -> Outcome:
     """``wait``: give up (exit 1) if ``to`` has not joined the room after that many
-    seconds; ``None``: keep waiting."""
+    seconds; ``None``: keep waiting. ``store``: keep each file in the server's store
+    for ``to`` (delivered when they join)."""
     scans = source_scans.take(paths)  # begun by roomdrop.cli, or now
 
     async def send(session: Session) -> list[Result]:
         session.outgoing.join_wait = wait
+        session.outgoing.store = store
         return await session.send_files(paths, to, scans)
 
     tune_allocator()

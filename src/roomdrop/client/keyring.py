@@ -22,7 +22,13 @@ from dataclasses import dataclass
 
 from roomdrop.client.peerkeys import PeerKeys, Seen, server_id
 from roomdrop.e2e import DeviceKey, decode_key, safety_number
-from roomdrop.exceptions import E2EError, E2ERequired, KeyChanged, MimeTypeNotAllowed
+from roomdrop.exceptions import (
+    E2EError,
+    E2ERequired,
+    KeyChanged,
+    MimeTypeNotAllowed,
+    UnknownReceiver,
+)
 from roomdrop.protocol.messages import Offer, RoomState
 from roomdrop.protocol.policy import MimePolicy
 from roomdrop.protocol.transfer import Transfer
@@ -80,6 +86,9 @@ class Keyring:
         self.trust_new_key = trust_new_key
         self.published: dict[str, str] = {}
         """Each participant's device key, as the server published it."""
+        self.seen: dict[str, str] = {}
+        """The key each one who has been in the room lately last published there (a
+        file is kept for them under it; a kept file's sender is checked against it)."""
         self.require_e2e: bool | None = None
         self.policy = MimePolicy([], [])
         self._numbers: dict[tuple[str, str], str] = {}
@@ -88,6 +97,8 @@ class Keyring:
 
     def on_room_state(self, state: RoomState) -> None:
         self.published = {user: key for user, key in state.keys.items() if user != self.user}
+        seen = {user: s.key for user, s in state.seen.items() if s.key and user != self.user}
+        self.seen = seen | self.published
         self.require_e2e = state.require_e2e
         if state.mime is not None:
             self.policy = MimePolicy(state.mime.allow, state.mime.deny)
@@ -97,18 +108,25 @@ class Keyring:
             return
         if key is None:
             self.published.pop(user, None)
+            self.seen.pop(user, None)
         else:
-            self.published[user] = key
+            self.published[user] = self.seen[user] = key
 
     def on_left(self, user: str) -> None:
         self.published.pop(user, None)
 
     # --- the checks ------------------------------------------------------------------
 
-    def for_receiver(self, receiver: str) -> Peer | None:
+    def for_receiver(self, receiver: str, *, kept: bool = False) -> Peer | None:
         """The receiver to seal a transfer to, None to send in the clear. Raises
-        E2ERequired (no key, and the server requires encryption) or KeyChanged."""
-        key = self.published.get(receiver)
+        E2ERequired (no key, and the server requires encryption) or KeyChanged. ``kept``:
+        a file kept for later, for someone who may have left (the key they last had)."""
+        key = self.published.get(receiver) or (self.seen.get(receiver) if kept else None)
+        if key is None and kept:
+            raise UnknownReceiver(
+                f"{receiver} has not been in this room with a device key lately: a file can be "
+                "kept only for someone the server has seen (their key seals it)"
+            )
         if key is None:
             if self.require_e2e:
                 raise E2ERequired(
@@ -139,6 +157,8 @@ class Keyring:
                 f"not to this device's {self.device.public_text}"
             )
         published = self.published.get(sender)
+        if published is None and offer.store:  # kept for this end: its sender may be gone
+            published = self.seen.get(sender)
         if published != e2e.sender_key and not (taking_up and published is None):
             what = f"published {published}" if published is not None else "published no key"
             raise E2EError(

@@ -49,6 +49,7 @@ from roomdrop.exceptions import (
     RoomdropError,
     StorageError,
     TransferError,
+    UnknownReceiver,
 )
 from roomdrop.manager import FileTransferManager
 from roomdrop.protocol.chunks import chunk_length, indexes_in
@@ -88,6 +89,8 @@ class Outgoing(Role[SendState]):
         self._stashed_requests: dict[str, list[ChunkRequest]] = {}
         self._unadoptable: set[str] = set()
         self.join_wait: float | None = None
+        self.store = False
+        """``send --store``: each file is kept in the server's store for its receiver."""
         """``--wait``: give up (:class:`NobodyCame`) if the receiver has not joined the
         room after this many seconds; ``None``: keep waiting."""
         self._requests = RequestNotes(host)
@@ -107,17 +110,19 @@ class Outgoing(Role[SendState]):
 
     async def send_file(self, path: Path, to: str, scans: Scans | None = None) -> Result:
         host, scans = self.host, scans if scans is not None else Scans([path])
-        await self._wait_for_receiver(to)
-        if host.transport in ("auto", "direct"):
-            self.links.ensure_direct(to)
-        if host.transport in ("auto", "p2p"):
-            await self.links.ensure(to)
+        if not self.store:  # a file kept for later goes to the server's store now
+            await self._wait_for_receiver(to)
+            if host.transport in ("auto", "direct"):
+                self.links.ensure_direct(to)
+            if host.transport in ("auto", "p2p"):
+                await self.links.ensure(to)
         while True:
-            await host.wait_for(to)
+            if not self.store:
+                await host.wait_for(to)
             info = await scans.get(path)  # hashed meanwhile
             try:
-                peer = host.keyring.for_receiver(to)
-            except (E2ERequired, KeyChanged) as exc:
+                peer = host.keyring.for_receiver(to, kept=self.store)
+            except (E2ERequired, KeyChanged, UnknownReceiver) as exc:
                 return await self._refuse(info, to, exc)
             keys = (host.keyring.device.public_text, peer.key) if peer is not None else None
             held, skip = host.server_transfers.values(), self.states.keys() | self._unadoptable
@@ -189,9 +194,13 @@ class Outgoing(Role[SendState]):
         out.tid = record["transfer_id"]
         self.states[out.tid] = out
         self._say_keys(out, peer)
-        await host.send(T.FILE_SHARE_OFFER, self.manager.offer(out.tid))
+        offer = self.manager.offer(out.tid).model_copy(update={"store": self.store})
+        await host.send(T.FILE_SHARE_OFFER, offer)
         host.reporter.note(
-            f"offered {info.filename} ({info.file_size:,} bytes) to {out.peer}; "
+            f"keeping {info.filename} ({info.file_size:,} bytes) for {out.peer} on the "
+            "server, end-to-end encrypted, until they join"
+            if self.store
+            else f"offered {info.filename} ({info.file_size:,} bytes) to {out.peer}; "
             "waiting for an answer"
         )
         return await self._drive(out)
@@ -308,6 +317,8 @@ class Outgoing(Role[SendState]):
         ``--transport direct`` or ``p2p``, a failure if that path does not open. The
         notes give the time from the start of the attempt."""
         mode = self.host.transport
+        if self.store:  # into the server's store: through the relay
+            return "relay"
         choice = await paths.choose(self.links, out.peer, mode, self.host.settings.ice_timeout)
         self._requests.repeats(out)
         if choice.path in paths.LINKS and choice.took is not None:
@@ -445,6 +456,16 @@ class Outgoing(Role[SendState]):
             log.warning("completion of %s not taken: %s", out.tid, exc)
             return
         self.resolve(out, status="completed")
+
+    async def on_stored(self, msg: Message) -> None:
+        """Every chunk of a file kept for later is in the server's store."""
+        payload = msg.payload
+        assert isinstance(payload, TransferRef)
+        out = self.states.get(str(payload.transfer_id))
+        if out is not None:
+            with contextlib.suppress(TransferError):
+                await self.manager.store_transfer(out.tid)
+            self.resolve(out, status=Status.STORED.value)
 
     async def on_resume(self, msg: Message) -> None:
         state = await self._resumed(msg)

@@ -443,6 +443,9 @@ class Session:
     async def _on_chunk_request(self, msg: Message) -> None:
         await self.outgoing.on_chunk_request(msg)
 
+    async def _on_stored(self, msg: Message) -> None:
+        await self.outgoing.on_stored(msg)
+
     async def _on_complete(self, msg: Message) -> None:
         if (owner := self._owner(msg)) is not None:
             await owner.on_complete(msg)
@@ -481,6 +484,7 @@ class Session:
         T.FILE_SHARE_CANCEL: _on_cancel,
         T.FILE_SHARE_ERROR: _on_file_share_error,
         T.FILE_SHARE_CHUNK_REQUEST: _on_chunk_request,
+        T.FILE_SHARE_STORED: _on_stored,
     }
 
     # --- the clock -------------------------------------------------------------------

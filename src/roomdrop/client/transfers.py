@@ -87,7 +87,9 @@ class Result:
 
     @property
     def ok(self) -> bool:
-        return self.status == Status.COMPLETED.value
+        """It arrived and verified, or (``send --store``) it is all in the server's
+        store, to be delivered when its receiver joins."""
+        return self.status in (Status.COMPLETED.value, Status.STORED.value)
 
     @property
     def declined(self) -> bool:

@@ -58,6 +58,7 @@ __all__ = [
     "Progress",
     "PublicKey",
     "SealedKey",
+    "SeenUser",
     "TransferRef",
     "parse_message",
 ]
@@ -98,6 +99,8 @@ class MessageType(StrEnum):
     FILE_SHARE_CHUNK_REQUEST = "file-share-chunk-request"
     FILE_SHARE_CHUNK = "file-share-chunk"
     FILE_SHARE_ERROR = "file-share-error"
+    FILE_SHARE_STORED = "file-share-stored"
+    """Every chunk of a file kept for later is in the server's store (§16)."""
     # the direct path between two CLIs (docs/protocol.md §15)
     DIRECT_HINTS = "direct-hints"
 
@@ -140,6 +143,9 @@ class Offer(_Payload):
     total_chunks: Count
     sha256: Sha256Hex
     e2e: E2E | None = None
+    store: StrictBool = False
+    """Keep it for the receiver (``send --store``: the sender's consent): the server takes
+    the chunks into its store and delivers them when the receiver joins (§16)."""
 
     @model_validator(mode="after")
     def _chunk_count_matches(self) -> Self:
@@ -283,6 +289,14 @@ class MimeLists(_Payload):
     deny: list[StrictStr] = Field(default_factory=list)
 
 
+class SeenUser(_Payload):
+    """Someone who has been in the room lately: the device key they last published
+    there, and when they were last there (ISO 8601, UTC)."""
+
+    key: PublicKey | None = None
+    last_seen: StrictStr = Field(max_length=64)
+
+
 class RoomState(_Payload):
     """``room-state``: who is in the room (and each one's device key), sent to a
     newcomer; the transfers it is a party to; the server's MIME lists and whether it
@@ -297,6 +311,9 @@ class RoomState(_Payload):
     """Whether the server forwards ``direct-hints`` (``None``: a server from before)."""
     require_scan: StrictBool | None = None
     """Whether only receivers that scan files for malware may accept (``Accept.scan``)."""
+    seen: dict[UserId, SeenUser] = Field(default_factory=dict)
+    """Who has been in the room within the store's TTL, those here now among them: whom
+    a file may be kept for (``Offer.store``), under the key they last published."""
 
 
 PAYLOADS: Final[dict[MessageType, type[BaseModel]]] = {
@@ -318,6 +335,7 @@ PAYLOADS: Final[dict[MessageType, type[BaseModel]]] = {
     MessageType.FILE_SHARE_CHUNK_REQUEST: ChunkRequest,
     MessageType.FILE_SHARE_CHUNK: JsonChunk,
     MessageType.FILE_SHARE_ERROR: FileShareError,
+    MessageType.FILE_SHARE_STORED: TransferRef,
     MessageType.DIRECT_HINTS: DirectHints,
 }
 

@@ -6,7 +6,13 @@ A transfer starts ``pending`` when it is offered. The receiver accepts (``active
 or rejects (``rejected``). While active, either party may pause and resume; the
 receiver completes it once every chunk is in and the whole file verified. Anything
 not yet ended may be cancelled, or fail (integrity error, full disk, expiry).
-``completed``, ``failed``, ``cancelled`` and ``rejected`` are final::
+``completed``, ``failed``, ``cancelled`` and ``rejected`` are final.
+
+A transfer kept for a later delivery (``send --store``) is accepted by the server on the
+store's behalf, and when every chunk is in the store it is ``stored``: neither live (it
+counts toward no concurrency limit, only the store quotas) nor final. The receiver, once
+it joins, accepts it (``active`` again: the delivery from the store) or rejects it; the
+sender may withdraw it (``cancel``); its time in the store may run out (``fail``)::
 
                  accept              complete
     pending ─────────────▶ active ─────────────▶ completed
@@ -17,6 +23,10 @@ not yet ended may be cancelled, or fail (integrity error, full disk, expiry).
 
     pending / active / paused ── cancel ──▶ cancelled
     pending / active / paused ── fail   ──▶ failed
+
+                  store            accept (the receiver)
+    active ───────────────▶ stored ──────────────▶ active ──▶ … completed
+    (the upload)               │ reject ▶ rejected, cancel ▶ cancelled, fail ▶ failed
 
 Nothing else in roomdrop assigns a status: every change goes through
 :func:`apply_event`, and an event the table does not list raises
@@ -41,6 +51,7 @@ class Status(StrEnum):
     FAILED = "failed"
     CANCELLED = "cancelled"
     REJECTED = "rejected"
+    STORED = "stored"
 
 
 class Event(StrEnum):
@@ -51,6 +62,7 @@ class Event(StrEnum):
     COMPLETE = "complete"
     CANCEL = "cancel"
     FAIL = "fail"
+    STORE = "store"
 
 
 TRANSITIONS: Final[dict[tuple[Status, Event], Status]] = {
@@ -65,13 +77,21 @@ TRANSITIONS: Final[dict[tuple[Status, Event], Status]] = {
     (Status.PAUSED, Event.RESUME): Status.ACTIVE,
     (Status.PAUSED, Event.CANCEL): Status.CANCELLED,
     (Status.PAUSED, Event.FAIL): Status.FAILED,
+    (Status.ACTIVE, Event.STORE): Status.STORED,
+    (Status.STORED, Event.ACCEPT): Status.ACTIVE,
+    (Status.STORED, Event.REJECT): Status.REJECTED,
+    (Status.STORED, Event.CANCEL): Status.CANCELLED,
+    (Status.STORED, Event.FAIL): Status.FAILED,
 }
 """Every legal (status, event) pair and the status it leads to."""
 
 LIVE_STATUSES: Final = frozenset({Status.PENDING, Status.ACTIVE, Status.PAUSED})
 """Statuses that count toward the concurrency limits."""
 
-FINAL_STATUSES: Final = frozenset(Status) - LIVE_STATUSES
+FINAL_STATUSES: Final = frozenset(
+    {Status.COMPLETED, Status.FAILED, Status.CANCELLED, Status.REJECTED}
+)
+"""Statuses nothing leads out of."""
 
 
 def apply_event(status: Status, event: Event, *, transfer_id: str = "") -> Status:

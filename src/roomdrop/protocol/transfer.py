@@ -20,7 +20,7 @@ from pydantic import BaseModel
 from roomdrop.exceptions import EXPIRED, INACTIVE, FileTooLarge, IntegrityError, TooManyTransfers
 from roomdrop.protocol.messages import E2E, Offer
 from roomdrop.protocol.names import sanitize_filename
-from roomdrop.protocol.state import LIVE_STATUSES, Event, Status, apply_event
+from roomdrop.protocol.state import FINAL_STATUSES, LIVE_STATUSES, Event, Status, apply_event
 
 __all__ = ["Limits", "RateMeter", "Transfer", "TransferObject", "iso"]
 
@@ -61,6 +61,10 @@ class TransferObject(BaseModel):
     e2e: E2E | None = None
     """The offer's sealed content key (absent: a transfer in the clear), which lets a
     party that restarted take the transfer up."""
+    store: bool = False
+    """Kept in the server's store for a later delivery (the sender's ``--store``)."""
+    stored_at: str | None = None
+    """When every chunk was in the store; from then on it is a delivery from the store."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -72,6 +76,7 @@ class Limits:
     max_transfers_per_room: int
     idle_timeout: float
     expiry: float
+    store_ttl: float = 7 * 86_400.0
 
     def check_size(self, size: int) -> None:
         if size > self.max_file_size:
@@ -95,7 +100,11 @@ class Limits:
         older than ``expiry`` fails (``expired``); an ``active`` one with no chunk or
         state change for ``idle_timeout`` is cancelled (``inactive``). The event, the
         error code and the message; None if neither applies."""
-        if r.live and now - r.created_mono > self.expiry:
+        if r.status is Status.STORED and now - (r.stored_mono or 0.0) > self.store_ttl:
+            return Event.FAIL, EXPIRED, f"not taken from the store in {self.store_ttl:g} s"
+        # a delivery from the store has its expiry from when it was stored
+        start = r.created_mono if r.stored_mono is None else r.stored_mono
+        if r.live and now - start > self.expiry:
             return Event.FAIL, EXPIRED, f"expired after {self.expiry:g} s"
         if r.status is Status.ACTIVE and now - r.last_activity > self.idle_timeout:
             return Event.CANCEL, INACTIVE, f"no activity for {self.idle_timeout:g} s"
@@ -152,6 +161,12 @@ class Transfer:
     saved_path: str | None = None
     e2e: E2E | None = None
     """The offer's end-to-end part (None: the chunks travel in the clear)."""
+    store: bool = False
+    """Kept in the server's store for the receiver (the offer's ``store``)."""
+    stored_at: str | None = None
+    stored_mono: float | None = None
+    """Wall and monotonic time every chunk was in the store (the store's TTL, and a
+    delivery's expiry, count from here); None before."""
     last_activity: float = 0.0
     """Monotonic time of the last state change or chunk (inactivity counts from here)."""
     meter: RateMeter = field(default_factory=RateMeter)
@@ -176,11 +191,21 @@ class Transfer:
             mime_type=offer.mime_type,
             created_mono=mono,
             e2e=offer.e2e,
+            store=offer.store,
         )
 
     @property
     def live(self) -> bool:
         return self.status in LIVE_STATUSES
+
+    @property
+    def ended(self) -> bool:
+        return self.status in FINAL_STATUSES
+
+    @property
+    def delivering(self) -> bool:
+        """A stored transfer on its way from the store to the receiver."""
+        return self.stored_at is not None and self.live
 
     def involves(self, user_id: str) -> bool:
         return user_id in (self.sender_id, self.receiver_id)
@@ -193,7 +218,12 @@ class Transfer:
             self.started_at = iso(wall)
         if event in (Event.PAUSE, Event.RESUME):
             self.meter.reset()
-        if not self.live:
+        if event is Event.STORE:
+            self.stored_at, self.stored_mono = iso(wall), mono
+        if self.stored_at is not None and event is Event.ACCEPT:
+            self.set_progress(0, 0, mono=mono)  # the delivery counts from nothing
+            self.meter.reset()
+        if self.ended:
             self.completed_at = iso(wall)
         return self.status
 
@@ -278,4 +308,6 @@ class Transfer:
             "mime_type": self.mime_type,
             "sha256": self.sha256,
             "e2e": self.e2e.model_dump(mode="json") if self.e2e is not None else None,
+            "store": self.store,
+            "stored_at": self.stored_at,
         }

@@ -27,6 +27,7 @@ from roomdrop.exceptions import (
     InvalidTransition,
     MimeTypeNotAllowed,
     ProtocolError,
+    RoomdropError,
     ScanRequired,
     UnknownTransfer,
 )
@@ -45,13 +46,14 @@ from roomdrop.protocol.policy import MimePolicy
 from roomdrop.protocol.state import Event, Status
 from roomdrop.protocol.transfer import Transfer
 from roomdrop.server.backend import Backend
+from roomdrop.server.keeping import Keeping
 from roomdrop.server.metrics import Metrics
 from roomdrop.server.relay import Relay
 from roomdrop.server.rooms import Rooms
 from roomdrop.server.settings import Settings
 from roomdrop.storage import sniff_mime_type
 
-__all__ = ["Actions"]
+__all__ = ["Actions", "needed"]
 
 log = logging.getLogger("roomdrop.server")
 
@@ -62,6 +64,15 @@ _ACTIONS = {
     "resume": (T.FILE_SHARE_RESUME, Event.RESUME),
     "cancel": (T.FILE_SHARE_CANCEL, Event.CANCEL),
 }
+
+
+def needed(record: Transfer) -> tuple[str, ...]:
+    """The parties a transfer needs connected to go on: both, but for a file kept for
+    later, whose other end is the store (the sender while it uploads, the receiver
+    while it is delivered)."""
+    if not record.store:
+        return (record.sender_id, record.receiver_id)
+    return (record.receiver_id,) if record.stored_at is not None else (record.sender_id,)
 
 
 class Actions:
@@ -75,6 +86,7 @@ class Actions:
         metrics: Metrics,
         rooms: Rooms,
         relay: Relay,
+        keeping: Keeping,
     ) -> None:
         self.settings = settings
         self.clock = clock
@@ -82,6 +94,7 @@ class Actions:
         self.metrics = metrics
         self.rooms = rooms
         self.relay = relay
+        self.keeping = keeping
         self.policy = MimePolicy(settings.mime_allow, settings.mime_deny)
         self._progress_sent: dict[str, float] = {}
         self._progress_due: set[str] = set()
@@ -92,12 +105,25 @@ class Actions:
         await self.require_member(room_id, user)
         if offer.receiver_id == user:
             raise ProtocolError("a transfer needs another participant as its receiver")
-        await self.require_member(room_id, offer.receiver_id, what="receiver")
+        if offer.store:  # kept for later: the receiver need not be here (keeping.py)
+            await self.keeping.check_offer(room_id, user, offer)
+        else:
+            await self.require_member(room_id, offer.receiver_id, what="receiver")
         self.policy.check(offer.mime_type)
         await self._check_e2e(room_id, user, offer)
         record = await self.backend.create(offer, user, room_id)
         offer = offer.model_copy(update={"filename": record.filename})  # sanitised
         message = Message.build(T.FILE_SHARE_OFFER, offer, sender_id=user, room_id=room_id)
+        if offer.store:
+            self.rooms.send_to(room_id, user, message)
+            try:
+                await self.keeping.begin(record)
+            except RoomdropError as exc:  # the store refused: nothing is kept
+                await self.backend.apply(
+                    record.transfer_id, Event.FAIL, code=exc.code, error=exc.message
+                )
+                raise
+            return (await self.backend.get(record.transfer_id)).snapshot()
         self.rooms.send_to(room_id, offer.receiver_id, message)
         self.rooms.send_to(room_id, user, message)
         log.info(
@@ -125,10 +151,10 @@ class Actions:
                 )
             return
         keys = await self.backend.device_keys(room_id)
-        for role, who, sealed_to in (
-            ("receiver", offer.receiver_id, e2e.receiver_key),
-            ("sender", user, e2e.sender_key),
-        ):
+        parties = [("sender", user, e2e.sender_key)]
+        if not offer.store:  # a kept file's receiver key was checked against what they
+            parties.insert(0, ("receiver", offer.receiver_id, e2e.receiver_key))  # last had
+        for role, who, sealed_to in parties:
             published = keys.get(who)
             if published is None:
                 raise E2EError(f"the {role} {who!r} published no device key in room {room_id!r}")
@@ -150,6 +176,11 @@ class Actions:
         """With ROOMDROP_REQUIRE_SCAN only a receiver that says it scans (``scan``) may
         accept: the server takes its word (it never sees the plaintext to check)."""
         record = await self.party(room_id, user, tid, only="receiver")
+        if record.store and record.stored_at is None:
+            raise Forbidden(
+                f"transfer {tid} is being kept for you: it is offered to you once it is "
+                "all in the server's store"
+            )
         if self.settings.require_scan and not scan:
             raise ScanRequired(
                 f"room {room_id} takes only receivers that scan every file for malware "
@@ -172,6 +203,8 @@ class Actions:
         if missing is not None:
             held = record.total_chunks - sum(end - start for start, end in missing)
             self.progressed(record, held, min(record.file_size, held * record.chunk_size))
+        if record.delivering:  # from the store, by this instance
+            await self.keeping.deliver(record, missing or [(0, record.total_chunks)])
         return record.snapshot()
 
     async def act(
@@ -183,7 +216,9 @@ class Actions:
         payload = TransferRef(transfer_id=UUID(tid), reason=reason)  # validated before acting
         record = await self.backend.apply(tid, event, error=reason)
         if action != "resume":  # a stopped transfer drops its staged chunks and wakes the
-            await self.relay.close(tid)  # sender's reader; the receiver re-requests on resume
+            await self._stopped(record)  # sender's reader; the receiver re-requests on resume
+        elif record.store and record.stored_at is None:
+            await self.keeping.resumed(record)  # the store asks the sender for the rest
         if action in ("pause", "resume"):  # a party's own word outweighs a disconnect's
             await self.backend.take_disconnect_paused(tid)
         self.rooms.to_parties(record, kind, payload, user)
@@ -192,7 +227,7 @@ class Actions:
     async def complete(self, room_id: str, user: str, tid: str, sha256: str) -> dict[str, Any]:
         await self.party(room_id, user, tid, only="receiver")
         record = await self.backend.apply(tid, Event.COMPLETE, sha256=sha256)
-        await self.relay.close(tid)
+        await self._stopped(record)
         payload = Complete(transfer_id=UUID(tid), sha256=sha256)
         self.rooms.to_parties(record, T.FILE_SHARE_COMPLETE, payload, user)
         return record.snapshot()
@@ -202,6 +237,10 @@ class Actions:
         record = await self.party(room_id, user, tid, only="receiver")
         if request.ranges[-1][1] > record.total_chunks:
             raise ProtocolError(f"range ends past total_chunks {record.total_chunks}")
+        if record.delivering:  # the store sends them, not the sender
+            if record.status is Status.ACTIVE:
+                await self.keeping.deliver(record, request.ranges)
+            return
         self.rooms.send_to(
             room_id,
             record.sender_id,
@@ -224,7 +263,7 @@ class Actions:
         record = await self.party(room_id, user, tid)
         if record.live:
             record = await self.backend.apply(tid, Event.FAIL, code=error.code, error=error.message)
-        await self.relay.close(tid)
+        await self._stopped(record)
         self.rooms.to_parties(record, T.FILE_SHARE_ERROR, error, user)
 
     async def content_allowed(self, record: Transfer, head: Any) -> bool:
@@ -241,7 +280,7 @@ class Actions:
             )
         except InvalidTransition:
             return False  # ended meanwhile
-        await self.relay.close(tid)
+        await self._stopped(record)
         payload = FileShareError(
             transfer_id=UUID(tid), code=MimeTypeNotAllowed.code, message=message
         )
@@ -260,7 +299,7 @@ class Actions:
             record = await self.backend.apply(tid, Event.CANCEL, error=reason)
         except (UnknownTransfer, InvalidTransition):
             return
-        await self.relay.close(tid)
+        await self._stopped(record)
         payload = TransferRef(transfer_id=UUID(tid), reason=reason)
         self.rooms.to_parties(record, T.FILE_SHARE_CANCEL, payload, None)
 
@@ -276,7 +315,7 @@ class Actions:
         except (UnknownTransfer, InvalidTransition):
             return None
         await self.backend.mark_disconnect_paused(tid)
-        await self.relay.close(tid)
+        await self._stopped(record)
         payload = TransferRef(transfer_id=UUID(tid), reason=reason)
         self.rooms.to_parties(record, T.FILE_SHARE_PAUSE, payload, None)
         return record
@@ -287,10 +326,7 @@ class Actions:
             return
         # the one who left may be back already (its join ran while this pause was under
         # way, before the transfer counted as paused by a disconnect): resume now
-        room_id = record.room_id
-        if await self.backend.is_member(room_id, record.sender_id) and await self.backend.is_member(
-            room_id, record.receiver_id
-        ):
+        if all([await self.backend.is_member(record.room_id, u) for u in needed(record)]):
             await self.resume_after_disconnect(tid)
 
     async def resume_after_disconnect(self, tid: str) -> None:
@@ -305,6 +341,8 @@ class Actions:
             return
         payload = TransferRef(transfer_id=UUID(tid), reason="reconnected")
         self.rooms.to_parties(record, T.FILE_SHARE_RESUME, payload, None)
+        if record.store and record.stored_at is None:
+            await self.keeping.resumed(record)
 
     async def grace_over(self, room_id: str, user: str) -> None:
         """``user`` did not come back to ``room_id`` in time: the transfers they send are
@@ -312,8 +350,15 @@ class Actions:
         if await self.backend.is_member(room_id, user):
             return
         for record in await self.backend.records(user=user, room=room_id, live_only=True):
-            if record.sender_id == user:
+            if record.sender_id == user and not record.delivering:
                 await self.end(record.transfer_id, f"sender {user} did not come back")
+
+    async def _stopped(self, record: Transfer) -> None:
+        """Whatever stops a transfer closes its relay here, and its upload into (or
+        delivery from) the store."""
+        await self.relay.close(record.transfer_id)
+        if record.store:
+            await self.keeping.ended(record)
 
     # --- checks and reads ------------------------------------------------------------
 

@@ -38,6 +38,7 @@ may record progress on them (:meth:`Transfer.set_progress`) and hand them to
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import dataclass
 from typing import Protocol
 
 from roomdrop.protocol.messages import Offer
@@ -69,6 +70,15 @@ class Inbound(Protocol):
     def resync(self) -> None:
         """Deliveries may have been lost (the subscription to them broke and was made
         again): every participant here is to be told the state it may have missed."""
+
+
+@dataclass(frozen=True, slots=True)
+class Seen:
+    """A user who has been in a room: the device key they last published there (None:
+    none), and when they were last there (epoch seconds; now, for those in it)."""
+
+    key: str | None
+    at: float
 
 
 class Backend(Protocol):
@@ -149,6 +159,11 @@ class Backend(Protocol):
     async def device_keys(self, room_id: str) -> dict[str, str]:
         """The device key of each participant of the room (on any instance) that
         published one."""
+
+    async def seen(self, room_id: str, since: float) -> dict[str, Seen]:
+        """Everyone who has been in the room at or after epoch ``since`` (those in it
+        now among them), with the device key they last published there: whom a file may
+        be kept for (``send --store``), and who the room shows as having been in it."""
 
     async def graces_over(self) -> list[tuple[str, str]]:
         """(room, user) of those whose grace window ran out without their return; each

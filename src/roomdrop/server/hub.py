@@ -58,10 +58,8 @@ from roomdrop.protocol.messages import (
     FileShareError,
     Message,
     MessageType,
-    MimeLists,
     Offer,
     Progress,
-    RoomState,
     Signal,
     TransferRef,
     UserEvent,
@@ -69,18 +67,21 @@ from roomdrop.protocol.messages import (
 )
 from roomdrop.protocol.state import Status
 from roomdrop.protocol.transfer import Transfer
-from roomdrop.server.actions import Actions
+from roomdrop.server.actions import Actions, needed
 from roomdrop.server.auth import TokenAuthority
 from roomdrop.server.backend import Backend
 from roomdrop.server.buckets import TokenBucket
+from roomdrop.server.keeping import Keeping
 from roomdrop.server.memorybackend import MemoryBackend
 from roomdrop.server.metrics import Metrics
 from roomdrop.server.outbox import Outbox, Socket
 from roomdrop.server.participant import Participant
 from roomdrop.server.relay import Relay
 from roomdrop.server.rooms import Rooms
+from roomdrop.server.roomstate import RoomView, room_state
 from roomdrop.server.settings import Settings
 from roomdrop.server.staging import RelayStaging
+from roomdrop.server.store import open_store
 
 __all__ = ["Hub"]
 
@@ -88,7 +89,9 @@ log = logging.getLogger("roomdrop.server")
 
 T = MessageType
 SIGNALLING = {T.OFFER, T.ANSWER, T.ICE_CANDIDATE, T.DIRECT_HINTS}
-SERVER_ONLY = {T.USER_JOINED, T.USER_LEFT, T.ROOM_STATE}
+SERVER_ONLY = {T.USER_JOINED, T.USER_LEFT, T.ROOM_STATE, T.FILE_SHARE_STORED}
+STORE_SWEEP_EVERY = 60.0
+"""Seconds between two sweeps of the store (uploads abandoned, objects whose transfer ended)."""
 CLOSE_REPLACED = 4409
 _BY_REF = {
     T.FILE_SHARE_REJECT: "reject",
@@ -119,12 +122,15 @@ class Hub:
         """The participants connected to this instance, and delivery to anyone."""
         self.relay = Relay(self)
         """Chunks carried through this instance."""
+        self.keeping = Keeping(self, open_store(settings))
+        """Files kept for later: into the store, out of it."""
         self.transfers = Actions(
-            settings, self.clock, self.backend, self.metrics, self.rooms, self.relay
+            settings, self.clock, self.backend, self.metrics, self.rooms, self.relay, self.keeping
         )
         """The transfer actions (WebSocket and REST)."""
         self._tasks: set[asyncio.Task[None]] = set()
         self._shut_down = False
+        self._store_swept = time.monotonic()
 
     async def start(self) -> None:
         """Start taking deliveries from other instances (a shared backend)."""
@@ -173,47 +179,28 @@ class Hub:
             self._close_replaced(previous)
         try:
             returning = await self.backend.join(room_id, user_id, participant.conn_id, key)
-            participants = await self.backend.members(room_id)
-            keys = await self.backend.device_keys(room_id)
+            room = await RoomView.of(self.backend, self.settings, self.clock, room_id)
             records = await self.backend.records(user=user_id, room=room_id)
         except BaseException:
             self.rooms.remove(participant)
             raise
-        participant.outbox.send_first(self._room_state(room_id, participants, keys, records))
+        participants = room.participants
+        participant.outbox.send_first(self._room_state(room, records))
         joined = UserEvent(user_id=user_id, key=key)
         self.rooms.broadcast(room_id, T.USER_JOINED, joined, exclude=user_id)
         log.info("join room=%s user=%s returning=%s", room_id, user_id, returning)
+        self.keeping.joined([r for r in records if r.receiver_id == user_id])
         for record in records:
             if not record.live:
                 continue
-            other = record.receiver_id if record.sender_id == user_id else record.sender_id
-            if record.status is Status.PAUSED and other in participants:
+            if record.status is Status.PAUSED and set(needed(record)) <= {*participants}:
                 self._spawn(self.transfers.resume_after_disconnect(record.transfer_id))
             if self.backend.shared and record.receiver_id == user_id:
                 self.relay_ready(room_id, user_id, record.transfer_id)  # frames may wait
         return participant
 
-    def _room_state(
-        self,
-        room_id: str,
-        participants: list[str],
-        keys: dict[str, str],
-        records: list[Transfer],
-    ) -> Message:
-        """``room-state``: who is here and the device key each published, the
-        newcomer's transfers, and what the server requires of transfers (its MIME lists,
-        which the receiving client applies to the decrypted content, and whether only
-        end-to-end encrypted transfers may travel)."""
-        state = RoomState(
-            participants=participants,
-            transfers=[r.snapshot() for r in records],
-            keys={user: key for user, key in keys.items() if user in participants},
-            mime=MimeLists(allow=self.settings.mime_allow, deny=self.settings.mime_deny),
-            require_e2e=self.settings.require_e2e,
-            direct=self.settings.allow_direct,
-            require_scan=self.settings.require_scan,
-        )
-        return Message.build(T.ROOM_STATE, state, room_id=room_id)
+    def _room_state(self, room: RoomView, records: list[Transfer]) -> Message:
+        return room_state(self.settings, room, records)
 
     def _close_replaced(self, previous: Participant) -> None:
         previous.outbox.close()
@@ -235,7 +222,7 @@ class Hub:
         self.rooms.broadcast(room_id, T.USER_LEFT, UserEvent(user_id=user))
         log.info("leave room=%s user=%s", room_id, user)
         for record in await self.backend.records(user=user, room=room_id, live_only=True):
-            if record.status is Status.ACTIVE:
+            if record.status is Status.ACTIVE and user in needed(record):
                 reason = f"{user} disconnected"
                 self._spawn(self.transfers.pause_for_disconnect(record.transfer_id, reason))
 
@@ -299,8 +286,7 @@ class Hub:
         look, so whatever the room hears later comes after it."""
         for _ in range(tries):
             heard = self.rooms.heard(room_id)
-            participants = await self.backend.members(room_id)
-            keys = await self.backend.device_keys(room_id)
+            room = await RoomView.of(self.backend, self.settings, self.clock, room_id)
             states = [
                 (member, await self.backend.records(user=user, room=room_id))
                 for user, member in members
@@ -308,7 +294,7 @@ class Hub:
             if self.rooms.heard(room_id) == heard:
                 break
         for member, records in states:
-            member.send(self._room_state(room_id, participants, keys, records))
+            member.send(self._room_state(room, records))
 
     async def _refresh(self, tid: str) -> None:
         """Another instance changed ``tid``: bring this instance's copy up to date, then
@@ -417,6 +403,8 @@ class Hub:
         for record in await self.backend.sweep():
             tid = record.transfer_id
             await self.relay.close(tid)
+            if record.store:
+                await self.keeping.ended(record)
             payload: BaseModel
             if record.status is Status.CANCELLED:
                 kind, payload = (
@@ -441,6 +429,9 @@ class Hub:
         RelayStaging.purge_older_than(
             self.settings.data_dir / "relay", time.time() - self.settings.expiry
         )
+        if time.monotonic() >= self._store_swept + STORE_SWEEP_EVERY:
+            self._store_swept = time.monotonic()
+            await self.keeping.sweep()
 
     async def shutdown(self) -> None:
         """Pause every active transfer with a party connected here and tell its parties,
@@ -481,6 +472,7 @@ class Hub:
         for task in tasks:
             task.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
+        await self.keeping.close()
 
     # --- what the relay needs of its host (relay.RelayHost) ---------------------------
 
@@ -495,6 +487,9 @@ class Hub:
 
     def progressed(self, record: Transfer, chunks: int, nbytes: int) -> None:
         self.transfers.progressed(record, chunks, nbytes)
+
+    async def keep(self, record: Transfer, index: int, frame: bytes) -> None:
+        await self.keeping.frame(record, index, frame)
 
 
 def _uuid_or_none(value: str | None) -> UUID | None:

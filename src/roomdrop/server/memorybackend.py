@@ -17,7 +17,7 @@ from roomdrop.manager import FileTransferManager
 from roomdrop.protocol.messages import Offer
 from roomdrop.protocol.state import Event
 from roomdrop.protocol.transfer import Transfer
-from roomdrop.server.backend import Inbound
+from roomdrop.server.backend import Inbound, Seen
 from roomdrop.server.buckets import TokenBucket
 from roomdrop.server.settings import Settings
 
@@ -39,11 +39,13 @@ class MemoryBackend:
             max_transfers_per_room=settings.max_transfers_per_room,
             idle_timeout=settings.idle_timeout,
             expiry=settings.expiry,
+            store_ttl=settings.store_ttl,
             clock=self.clock,
         )
         self._members: dict[str, dict[str, str]] = {}  # room -> user -> connection
         self._keys: dict[str, dict[str, str]] = {}  # room -> user -> device key
         self._graces: dict[tuple[str, str], float] = {}  # (room, user) -> deadline
+        self._seen: dict[str, dict[str, Seen]] = {}  # room -> user -> last key, when
         self._disconnect_paused: set[str] = set()
         self._bandwidth: dict[str, TokenBucket] = {}
 
@@ -96,6 +98,8 @@ class MemoryBackend:
             await m.cancel_transfer(tid, error or "")
         elif event is Event.FAIL:
             await m.fail_transfer(tid, code or "failed", error or "")
+        elif event is Event.STORE:
+            await m.store_transfer(tid)
         else:
             await m.mark_completed(tid, sha256 or "")
         record = m.get_transfer(tid)
@@ -144,6 +148,7 @@ class MemoryBackend:
             keys[user_id] = key
         else:
             keys.pop(user_id, None)
+        self._seen.setdefault(room_id, {})[user_id] = Seen(key, self.clock.time())
         return returning
 
     async def leave(self, room_id: str, user_id: str, conn_id: str, grace: float) -> bool:
@@ -151,6 +156,8 @@ class MemoryBackend:
         if members.get(user_id) != conn_id:
             return False
         del members[user_id]
+        seen = self._seen.setdefault(room_id, {})
+        seen[user_id] = Seen(self._keys.get(room_id, {}).get(user_id), self.clock.time())
         keys = self._keys.get(room_id, {})
         keys.pop(user_id, None)
         if not keys:
@@ -166,6 +173,14 @@ class MemoryBackend:
 
     async def device_keys(self, room_id: str) -> dict[str, str]:
         return dict(self._keys.get(room_id, {}))
+
+    async def seen(self, room_id: str, since: float) -> dict[str, Seen]:
+        room = self._seen.get(room_id, {})
+        for user in [u for u, s in room.items() if s.at < since]:
+            del room[user]  # forgotten: no file may be kept for them any more
+        now = self.clock.time()
+        members = self._members.get(room_id, {})
+        return {u: Seen(s.key, now) if u in members else s for u, s in room.items()}
 
     async def graces_over(self) -> list[tuple[str, str]]:
         now = self.clock.monotonic()

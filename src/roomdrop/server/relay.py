@@ -95,6 +95,9 @@ class RelayHost(Protocol):
     def refuse(self, p: Participant, exc: RoomdropError, transfer_id: str | None = None) -> None:
         """Answer ``p`` with ``error``."""
 
+    async def keep(self, record: Transfer, index: int, frame: bytes) -> None:
+        """A verified frame of a file kept for later: into the store (keeping.py)."""
+
 
 @dataclass(eq=False)
 class RelayLink:
@@ -295,6 +298,10 @@ class Relay:
         they came), otherwise into the staging (waiting while its window is full)."""
         if self.settings.room_bandwidth:
             await self.backend.take_bandwidth(p.room_id, nbytes)
+        if record.store:  # its receiver is the store (while it is being uploaded)
+            await self.host.keep(record, index, frame)
+            self.metrics.relayed.inc(nbytes)
+            return
         tid = record.transfer_id
         link = self.links.get(tid)
         if link is None or (link.staging.staged() == 0 and not link.holding):

@@ -97,6 +97,11 @@ class OfferRequest(BaseModel):
         "§14.2); required unless the server carries transfers in the clear. It is bound "
         "to the offer's transfer_id and chunk_size, so those must be given with it",
     )
+    store: StrictBool = Field(
+        False,
+        description="keep the file in the server's store for the receiver, who need not "
+        "be in the room (the sender's consent; end-to-end encrypted offers only, §16)",
+    )
 
     @model_validator(mode="after")
     def _e2e_needs_its_binding(self) -> Self:
@@ -288,6 +293,7 @@ def build_router(hub: Hub) -> APIRouter:
                 total_chunks=count_chunks(body.file_size, chunk_size),
                 sha256=body.sha256,
                 e2e=body.e2e,
+                store=body.store,
             )
         except ValueError as exc:
             raise ProtocolError(str(exc)) from None

@@ -16,9 +16,14 @@ deployment's prefix ``P`` (``ROOMDROP_REDIS_PREFIX``, default ``roomdrop``)::
     P:all:u:{user}       set    every transfer of a user (GET /file-transfers)
     P:recent             zset   every transfer id, by creation time (metrics)
     P:dp                 set    transfers paused because a party dropped
+    P:stored             set    transfers kept in the store for their receiver (neither
+                                live nor ended: swept for ROOMDROP_STORE_TTL)
     P:m:{room}           hash   user -> "{instance}/{connection}": who is in the room
     P:k:{room}           hash   user -> device public key, of those in the room who
                                 published one (it leaves with them)
+    P:seen:{room}        hash   user -> {"key": device key or null, "at": epoch s}: who
+                                has been in the room, kept for ROOMDROP_STORE_TTL (whom
+                                a file may be kept for)
     P:g                  zset   ["room", "user"] -> end of their grace window (epoch s)
     P:i:{instance}       string an instance's heartbeat (expires after INSTANCE_TIMEOUT)
     P:i:{instance}:m     set    ["room", "user"] of the participants it hosts

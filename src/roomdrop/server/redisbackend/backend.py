@@ -21,7 +21,7 @@ from roomdrop.exceptions import BackendUnavailable
 from roomdrop.protocol.messages import Offer
 from roomdrop.protocol.state import Event
 from roomdrop.protocol.transfer import Limits, Transfer
-from roomdrop.server.backend import Inbound
+from roomdrop.server.backend import Inbound, Seen
 from roomdrop.server.redisbackend.bus import Bus
 from roomdrop.server.redisbackend.common import Keys, unavailable
 from roomdrop.server.redisbackend.presence import Presence
@@ -74,6 +74,7 @@ class RedisBackend:
             settings.max_transfers_per_room,
             settings.idle_timeout,
             settings.expiry,
+            settings.store_ttl,
         )
         self.keys = Keys(settings.redis_prefix)
         self.r: aioredis.Redis = aioredis.Redis.from_url(
@@ -194,6 +195,9 @@ class RedisBackend:
 
     async def device_keys(self, room_id: str) -> dict[str, str]:
         return await self.presence.device_keys(room_id)
+
+    async def seen(self, room_id: str, since: float) -> dict[str, Seen]:
+        return await self.presence.seen(room_id, since)
 
     async def graces_over(self) -> list[tuple[str, str]]:
         return await self.presence.graces_over()

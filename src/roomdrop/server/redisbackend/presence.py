@@ -13,6 +13,7 @@ import redis.asyncio as aioredis
 
 from roomdrop.clock import Clock
 from roomdrop.exceptions import BackendUnavailable
+from roomdrop.server.backend import Seen
 from roomdrop.server.redisbackend.bus import Bus
 from roomdrop.server.redisbackend.common import Keys, text, unavailable
 
@@ -111,6 +112,7 @@ class Presence:
         except BaseException:
             await self.bus.unsubscribe_member(room_id, user_id)
             raise
+        await self._saw(room_id, user_id, key)
         if previous:  # a connection of theirs elsewhere (or here) is replaced
             self.bus.publish(self.keys.user_channel(room_id, user_id), {"k": "kick", "c": conn_id})
         return bool(returning)
@@ -128,7 +130,34 @@ class Presence:
             ],
         )
         await self.bus.unsubscribe_member(room_id, user_id)
+        if left:
+            seen = await self.r.hget(self.keys.k("seen", room_id), user_id)
+            key = json.loads(seen)["key"] if seen else None
+            await self._saw(room_id, user_id, key)
         return bool(left)
+
+    async def _saw(self, room_id: str, user_id: str, key: str | None) -> None:
+        entry = json.dumps({"key": key, "at": self.clock.time()})
+        await self.r.hset(self.keys.k("seen", room_id), user_id, entry)
+
+    @unavailable
+    async def seen(self, room_id: str, since: float) -> dict[str, Seen]:
+        k = self.keys.k
+        found = await self.r.hgetall(k("seen", room_id))
+        members = set(await self.members(room_id))
+        now, seen, gone = self.clock.time(), {}, []
+        for user, raw in found.items():
+            entry = json.loads(raw)
+            name = text(user)
+            if name in members:
+                seen[name] = Seen(entry["key"], now)
+            elif entry["at"] >= since:
+                seen[name] = Seen(entry["key"], float(entry["at"]))
+            else:
+                gone.append(name)
+        if gone:  # forgotten: no file may be kept for them any more
+            await self.r.hdel(k("seen", room_id), *gone)
+        return seen
 
     @unavailable
     async def members(self, room_id: str) -> list[str]:

@@ -45,6 +45,8 @@ def encode_record(r: Transfer, clock: Clock) -> dict[str, str]:
     state = {name: getattr(r, name) for name in _STATE_FIELDS}
     state["status"] = r.status.value
     state["created_mono"] = r.created_mono + offset
+    if r.stored_mono is not None:
+        state["stored_mono"] = r.stored_mono + offset
     state["e2e"] = r.e2e.model_dump(mode="json") if r.e2e is not None else None
     return {
         "rec": json.dumps(state),
@@ -63,6 +65,8 @@ def decode_record(fields: dict[Any, Any], clock: Clock) -> Transfer:
     state = json.loads(fields[b"rec"])
     state["status"] = Status(fields[b"status"].decode())
     state["created_mono"] = float(state["created_mono"]) - offset
+    if state.get("stored_mono") is not None:
+        state["stored_mono"] = float(state["stored_mono"]) - offset
     state["e2e"] = E2E.model_validate(state["e2e"]) if state.get("e2e") else None
     record = Transfer(**state)
     record.chunks_sent = int(fields[b"chunks"])
@@ -182,8 +186,14 @@ class Records:
                     )
                     pipe.multi()  # type: ignore[no-untyped-call]
                     pipe.hset(key, mapping=encode_record(record, self.clock))  # type: ignore[arg-type]
-                    if not record.live:
+                    if record.ended:
                         self._end_record(pipe, record)
+                    elif record.status is Status.STORED:  # kept: counts toward no limit
+                        self._live_sets(pipe, record, add=False)
+                        pipe.sadd(self.keys.k("stored"), transfer_id)
+                    elif event is Event.ACCEPT and record.stored_at is not None:
+                        self._live_sets(pipe, record, add=True)  # the delivery is live
+                        pipe.srem(self.keys.k("stored"), transfer_id)
                     await pipe.execute()
                     break
                 except WatchError:
@@ -197,17 +207,23 @@ class Records:
         return cached
 
     def _end_record(self, pipe: Any, r: Transfer) -> None:
-        """In a MULTI: an ended record leaves the live sets and expires in an hour."""
+        """In a MULTI: an ended record leaves the live (and stored) sets and expires in
+        an hour."""
+        k, tid = self.keys.k, r.transfer_id
+        self._live_sets(pipe, r, add=False)
+        pipe.srem(k("dp"), tid)
+        pipe.srem(k("stored"), tid)
+        pipe.expire(k("t", tid), int(KEEP_FINISHED))
+
+    def _live_sets(self, pipe: Any, r: Transfer, *, add: bool) -> None:
         k, tid = self.keys.k, r.transfer_id
         for s in (
             k("live"),
             k("live", "u", r.sender_id),
             k("live", "u", r.receiver_id),
             k("live", "r", r.room_id),
-            k("dp"),
         ):
-            pipe.srem(s, tid)
-        pipe.expire(k("t", tid), int(KEEP_FINISHED))
+            (pipe.sadd if add else pipe.srem)(s, tid)
 
     def save_progress(self, record: Transfer) -> None:
         offset = self.clock.time() - self.clock.monotonic()
@@ -258,7 +274,7 @@ class Records:
     async def sweep(self, instance_id: str) -> list[Transfer]:
         k = self.keys.k
         for tid, cached in list(self.cache.items()):
-            if not cached.live and self.clock.monotonic() - cached.last_activity > 60:
+            if cached.ended and self.clock.monotonic() - cached.last_activity > 60:
                 del self.cache[tid]
         if not await self.r.set(k("sweep"), instance_id, nx=True, px=900):
             return []  # another instance sweeps this second
@@ -266,9 +282,12 @@ class Records:
             k("recent"), "-inf", self.clock.time() - self.limits.expiry - KEEP_FINISHED
         )
         ended: list[Transfer] = []
-        for tid, record in await self._fetch(await self.r.smembers(k("live"))):
+        due_sets = (k("live"), k("stored"))
+        tids = set().union(*[await self.r.smembers(s) for s in due_sets])
+        for tid, record in await self._fetch(tids):
             if record is None:
                 await self.r.srem(k("live"), tid)
+                await self.r.srem(k("stored"), tid)
                 continue
             due = self.limits.overdue(record, self.clock.monotonic())
             if due is None:

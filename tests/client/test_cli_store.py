@@ -1,0 +1,117 @@
+"""``roomdrop send --store``: a file kept on the server for someone who is not online,
+end-to-end encrypted, and delivered when they join (then deleted)."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import signal
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+from clitools import MB, Room, sha256_of, write_random
+
+pytestmark = pytest.mark.timeout(240)
+
+
+async def seen_then_gone(room: Room, tmp_path: Path) -> None:
+    """Bob joins once (publishing his device key) and leaves."""
+    bob = room.receive(tmp_path / "inbox", count=None)
+    await room.joined(bob)
+    bob.signal(signal.SIGINT)
+    await bob.wait(30)
+
+
+def api(server: Any, user: str, method: str, path: str, **params: str) -> httpx.Response:
+    """The server's REST API as ``user``."""
+    url = f"{server.url}/webrtc{path}"
+    return httpx.request(method, url, params=params, headers=server.headers(user), timeout=10)
+
+
+def objects(server: Any) -> list[Path]:
+    """The files of the server's default store (DATA_DIR/store) that hold anything."""
+    root = server.data_dir / "store"
+    return [p for p in root.rglob("*") if p.is_file()] if root.exists() else []
+
+
+async def test_a_file_kept_for_someone_offline_reaches_them_when_they_join(
+    start: Any, room_on: Any, tmp_path: Path
+) -> None:
+    server = await start()
+    room: Room = room_on(server)
+    await seen_then_gone(room, tmp_path)
+    source = tmp_path / "kept.bin"
+    digest = write_random(source, 12 * MB)
+
+    sender = room.send(source, extra=["--store"])
+    assert await sender.wait(120) == 0, sender.report()
+    kept = sender.result()
+    assert kept["status"] == "stored"
+    assert kept["transport"] == "relay"
+    assert kept["bytes_via"]["relay"] == 12 * MB
+    held = objects(server)
+    assert held, "nothing in the store"
+    assert sum(p.stat().st_size for p in held) > 12 * MB  # the frames: headers and tags
+    with open(held[0], "rb") as f:  # ciphertext: no run of the plaintext in it
+        head = f.read(1 << 20)
+    assert source.read_bytes()[4096:4160] not in head
+    records = api(server, room.alice, "GET", "/file-transfers", status="stored")
+    assert [r["transfer_id"] for r in records.json()] == [kept["transfer_id"]]
+
+    receiver = room.receive(tmp_path / "inbox")
+    assert await receiver.wait(120) == 0, receiver.report()
+    got = receiver.result()
+    assert got["status"] == "completed"
+    assert got["transfer_id"] == kept["transfer_id"]
+    assert sha256_of(tmp_path / "inbox" / "kept.bin") == digest
+    assert objects(server) == []  # delivered: deleted
+    tid = kept["transfer_id"]
+    done = api(server, room.bob, "GET", f"/rooms/{room.name}/file-transfer/{tid}/progress")
+    assert done.json()["status"] == "completed", done.text
+
+
+async def test_a_file_cannot_be_kept_for_someone_the_server_has_never_seen(
+    start: Any, room_on: Any, tmp_path: Path
+) -> None:
+    server = await start()
+    room: Room = room_on(server)
+    source = tmp_path / "kept.bin"
+    write_random(source, 1 * MB)
+    sender = room.send(source, extra=["--store"])
+    assert await sender.wait(60) == 1, sender.report()
+    result = sender.result()
+    assert result["status"] == "failed"
+    assert result["error_code"] == "unknown-receiver", result
+    assert room.bob in result["error"]
+    assert objects(server) == []
+
+
+async def test_a_kept_file_the_sender_withdraws_is_deleted_and_never_offered(
+    start: Any, room_on: Any, tmp_path: Path
+) -> None:
+    server = await start()
+    room: Room = room_on(server)
+    await seen_then_gone(room, tmp_path)
+    source = tmp_path / "kept.bin"
+    write_random(source, 6 * MB)
+    sender = room.send(source, extra=["--store"])
+    assert await sender.wait(120) == 0, sender.report()
+    tid = sender.result()["transfer_id"]
+    assert objects(server)
+
+    answer = api(server, room.alice, "DELETE", f"/rooms/{room.name}/file-transfer/{tid}")
+    assert answer.status_code == 200, answer.text
+    assert answer.json()["status"] == "cancelled"
+    assert objects(server) == []
+
+    receiver = room.receive(tmp_path / "inbox", count=None)
+    await room.joined(receiver)
+    await asyncio.sleep(1.5)  # a kept file is offered right after the join (the first test)
+    receiver.signal(signal.SIGINT)
+    await receiver.wait(30)
+    assert not any(line.get("event") == "offer" for line in receiver.lines()), json.dumps(
+        receiver.lines()
+    )
+    assert not (tmp_path / "inbox" / "kept.bin").exists()
