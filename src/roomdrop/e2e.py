@@ -21,7 +21,10 @@ trust on first use (:mod:`roomdrop.client.keys`) catches a key that changes late
 comparing :func:`safety_number` out of band catches one swapped from the start; users
 who do neither are not protected from that. A browser runs the page the server sends
 it: a server that serves a tampered page defeats all of this for browser users (the
-CLI, or a page pinned by its users, is not exposed to that).
+CLI, or a page pinned by its users, is not exposed to that). And since the server never
+sees the plaintext it cannot scan files for malware: the receiving client does
+(:mod:`roomdrop.client.malware`), and a server that requires it (``ROOMDROP_REQUIRE_SCAN``)
+takes the receiver's word for it, which a modified client can give falsely.
 
 **Construction** (no hand-made primitives: HPKE from ``pyhpke``, AES-GCM and X25519
 from ``cryptography``, checked against RFC 9180's published vectors in the tests):
