@@ -50,15 +50,13 @@ from uuid import UUID
 from roomdrop.exceptions import (
     E2EError,
     E2ERequired,
-    ProtocolError,
     RoomdropError,
     StoreError,
     StoreQuotaExceeded,
     TransferNotActive,
     UnknownReceiver,
 )
-from roomdrop.protocol.chunks import chunk_length
-from roomdrop.protocol.frames import HEADER_SIZE, TAG_SIZE
+from roomdrop.protocol.chunks import ranges_of
 from roomdrop.protocol.messages import (
     Accept,
     ChunkRequest,
@@ -71,7 +69,7 @@ from roomdrop.protocol.messages import (
 from roomdrop.protocol.state import Event, Status
 from roomdrop.protocol.transfer import Transfer
 from roomdrop.server.backend import Backend
-from roomdrop.server.delivery import Delivery
+from roomdrop.server.delivery import Delivery, frame_length
 from roomdrop.server.participant import Participant
 from roomdrop.server.rooms import Rooms
 from roomdrop.server.settings import Settings
@@ -117,6 +115,9 @@ class _Upload:
     next_part: int = 1
     """The first part not yet on its way."""
     in_flight: set[asyncio.Task[None]] = field(default_factory=set)
+    ahead: set[int] = field(default_factory=set)
+    """Chunks that came too far ahead of the part being filled: dropped, and asked for
+    again once the parts before them are on their way."""
     lock: asyncio.Lock = field(default_factory=asyncio.Lock)
     failed: BaseException | None = None
 
@@ -261,10 +262,7 @@ class Keeping:
     def _whole(self, upload: _Upload, part: Part) -> bool:
         chunks = upload.part_range(part.number)
         r = upload.record
-        size = sum(
-            HEADER_SIZE + chunk_length(i, r.file_size, r.chunk_size) + TAG_SIZE for i in chunks
-        )
-        return part.size == size
+        return part.size == sum(frame_length(i, r.file_size, r.chunk_size) for i in chunks)
 
     # --- frames into the store -------------------------------------------------------
 
@@ -278,12 +276,9 @@ class Keeping:
             raise TransferNotActive(tid, index, f"the store failed: {upload.failed}")
         if index < upload.next_index or index in upload.frames:
             return  # already on its way to the store, or stored
-        window = upload.next_index + 2 * upload.per_part
-        if index >= window:
-            raise ProtocolError(
-                f"chunk {index} of {tid} is too far ahead: a kept file's chunks come in "
-                f"order (the store needs chunks {upload.next_index}..{window - 1} first)"
-            )
+        if index >= upload.next_index + 2 * upload.per_part:  # bounded memory: not now
+            upload.ahead.add(index)
+            return
         upload.frames[index] = frame
         chunks = upload.next_index + len(upload.frames)
         self.host.progressed(record, chunks, min(record.file_size, chunks * record.chunk_size))
@@ -298,6 +293,7 @@ class Keeping:
                 return
             data = b"".join(upload.frames.pop(i) for i in chunks)
             upload.next_part += 1
+            self._ask_again(upload)
             while len(upload.in_flight) >= PARTS_IN_FLIGHT:
                 await asyncio.wait(upload.in_flight, return_when=asyncio.FIRST_COMPLETED)
             self._raise_failure(upload)
@@ -306,6 +302,23 @@ class Keeping:
             task.add_done_callback(upload.in_flight.discard)
             if number == upload.last_part:
                 await self._finish(upload)
+
+    def _ask_again(self, upload: _Upload) -> None:
+        """The chunks dropped for coming too far ahead that fit in the window now."""
+        window = upload.next_index + 2 * upload.per_part
+        due = sorted(i for i in upload.ahead if i < window)
+        if not due:
+            return
+        upload.ahead.difference_update(due)
+        r = upload.record
+        request = ChunkRequest(
+            transfer_id=UUID(r.transfer_id), ranges=ranges_of(due), reason="missing"
+        )
+        self.host.rooms.send_to(
+            r.room_id,
+            r.sender_id,
+            Message.build(T.FILE_SHARE_CHUNK_REQUEST, request, room_id=r.room_id),
+        )
 
     async def _put(self, upload: _Upload, number: int, data: bytes) -> None:
         try:
