@@ -115,3 +115,52 @@ async def test_a_kept_file_the_sender_withdraws_is_deleted_and_never_offered(
         receiver.lines()
     )
     assert not (tmp_path / "inbox" / "kept.bin").exists()
+
+
+async def test_the_stored_bytes_quota_refuses_a_file_that_would_pass_it(
+    start: Any, room_on: Any, tmp_path: Path
+) -> None:
+    server = await start(ROOMDROP_STORE_QUOTA_USER=str(3 * MB))
+    room: Room = room_on(server)
+    await seen_then_gone(room, tmp_path)
+    first, second = tmp_path / "one.bin", tmp_path / "two.bin"
+    write_random(first, 2 * MB)
+    write_random(second, 2 * MB)
+    sender = room.send(first, extra=["--store"])
+    assert await sender.wait(60) == 0, sender.report()
+    assert sender.result()["status"] == "stored"
+
+    sender = room.send(second, extra=["--store"])
+    assert await sender.wait(60) == 1, sender.report()
+    result = sender.result()
+    assert result["error_code"] == "store-quota-exceeded", result
+    assert "ROOMDROP_STORE_QUOTA_USER" in result["error"] and f"{3 * MB:,}-byte" in result["error"]
+    assert len(objects(server)) == 1  # the first is still kept
+
+
+async def test_a_kept_file_the_receiver_rejects_or_that_expires_is_deleted(
+    start: Any, room_on: Any, tmp_path: Path
+) -> None:
+    server = await start(ROOMDROP_STORE_TTL="4")
+    room: Room = room_on(server)
+    await seen_then_gone(room, tmp_path)
+    source = tmp_path / "kept.bin"
+    write_random(source, 1 * MB)
+    tids = []
+    for _ in range(2):
+        sender = room.send(source, extra=["--store"])
+        assert await sender.wait(60) == 0, sender.report()
+        tids.append(sender.result()["transfer_id"])
+    assert len(objects(server)) == 2
+
+    answer = api(server, room.bob, "POST", f"/rooms/{room.name}/file-transfer/{tids[0]}/reject")
+    assert answer.status_code == 200 and answer.json()["status"] == "rejected", answer.text
+    assert len(objects(server)) == 1
+    for _ in range(100):  # the other one outlives ROOMDROP_STORE_TTL
+        if not objects(server):
+            break
+        await asyncio.sleep(0.1)
+    assert objects(server) == []
+    path = f"/rooms/{room.name}/file-transfer/{tids[1]}/progress"
+    expired = api(server, room.alice, "GET", path).json()
+    assert (expired["status"], expired["error_code"]) == ("failed", "expired"), expired
