@@ -62,6 +62,8 @@ async def test_a_file_kept_for_someone_offline_reaches_them_when_they_join(
 
     receiver = room.receive(tmp_path / "inbox")
     assert await receiver.wait(120) == 0, receiver.report()
+    notes = [n["message"] for n in receiver.events("note")]
+    assert any(n.startswith("kept for you on the server") and "kept.bin" in n for n in notes)
     got = receiver.result()
     assert got["status"] == "completed"
     assert got["transfer_id"] == kept["transfer_id"]

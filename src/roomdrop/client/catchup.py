@@ -10,6 +10,7 @@ the server says           the sender (:func:`catch_up_outgoing`)
 nothing (it restarted)    offers the file again (unless the offer is still on its way)
 cancelled/failed/rejected ends it the same way
 completed                 ends it as completed (the receiver verified it meanwhile)
+stored                    ends it as stored (``send --store``: all in the server's store)
 active/paused             takes a missed accept (all chunks queued), then pauses or
                           resumes the local record to match
 ========================  ============================================================
@@ -26,6 +27,7 @@ paused, verified here     waits: a paused transfer cannot complete, so the compl
 active/paused             pauses or resumes to match and, active, asks for every chunk
                           it lacks
 pending, not known here   considers the offer it missed
+stored, for this end      says it is waiting (the server offers it right after)
 active/paused, not known  takes it up from its part file (this receiver restarted)
 ========================  ============================================================
 
@@ -71,6 +73,8 @@ async def catch_up_outgoing(
             outgoing.reoffer(out)
         elif held.status.value in ENDED:
             outgoing.resolve(out, status=held.status.value, error=held.error, code=held.error_code)
+        elif held.status is Status.STORED:  # all in the server's store while this end was away
+            outgoing.resolve(out, status=held.status.value)
         elif held.status is Status.COMPLETED:
             # the receiver verified it while this end was away (or the message saying so
             # was lost): the server took its file-share-complete, with the offer's sha256
@@ -105,6 +109,12 @@ async def catch_up_incoming(incoming: Incoming, known: dict[str, TransferObject]
         elif await incoming.align(inc, held.status) is Status.ACTIVE:
             await incoming.request_missing(inc, "resume")
     user = incoming.host.user
+    kept = [t for t in known.values() if t.receiver_id == user and t.status is Status.STORED]
+    for t in kept:  # the server offers each of them now
+        incoming.host.reporter.note(
+            f"kept for you on the server since {t.stored_at}: {t.filename} "
+            f"({t.file_size:,} bytes) from {t.sender_id}"
+        )
     for t in known.values():
         if t.receiver_id != user or t.transfer_id in incoming or t.sha256 is None:
             continue
