@@ -3,12 +3,8 @@ signatures, :mod:`clamdtools`) before it is put in place. An infected file is ne
 placed and both parties learn what was found; a clean one arrives; a scanner that is
 down fails closed and keeps the part file, which the same command scans and completes
 once clamd is back, with nothing sent again; a room that requires scanning refuses a
-receiver that does not scan.
-
-Not here yet: a file kept for a later delivery (the server's store, ``send --store``) is
-scanned when its receiver takes it (the scan is the receiving client's, whichever way the
-chunks came, docs/protocol.md §13.6); its test belongs with the store's CLI tests once
-stored delivery reaches the receiving client."""
+receiver that does not scan. (A file kept for a later delivery is scanned when its
+receiver takes it: tests/client/test_cli_store.py.)"""
 
 from __future__ import annotations
 

@@ -13,6 +13,8 @@ import httpx
 import pytest
 from clitools import MB, Room, sha256_of, write_random
 
+from clamdtools import EICAR, EICAR_SIGNATURE, Clamd
+
 pytestmark = pytest.mark.timeout(240)
 
 
@@ -166,3 +168,27 @@ async def test_a_kept_file_the_receiver_rejects_or_that_expires_is_deleted(
     path = f"/rooms/{room.name}/file-transfer/{tids[1]}/progress"
     expired = api(server, room.alice, "GET", path).json()
     assert (expired["status"], expired["error_code"]) == ("failed", "expired"), expired
+
+
+async def test_a_kept_file_is_scanned_when_it_is_received_and_never_placed_if_infected(
+    start: Any, room_on: Any, tmp_path: Path, clamd: Clamd
+) -> None:
+    server = await start()
+    room: Room = room_on(server)
+    await seen_then_gone(room, tmp_path)
+    source = tmp_path / "eicar.com"
+    source.write_bytes(EICAR)
+    sender = room.send(source, extra=["--store"])
+    assert await sender.wait(60) == 0, sender.report()
+    assert sender.result()["status"] == "stored"
+
+    inbox = tmp_path / "inbox"
+    receiver = room.receive(inbox, extra=["--scan", clamd.unix_url])
+    assert await receiver.wait(60) == 1, receiver.report()
+    result = receiver.result()
+    assert (result["status"], result["error_code"]) == ("failed", "infected")
+    assert EICAR_SIGNATURE in result["error"]
+    assert not (inbox / "eicar.com").exists()
+    record = await server.transfer(room.name, room.alice, result["transfer_id"])
+    assert (record["status"], record["error_code"]) == ("failed", "infected")
+    assert objects(server) == []  # failed: nothing kept any more
