@@ -42,6 +42,7 @@ from roomdrop.client.links import Links
 from roomdrop.client.requestnotes import RequestNotes
 from roomdrop.client.scans import Scans
 from roomdrop.client.transfers import Host, Reoffer, Result, Role, SendState, adoptable
+from roomdrop.client.waiting import NobodyCame, wait_for_receiver
 from roomdrop.exceptions import (
     E2EError,
     E2ERequired,
@@ -68,14 +69,6 @@ from roomdrop.protocol.state import Status
 from roomdrop.storage import SourceInfo
 
 __all__ = ["NobodyCame", "Outgoing"]
-
-#: how often the time waited for the receiver to join is shown
-WAITING_EVERY = 1.0
-
-
-class NobodyCame(Exception):
-    """The receiver did not join the room within ``--wait`` seconds."""
-
 
 log = logging.getLogger("roomdrop.client")
 
@@ -111,7 +104,7 @@ class Outgoing(Role[SendState]):
     async def send_file(self, path: Path, to: str, scans: Scans | None = None) -> Result:
         host, scans = self.host, scans if scans is not None else Scans([path])
         if not self.store:  # a file kept for later goes to the server's store now
-            await self._wait_for_receiver(to)
+            await wait_for_receiver(host, to, self.join_wait)
             if host.transport in ("auto", "direct"):
                 self.links.ensure_direct(to)
             if host.transport in ("auto", "p2p"):
@@ -135,30 +128,6 @@ class Outgoing(Role[SendState]):
                 return await self._offer(out, peer)
             except Reoffer:
                 self.host.reporter.note(f"the server lost {info.filename}; offering it again")
-
-    async def _wait_for_receiver(self, to: str) -> None:
-        """Until ``to`` is in the room: said once, with the time waited so far (at most
-        ``join_wait`` seconds, then :class:`NobodyCame`)."""
-        host = self.host
-        if to in host.participants:
-            return
-        text = f"waiting for {to} to join room {host.room}"
-        limit = self.join_wait
-        started = time.monotonic()
-        arrived = asyncio.ensure_future(host.wait_for(to))
-        try:
-            while True:
-                elapsed = time.monotonic() - started
-                host.reporter.waiting(text, elapsed)
-                if limit is not None and elapsed >= limit:
-                    raise NobodyCame(f"{to} did not join room {host.room} within {limit:g} s")
-                step = WAITING_EVERY if limit is None else min(WAITING_EVERY, limit - elapsed)
-                done, _ = await asyncio.wait({arrived}, timeout=step)
-                if done:
-                    return
-        finally:
-            arrived.cancel()
-            host.reporter.waiting(text, None)
 
     async def _refuse(self, info: SourceInfo, to: str, exc: RoomdropError) -> Result:
         """The file is not offered to ``to`` (a changed key, no key where the server

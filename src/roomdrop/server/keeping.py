@@ -48,13 +48,9 @@ from typing import Final, Protocol
 from uuid import UUID
 
 from roomdrop.exceptions import (
-    E2EError,
-    E2ERequired,
     RoomdropError,
     StoreError,
-    StoreQuotaExceeded,
     TransferNotActive,
-    UnknownReceiver,
 )
 from roomdrop.protocol.chunks import ranges_of
 from roomdrop.protocol.messages import (
@@ -69,6 +65,7 @@ from roomdrop.protocol.messages import (
 from roomdrop.protocol.state import Event, Status
 from roomdrop.protocol.transfer import Transfer
 from roomdrop.server.backend import Backend
+from roomdrop.server.consent import check_kept_offer
 from roomdrop.server.delivery import Delivery, frame_length
 from roomdrop.server.participant import Participant
 from roomdrop.server.rooms import Rooms
@@ -168,48 +165,9 @@ class Keeping:
     # --- the offer -------------------------------------------------------------------
 
     async def check_offer(self, room_id: str, user: str, offer: Offer) -> None:
-        """May this offer be kept? The refusal says why not."""
-        e2e = offer.e2e
-        if e2e is None:
-            raise E2ERequired(
-                "only an end-to-end encrypted file may be kept for later: the offer has no "
-                "e2e part (the content key sealed to the receiver's device key)"
-            )
-        since = time.time() - self.settings.store_ttl
-        seen = (await self.backend.seen(room_id, since)).get(offer.receiver_id)
-        if seen is None or seen.key is None:
-            raise UnknownReceiver(
-                f"{offer.receiver_id!r} has not been in room {room_id!r} with a device key "
-                f"in the last {self.settings.store_ttl:g} s: there is no key to keep the "
-                "file for them under"
-            )
-        if e2e.receiver_key != seen.key:
-            raise E2EError(
-                f"stale receiver key: the offer names {e2e.receiver_key}, but "
-                f"{offer.receiver_id!r} last published {seen.key}"
-            )
-        await self._check_quotas(room_id, user, offer.file_size)
+        """May this offer be kept? The refusal says why not (:mod:`.consent`)."""
+        await check_kept_offer(self.backend, self.settings, room_id, user, offer)
         await self.ready()
-
-    async def _check_quotas(self, room_id: str, user: str, size: int) -> None:
-        kept = [
-            r
-            for r in await self.backend.records(room=room_id)
-            if r.store and (r.status is Status.STORED or (r.live and r.stored_at is None))
-        ]
-        s = self.settings
-        mine = sum(r.file_size for r in kept if r.sender_id == user)
-        if mine + size > s.store_quota_user:
-            raise StoreQuotaExceeded(
-                f"{user} has {mine:,} bytes kept for others; {size:,} more would pass the "
-                f"{s.store_quota_user:,}-byte quota (ROOMDROP_STORE_QUOTA_USER)"
-            )
-        room = sum(r.file_size for r in kept)
-        if room + size > s.store_quota_room:
-            raise StoreQuotaExceeded(
-                f"room {room_id} has {room:,} bytes kept; {size:,} more would pass the "
-                f"{s.store_quota_room:,}-byte quota (ROOMDROP_STORE_QUOTA_ROOM)"
-            )
 
     async def begin(self, record: Transfer) -> None:
         """The offer was recorded: accept it on the store's behalf and ask the sender for
