@@ -43,11 +43,17 @@ def s3_bucket(s3_server: SeaweedServer) -> str:
 
 # The tests that change the namespace's links (the browser tests' veth pair, which
 # Chromium's ICE and its network-change detection see) or that need them unchanged (pages
-# told "no veth: no data channel") run one after another on one xdist worker; every other
+# told "no veth: no data channel", or the tests that change routing rules) run one after
+# another on one xdist worker; every other
 # test pins ICE to its own loopback addresses and goes to whichever worker is free.
 # (xdist's own ``--dist loadgroup`` cannot do this under pytest 9: it renames
 # ``item._nodeid``, which pytest 9 no longer reads.)
-LINKS_GROUP: Final = ("tests/browser/", "tests/test_bench_page.py")
+LINKS_GROUP: Final = (
+    "tests/browser/",
+    "tests/test_bench_page.py",
+    "tests/client/test_cli_reporting.py",  # routing rules of its own (nettools.py)
+    "tests/client/test_cli_turn.py",
+)
 
 
 def pytest_xdist_make_scheduler(config: pytest.Config, log: Any) -> Any:
