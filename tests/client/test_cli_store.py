@@ -32,10 +32,14 @@ def api(server: Any, user: str, method: str, path: str, **params: str) -> httpx.
     return httpx.request(method, url, params=params, headers=server.headers(user), timeout=10)
 
 
-def objects(server: Any) -> list[Path]:
-    """The files of the server's default store (DATA_DIR/store) that hold anything."""
+def objects(server: Any, *, everything: bool = False) -> list[Path]:
+    """The kept files in the server's default store (DATA_DIR/store); ``everything``: every
+    file there (their descriptions, ``.offer``, and uploads under way too)."""
     root = server.data_dir / "store"
-    return [p for p in root.rglob("*") if p.is_file()] if root.exists() else []
+    found = [p for p in root.rglob("*") if p.is_file()] if root.exists() else []
+    if everything:
+        return found
+    return [p for p in found if p.parent.name == "objects" and p.suffix != ".offer"]
 
 
 async def test_a_file_kept_for_someone_offline_reaches_them_when_they_join(
@@ -70,7 +74,7 @@ async def test_a_file_kept_for_someone_offline_reaches_them_when_they_join(
     assert got["status"] == "completed"
     assert got["transfer_id"] == kept["transfer_id"]
     assert sha256_of(tmp_path / "inbox" / "kept.bin") == digest
-    assert objects(server) == []  # delivered: deleted
+    assert objects(server, everything=True) == []  # delivered: deleted
     tid = kept["transfer_id"]
     done = api(server, room.bob, "GET", f"/rooms/{room.name}/file-transfer/{tid}/progress")
     assert done.json()["status"] == "completed", done.text
@@ -89,7 +93,7 @@ async def test_a_file_cannot_be_kept_for_someone_the_server_has_never_seen(
     assert result["status"] == "failed"
     assert result["error_code"] == "unknown-receiver", result
     assert room.bob in result["error"]
-    assert objects(server) == []
+    assert objects(server, everything=True) == []
 
 
 async def test_a_kept_file_the_sender_withdraws_is_deleted_and_never_offered(
@@ -108,7 +112,7 @@ async def test_a_kept_file_the_sender_withdraws_is_deleted_and_never_offered(
     answer = api(server, room.alice, "DELETE", f"/rooms/{room.name}/file-transfer/{tid}")
     assert answer.status_code == 200, answer.text
     assert answer.json()["status"] == "cancelled"
-    assert objects(server) == []
+    assert objects(server, everything=True) == []
 
     receiver = room.receive(tmp_path / "inbox", count=None)
     await room.joined(receiver)
@@ -164,7 +168,7 @@ async def test_a_kept_file_the_receiver_rejects_or_that_expires_is_deleted(
         if not objects(server):
             break
         await asyncio.sleep(0.1)
-    assert objects(server) == []
+    assert objects(server, everything=True) == []
     path = f"/rooms/{room.name}/file-transfer/{tids[1]}/progress"
     expired = api(server, room.alice, "GET", path).json()
     assert (expired["status"], expired["error_code"]) == ("failed", "expired"), expired
@@ -191,4 +195,27 @@ async def test_a_kept_file_is_scanned_when_it_is_received_and_never_placed_if_in
     assert not (inbox / "eicar.com").exists()
     record = await server.transfer(room.name, room.alice, result["transfer_id"])
     assert (record["status"], record["error_code"]) == ("failed", "infected")
-    assert objects(server) == []  # failed: nothing kept any more
+    assert objects(server, everything=True) == []  # failed: nothing kept any more
+
+
+async def test_a_kept_file_outlives_a_restart_of_a_server_without_redis(
+    start: Any, room_on: Any, tmp_path: Path
+) -> None:
+    server = await start()
+    room: Room = room_on(server)
+    await seen_then_gone(room, tmp_path)
+    source = tmp_path / "kept.bin"
+    digest = write_random(source, 7 * MB)
+    sender = room.send(source, extra=["--store"])
+    assert await sender.wait(60) == 0, sender.report()
+    tid = sender.result()["transfer_id"]
+    server.stopped_by_test = True
+    server.process.send_signal(signal.SIGTERM)
+    await asyncio.to_thread(server.process.wait, 30)
+    again = await start(again=server)  # its records were in its memory only
+
+    receiver = room.receive(tmp_path / "inbox")
+    assert await receiver.wait(60) == 0, receiver.report()
+    assert receiver.result()["transfer_id"] == tid
+    assert sha256_of(tmp_path / "inbox" / "kept.bin") == digest
+    assert objects(again, everything=True) == []  # delivered: the file and its description deleted

@@ -68,7 +68,8 @@ async def test_a_file_kept_through_one_instance_is_delivered_by_another(
     assert await sender.wait(120) == 0, sender.report()
     assert sender.result()["status"] == "stored"
     objects, uploads = in_bucket(s3_server, s3_bucket)
-    assert objects == [f"{PREFIX}/{sender.result()['transfer_id']}"] and uploads == []
+    tid = sender.result()["transfer_id"]
+    assert objects == [f"{PREFIX}/{tid}", f"{PREFIX}/{tid}.offer"] and uploads == []
 
     receiver = room.receive(tmp_path / "inbox", server_args=["--server", two.url])
     assert await receiver.wait(120) == 0, receiver.report()

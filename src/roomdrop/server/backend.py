@@ -165,6 +165,10 @@ class Backend(Protocol):
         now among them), with the device key they last published there: whom a file may
         be kept for (``send --store``), and who the room shows as having been in it."""
 
+    async def remember(self, room_id: str, user_id: str, key: str, at: float) -> None:
+        """Count ``user_id`` as seen in the room at ``at`` with ``key``, unless they were
+        seen since (a kept file taken up again after a restart)."""
+
     async def graces_over(self) -> list[tuple[str, str]]:
         """(room, user) of those whose grace window ran out without their return; each
         is handed to exactly one caller, on one instance."""

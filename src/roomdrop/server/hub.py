@@ -133,8 +133,10 @@ class Hub:
         self._store_swept = time.monotonic()
 
     async def start(self) -> None:
-        """Start taking deliveries from other instances (a shared backend)."""
+        """Start taking deliveries from other instances (a shared backend), and take up
+        the kept files an earlier run left (in memory: keeping.restore)."""
         await self.backend.start(self)
+        self._spawn(self.keeping.restore())
 
     def _spawn(self, work: Coroutine[Any, Any, None]) -> None:
         """Run ``work`` in the background, keeping a reference until it is done."""

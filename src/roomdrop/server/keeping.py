@@ -47,6 +47,7 @@ from dataclasses import dataclass, field
 from typing import Final, Protocol
 from uuid import UUID
 
+from roomdrop.clock import Clock
 from roomdrop.exceptions import (
     RoomdropError,
     StoreError,
@@ -64,9 +65,11 @@ from roomdrop.protocol.messages import (
 )
 from roomdrop.protocol.state import Event, Status
 from roomdrop.protocol.transfer import Transfer
+from roomdrop.server import keptrecords
 from roomdrop.server.backend import Backend
 from roomdrop.server.consent import check_kept_offer
 from roomdrop.server.delivery import Delivery, frame_length
+from roomdrop.server.keptrecords import offer_of
 from roomdrop.server.participant import Participant
 from roomdrop.server.rooms import Rooms
 from roomdrop.server.settings import Settings
@@ -87,6 +90,7 @@ class KeepingHost(Protocol):
     backend: Backend
     settings: Settings
     rooms: Rooms
+    clock: Clock
 
     def present(self, room_id: str, user: str) -> Participant | None: ...
 
@@ -140,9 +144,11 @@ class Keeping:
         self.store = store
         self.backend = host.backend
         self.settings = host.settings
+        self.clock = host.clock
         self._uploads: dict[str, _Upload] = {}
         self._deliveries: dict[str, Delivery] = {}
         self._started = False
+        self._restored = False
         self._start_lock = asyncio.Lock()
 
     async def ready(self) -> ObjectStore:
@@ -308,6 +314,12 @@ class Keeping:
             await self._store_failed(r, exc)
             return
         self._uploads.pop(tid, None)
+        try:  # so that a server without Redis finds it again after a restart
+            await keptrecords.write(self.store, r, time.time())
+        except StoreError as exc:
+            upload.failed = exc
+            await self._store_failed(r, exc)
+            return
         record = await self.backend.apply(tid, Event.STORE)
         log.info(
             "stored transfer=%s room=%s %s -> %s size=%d in %s",
@@ -357,18 +369,7 @@ class Keeping:
             return
         if self.host.present(record.room_id, record.receiver_id) is None:
             return
-        offer = Offer(
-            transfer_id=UUID(record.transfer_id),
-            receiver_id=record.receiver_id,
-            filename=record.filename,
-            file_size=record.file_size,
-            mime_type=record.mime_type,
-            chunk_size=record.chunk_size,
-            total_chunks=record.total_chunks,
-            sha256=record.sha256,
-            e2e=record.e2e,
-            store=True,
-        )
+        offer = offer_of(record)
         message = Message.build(
             T.FILE_SHARE_OFFER, offer, sender_id=record.sender_id, room_id=record.room_id
         )
@@ -414,6 +415,7 @@ class Keeping:
                     if u.key == tid:
                         await self.store.abort(tid, u.upload_id)
             await self.store.delete(tid)
+            await self.store.delete(tid + keptrecords.SUFFIX)
         except StoreError as exc:  # the sweep tries again
             log.warning("cleaning up the store after transfer %s failed: %s", tid, exc)
 
@@ -422,6 +424,8 @@ class Keeping:
     async def sweep(self) -> None:
         """Abort uploads no live transfer owns once they are older than the expiry, and
         delete objects whose transfer has ended or is not known any more."""
+        if not self._restored:
+            await self.restore()
         if not self._started:
             return
         store = self.store
@@ -441,6 +445,8 @@ class Keeping:
                 with contextlib.suppress(StoreError):
                     await store.abort(u.key, u.upload_id)
         for key in keys:
+            if key.endswith(keptrecords.SUFFIX):
+                continue  # goes with its object (keptrecords.restore)
             record = await self._record(key)
             # a record this server does not know: with Redis, one that ended long ago;
             # in memory, maybe one lost with a restart: left to the lifecycle rules
@@ -451,6 +457,23 @@ class Keeping:
             log.info("deleting the kept file of %s (its transfer ended)", key)
             with contextlib.suppress(StoreError):
                 await store.delete(key)
+                await store.delete(key + keptrecords.SUFFIX)
+
+    async def restore(self) -> None:
+        """A server whose records live in its memory takes up the kept files an earlier
+        run left in the store (:mod:`.keptrecords`); tried again at each sweep until the
+        store answers."""
+        if self.backend.shared:
+            self._restored = True
+            return
+        try:
+            n = await keptrecords.restore(await self.ready(), self.backend, self.clock)
+        except StoreError as exc:
+            log.warning("kept files not taken up yet: %s", exc)
+            return
+        self._restored = True
+        if n:
+            log.info("took up %d kept file(s) from %s", n, self.store.name)
 
     async def _record(self, tid: str) -> Transfer | None:
         try:

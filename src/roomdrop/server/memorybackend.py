@@ -182,6 +182,11 @@ class MemoryBackend:
         members = self._members.get(room_id, {})
         return {u: Seen(s.key, now) if u in members else s for u, s in room.items()}
 
+    async def remember(self, room_id: str, user_id: str, key: str, at: float) -> None:
+        seen = self._seen.setdefault(room_id, {})
+        if user_id not in seen or seen[user_id].at < at:
+            seen[user_id] = Seen(key, at)
+
     async def graces_over(self) -> list[tuple[str, str]]:
         now = self.clock.monotonic()
         over = [key for key, deadline in self._graces.items() if deadline <= now]

@@ -199,6 +199,9 @@ class RedisBackend:
     async def seen(self, room_id: str, since: float) -> dict[str, Seen]:
         return await self.presence.seen(room_id, since)
 
+    async def remember(self, room_id: str, user_id: str, key: str, at: float) -> None:
+        await self.presence.remember(room_id, user_id, key, at)
+
     async def graces_over(self) -> list[tuple[str, str]]:
         return await self.presence.graces_over()
 

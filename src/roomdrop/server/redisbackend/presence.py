@@ -141,6 +141,11 @@ class Presence:
         await self.r.hset(self.keys.k("seen", room_id), user_id, entry)
 
     @unavailable
+    async def remember(self, room_id: str, user_id: str, key: str, at: float) -> None:
+        entry = json.dumps({"key": key, "at": at})
+        await self.r.hsetnx(self.keys.k("seen", room_id), user_id, entry)
+
+    @unavailable
     async def seen(self, room_id: str, since: float) -> dict[str, Seen]:
         k = self.keys.k
         found = await self.r.hgetall(k("seen", room_id))
