@@ -71,12 +71,31 @@ WORMHOLE_VENV = BENCH.parent / ".venv-wormhole"  # made by scripts/test (bench/w
             ["summary: two instances"],
             ["peak memory against the one instance, same run: "],
         ),
+        (
+            "stored",
+            [
+                "live relay ",
+                "stored upload, files ",
+                "stored download, files ",
+                "stored upload, s3 ",
+                "stored download, s3 ",
+                "bare store upload, files ",
+                "bare store download, s3 ",
+            ],
+            ["goal: each half >= 0.7 x the live relay: "],
+            [
+                "peak memory against the live relay, same run: ",
+                "server peak memory by file size (4 -> 8 MiB): ",
+            ],
+        ),
     ],
 )
 def test_each_benchmark_runs_and_prints_its_paths_and_goal(
     name: str, paths: list[str], goal: list[str], memory: list[str]
 ) -> None:
     options = ["--size-mb", "4", "--repeat", "1"]
+    if name == "stored":  # two sizes, to print the server's peaks side by side
+        options = ["--sizes-mb", "4,8", "--repeat", "1"]
     if name == "commands":
         assert WORMHOLE_VENV.joinpath("bin", "wormhole").exists(), (
             f"no magic-wormhole in {WORMHOLE_VENV}: scripts/test makes it "

@@ -233,6 +233,8 @@ class Keeping:
     async def frame(self, record: Transfer, index: int, frame: bytes) -> None:
         """A verified frame of a transfer being kept (from the relay)."""
         tid = record.transfer_id
+        if record.stored_at is not None:  # all in the store: it goes out, not in
+            raise TransferNotActive(tid, index, "the file is in the store already")
         upload = self._uploads.get(tid)
         if upload is None:  # this instance restarted, or the sender came by another one
             upload = await self._open(record)
