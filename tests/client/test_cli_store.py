@@ -219,3 +219,28 @@ async def test_a_kept_file_outlives_a_restart_of_a_server_without_redis(
     assert receiver.result()["transfer_id"] == tid
     assert sha256_of(tmp_path / "inbox" / "kept.bin") == digest
     assert objects(again, everything=True) == []  # delivered: the file and its description deleted
+
+
+async def test_a_receiver_killed_during_a_delivery_from_the_store_resumes_it(
+    start: Any, room_on: Any, tmp_path: Path
+) -> None:
+    server = await start(ROOMDROP_ROOM_BANDWIDTH="10000000")  # 4 s for the file
+    room: Room = room_on(server)
+    await seen_then_gone(room, tmp_path)
+    source = tmp_path / "kept.bin"
+    size = 40 * MB
+    digest = write_random(source, size)
+    sender = room.send(source, extra=["--store"])
+    assert await sender.wait(60) == 0, sender.report()
+
+    receiver = room.receive(tmp_path / "inbox")
+    await receiver.progress_at_least(30)
+    receiver.kill()
+    await receiver.wait(10)
+    again = room.receive(tmp_path / "inbox")
+    assert await again.wait(60) == 0, again.report()
+    result = again.result()
+    assert result["status"] == "completed"
+    assert result["resumed_bytes"] >= size * 0.25, result  # taken up from the part file
+    assert sha256_of(tmp_path / "inbox" / "kept.bin") == digest
+    assert objects(server, everything=True) == []

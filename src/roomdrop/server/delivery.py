@@ -13,7 +13,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import Callable, Iterable
+from collections.abc import Awaitable, Callable, Iterable
 from typing import Final
 
 from roomdrop.exceptions import StoreError
@@ -54,12 +54,16 @@ class Delivery:
         present: Callable[[str, str], Participant | None],
         progressed: Callable[[Transfer, int, int], None],
         gone: Callable[[str], None],
+        throttle: Callable[[str, int], Awaitable[None]] | None = None,
     ) -> None:
         self.record = record
         self.store = store
         self._present = present
         self._progressed = progressed
         self._gone = gone
+        self._throttle = throttle
+        """The room's relay bandwidth (ROOMDROP_ROOM_BANDWIDTH), which a delivery from
+        the store counts against too."""
         self._queue: dict[int, None] = {}
         self._task: asyncio.Task[None] | None = None
         self.done = False
@@ -113,6 +117,8 @@ class Delivery:
                 view = memoryview(data)
                 offset = 0
                 for index, length in zip(run, lengths, strict=True):
+                    if self._throttle is not None:
+                        await self._throttle(r.room_id, length)
                     receiver = self._present(r.room_id, r.receiver_id)
                     if receiver is None:
                         return  # gone: a new accept (or its chunk requests) starts over

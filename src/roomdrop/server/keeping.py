@@ -387,8 +387,14 @@ class Keeping:
         tid = record.transfer_id
         delivery = self._deliveries.get(tid)
         if delivery is None or delivery.done:
+            throttle = self.backend.take_bandwidth if self.settings.room_bandwidth else None
             delivery = Delivery(
-                record, await self.ready(), self.host.present, self.host.progressed, self._gone
+                record,
+                await self.ready(),
+                self.host.present,
+                self.host.progressed,
+                self._gone,
+                throttle,
             )
             self._deliveries[tid] = delivery
         delivery.add(ranges)
