@@ -4,10 +4,13 @@
 // sender and a receiver make before a transfer starts.
 //  * Sending (forReceiver): the receiver's published key, trusted on first use, is the
 //    one the content key is sealed to. A receiver that published none gets the file in
-//    the clear if the server allows it, else E2ERequired.
+//    the clear if the server allows it, else E2ERequired. A file kept for someone away
+//    (kept: keeping.js) is sealed to the key they last published in the room (`seen`),
+//    and cannot be kept for someone the server has not seen with one (UnknownReceiver).
 //  * Receiving (forOffer): an offer is opened only if it is sealed to this device's key,
 //    by the key its sender published, and that key is trusted; else E2EError
-//    (e2e-failed), E2ERequired or KeyChanged.
+//    (e2e-failed), E2ERequired or KeyChanged. A file kept for this user (offer.store)
+//    may come from a sender who has left: then the key they last published (`seen`).
 //  * A known user with a new key (KeyChanged): the page warns (on the participant, on
 //    the offer, on the transfer waiting to be sent) and the person may trust the new
 //    key (trust), which updates the store and lets what waited for it go on.
@@ -33,6 +36,13 @@ export class KeyChanged extends Error {
   }
 }
 
+export class UnknownReceiver extends Error {
+  constructor(message) {
+    super(message);
+    this.code = "unknown-receiver";
+  }
+}
+
 export class Keyring {
   /** @param {function} onChange what the keys shown changed (participants re-rendered) */
   constructor(onChange = () => {}) {
@@ -41,6 +51,10 @@ export class Keyring {
     this.device = null; // {pair, public, publicText} once loaded (init)
     this.store = new TrustStore();
     this.published = new Map(); // participant → the key the server published for them
+    // whoever has been in the room lately (room-state.seen, those here among them) → the
+    // key they last published there: a file is kept for them under it, and a kept
+    // file's sender is checked against it
+    this.seen = new Map();
     this.requireE2e = null;
     this.mime = { allow: [], deny: [] };
     this.peers = new Map(); // participant → {key, seen: known|first|changed, number}
@@ -68,6 +82,8 @@ export class Keyring {
   onRoomState(p) {
     const keys = p.keys || {};
     this.published = new Map(Object.entries(keys).filter(([u]) => u !== this.user));
+    const seen = Object.entries(p.seen || {}).filter(([u, s]) => u !== this.user && s && s.key);
+    this.seen = new Map([...seen.map(([u, s]) => [u, s.key]), ...this.published]);
     this.requireE2e = typeof p.require_e2e === "boolean" ? p.require_e2e : null;
     if (p.mime) this.mime = { allow: [...(p.mime.allow || [])], deny: [...(p.mime.deny || [])] };
     for (const user of [...this.peers.keys()]) if (!this.published.has(user)) this.peers.delete(user);
@@ -79,14 +95,17 @@ export class Keyring {
     if (user === this.user) return;
     if (key == null) {
       this.published.delete(user);
+      this.seen.delete(user);
       this.peers.delete(user);
     } else {
       this.published.set(user, key);
+      this.seen.set(user, key);
       this.look(user, key);
     }
     this.onChange();
   }
 
+  /** `user` left: their key stays in `seen` (a file may be kept for them under it). */
   onLeft(user) {
     this.published.delete(user);
     this.peers.delete(user);
@@ -111,9 +130,19 @@ export class Keyring {
   // --- the checks ----------------------------------------------------------------------
 
   /** The receiver to seal a transfer to ({user, key, number}), null to send in the
-   * clear. Throws E2ERequired, or KeyChanged (trust() and then ask again). */
-  async forReceiver(receiver) {
-    const key = this.device ? this.published.get(receiver) : null;
+   * clear. Throws E2ERequired, or KeyChanged (trust() and then ask again). `kept`: a
+   * file kept for later, for someone who may have left (the key they last had); throws
+   * UnknownReceiver if there is none. */
+  async forReceiver(receiver, { kept = false } = {}) {
+    let key = this.device ? this.published.get(receiver) : null;
+    if (key == null && kept) key = this.device ? this.seen.get(receiver) : null;
+    if (key == null && kept) {
+      throw new UnknownReceiver(
+        this.device
+          ? `${receiver} has not been in this room with a device key lately: a file can be kept only for someone the server has seen (their key seals it)`
+          : "this browser has no device key: a file can be kept only end-to-end encrypted",
+      );
+    }
     if (key == null) {
       if (this.requireE2e) {
         throw new E2ERequired(
@@ -142,7 +171,8 @@ export class Keyring {
     if (e2e.receiver_key !== this.device.publicText) {
       throw new E2EError(`the offer's content key is sealed to the device key ${e2e.receiver_key}, not to this device's ${this.device.publicText}`);
     }
-    const published = this.published.get(sender);
+    let published = this.published.get(sender);
+    if (published == null && offer.store) published = this.seen.get(sender); // kept for this page: its sender may be gone
     if (published !== e2e.sender_key && !(takingUp && published == null)) {
       const what = published != null ? `published ${published}` : "published no key";
       throw new E2EError(`the offer is sealed by the device key ${e2e.sender_key}, but ${sender} ${what}`);

@@ -37,7 +37,6 @@ import { NotConnected } from "./signalling.js";
 import { LIVE, Role, newTransfer, now, pick, setProgress, waitWake, wake } from "./transfers.js";
 
 const ICE_TIMEOUT = 5000;
-const READ_AHEAD = 16; // chunks read in one slice of the file and sealed ahead of the channel
 
 function sendInternals(file, hashing) {
   return { file, queue: new Set(), counted: null, countedBytes: 0, offered: false, accepted: false, hashing, decided: false };
@@ -427,14 +426,14 @@ export class Outgoing extends Role {
         this.host.display.render(t);
         continue; // the world may have changed while ICE was trying
       }
-      const batch = await (ahead || this.readAhead(t, null));
+      const batch = await (ahead || this.sealing.readAhead(t, null));
       ahead = null;
       if (batch.error) {
         this.fail(t, "storage-error", `cannot read ${t.filename} (changed or gone?): ${batch.error.message || batch.error}`);
         return;
       }
       // the chunks after these are read and sealed while these are sent
-      ahead = this.readAhead(t, batch.chunks[batch.chunks.length - 1].index);
+      ahead = this.sealing.readAhead(t, batch.chunks[batch.chunks.length - 1].index);
       for (const chunk of batch.chunks) {
         if (t.status !== "active" || t._.final) break;
         if (!t._.queue.has(chunk.index)) continue; // no longer asked for
@@ -444,40 +443,6 @@ export class Outgoing extends Role {
         }
       }
     }
-  }
-
-  /** The queued chunks that follow `after` in the queue (all of them from its first if
-   * null), at most READ_AHEAD of consecutive indexes: read in one slice of the file and
-   * sealed (sealing.js). Resolves to {chunks: [{index, length, sealed}]} (null: nothing
-   * queued there) or {error}; never rejects. */
-  readAhead(t, after) {
-    const picked = [];
-    let past = after === null;
-    for (const i of t._.queue) {
-      if (!past) {
-        past = i === after;
-        continue;
-      }
-      if (picked.length && i !== picked[picked.length - 1] + 1) break;
-      picked.push(i);
-      if (picked.length >= READ_AHEAD) break;
-    }
-    if (!past) return this.readAhead(t, null); // `after` was taken out of the queue
-    if (!picked.length) return null;
-    return (async () => {
-      const lengths = picked.map((i) => chunkLength(i, t.file_size, t.chunk_size));
-      const total = lengths.reduce((a, b) => a + b, 0);
-      const start = picked[0] * t.chunk_size;
-      const buf = await t._.file.slice(start, start + total).arrayBuffer();
-      if (buf.byteLength !== total) throw new Error(`read ${buf.byteLength} of ${total} bytes`);
-      let at = 0;
-      const chunks = picked.map((index, k) => {
-        const data = new Uint8Array(buf, at, lengths[k]);
-        at += lengths[k];
-        return this.sealing.sealChunk(t, index, data).then((sealed) => ({ index, length: lengths[k], sealed }));
-      });
-      return { chunks: await Promise.all(chunks) };
-    })().catch((error) => ({ error }));
   }
 
   /** One sealed chunk on the transport chosen; false if it did not go (the link is

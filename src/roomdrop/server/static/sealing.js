@@ -2,13 +2,18 @@
 // transfer is sealed to (the receiver's published key, trusted on first use; a known
 // receiver with a new key waits for the person to trust it), the sealed content key in
 // the offer, the sender's own sealed copy opened again to take a transfer up after a
-// reload, and each chunk sealed into its frames (flag SEALED, zero checksum).
+// reload, and each chunk sealed into its frames (flag SEALED, zero checksum): the pump's
+// next chunks read in one slice of the file and sealed while those before them go out
+// (readAhead). A file kept for someone away (keeping.js) is sealed to the key they last
+// published in the room (keyring.js forReceiver with kept).
 // outgoing.js uses it; the keys and checks are keyring.js's.
 // Counterpart: the sealing parts of src/roomdrop/client/outgoing.py
 
 import { ChunkCipher, E2EError, importContentKey, openOffer, sealOffer } from "./e2e.js";
 import { KeyChanged } from "./keyring.js";
-import { canonicalUuid, encodeFrames, toHex } from "./protocol.js";
+import { canonicalUuid, chunkLength, encodeFrames, toHex } from "./protocol.js";
+
+const READ_AHEAD = 16; // chunks read in one slice of the file and sealed ahead of the channel
 
 /** The fields of a transfer (or a room-state transfer object) its binding covers. */
 export function bound(r, sender, receiver) {
@@ -37,7 +42,7 @@ export class Sealing {
     const { keyring, display } = this.host;
     for (;;) {
       try {
-        const peer = await keyring.forReceiver(t.peer);
+        const peer = await keyring.forReceiver(t.peer, { kept: Boolean(t._.kept) });
         t._.keyChanged = null;
         return peer;
       } catch (e) {
@@ -90,6 +95,40 @@ export class Sealing {
     rawKey.fill(0);
     t.e2e = true;
     t.safety_number = number;
+  }
+
+  /** The queued chunks that follow `after` in the queue (all of them from its first if
+   * null), at most READ_AHEAD of consecutive indexes: read in one slice of the file and
+   * sealed (sealChunk). Resolves to {chunks: [{index, length, sealed}]} (null: nothing
+   * queued there) or {error}; never rejects. */
+  readAhead(t, after) {
+    const picked = [];
+    let past = after === null;
+    for (const i of t._.queue) {
+      if (!past) {
+        past = i === after;
+        continue;
+      }
+      if (picked.length && i !== picked[picked.length - 1] + 1) break;
+      picked.push(i);
+      if (picked.length >= READ_AHEAD) break;
+    }
+    if (!past) return this.readAhead(t, null); // `after` was taken out of the queue
+    if (!picked.length) return null;
+    return (async () => {
+      const lengths = picked.map((i) => chunkLength(i, t.file_size, t.chunk_size));
+      const total = lengths.reduce((a, b) => a + b, 0);
+      const start = picked[0] * t.chunk_size;
+      const buf = await t._.file.slice(start, start + total).arrayBuffer();
+      if (buf.byteLength !== total) throw new Error(`read ${buf.byteLength} of ${total} bytes`);
+      let at = 0;
+      const chunks = picked.map((index, k) => {
+        const data = new Uint8Array(buf, at, lengths[k]);
+        at += lengths[k];
+        return this.sealChunk(t, index, data).then((sealed) => ({ index, length: lengths[k], sealed }));
+      });
+      return { chunks: await Promise.all(chunks) };
+    })().catch((error) => ({ error }));
   }
 
   /** Chunk `index` (its plaintext `data`, a Uint8Array) made ready to go (sealChunk): sealed under
