@@ -8,6 +8,8 @@
 //                              offer still on its way is waited for); an orphan ends
 //   cancelled/failed/rejected  ends it the same way
 //   completed                  ends it as completed (the receiver verified it meanwhile)
+//   stored                     ends it as stored (kept for someone away: all in the
+//                              server's store, keeping.js)
 //   active/paused              takes a missed accept (all chunks queued), then pauses or
 //                              resumes to match
 //
@@ -21,6 +23,8 @@
 //   active/paused              pauses or resumes to match and, active, asks for every
 //                              chunk it lacks
 //   pending, not known here    considers the offer it missed
+//   stored, for this page      lists it once ("kept for you: …"); the server offers it
+//                              right after (an offer shown waits, as pending)
 //   active/paused, not known   takes it up from its part file (this page was reloaded)
 //   a live one it sends, not   shows it (an orphan of an earlier visit)
 //   known here
@@ -46,10 +50,11 @@ export function transfersOf(state) {
 }
 
 /**
- * @param {object} page {user, transfers (Map), outgoing, incoming}
+ * @param {object} page {user, transfers (Map), outgoing, incoming, roster (keeping.js),
+ *   display}
  * @param {Map} known the room-state's transfers (transfersOf)
  */
-export async function catchUp({ user, transfers, outgoing, incoming }, known) {
+export async function catchUp({ user, transfers, outgoing, incoming, roster, display }, known) {
   for (const t of [...transfers.values()]) {
     const held = known.get(t.transfer_id);
     if (t._.final) {
@@ -58,6 +63,10 @@ export async function catchUp({ user, transfers, outgoing, incoming }, known) {
     }
     if (t.direction === "send") await catchUpOutgoing(outgoing, t, held);
     else catchUpIncoming(incoming, t, held);
+  }
+  for (const o of known.values()) {
+    const kept = roster.keptText(o, user); // the server offers each of them now
+    if (kept) display.note(kept);
   }
   for (const o of known.values()) {
     if (transfers.has(o.transfer_id) || !o.sha256) continue;
@@ -82,6 +91,8 @@ async function catchUpOutgoing(outgoing, t, held) {
     outgoing.finish(t, held.status, held.error, held.error_code);
   } else if (held.status === "completed") {
     outgoing.finish(t, "completed");
+  } else if (held.status === "stored") {
+    outgoing.stored(t); // all in the server's store while this page was away
   } else if ((held.status === "active" || held.status === "paused") && !t._.accepted) {
     // accepted while this page was away (or the accept was lost): which chunks the
     // receiver lacks is not known here, so all are queued (it drops those it holds)

@@ -4,6 +4,10 @@
 // under a small "e2e" tag: the room stays compact), and a warning where a known user shows a
 // new device key (on the participant, on their offer, on a transfer waiting to go to
 // them), with a button that trusts the new key.
+// Who has been here (keeping.js): those seen in the room lately who are not in it now are
+// listed as away ("away · last seen 14:02"), each with "Keep a file for NAME…" when a
+// file can be kept for them (the sender's explicit choice: it opens a file picker of its
+// own, whose files the server keeps for them until they join).
 // It reads transfers and writes only the DOM and its own state (the elements of each
 // row, the participant chosen); the buttons call back into the session.
 // Counterpart: src/roomdrop/client/display.py
@@ -25,7 +29,9 @@ function button(label, testid, onClick) {
 export class Display {
   /**
    * @param {object} room what the participant list shows: user, participants (a Set),
-   *   online(), keyring (keyring.js: peer(user), trust(user, key))
+   *   online(), keyring (keyring.js: peer(user), trust(user, key), device, seen), roster
+   *   (keeping.js: away(), lastSeenText(user)), keepFor(user, files) (files chosen to
+   *   be kept for someone away)
    * @param {function} control (transfer, "file-share-pause" | "file-share-resume" |
    *   "file-share-cancel"): a transfer's button was pressed
    * @param {import("./attention.js").Attention} attention the tab's title and
@@ -41,6 +47,7 @@ export class Display {
     this.rows = new WeakMap(); // transfer → its row's elements
     this.offers = new WeakMap(); // transfer → its offer's element
     this.keysOpen = new Set(); // the participants whose safety number is unfolded
+    this.keepActions = new Map(); // away user → their "Keep a file for …" (kept across renders)
   }
 
   // --- keys -----------------------------------------------------------------------------
@@ -181,12 +188,61 @@ export class Display {
       }
       list.append(li);
     }
+    for (const user of this.room.roster?.away(participants, me) || []) list.append(this.awayParticipant(user));
     $("#me").textContent = me || "";
     $("#nobody").hidden = others.length > 0;
     $("#recipient").textContent = this.selected
       ? `Files go to ${this.selected}.`
       : "Click a participant to choose whom files go to (or pick files and say whom).";
     $("#file-input").disabled = !this.room.online();
+  }
+
+  /** Someone seen in the room lately who is away: when they were last here and, if a
+   * file can be kept for them (they published a device key there; this browser has
+   * one), the action that keeps files for them. */
+  awayParticipant(user) {
+    const li = document.createElement("li");
+    li.className = "away";
+    const name = document.createElement("span");
+    name.className = "participant away";
+    name.setAttribute("data-testid", "participant-away");
+    name.dataset.user = user;
+    name.textContent = user;
+    const when = document.createElement("span");
+    when.className = "last-seen";
+    when.setAttribute("data-testid", "participant-last-seen");
+    when.textContent = this.room.roster.lastSeenText(user);
+    li.append(name, when);
+    const keyring = this.room.keyring;
+    if (keyring?.device && keyring.seen.has(user) && this.room.online()) li.append(this.keepAction(user));
+    else when.title = `nothing can be kept for ${user}: no device key of theirs (or of this browser) to seal it with`;
+    return li;
+  }
+
+  /** "Keep a file for NAME…": a file picker whose files go to the server's store. */
+  keepAction(user) {
+    let label = this.keepActions.get(user);
+    if (label) return label;
+    label = document.createElement("label");
+    label.className = "button keep";
+    label.setAttribute("data-testid", "keep-for");
+    label.dataset.user = user;
+    label.textContent = `Keep a file for ${user}…`;
+    label.title = `${user} is away: the server keeps the file, end-to-end encrypted, until they join, then delivers and deletes it`;
+    const input = document.createElement("input");
+    input.type = "file";
+    input.multiple = true;
+    input.hidden = true;
+    input.setAttribute("data-testid", "keep-input");
+    input.dataset.user = user;
+    input.addEventListener("change", () => {
+      const files = [...input.files];
+      input.value = "";
+      if (files.length) this.room.keepFor(user, files);
+    });
+    label.append(input);
+    this.keepActions.set(user, label);
+    return label;
   }
 
   // --- offers ---------------------------------------------------------------------------
@@ -227,6 +283,13 @@ export class Display {
       how.textContent = "⚠ not end-to-end encrypted: the server can read it";
     }
     li.append(text, how, this.keyWarning("offer-key-warning"), actions);
+    if (t._.kept) {
+      const kept = document.createElement("p");
+      kept.className = "kept";
+      kept.setAttribute("data-testid", "offer-kept");
+      kept.textContent = `Kept for you on the server while you were away (${t.peer} may have left).`;
+      li.insertBefore(kept, how);
+    }
     if (cannot) {
       const why = document.createElement("p");
       why.className = "scan-required";

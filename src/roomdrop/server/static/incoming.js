@@ -6,7 +6,8 @@
 //    (consider) and accepted (accept, with the chunks its part file lacks, its content
 //    key opened for the worker) or rejected (reject) by the person. A new offer of
 //    content this page is already receiving from the same sender supersedes the old
-//    transfer; the part file stays for the new one to resume from.
+//    transfer; the part file stays for the new one to resume from. A file kept on the
+//    server for this user (keeping.js) is offered the same way, its chunks from the store.
 //  * Chunks. Every frame waits in a bounded inbox (inbox.js), then goes to the part
 //    store's worker (store.js, opfs-worker.js), which reassembles, decrypts (or verifies
 //    its sha256), checks chunk 0's type and writes it (take); its answer comes back to
@@ -50,6 +51,7 @@ export function offerOf(o) {
     total_chunks: o.total_chunks,
     sha256: o.sha256,
     e2e: o.e2e || null,
+    store: o.store === true, // kept for this user: its sender may be away (keeping.js)
   };
 }
 
@@ -119,6 +121,7 @@ export class Incoming extends Role {
       },
       receiveInternals(0),
     );
+    t._.kept = p.store === true; // kept on the server for this user (keeping.js)
     this.host.transfers.set(tid, t);
     this.host.display.render(t);
     t._.checking = this.checkOffer(t, p, from);

@@ -16,14 +16,16 @@
 //    for a transfer not known yet is kept until it is (takeUp).
 //  * Ends. file-share-complete from the receiver, a reject, a cancel, an error, or what
 //    the server says in room-state (catchup.js) ends the transfer.
+//  * Kept for someone away (keeping.js): offered with store, sealed to the key they last
+//    published, accepted by the server, sent through the relay only, ended `stored`.
 // Counterpart: src/roomdrop/client/outgoing.py
 
 import { hashFile } from "./hashing.js";
+import { keepingText, storedText } from "./keeping.js";
 import {
   CHUNK_SIZE,
   DATA_CHANNEL_MAX_MESSAGE,
   canonicalUuid,
-  chunkLength,
   formatBytes,
   indexesIn,
   newUuid,
@@ -34,12 +36,12 @@ import { sealedHow } from "./opening.js";
 import { LinkDown } from "./rtc.js";
 import { Sealing } from "./sealing.js";
 import { NotConnected } from "./signalling.js";
-import { LIVE, Role, newTransfer, now, pick, setProgress, waitWake, wake } from "./transfers.js";
+import { LIVE, Role, newTransfer, now, pick, setProgress, syncProgress, waitWake, wake } from "./transfers.js";
 
 const ICE_TIMEOUT = 5000;
 
-function sendInternals(file, hashing) {
-  return { file, queue: new Set(), counted: null, countedBytes: 0, offered: false, accepted: false, hashing, decided: false };
+function sendInternals(file, hashing, kept = false) {
+  return { file, queue: new Set(), counted: null, countedBytes: 0, offered: false, accepted: false, hashing, decided: false, kept };
 }
 
 export class Outgoing extends Role {
@@ -61,8 +63,9 @@ export class Outgoing extends Role {
 
   // --- offer or take up -----------------------------------------------------------------
 
-  /** Files chosen by the person (picker.js), sent to `to` one after another. */
-  enqueueFiles(files, to) {
+  /** Files chosen by the person (picker.js), sent to `to` one after another; `kept`:
+   * kept on the server for `to`, who is away (keeping.js). */
+  enqueueFiles(files, to, { kept = false } = {}) {
     const { display } = this.host;
     if (!to) {
       display.note("choose a participant to send to first", "error");
@@ -84,7 +87,7 @@ export class Outgoing extends Role {
           total_chunks: totalChunks(file.size, CHUNK_SIZE),
           status: "pending",
         },
-        sendInternals(file, 0),
+        sendInternals(file, 0, kept),
       );
       this.host.transfers.set(t.transfer_id, t);
       display.render(t);
@@ -111,9 +114,11 @@ export class Outgoing extends Role {
     t._.note = null;
     if (t._.final) return;
     for (;;) {
-      await this.host.waitFor(t.peer);
-      if (t._.final) return;
-      this.links.ensure(t.peer).catch(() => {});
+      if (!t._.kept) {
+        await this.host.waitFor(t.peer);
+        if (t._.final) return;
+        this.links.ensure(t.peer).catch(() => {});
+      }
       const orphan = this.adoptable(t);
       if (orphan && (await this.sealing.takeUp(t, orphan))) {
         await this.takeUp(t, orphan);
@@ -129,7 +134,7 @@ export class Outgoing extends Role {
       display.note(`the server lost ${t.filename}; offering it again`);
       const again = newTransfer(
         { ...pick(t, ["direction", "peer", "filename", "file_size", "mime_type", "total_chunks", "sha256"]), transfer_id: newUuid() },
-        sendInternals(t._.file, 1),
+        sendInternals(t._.file, 1, t._.kept),
       );
       this.host.transfers.set(again.transfer_id, again);
       display.render(again);
@@ -158,12 +163,14 @@ export class Outgoing extends Role {
       total_chunks: t.total_chunks,
       sha256: t.sha256,
       e2e: t._.e2e || undefined,
+      store: t._.kept || undefined,
     };
     if (!this.host.trySend("file-share-offer", payload)) {
       this.finish(t, "failed", "not connected to the server", "server-unreachable");
       return false;
     }
-    this.host.display.note(`offered ${t.filename} (${formatBytes(t.file_size)}) to ${t.peer}, ${sealedHow(t)}; waiting for an answer`);
+    const how = sealedHow(t);
+    this.host.display.note(t._.kept ? keepingText(t, how) : `offered ${t.filename} (${formatBytes(t.file_size)}) to ${t.peer}, ${how}; waiting for an answer`);
     return true;
   }
 
@@ -185,6 +192,7 @@ export class Outgoing extends Role {
         o.sha256 === t.sha256 &&
         o.file_size === t.file_size &&
         o.chunk_size === t.chunk_size &&
+        Boolean(o.store) === t._.kept &&
         (o.status === "active" || o.status === "paused")
       ) {
         const mine = this.get(canonicalUuid(o.transfer_id));
@@ -268,7 +276,9 @@ export class Outgoing extends Role {
   /** error: the server refused a message (an offer, a relayed chunk, …). */
   onRefusal(p) {
     const t = p.transfer_id ? this.get(p.transfer_id) : null;
-    if (t && t.direction === "send" && !t._.offered && !t._.final) {
+    // a kept file's offer is echoed before the store takes it: it may be refused until accepted
+    const waiting = t && (!t._.offered || (t._.kept && !t._.accepted));
+    if (t && t.direction === "send" && waiting && !t._.final) {
       t._.refused = true;
       t.refused = true;
       this.finish(t, "failed", `refused: ${p.message}`, p.code);
@@ -299,35 +309,18 @@ export class Outgoing extends Role {
     } else {
       indexes = [...indexesIn(p.missing)].filter((i) => i < total);
     }
-    this.syncProgress(t, indexes);
+    syncProgress(t, indexes);
     t.resumed_bytes = t._.countedBytes;
     t._.resumedKnown = true;
     t._.queue = new Set(indexes);
     t._.started = now();
     t._.samples = [];
     if (t.resumed_bytes) {
-      this.host.display.note(`${t.peer} already has ${formatBytes(t.resumed_bytes)} of ${t.filename}; sending the rest`);
+      this.host.display.note(`${t._.kept ? "the server" : t.peer} already has ${formatBytes(t.resumed_bytes)} of ${t.filename}; sending the rest`);
     }
     wake(t);
     this.host.display.render(t);
     this.cancelSuperseded(t);
-  }
-
-  /** Every chunk not listed counts as held by the receiver (§6.6 sync_progress). */
-  syncProgress(t, missing) {
-    const counted = new Uint8Array(t.total_chunks).fill(1);
-    for (const i of missing) counted[i] = 0;
-    let bytes = 0;
-    let count = 0;
-    for (let i = 0; i < t.total_chunks; i++) {
-      if (counted[i]) {
-        bytes += chunkLength(i, t.file_size, t.chunk_size);
-        count++;
-      }
-    }
-    t._.counted = counted;
-    t._.countedBytes = bytes;
-    setProgress(t, count, bytes);
   }
 
   /** The older transfers of the same content to the same receiver end with this one. */
@@ -368,6 +361,14 @@ export class Outgoing extends Role {
     this.finish(t, "completed");
   }
 
+  /** file-share-stored: every chunk of a file kept for someone away is in the server's
+   * store (or, catching up, room-state says it is). */
+  stored(t) {
+    if (!t || t.direction !== "send" || t._.final) return;
+    t._.note = storedText(t);
+    this.finish(t, "stored");
+  }
+
   onChunkRequest(p) {
     const t = this.get(p.transfer_id);
     if (!t || t.direction !== "send" || t._.orphan) {
@@ -380,9 +381,10 @@ export class Outgoing extends Role {
 
   queueRequest(t, request) {
     const indexes = [...indexesIn(request.ranges || [])].filter((i) => i < t.total_chunks);
-    if (request.reason !== "bad-checksum") {
+    // the store asks again for chunks that came too far ahead: not its whole list
+    if (request.reason !== "bad-checksum" && !(t._.kept && request.reason === "missing")) {
       // the receiver's whole list of what it lacks (the reference client's convention)
-      this.syncProgress(t, indexes);
+      syncProgress(t, indexes);
       if (!t._.resumedKnown) {
         // taken up after a reload: the receiver's first list says what it already held
         t._.resumedKnown = true;
@@ -477,6 +479,7 @@ export class Outgoing extends Role {
   }
 
   async chooseTransport(t) {
+    if (t._.kept) return "relay"; // into the server's store
     const started = performance.now();
     const link = await this.links.ensure(t.peer);
     if (await link.waitOpen(ICE_TIMEOUT)) return "p2p";

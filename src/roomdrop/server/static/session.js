@@ -4,7 +4,8 @@
 // index.html loads, only imports this module and calls start().
 //
 // The roles: outgoing.js (the sender), incoming.js (the receiver), links.js (data
-// channels), catchup.js (aligning with room-state), transfers.js (what they share);
+// channels), catchup.js (aligning with room-state), keeping.js (files kept on the server
+// for someone away, and who has been in the room lately), transfers.js (what they share);
 // the session's own parts: signalling.js (the WebSocket), http.js (REST), display.js
 // (what the person sees); the page's: signin.js, share.js, picker.js, attention.js.
 // Counterpart: src/roomdrop/client/session.py
@@ -16,6 +17,7 @@ import { catchUp, transfersOf } from "./catchup.js";
 import { Display } from "./display.js";
 import { ServerApi } from "./http.js";
 import { Incoming } from "./incoming.js";
+import { Roster } from "./keeping.js";
 import { Keyring } from "./keyring.js";
 import { Links } from "./links.js";
 import { Outgoing } from "./outgoing.js";
@@ -36,6 +38,7 @@ class Session {
     this.joinedRoom = null; // set once the room is shown
     this.lastJoined = null; // {user, room} of the last room shown (left or not)
     this.participants = new Set();
+    this.roster = new Roster(); // who has been in the room lately (keeping.js)
     this.serverTransfers = new Map(); // the latest room-state's, by id
     this.requireScan = false; // room-state.require_scan: no receiving here (incoming.js)
     this.transfers = new Map(); // both directions, by id (window.roomdrop.transfers)
@@ -200,6 +203,11 @@ class Session {
     else this.chooser.ask(files);
   }
 
+  /** "Keep a file for NAME…" (display.js): kept on the server for `user`, who is away. */
+  keepFor(user, files) {
+    this.outgoing.enqueueFiles(files, user, { kept: true });
+  }
+
   /** The participants changed: the list, and the chooser's list if it is asking. */
   showParticipants() {
     this.display.renderParticipants();
@@ -256,6 +264,7 @@ class Session {
     const known = transfersOf(p);
     this.serverTransfers = known;
     this.keyring.onRoomState(p);
+    this.roster.onRoomState(p, this.user);
     // a room that takes only receivers that scan for malware: this page cannot receive
     this.requireScan = p.require_scan === true;
     this.display.showScanRequired(this.requireScan);
@@ -269,6 +278,7 @@ class Session {
 
   onUserJoined(p) {
     this.participants.add(p.user_id);
+    this.roster.saw(p.user_id);
     this.keyring.onJoined(p.user_id, p.key ?? null);
     this.showParticipants();
     for (const t of this.transfers.values()) if (t.peer === p.user_id) wake(t);
@@ -277,11 +287,12 @@ class Session {
 
   onUserLeft(p) {
     this.participants.delete(p.user_id);
+    this.roster.saw(p.user_id); // away from now on, last seen now
     this.keyring.onLeft(p.user_id);
     this.display.unselect(p.user_id);
     this.showParticipants();
     this.links.lose(p.user_id);
-    const live = [...this.transfers.values()].filter((t) => t.peer === p.user_id && isLive(t));
+    const live = [...this.transfers.values()].filter((t) => t.peer === p.user_id && isLive(t) && !t._.kept);
     if (live.length) this.display.note(`${p.user_id} left the room; their transfers wait for them to come back`, "error");
   }
 
@@ -323,6 +334,7 @@ class Session {
       get connections() { return s.signalling.connections; },
       get closing() { return s.signalling.closing; },
       get participants() { return s.participants; },
+      get roster() { return s.roster; },
       get serverTransfers() { return s.serverTransfers; },
       get links() { return s.links.links; },
       get dropped() { return s.incoming.dropped; },
@@ -365,6 +377,7 @@ const HANDLERS = {
   "file-share-error": toOwner("onFileShareError"),
   "file-share-chunk-request": (s, p) => s.outgoing.onChunkRequest(p),
   "file-share-progress": toOwner("onProgress"),
+  "file-share-stored": (s, p) => s.outgoing.stored(s.transfers.get(p.transfer_id)),
 };
 
 export function start() {

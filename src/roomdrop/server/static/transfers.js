@@ -9,14 +9,16 @@
 //     line shown under it), serverSpeed;
 //   the sender's (outgoing.js): file, queue, counted, countedBytes, offered, accepted,
 //     decided, reoffer, resumedKnown, refused, orphan (sent from an earlier visit: shown,
-//     not sent), hashing (0…1, the offer's sha256 being computed); sealing.js's: e2e
+//     not sent), hashing (0…1, the offer's sha256 being computed), kept (kept on the
+//     server for a receiver who is away: keeping.js); sealing.js's: e2e
 //     (the offer's e2e part), cipher (its chunks' ChunkCipher), keyChanged ({user, key,
 //     message}: waiting for the person to trust the receiver's new key), abandonTrust;
 //   the receiver's (incoming.js): part, held, heldCount, heldBytes, writing, lastChunk,
-//     lastRequest, lastReport, completedSent, accepting, verifying, url (the saved file);
+//     lastRequest, lastReport, completedSent, accepting, verifying, url (the saved file),
+//     kept (the offer's store: kept for this user on the server);
 //     opening.js's: e2e (the offer's e2e part), keyChanged (the sender's new key, not
 //     trusted yet: accepting waits), checking (the offer's keys being checked).
-// display.js reads final, note, hashing, orphan, url and keyChanged, and writes none.
+// display.js reads final, note, hashing, orphan, url, keyChanged and kept, and writes none.
 //
 // Host: what a role may ask of its session (session.js is the only implementation):
 //   user, room                 this page's user id and room
@@ -32,12 +34,15 @@
 //   sendFrame(frame)           a chunk frame through the relay (async; throws NotConnected)
 //   online()                   connected to the server and in the room
 //   waitFor(user)              until user is in the room (async)
-//   keyring                    keyring.js: the device key, the published and trusted keys
+//   keyring                    keyring.js: the device key, the published, seen and trusted keys
+//   roster                     keeping.js: who has been in the room lately, the kept files listed
 
-import { CHUNK_SIZE } from "./protocol.js";
+import { CHUNK_SIZE, chunkLength } from "./protocol.js";
 
 export const LIVE = new Set(["pending", "active", "paused"]);
 export const FINAL = new Set(["completed", "failed", "cancelled", "rejected"]);
+// a sender's transfer also ends `stored`: all of a file kept for someone away is in the
+// server's store (keeping.js), a success; for the server it waits for its receiver
 
 export const now = () => performance.now();
 
@@ -117,6 +122,24 @@ export function setProgress(t, chunks, bytes) {
   t.progress_percent = t.file_size ? Math.round((10000 * bytes) / t.file_size) / 100 : t.status === "completed" ? 100 : 0;
 }
 
+/** A sender's count of the chunks its receiver holds: every chunk not in `missing`
+ * (§6.6 sync_progress). */
+export function syncProgress(t, missing) {
+  const counted = new Uint8Array(t.total_chunks).fill(1);
+  for (const i of missing) counted[i] = 0;
+  let bytes = 0;
+  let count = 0;
+  for (let i = 0; i < t.total_chunks; i++) {
+    if (counted[i]) {
+      bytes += chunkLength(i, t.file_size, t.chunk_size);
+      count++;
+    }
+  }
+  t._.counted = counted;
+  t._.countedBytes = bytes;
+  setProgress(t, count, bytes);
+}
+
 /** Speed and ETA over the last 5 s (the clock calls it for every active transfer). The
  * window starts where the bytes started moving: the wait before the first chunk (the
  * data channel being tried, for one) does not count, nor does the idle end of a stall,
@@ -155,7 +178,7 @@ export class Role {
     t.status = status;
     t.error = error;
     t.error_code = code;
-    if (status === "completed") {
+    if (status === "completed" || status === "stored") {
       t.progress_percent = 100;
       t.bytes_transferred = t.file_size;
       t.chunks_sent = t.total_chunks;
@@ -171,6 +194,8 @@ export class Role {
       if (status === "completed") {
         const how = t.direction === "send" ? `sent to ${t.peer}` : `received from ${t.peer}`;
         display.note(`${t.filename}: ${how} (${carriedBy(t)}), sha256 verified`);
+      } else if (status === "stored") {
+        display.note(`${t.filename}: ${t._.note || "kept on the server"} (end-to-end encrypted; delivered, then deleted)`);
       } else {
         display.note(`${t.filename}: ${status}${code ? ` (${code})` : ""}${error ? `: ${error}` : ""}`, "error");
       }
