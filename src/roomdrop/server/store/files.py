@@ -33,7 +33,6 @@ import asyncio
 import contextlib
 import errno
 import hashlib
-import io
 import os
 import re
 import secrets
@@ -191,9 +190,10 @@ class FileStore:
             with self._os_errors(f"writing {temporary} (finishing {key})"):
                 with temporary.open("wb", buffering=0) as out:
                     os.fchmod(out.fileno(), FILE_MODE)
-                    for _, path, size in files:
+                    for _, path, _ in files:
                         with path.open("rb", buffering=0) as source:
-                            _copy(source, out, size, buffer, view)
+                            while count := source.readinto(buffer):
+                                out.write(view[:count])
                     os.fsync(out.fileno())
                 os.replace(temporary, target)
         except BaseException:
@@ -325,25 +325,3 @@ def _initiated(upload: Path) -> float:
         with contextlib.suppress(OSError):
             return upload.stat().st_mtime
         return 0.0
-
-
-def _copy(
-    source: io.FileIO, out: io.FileIO, size: int, buffer: bytearray, view: memoryview
-) -> None:
-    """``size`` bytes of ``source`` onto the end of ``out``: in the kernel
-    (``copy_file_range``: no trip through this process, a reflink where the file system
-    can), else through ``buffer``."""
-    left = size
-    try:
-        while left:
-            done = os.copy_file_range(source.fileno(), out.fileno(), left)
-            if not done:
-                break
-            left -= done
-    except OSError as exc:
-        if exc.errno not in (errno.EXDEV, errno.ENOSYS, errno.EOPNOTSUPP, errno.EINVAL):
-            raise
-    source.seek(size - left)
-    while left and (count := source.readinto(buffer)):
-        out.write(view[:count])
-        left -= count
