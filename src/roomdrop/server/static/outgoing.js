@@ -21,7 +21,7 @@
 // Counterpart: src/roomdrop/client/outgoing.py
 
 import { hashFile } from "./hashing.js";
-import { keepingText, storedText } from "./keeping.js";
+import { delivered, keepingText, storedText } from "./keeping.js";
 import {
   CHUNK_SIZE,
   DATA_CHANNEL_MAX_MESSAGE,
@@ -351,6 +351,7 @@ export class Outgoing extends Role {
 
   onComplete(p, from) {
     const t = this.get(p.transfer_id);
+    if (t?.status === "stored" && from !== this.host.user) return delivered(t, p, this.host.display);
     if (!t || t._.final) return;
     if (from === this.host.user) return;
     if (p.sha256 !== t.sha256) {

@@ -142,6 +142,7 @@ class Session {
     this.api.token = token;
     this.user = user;
     this.room = room;
+    this.roster.listed.clear(); // what is kept for this user is listed again
     setState("joining");
     await this.keyring.init(user);
     await this.links.loadIceServers();
