@@ -200,18 +200,7 @@ class FileTransferManager:
 
     def offer(self, transfer_id: str) -> Offer:
         """The ``file-share-offer`` payload for a transfer."""
-        r = self._local(transfer_id).record
-        return Offer(
-            transfer_id=UUID(r.transfer_id),
-            receiver_id=r.receiver_id,
-            filename=r.filename,
-            file_size=r.file_size,
-            mime_type=r.mime_type,
-            chunk_size=r.chunk_size,
-            total_chunks=r.total_chunks,
-            sha256=r.sha256,
-            e2e=r.e2e,
-        )
+        return self._local(transfer_id).record.offer()
 
     # --- state changes -------------------------------------------------------------
 

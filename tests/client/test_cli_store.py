@@ -26,6 +26,14 @@ async def seen_then_gone(room: Room, tmp_path: Path) -> None:
     await bob.wait(30)
 
 
+async def restarted(start: Any, server: Any, **env: str) -> Any:
+    """``server`` stopped (SIGTERM: a clean shutdown) and started again where it stood."""
+    server.stopped_by_test = True
+    server.process.send_signal(signal.SIGTERM)
+    await asyncio.to_thread(server.process.wait, 30)
+    return await start(again=server, **env)
+
+
 def api(server: Any, user: str, method: str, path: str, **params: str) -> httpx.Response:
     """The server's REST API as ``user``."""
     url = f"{server.url}/webrtc{path}"
@@ -209,10 +217,7 @@ async def test_a_kept_file_outlives_a_restart_of_a_server_without_redis(
     sender = room.send(source, extra=["--store"])
     assert await sender.wait(60) == 0, sender.report()
     tid = sender.result()["transfer_id"]
-    server.stopped_by_test = True
-    server.process.send_signal(signal.SIGTERM)
-    await asyncio.to_thread(server.process.wait, 30)
-    again = await start(again=server)  # its records were in its memory only
+    again = await restarted(start, server)  # its records were in its memory only
 
     receiver = room.receive(tmp_path / "inbox")
     assert await receiver.wait(60) == 0, receiver.report()

@@ -4,13 +4,12 @@ its refusals precise, nothing left behind, an upload resumed across a server res
 from __future__ import annotations
 
 import asyncio
-import signal
 from pathlib import Path
 from typing import Any
 
 import pytest
 from clitools import MB, Room, sha256_of, write_random
-from test_cli_store import seen_then_gone
+from test_cli_store import restarted, seen_then_gone
 
 from redistools import RedisServer
 from seaweedtools import ACCESS_KEY, REGION, SECRET_KEY, SeaweedServer
@@ -161,10 +160,7 @@ async def test_an_upload_resumes_after_a_server_restart_from_the_parts_stored(
     digest = write_random(source, size)
     sender = room.send(source, extra=["--store"])
     await sender.progress_at_least(40)
-    server.stopped_by_test = True
-    server.process.send_signal(signal.SIGTERM)
-    await asyncio.to_thread(server.process.wait, 30)
-    await start(again=server, **shared)
+    await restarted(start, server, **shared)
 
     assert await sender.wait(180) == 0, sender.report()
     result = sender.result()

@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from decimal import ROUND_HALF_UP, Decimal
 from typing import Any
+from uuid import UUID
 
 from pydantic import BaseModel
 
@@ -192,6 +193,21 @@ class Transfer:
             created_mono=mono,
             e2e=offer.e2e,
             store=offer.store,
+        )
+
+    def offer(self) -> Offer:
+        """The ``file-share-offer`` payload of this transfer (``store`` as it was)."""
+        return Offer(
+            transfer_id=UUID(self.transfer_id),
+            receiver_id=self.receiver_id,
+            filename=self.filename,
+            file_size=self.file_size,
+            mime_type=self.mime_type,
+            chunk_size=self.chunk_size,
+            total_chunks=self.total_chunks,
+            sha256=self.sha256,
+            e2e=self.e2e,
+            store=self.store,
         )
 
     @property

@@ -15,7 +15,6 @@ from __future__ import annotations
 import json
 import logging
 from typing import Final
-from uuid import UUID
 
 from roomdrop.clock import Clock
 from roomdrop.exceptions import RoomdropError, UnknownTransfer
@@ -34,18 +33,7 @@ SUFFIX: Final = ".offer"
 
 def offer_of(record: Transfer) -> Offer:
     """The offer of a kept file, as its receiver gets it."""
-    return Offer(
-        transfer_id=UUID(record.transfer_id),
-        receiver_id=record.receiver_id,
-        filename=record.filename,
-        file_size=record.file_size,
-        mime_type=record.mime_type,
-        chunk_size=record.chunk_size,
-        total_chunks=record.total_chunks,
-        sha256=record.sha256,
-        e2e=record.e2e,
-        store=True,
-    )
+    return record.offer().model_copy(update={"store": True})
 
 
 async def write(store: ObjectStore, record: Transfer, stored_at: float) -> None:
