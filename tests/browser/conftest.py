@@ -90,6 +90,11 @@ def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) ->
         )
         for server in harness.servers:
             text = server.log()
+            # what went wrong first, in case the tail below gets cut where it is read
+            loud = [line for line in text.splitlines() if '"level": "info"' not in line]
+            if loud:
+                section = f"roomdrop serve on port {server.port}: all but its info lines"
+                report.sections.append((section, "\n".join(loud[-60:])))
             if len(text) > LOG_TAIL:
                 text = "...\n" + text[-LOG_TAIL:]
             report.sections.append((f"roomdrop serve on port {server.port} (stderr)", text))

@@ -56,8 +56,13 @@ class Command:
         return self.stderr.read_text(errors="replace")
 
     def report(self) -> str:
+        out = self.stdout.read_text(errors="replace").splitlines()
+        # the lines that say what happened, which a tail of progress lines can bury
+        said = [line for line in out if '"event":"progress"' not in line]
         return (
-            f"$ roomdrop {' '.join(self.args)}\n--- stdout (tail)\n"
+            f"$ roomdrop {' '.join(self.args)}\n--- stdout but progress (tail)\n"
+            + "\n".join(said[-30:])
+            + "\n--- stdout (tail)\n"
             f"{self.stdout.read_text(errors='replace')[-4000:]}\n--- stderr (tail)\n"
             f"{self.err()[-4000:]}"
         )

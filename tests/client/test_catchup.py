@@ -15,6 +15,7 @@ import pytest
 
 from roomdrop.client.catchup import catch_up_incoming, catch_up_outgoing, transfers_of
 from roomdrop.client.configdir import config_dir
+from roomdrop.client.errors import NotConnected
 from roomdrop.client.incoming import Incoming
 from roomdrop.client.keyring import Keyring
 from roomdrop.client.outgoing import Outgoing
@@ -314,3 +315,32 @@ async def test_a_receiver_considers_a_pending_offer_it_never_saw(tmp_path: Path)
     accepts = [p for kind, p in host.sent if kind is MessageType.FILE_SHARE_ACCEPT]
     assert accepts == [Accept(transfer_id=out.tid, missing=None)]
     assert out.tid in incoming
+
+
+async def test_a_receiver_whose_accept_was_lost_with_the_connection_sends_it_again(
+    tmp_path: Path,
+) -> None:
+    """The connection went down just as the accept went out: the receiver accepted (its
+    record is active), the server still holds the offer pending, and waits for ever
+    unless the catch-up sends the accept again."""
+    _, sender, out = await offered(tmp_path / "sender")
+    host = StandIn(BOB)
+    incoming = Incoming(host, unlimited(tmp_path / "inbox"), ask=None)
+    down = NotConnected("not connected to the server")
+
+    async def offline(kind: MessageType, payload: Any) -> None:
+        raise down
+
+    host.send = offline  # type: ignore[method-assign]
+    incoming.on_offer(sender.manager.offer(out.tid), ALICE)
+    await asyncio.gather(*host.tasks)
+    inc = incoming.states[out.tid]
+    assert not inc.done.done(), "a lost accept does not end the transfer"
+    assert incoming.local_status(inc) is Status.ACTIVE
+
+    del host.send  # online again: the StandIn's own send records
+    await catch_up_incoming(incoming, server_view(sender.manager, out.tid, Status.PENDING))
+    accepts = [p for kind, p in host.sent if kind is MessageType.FILE_SHARE_ACCEPT]
+    assert accepts == [Accept(transfer_id=out.tid, missing=None)]
+    await catch_up_incoming(incoming, server_view(sender.manager, out.tid, Status.ACTIVE))
+    assert len([k for k in host.kinds() if k is MessageType.FILE_SHARE_ACCEPT]) == 1

@@ -26,6 +26,7 @@ paused, verified here     waits: a paused transfer cannot complete, so the compl
                           goes on the resume that follows (``Incoming.on_resume``)
 active/paused             pauses or resumes to match and, active, asks for every chunk
                           it lacks
+pending, accepted here    sends the accept again (lost as the connection went down)
 pending, not known here   considers the offer it missed
 stored, for this end      says it is waiting (the server offers it right after)
 active/paused, not known  takes it up from its part file (this receiver restarted)
@@ -37,8 +38,11 @@ The page mirrors this module in ``static/catchup.js``.
 
 from __future__ import annotations
 
+import contextlib
+
 from pydantic import ValidationError
 
+from roomdrop.client.errors import NotConnected
 from roomdrop.client.incoming import Incoming, offer_of
 from roomdrop.client.outgoing import Outgoing
 from roomdrop.client.transfers import ENDED
@@ -101,6 +105,10 @@ async def catch_up_incoming(incoming: Incoming, known: dict[str, TransferObject]
             incoming.resolve_completed(inc)
         elif held.status.value in ENDED:
             await incoming.end(inc, held.status.value, held.error, held.error_code)
+        elif held.status is Status.PENDING:
+            if incoming.accepted_here(inc):  # the accept was lost as the connection went
+                with contextlib.suppress(NotConnected):
+                    await incoming.send_accept(inc)
         elif incoming.unannounced(inc):
             # verified here, not taken there: only an active transfer can complete (a
             # paused one is announced on its resume)

@@ -217,14 +217,12 @@ class Incoming(Role[ReceiveState]):
             await not_received(self, state, exc)
             return
         record = self.manager.get_transfer(tid)
-        missing = await self.manager.missing_chunks(tid)
         state.resumed_bytes = record.bytes_transferred
         state.started = state.last_chunk = time.monotonic()
-        ranges = ranges_of(missing) if len(missing) < record.total_chunks else None
-        scan = True if self.manager.scan is not None else None
-        await self.host.send(
-            T.FILE_SHARE_ACCEPT, Accept(transfer_id=tid, missing=ranges, scan=scan)
-        )
+        try:
+            await self.send_accept(state)
+        except NotConnected:  # accepted here: the accept goes out on the catch-up
+            log.info("the accept of %s goes out when the connection is back", tid)
         if state.resumed_bytes:
             self.host.reporter.note(
                 f"resuming {record.filename}: {state.resumed_bytes:,} of "
@@ -232,6 +230,23 @@ class Incoming(Role[ReceiveState]):
             )
         if record.status is Status.COMPLETED:
             await self.announce_complete(state)
+
+    async def send_accept(self, state: ReceiveState) -> None:
+        """``file-share-accept`` for a transfer accepted here, with the chunks its part
+        file still lacks; :class:`NotConnected` while the connection is down (the
+        catch-up that follows sends it again: :meth:`accepted_here`)."""
+        record = self.manager.get_transfer(state.tid)
+        missing = await self.manager.missing_chunks(state.tid)
+        ranges = ranges_of(missing) if len(missing) < record.total_chunks else None
+        scan = True if self.manager.scan is not None else None
+        await self.host.send(
+            T.FILE_SHARE_ACCEPT, Accept(transfer_id=state.tid, missing=ranges, scan=scan)
+        )
+
+    def accepted_here(self, state: ReceiveState) -> bool:
+        """Accepted by this end (its record is active), whether or not the server took
+        the accept (a connection lost as it went out: the server still holds it pending)."""
+        return not state.done.done() and self.local_status(state) is Status.ACTIVE
 
     async def take_up(self, t: TransferObject) -> None:
         """Adopt a transfer the server still holds (this receiver restarted)."""
