@@ -98,6 +98,23 @@ def build_parser() -> argparse.ArgumentParser:
         help="with --scan: keep an infected file in DIR as NAME.infected instead of "
         "deleting it ($ROOMDROP_QUARANTINE_DIR)",
     )
+    kept = commands.add_parser(
+        "kept",
+        help="list the files the server keeps for you or that you keep for others "
+        "(send --store), or withdraw one",
+    )
+    kept.add_argument(
+        "--withdraw",
+        metavar="ID",
+        help="withdraw the kept file ID (the start of its id is enough): the server "
+        "deletes it from its store (its receiver may discard one likewise)",
+    )
+    kept.add_argument(
+        "--server", metavar="URL", action="append", help="server URL ($ROOMDROP_SERVER)"
+    )
+    kept.add_argument("--room", help="only the files kept in this room")
+    kept.add_argument("--token", help="your token ($ROOMDROP_TOKEN)")
+    kept.add_argument("--json", action="store_true", help="one JSON object per line")
     keys = commands.add_parser(
         "keys", help="show this device's key and the peers' keys it trusts, or trust a new one"
     )
@@ -177,6 +194,8 @@ def main(argv: list[str] | None = None) -> int:
         return client_command(args)
     if args.command == "keys":
         return keys_command(args)
+    if args.command == "kept":
+        return kept_command(args)
     from roomdrop.server.settings import Settings
 
     overrides = {
@@ -287,6 +306,61 @@ def client_command(args: argparse.Namespace) -> int:
 
             silence(sys.stderr)
     return outcome.exit_code
+
+
+def kept_command(args: argparse.Namespace) -> int:
+    """``roomdrop kept``: one line per kept file; ``--withdraw ID``: withdraw it (1 if
+    no kept file has that id or the server refuses, 3 if it cannot be reached)."""
+    import asyncio
+    import json
+
+    from roomdrop.client.kept import list_kept, withdraw
+    from roomdrop.client.settings import ClientSettings, split_servers, user_of
+    from roomdrop.exceptions import RoomdropError, ServerUnreachable, Unauthorized
+
+    settings = ClientSettings()
+    servers = split_servers(args.server or [settings.server])
+    token = args.token or (settings.token.get_secret_value() if settings.token else None)
+    if not servers:
+        return fail("no server: pass --server URL or set ROOMDROP_SERVER")
+    if not token:
+        return fail("no token: pass --token TOKEN or set ROOMDROP_TOKEN (see `roomdrop token`)")
+    try:
+        user = user_of(token)
+    except ValueError as exc:
+        return fail(f"--token: {exc}")
+    try:
+        if args.withdraw is not None:
+            done = asyncio.run(withdraw(servers, token, user, args.withdraw, room=args.room))
+            t = done.transfer
+            if args.json:
+                print(json.dumps({"event": "withdrawn", **t.model_dump()}))
+            else:
+                how = (
+                    f"withdrew {t.filename} (kept for {done.other})"
+                    if done.mine
+                    else (f"discarded {t.filename} (kept for you by {done.other})")
+                )
+                print(f"{how}: {t.status.value}, deleted from the server's store")
+            return 0
+        listed = asyncio.run(list_kept(servers, token, user, room=args.room))
+    except (ServerUnreachable, Unauthorized) as exc:
+        return fail(exc.message, 3)
+    except RoomdropError as exc:
+        return fail(f"{exc.code}: {exc.message}", 1)
+    for kept in listed:
+        t = kept.transfer
+        if args.json:
+            print(json.dumps({"event": "kept", **t.model_dump()}))
+            continue
+        whose = f"for {kept.other}" if kept.mine else f"from {kept.other}, for you"
+        print(
+            f"{t.transfer_id}  {t.filename}  {t.file_size:,} bytes  {whose}  "
+            f"in room {t.room_id}  since {t.stored_at}"
+        )
+    if not listed and not args.json:
+        print("nothing kept on the server for you or by you")
+    return 0
 
 
 def keys_command(args: argparse.Namespace) -> int:

@@ -184,6 +184,10 @@ class Room:
         args = ["send", *map(str, paths), "--to", self.bob, "--transport", transport, *extra]
         return self._run(self.alice, args, env, json, server_args)
 
+    def kept(self, user: str, *args: str) -> Command:
+        """``roomdrop kept ARGS`` as ``user``, in this room (``--room``)."""
+        return self._run(user, ["kept", *args], None)
+
     def receive(
         self,
         out: Path,

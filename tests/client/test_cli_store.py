@@ -117,10 +117,33 @@ async def test_a_kept_file_the_sender_withdraws_is_deleted_and_never_offered(
     tid = sender.result()["transfer_id"]
     assert objects(server)
 
-    answer = api(server, room.alice, "DELETE", f"/rooms/{room.name}/file-transfer/{tid}")
-    assert answer.status_code == 200, answer.text
-    assert answer.json()["status"] == "cancelled"
+    listed = api(server, room.alice, "GET", "/file-transfers", status="stored")
+    assert [t["transfer_id"] for t in listed.json()] == [tid]
+    for user, whose in ((room.alice, f"for {room.bob}"), (room.bob, f"from {room.alice}, for you")):
+        kept = room.kept(user)  # both parties see it, each from their side
+        assert await kept.wait(30) == 0, kept.report()
+        [line] = [json.loads(text) for text in kept.stdout.read_text().splitlines()]
+        assert (line["event"], line["transfer_id"], line["status"]) == ("kept", tid, "stored")
+        plain = room._run(user, ["kept"], None, json=False)
+        assert await plain.wait(30) == 0, plain.report()
+        assert whose in plain.stdout.read_text() and tid in plain.stdout.read_text()
+
+    wrong = room.kept(room.alice, "--withdraw", "0000")
+    assert await wrong.wait(30) == 1, wrong.report()
+    assert "not-found: no file kept on the server with id '0000'" in wrong.err(), wrong.report()
+    assert objects(server), "a refused withdrawal deletes nothing"
+
+    withdrawn = room.kept(room.alice, "--withdraw", tid[:8])  # the start of its id
+    assert await withdrawn.wait(30) == 0, withdrawn.report()
+    [done] = withdrawn.events("withdrawn")
+    assert (done["transfer_id"], done["status"]) == (tid, "cancelled")
+    assert done["error"] == "withdrawn by its sender"
     assert objects(server, everything=True) == []
+    again = room.kept(room.alice, "--withdraw", tid)
+    assert await again.wait(30) == 1, again.report()
+    empty = room._run(room.bob, ["kept"], None, json=False)
+    assert await empty.wait(30) == 0, empty.report()
+    assert "nothing kept on the server for you or by you" in empty.stdout.read_text()
 
     receiver = room.receive(tmp_path / "inbox", count=None)
     await room.joined(receiver)

@@ -1,5 +1,5 @@
-"""The server's REST endpoints a client needs (httpx): the ICE servers to use, and a
-transfer's current record.
+"""The server's REST endpoints a client needs (httpx): the ICE servers to use, a
+transfer's current record, the caller's transfers, and cancelling one.
 
 The only module that imports ``httpx``.
 """
@@ -12,7 +12,7 @@ from urllib.parse import quote, urlsplit
 
 import httpx
 
-from roomdrop.exceptions import ServerUnreachable, Unauthorized
+from roomdrop.exceptions import RoomdropError, ServerUnreachable, Unauthorized
 
 __all__ = ["ServerApi", "api_base"]
 
@@ -71,12 +71,34 @@ class ServerApi:
         body = await self._get(path, missing_ok=True)
         return body if isinstance(body, dict) else None
 
-    async def _get(self, path: str, *, missing_ok: bool = False) -> Any:
+    async def transfers(self, status: str | None = None) -> list[dict[str, Any]]:
+        """``GET /webrtc/file-transfers``: the caller's transfers (of one ``status``)."""
+        body = await self._get("/file-transfers", params={"status": status} if status else None)
+        return [t for t in body if isinstance(t, dict)] if isinstance(body, list) else []
+
+    async def cancel(self, room: str, transfer_id: str, reason: str) -> dict[str, Any]:
+        """``DELETE`` a transfer (either party): its record as the server left it. A
+        refusal raises :class:`~roomdrop.exceptions.RoomdropError` with the server's code
+        and reason (``not-found``, ``invalid-transition``, ...)."""
+        path = f"/rooms/{quote(room, safe='')}/file-transfer/{transfer_id}"
+        body = await self._get(path, method="DELETE", params={"reason": reason}, refused=True)
+        return body if isinstance(body, dict) else {}
+
+    async def _get(
+        self,
+        path: str,
+        *,
+        missing_ok: bool = False,
+        method: str = "GET",
+        params: dict[str, str] | None = None,
+        refused: bool = False,
+    ) -> Any:
+        """``refused``: a 4xx answer raises the server's own code and reason."""
         failures: list[tuple[str, httpx.HTTPError]] = []
         for server in self._order():
             base = self.bases[server]
             try:
-                response = await self._client.get(base + path)
+                response = await self._client.request(method, base + path, params=params)
             except httpx.HTTPError as exc:
                 failures.append((base, exc))
                 continue
@@ -84,6 +106,8 @@ class ServerApi:
                 raise Unauthorized(response.json().get("detail", "unauthorized"))
             if missing_ok and response.status_code in (403, 404):
                 return None
+            if refused and 400 <= response.status_code < 500:
+                raise refusal(response)
             response.raise_for_status()
             return response.json()
         if len(failures) == 1:
@@ -94,6 +118,20 @@ class ServerApi:
 
     async def close(self) -> None:
         await self._client.aclose()
+
+
+def refusal(response: httpx.Response) -> RoomdropError:
+    """The server's refusal (``{"detail", "code"}``) as an error with its code."""
+    try:
+        body = response.json()
+    except ValueError:
+        body = {}
+    detail = body.get("detail") if isinstance(body, dict) else None
+    error = RoomdropError(str(detail or f"HTTP {response.status_code}"))
+    code = body.get("code") if isinstance(body, dict) else None
+    if isinstance(code, str):
+        error.code = code
+    return error
 
 
 def describe(exc: httpx.HTTPError) -> str:
