@@ -27,6 +27,7 @@ from roomdrop.protocol.state import Event, Status
 from roomdrop.server.backend import Backend
 from roomdrop.server.memorybackend import MemoryBackend
 from roomdrop.server.redisbackend import RedisBackend
+from roomdrop.server.redisbackend.records import STORED_SWEEP_EVERY
 from roomdrop.server.settings import Settings
 
 CHUNK = 64 * 1024
@@ -275,3 +276,57 @@ async def test_presence_keeps_each_participants_device_key_while_they_are_in(
     assert await b.device_keys("room") == {"alice": newer}
     await b.join("room", "alice", "c5")  # back without a key: none is handed out
     assert await b.device_keys("room") == {}
+
+
+async def test_a_kept_file_expires_after_the_store_ttl_and_redis_reads_them_once_a_minute(
+    request: pytest.FixtureRequest, tmp_path: Path
+) -> None:
+    """The kept files can be many and their expiry is counted in days: Redis reads them
+    for the sweep once a minute (at most a tenth of the TTL), not every second."""
+    redis: RedisServer = request.getfixturevalue("redis_server")
+    clock = ManualClock()
+    settings = Settings(
+        data_dir=tmp_path,
+        store_ttl=86_400,
+        redis_url=redis.url,
+        redis_prefix=redis.prefix(),
+    )
+    b = RedisBackend(settings, "s" * 40, clock=clock)
+    await b.start(Deliveries())
+    try:
+        kept = await b.create(offer().model_copy(update={"store": True}), "alice", "room")
+        await b.apply(kept.transfer_id, Event.ACCEPT)
+        await b.apply(kept.transfer_id, Event.STORE)
+        clock.advance(86_400 - 30)
+        assert await b.sweep() == []  # the kept files read: not due yet
+        clock.advance(31)  # due now, but they were read 31 s ago
+        await _next_sweep_slot(b)
+        assert await b.sweep() == []
+        clock.advance(STORED_SWEEP_EVERY - 31)
+        await _next_sweep_slot(b)
+        [expired] = await b.sweep()
+        assert (expired.transfer_id, expired.status, expired.error_code) == (
+            kept.transfer_id,
+            Status.FAILED,
+            "expired",
+        )
+    finally:
+        await b.close()
+
+
+async def test_the_room_a_user_was_seen_in_is_forgotten_after_the_store_ttl(
+    backend: tuple[Backend, ManualClock],
+) -> None:
+    """Whom a file may be kept for: those seen in the room within ROOMDROP_STORE_TTL
+    (7 days here). In Redis the room's hash also expires that long after its last
+    write, so that the rooms nobody visits again leave nothing behind."""
+    b, clock = backend
+    await b.join("room", "bob", "c1", "B" * 42 + "A")
+    assert await b.leave("room", "bob", "c1", grace=5) is True
+    week = 7 * 86_400
+    assert set(await b.seen("room", clock.time() - week)) == {"bob"}
+    if isinstance(b, RedisBackend):
+        left = await b.r.ttl(b.keys.k("seen", "room"))
+        assert week < left <= week + 60, left
+    clock.advance(week + 1)
+    assert await b.seen("room", clock.time() - week) == {}

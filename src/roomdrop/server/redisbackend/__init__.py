@@ -23,7 +23,8 @@ deployment's prefix ``P`` (``ROOMDROP_REDIS_PREFIX``, default ``roomdrop``)::
                                 published one (it leaves with them)
     P:seen:{room}        hash   user -> {"key": device key or null, "at": epoch s}: who
                                 has been in the room, kept for ROOMDROP_STORE_TTL (whom
-                                a file may be kept for)
+                                a file may be kept for); the hash expires that long
+                                after its last write, old entries go when it is read
     P:g                  zset   ["room", "user"] -> end of their grace window (epoch s)
     P:i:{instance}       string an instance's heartbeat (expires after INSTANCE_TIMEOUT)
     P:i:{instance}:m     set    ["room", "user"] of the participants it hosts

@@ -82,7 +82,14 @@ class RedisBackend:
         )
         self.bus = Bus(self.r, self.keys, self.instance_id)
         self.transfers = Records(self.r, self.keys, self.bus, self.clock, self.limits)
-        self.presence = Presence(self.r, self.keys, self.bus, self.clock, settings.reconnect_grace)
+        self.presence = Presence(
+            self.r,
+            self.keys,
+            self.bus,
+            self.clock,
+            settings.reconnect_grace,
+            seen_ttl=settings.store_ttl,
+        )
         self.queue = RelayQueue(
             self.r,
             self.keys,

@@ -75,7 +75,12 @@ class Presence:
         bus: Bus,
         clock: Clock,
         reconnect_grace: float,
+        seen_ttl: float = 7 * 86_400.0,
     ) -> None:
+        self.seen_ttl = seen_ttl
+        """How long a room's ``seen`` hash outlives its last write (ROOMDROP_STORE_TTL:
+        no file may be kept for someone seen longer ago), so that the hash of a room
+        nobody visits any more goes too; its stale entries go when it is read."""
         self.r = r
         self.keys = keys
         self.bus = bus
@@ -138,12 +143,24 @@ class Presence:
 
     async def _saw(self, room_id: str, user_id: str, key: str | None) -> None:
         entry = json.dumps({"key": key, "at": self.clock.time()})
-        await self.r.hset(self.keys.k("seen", room_id), user_id, entry)
+        seen = self.keys.k("seen", room_id)
+        async with self.r.pipeline(transaction=True) as pipe:
+            pipe.hset(seen, user_id, entry)
+            pipe.expire(seen, self._seen_expiry())
+            await pipe.execute()
 
     @unavailable
     async def remember(self, room_id: str, user_id: str, key: str, at: float) -> None:
         entry = json.dumps({"key": key, "at": at})
-        await self.r.hsetnx(self.keys.k("seen", room_id), user_id, entry)
+        seen = self.keys.k("seen", room_id)
+        async with self.r.pipeline(transaction=True) as pipe:
+            pipe.hsetnx(seen, user_id, entry)
+            pipe.expire(seen, self._seen_expiry())
+            await pipe.execute()
+
+    def _seen_expiry(self) -> int:
+        """Seconds, with a minute to spare (whole seconds, as EXPIRE takes)."""
+        return int(self.seen_ttl) + 60
 
     @unavailable
     async def seen(self, room_id: str, since: float) -> dict[str, Seen]:

@@ -24,6 +24,10 @@ __all__ = ["KEEP_FINISHED", "Records", "decode_record", "encode_record"]
 
 KEEP_FINISHED: Final = 3600.0
 """Seconds an ended transfer's record stays readable."""
+STORED_SWEEP_EVERY: Final = 60.0
+"""Seconds between two sweeps of the kept files for expiry (at most a tenth of
+ROOMDROP_STORE_TTL): the live transfers are swept every second, but the kept ones can
+be many, and their expiry is counted in days."""
 _PROGRESS_FIELDS: Final = ("chunks_sent", "bytes_transferred", "last_activity", "meter")
 _STATE_FIELDS: Final = tuple(
     f.name for f in dataclasses.fields(Transfer) if f.name not in _PROGRESS_FIELDS
@@ -97,6 +101,7 @@ class Records:
         self.limits = limits
         self.cache: dict[str, Transfer] = {}
         """This instance's copy of each record it has read (see :meth:`adopt`)."""
+        self._stored_due = 0.0  # monotonic time the kept files are next swept
         self._progress = r.register_script(_PROGRESS)
 
     def adopt(self, fresh: Transfer) -> Transfer:
@@ -282,7 +287,11 @@ class Records:
             k("recent"), "-inf", self.clock.time() - self.limits.expiry - KEEP_FINISHED
         )
         ended: list[Transfer] = []
-        due_sets = (k("live"), k("stored"))
+        due_sets = [k("live")]
+        now = self.clock.monotonic()
+        if now >= self._stored_due:
+            due_sets.append(k("stored"))
+            self._stored_due = now + min(STORED_SWEEP_EVERY, self.limits.store_ttl / 10)
         tids = set().union(*[await self.r.smembers(s) for s in due_sets])
         for tid, record in await self._fetch(tids):
             if record is None:
