@@ -50,7 +50,13 @@ def build_parser() -> argparse.ArgumentParser:
 
     send = commands.add_parser("send", help="send files to a participant of a room")
     send.add_argument("paths", metavar="PATH", nargs="+", type=Path, help="files to send")
-    send.add_argument("--to", required=True, metavar="USER", help="the participant to send to")
+    send.add_argument(
+        "--to",
+        required=True,
+        metavar="USER",
+        help="the participant to send to; several, comma-separated (each gets its own "
+        "transfer); @room: everyone else in the room",
+    )
     send.add_argument(
         "--transport",
         choices=("auto", "direct", "p2p", "relay"),
@@ -248,6 +254,15 @@ def client_command(args: argparse.Namespace) -> int:
                 return fail(f"not a file: {path}")
         if args.wait is not None and args.wait < 0:
             return fail("--wait must be at least 0")
+        receivers = [name.strip() for name in args.to.split(",")]
+        if not all(receivers):
+            return fail(f"--to {args.to!r}: an empty name (USER, USER,... or @room)")
+        if len(set(receivers)) < len(receivers):
+            return fail(f"--to {args.to!r}: a receiver named twice")
+        if "@room" in receivers and len(receivers) > 1:
+            return fail("--to @room means everyone else in the room: not with other names")
+        if args.store and receivers == ["@room"]:
+            return fail("--store keeps files for receivers named with --to: not with @room")
         if args.store and args.transport not in ("auto", "relay"):
             return fail(
                 f"--store keeps the files on the server: not with --transport {args.transport}"
@@ -274,7 +289,8 @@ def client_command(args: argparse.Namespace) -> int:
     else:
         from roomdrop.client.display import RichReporter
 
-        reporter = RichReporter()
+        several = args.command == "send" and (len(receivers) > 1 or receivers == ["@room"])
+        reporter = RichReporter(receivers=several)
     common: dict[str, Any] = {
         "servers": servers,
         "room": args.room,
@@ -287,7 +303,7 @@ def client_command(args: argparse.Namespace) -> int:
         if args.command == "send":
             outcome = run_send(
                 args.paths,
-                args.to,
+                receivers,
                 transport=args.transport,
                 wait=args.wait,
                 store=args.store,

@@ -180,8 +180,11 @@ class Room:
         json: bool = True,
         server_args: list[str] | None = None,
         extra: Sequence[str] = (),
+        to: str | None = None,
     ) -> Command:
-        args = ["send", *map(str, paths), "--to", self.bob, "--transport", transport, *extra]
+        """``to``: the ``--to`` value (``bob`` by default)."""
+        to = self.bob if to is None else to
+        args = ["send", *map(str, paths), "--to", to, "--transport", transport, *extra]
         return self._run(self.alice, args, env, json, server_args)
 
     def kept(self, user: str, *args: str) -> Command:
@@ -197,13 +200,15 @@ class Room:
         env: dict[str, str] | None = None,
         server_args: list[str] | None = None,
         extra: Sequence[str] = (),
+        user: str | None = None,
     ) -> Command:
+        """``user``: who receives (``bob`` by default)."""
         args = ["receive", "--out", str(out), *extra]
         if count is not None:
             args += ["--count", str(count)]
         if yes:
             args.append("--yes")
-        return self._run(self.bob, args, env, server_args=server_args)
+        return self._run(self.bob if user is None else user, args, env, server_args=server_args)
 
     async def joined(self, command: Command, timeout: float = 30.0) -> None:
         """Wait until ``command`` says it joined the room."""

@@ -52,3 +52,25 @@ def test_a_paused_transfer_shows_paused_not_its_last_speed() -> None:
         assert "paused" not in drawn(reporter)
     finally:
         reporter.stop()
+
+
+def test_a_send_to_several_names_the_receiver_on_each_line() -> None:
+    console = Console(file=io.StringIO(), width=120, force_terminal=False)
+    reporter = RichReporter(console, receivers=True)
+    try:
+        for tid, receiver in (("t1", "bob"), ("t2", "carol")):
+            reporter.progress(
+                {**snapshot(1_000_000, "active"), "transfer_id": tid, "receiver_id": receiver},
+                "relay",
+            )
+        lines = drawn(reporter)
+        assert "movie.bin to bob [relay]" in lines, lines
+        assert "movie.bin to carol [relay]" in lines, lines
+    finally:
+        reporter.stop()
+    alone = RichReporter(Console(file=io.StringIO(), width=120, force_terminal=False))
+    try:
+        alone.progress({**snapshot(1_000_000, "active"), "receiver_id": "bob"}, "relay")
+        assert "movie.bin [relay]" in drawn(alone)
+    finally:
+        alone.stop()

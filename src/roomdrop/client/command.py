@@ -67,7 +67,7 @@ class Outcome:
 
 def run_send(
     paths: list[Path],
-    to: str,
+    to: str | list[str],
     *,
     transport: str,
     wait: float | None = None,
@@ -202,7 +202,11 @@ async def _main(
     # an offer the person at this receiver declined is their choice, not a failure
     failed = [r for r in results if not r.ok and not (receiving and r.declined)]
     if failed:
-        why = "; ".join(f"{r.filename}: {r.status}: {r.error or r.status}" for r in failed)
+        several = not receiving and len({r.peer for r in results}) > 1
+        why = "; ".join(
+            f"{r.filename}{f' to {r.peer}' if several else ''}: {r.status}: {r.error or r.status}"
+            for r in failed
+        )
         return await leave(session, Outcome(EXIT_FAILED, why, results))
     return await leave(session, Outcome(0, None, results))
 

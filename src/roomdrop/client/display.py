@@ -85,7 +85,9 @@ class RichReporter:
     """A progress bar per file on stderr: bytes, percentage, speed, ETA and the path the
     data takes; a line per note and per finished file."""
 
-    def __init__(self, console: Console | None = None) -> None:
+    def __init__(self, console: Console | None = None, *, receivers: bool = False) -> None:
+        self.receivers = receivers
+        """Name the receiver on each file's line (``send`` to several at once)."""
         self._stderr = Guarded(sys.stderr)
         self.console = console or Console(file=cast(IO[str], self._stderr))
         self.bars = Bars(
@@ -170,7 +172,7 @@ class RichReporter:
 
     def progress(self, snapshot: dict[str, Any], transport: str) -> None:
         tid = snapshot["transfer_id"]
-        label = escape(f"{snapshot['filename']} [{transport}]")
+        label = self._label(snapshot["filename"], snapshot.get("receiver_id", ""), transport)
         paused = snapshot.get("status") == "paused"
         task = self._tasks.get(tid)
         if task is None:
@@ -183,12 +185,12 @@ class RichReporter:
         task = self._tasks.get(result.transfer_id)
         if task is None and result.file_size:  # over before the first progress tick
             task = self._tasks[result.transfer_id] = self.bars.add_task(
-                escape(f"{result.filename} [{result.transport}]"),
+                self._label(result.filename, result.peer, result.transport),
                 total=result.file_size,
                 completed=result.bytes_transferred,
             )
         if task is not None:
-            label = escape(f"{result.filename} [{result.transport}]")
+            label = self._label(result.filename, result.peer, result.transport)
             if result.ok:
                 self.bars.update(task, completed=result.file_size, description=label, paused=False)
             else:
@@ -201,9 +203,16 @@ class RichReporter:
                 if result.resumed_bytes
                 else ""
             )
+            to = f" to {result.peer}" if self.receivers else ""
             self.note(
-                f"done: {result.filename} ({human_size(result.file_size)}) via "
+                f"done: {result.filename}{to} ({human_size(result.file_size)}) via "
                 f"{result.transport} in {result.elapsed_s:.1f} s{resumed}{where}"
             )
         else:
-            self.note(f"{result.status}: {result.filename}: {result.error or result.status}")
+            to = f" to {result.peer}" if self.receivers else ""
+            why = result.error or result.status
+            self.note(f"{result.status}: {result.filename}{to}: {why}")
+
+    def _label(self, filename: str, receiver: str, transport: str) -> str:
+        to = f" to {receiver}" if self.receivers else ""
+        return escape(f"{filename}{to} [{transport}]")

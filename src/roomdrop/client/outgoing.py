@@ -33,6 +33,7 @@ import asyncio
 import contextlib
 import logging
 import time
+from collections.abc import Sequence
 from pathlib import Path
 
 from roomdrop.client import paths
@@ -42,7 +43,7 @@ from roomdrop.client.links import Links
 from roomdrop.client.requestnotes import RequestNotes
 from roomdrop.client.scans import Scans
 from roomdrop.client.transfers import Host, Reoffer, Result, Role, SendState, adoptable
-from roomdrop.client.waiting import NobodyCame, wait_for_receiver
+from roomdrop.client.waiting import NobodyCame, receivers_of, wait_for_receiver
 from roomdrop.exceptions import (
     E2EError,
     E2ERequired,
@@ -74,7 +75,7 @@ log = logging.getLogger("roomdrop.client")
 
 
 class Outgoing(Role[SendState]):
-    """The files this session sends, one at a time."""
+    """The files this session sends: to each receiver one at a time."""
 
     def __init__(self, host: Host, manager: FileTransferManager, links: Links) -> None:
         super().__init__(host, manager)
@@ -91,13 +92,34 @@ class Outgoing(Role[SendState]):
     # --- offering --------------------------------------------------------------------
 
     async def send_files(
-        self, paths: list[Path], to: str, scans: Scans | None = None
+        self, paths: list[Path], to: str | Sequence[str], scans: Scans | None = None
     ) -> list[Result]:
-        """Send ``paths`` to ``to``, one after another; a result for each. ``scans``:
-        their scans, begun earlier (else they begin now)."""
+        """Send ``paths`` to ``to``: one receiver, several, or ``[EVERYONE]`` (those in
+        the room now). Each receiver gets the files one after another, with its own
+        transfers (its own accept, progress and resume), all receivers at once; every
+        file is hashed once, and each transfer reads it from disk as it sends, so that a
+        slow receiver holds nothing in memory for the others. A result for each file and
+        receiver, by receiver; if one receiver could not be sent to (it never came,
+        ``--wait``), that is raised once the others are done. ``scans``: the files'
+        scans, begun earlier (else they begin now)."""
         scans = scans if scans is not None else Scans(paths)
+
+        async def each(receiver: str) -> list[Result]:
+            return [await self.send_file(path, receiver, scans) for path in paths]
+
         try:
-            return [await self.send_file(path, to, scans) for path in paths]
+            receivers = await receivers_of(
+                self.host, [to] if isinstance(to, str) else to, self.join_wait
+            )
+            if len(receivers) == 1:
+                return await each(receivers[0])
+            done = await asyncio.gather(*(each(r) for r in receivers), return_exceptions=True)
+            results: list[Result] = []
+            for outcome in done:
+                if isinstance(outcome, BaseException):
+                    raise outcome
+                results.extend(outcome)
+            return results
         finally:
             scans.stop()
 

@@ -196,6 +196,11 @@ class Session:
             self._joined.clear()
             await self._joined.wait()
 
+    async def wait_for_others(self) -> None:
+        while not self.participants - {self.user}:
+            self._joined.clear()
+            await self._joined.wait()
+
     def api(self) -> ServerApi:
         if self._server_api is None:
             from roomdrop.client.http import ServerApi
@@ -209,10 +214,11 @@ class Session:
     # --- what the command does -------------------------------------------------------
 
     async def send_files(
-        self, paths: list[Path], to: str, scans: Scans | None = None
+        self, paths: list[Path], to: str | Sequence[str], scans: Scans | None = None
     ) -> list[Result]:
-        """Send ``paths`` to ``to``, one after another; a result for each (``scans``:
-        their hashing, begun before the session started: :class:`.scans.Scans`)."""
+        """Send ``paths`` to ``to`` (one receiver, several, or ``["@room"]``), one after
+        another; a result for each file and receiver (``scans``: their hashing, begun
+        before the session started: :class:`.scans.Scans`)."""
         return await self.outgoing.send_files(paths, to, scans)
 
     async def receive_files(self, count: int | None = None) -> list[Result]:

@@ -212,6 +212,10 @@ class Host(Protocol):
         """Until ``user`` is in the room."""
         ...
 
+    async def wait_for_others(self) -> None:
+        """Until someone other than this participant is in the room."""
+        ...
+
     def api(self) -> ServerApi: ...
 
 

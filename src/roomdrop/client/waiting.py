@@ -1,13 +1,18 @@
-"""The sender waits for its receiver to join the room (``send --wait``)."""
+"""The sender waits for its receivers to join the room (``send --wait``), and finds out
+who they are (``send --to @room``: everyone else in the room)."""
 
 from __future__ import annotations
 
 import asyncio
 import time
+from collections.abc import Awaitable, Sequence
 
 from roomdrop.client.transfers import Host
 
-__all__ = ["WAITING_EVERY", "NobodyCame", "wait_for_receiver"]
+__all__ = ["EVERYONE", "WAITING_EVERY", "NobodyCame", "receivers_of", "wait_for_receiver"]
+
+EVERYONE = "@room"
+"""``--to @room``: everyone in the room but the sender, when the sending begins."""
 
 WAITING_EVERY = 1.0
 """How often the time waited for the receiver to join is shown."""
@@ -17,20 +22,43 @@ class NobodyCame(Exception):
     """The receiver did not join the room within ``--wait`` seconds."""
 
 
+async def receivers_of(host: Host, to: Sequence[str], limit: float | None) -> list[str]:
+    """The receivers ``to`` names: themselves, or for ``[EVERYONE]`` those in the room
+    but this sender now, waiting (at most ``limit`` seconds) for a first one if nobody
+    else is in it."""
+    if list(to) != [EVERYONE]:
+        return list(to)
+
+    def others() -> list[str]:
+        return sorted(host.participants - {host.user})
+
+    if not others():
+        text = f"waiting for someone to join room {host.room}"
+        nobody = f"nobody else joined room {host.room}"
+        await _wait(host, text, host.wait_for_others(), limit, nobody)
+    return others()
+
+
 async def wait_for_receiver(host: Host, to: str, limit: float | None) -> None:
     """Until ``to`` is in the room: said once, with the time waited so far (at most
     ``limit`` seconds, then :class:`NobodyCame`)."""
     if to in host.participants:
         return
     text = f"waiting for {to} to join room {host.room}"
+    await _wait(host, text, host.wait_for(to), limit, f"{to} did not join room {host.room}")
+
+
+async def _wait(
+    host: Host, text: str, until: Awaitable[None], limit: float | None, nobody: str
+) -> None:
     started = time.monotonic()
-    arrived = asyncio.ensure_future(host.wait_for(to))
+    arrived = asyncio.ensure_future(until)
     try:
         while True:
             elapsed = time.monotonic() - started
             host.reporter.waiting(text, elapsed)
             if limit is not None and elapsed >= limit:
-                raise NobodyCame(f"{to} did not join room {host.room} within {limit:g} s")
+                raise NobodyCame(f"{nobody} within {limit:g} s")
             step = WAITING_EVERY if limit is None else min(WAITING_EVERY, limit - elapsed)
             done, _ = await asyncio.wait({arrived}, timeout=step)
             if done:
