@@ -11,6 +11,13 @@ the server for someone who was in the room lately and is away, delivered when th
   checked against the one the room last saw) and saves it (same sha256).
 * Page to page: a page that left (Leave room) and joins again, without a reload, gets
   what the other page kept for it; the sender's row then says it was delivered.
+* Withdrawing (static/kept.js): files picked with nobody here wait in the chooser, which
+  offers to keep them for the one away; the row of the kept file has Withdraw, which has
+  the server delete it: its list of stored files is empty, the transfer ``cancelled``, the
+  object gone, and the CLI receiver joining afterwards is offered nothing.
+* A page that leaves and joins again keeps the row of the file it kept; one reloaded lists
+  it from room-state, with Withdraw; the receiver's page joining after the withdrawal is
+  offered nothing and told of nothing kept for it.
 
 No veth pair: nothing here may take a data channel.
 """
@@ -58,6 +65,11 @@ async def keep(page: RoomPage, user: str, path: Path) -> str:
     async with page.page.expect_file_chooser() as chooser:
         await action.click()
     await (await chooser.value).set_files(str(path))
+    return await new_transfer(page, before)
+
+
+async def new_transfer(page: RoomPage, before: set[str]) -> str:
+    """The id of the transfer that appears on ``page`` beside those ``before``."""
     deadline = time.monotonic() + 15
     while time.monotonic() < deadline:
         new = [t for t in await page.transfer_ids() if t not in before]
@@ -65,6 +77,24 @@ async def keep(page: RoomPage, user: str, path: Path) -> str:
             return new[0]
         await asyncio.sleep(0.1)
     raise AssertionError(f"{page.label}: no transfer appeared: {await page.describe()}")
+
+
+async def stored_of(rd: Harness, user: str) -> list[dict[str, object]]:
+    """The files the server lists as kept with ``user`` as a party
+    (``GET /webrtc/file-transfers?status=stored``, as ``user``)."""
+    response = await rd.server.request(
+        user, "GET", "/webrtc/file-transfers", params={"status": "stored"}
+    )
+    assert response.status_code == 200, response.text
+    return list(response.json())
+
+
+def kept_objects(rd: Harness) -> list[Path]:
+    """The kept files in the server's default store (DATA_DIR/store/…/objects), their
+    descriptions (``.offer``) aside."""
+    root = rd.server.data_dir / "store"
+    found = [p for p in root.rglob("*") if p.is_file()] if root.exists() else []
+    return [p for p in found if p.parent.name == "objects" and p.suffix != ".offer"]
 
 
 async def log(page: RoomPage) -> list[str]:
@@ -227,3 +257,140 @@ async def test_a_page_keeps_a_file_for_a_page_that_left_and_it_arrives_on_its_re
     assert sha256_of(saved) == digest
     await a.wait_status(tid, "completed", 30)
     await rd.shot(a, "delivered")
+
+
+@pytest.mark.timeout(240)
+async def test_a_page_withdraws_the_file_it_kept_and_the_receiver_is_offered_nothing(
+    rd: Harness, tmp_path: Path
+) -> None:
+    assert interfaces() == {"lo"}
+    room, bob = names("room", "bob")
+    a = await rd.guest("alice", room)
+    cli = rd.room(room, a.user, bob)
+    inbox = tmp_path / "inbox"
+    first = cli.receive(inbox, count=None)
+    await cli.joined(first)
+    await a.sees(bob)
+    first.signal(signal.SIGINT)
+    await first.wait(30)
+    await expect(away(a, bob)).to_be_visible(timeout=15_000)
+
+    # nobody is here: the file picked waits in the chooser, which offers to keep it for
+    # bob (he published a device key in the room), not to send it to him
+    path = tmp_path / "withdrawn.bin"
+    write_random(path, 3 * MB)
+    before = set(await a.transfer_ids())
+    await a.by("file-input").set_input_files(str(path))
+    chooser = a.by("chooser")
+    await expect(chooser).to_be_visible()
+    await expect(chooser).to_contain_text(
+        "Send withdrawn.bin to whom? Nobody else is here: the server can keep it"
+    )
+    await expect(chooser.get_by_test_id("chooser-participant")).to_have_count(0)
+    option = chooser.get_by_test_id("chooser-keep")
+    await expect(option).to_have_text([f"Keep for {bob}"])
+    await rd.shot(a, "chooser-keep")
+    await option.click()
+    await expect(chooser).to_be_hidden()
+    tid = await new_transfer(a, before)
+    await a.wait_status(tid, "stored", 60)
+    row = a.transfer(tid)
+    withdraw = row.get_by_test_id("transfer-withdraw")
+    await expect(withdraw).to_be_visible()
+    await expect(withdraw).to_be_enabled()
+    await expect(row.get_by_test_id("transfer-cancel")).to_be_hidden()
+    assert [t["transfer_id"] for t in await stored_of(rd, a.user)] == [tid]
+    assert len(kept_objects(rd)) == 1
+    await rd.shot(a, "kept-with-withdraw")
+
+    await withdraw.click()
+    await a.wait_status(tid, "cancelled", 30)
+    await expect(row.locator(".note")).to_have_text(
+        f"withdrawn: the server deleted it; {bob} will not be offered it"
+    )
+    await expect(row.locator(".note")).not_to_have_class(re.compile(r"\berror\b"))
+    await expect(withdraw).to_be_hidden()
+    assert await stored_of(rd, a.user) == []
+    held = await rd.server.transfer(room, a.user, tid)
+    assert held["status"] == "cancelled" and held["error"] == "withdrawn by its sender", held
+    assert kept_objects(rd) == []
+    assert any(
+        m.startswith("withdrawn.bin: withdrawn: the server deleted it") for m in await log(a)
+    )
+    await rd.shot(a, "withdrawn")
+
+    # bob joins later: nothing is kept for him, nothing offered (a kept file is offered
+    # right after the join: the first test)
+    later = cli.receive(inbox, count=None)
+    await cli.joined(later)
+    await asyncio.sleep(1.5)
+    later.signal(signal.SIGINT)
+    await later.wait(30)
+    # (with --yes a file offered is taken without an "offer" line: its result says it)
+    assert not later.events("result"), later.report()
+    notes = [n["message"] for n in later.events("note")]
+    assert not any(n.startswith("kept for you") for n in notes), notes
+    assert not (inbox / "withdrawn.bin").exists()
+    assert (await rd.server.transfer(room, a.user, tid))["status"] == "cancelled"
+
+
+@pytest.mark.timeout(240)
+async def test_a_reloaded_page_lists_the_file_it_keeps_and_withdraws_it(
+    rd: Harness, tmp_path: Path
+) -> None:
+    assert interfaces() == {"lo"}
+    a, b = await rd.pair()
+    alice, alice_name = a.user, a.user.split("#")[0]
+    bob, bob_name = b.user, b.user.split("#")[0]
+    await b.by("leave-button").click()
+    await expect(away(a, bob)).to_be_visible(timeout=15_000)
+    path = tmp_path / "listed.bin"
+    write_random(path, 2 * MB)
+    tid = await keep(a, bob, path)
+    await a.wait_status(tid, "stored", 60)
+    stored_note = f"kept on the server for {bob} until they join"
+
+    # alice leaves and joins again (no reload): the same row, still kept, with Withdraw
+    await a.by("leave-button").click()
+    await expect(a.by("join-button")).to_be_visible()
+    assert await a.join(a.room, name=alice_name, navigate=False) == alice
+    await expect(a.by("transfer")).to_have_count(1)
+    assert await a.status(tid) == "stored"
+    await expect(a.transfer(tid).locator(".note")).to_have_text(stored_note)
+    await expect(a.transfer(tid).get_by_test_id("transfer-withdraw")).to_be_visible()
+
+    # reloaded, the page knows nothing of it but what room-state says: it lists it
+    await a.page.reload()
+    assert await a.join(a.room, name=alice_name, navigate=False) == alice
+    row = a.transfer(tid)
+    await expect(row).to_be_visible(timeout=15_000)
+    await expect(a.by("transfer")).to_have_count(1)
+    assert await a.status(tid) == "stored"
+    await expect(row.locator(".dir")).to_have_text(f"to {bob}")
+    await expect(row.locator(".name")).to_have_text("listed.bin")
+    await expect(row.locator(".note")).to_have_text(
+        re.compile(rf"^{re.escape(stored_note)}, since \d")
+    )
+    listed = [m for m in await log(a) if m.startswith("you keep listed.bin (")]
+    assert len(listed) == 1 and f"for {bob} on the server" in listed[0], await log(a)
+    withdraw = row.get_by_test_id("transfer-withdraw")
+    await expect(withdraw).to_be_visible()
+    await rd.shot(a, "listed-after-reload")
+    assert [t["transfer_id"] for t in await stored_of(rd, alice)] == [tid]
+
+    await withdraw.click()
+    await a.wait_status(tid, "cancelled", 30)
+    await expect(row.locator(".note")).to_have_text(
+        f"withdrawn: the server deleted it; {bob} will not be offered it"
+    )
+    assert await stored_of(rd, alice) == []
+    assert await stored_of(rd, bob) == []
+    assert (await rd.server.transfer(b.room, alice, tid))["status"] == "cancelled"
+
+    # bob's page joins again: told of nothing kept for it, offered nothing
+    assert await b.join(b.room, name=bob_name, navigate=False) == bob
+    await a.sees(bob)
+    await asyncio.sleep(1.5)
+    assert await b.by("offer").count() == 0, await b.describe()
+    assert not any(m.startswith("kept for you: ") for m in await log(b)), await log(b)
+    assert tid not in (await b.state() or {}).get("transfers", {}), await b.describe()

@@ -10,6 +10,8 @@
 //   completed                  ends it as completed (the receiver verified it meanwhile)
 //   stored                     ends it as stored (kept for someone away: all in the
 //                              server's store, keeping.js)
+//   (a stored one, final here) delivering, delivered, withdrawn, declined or expired:
+//                              its row says so (kept.js align)
 //   active/paused              takes a missed accept (all chunks queued), then pauses or
 //                              resumes to match
 //
@@ -28,6 +30,8 @@
 //   active/paused, not known   takes it up from its part file (this page was reloaded)
 //   a live one it sends, not   shows it (an orphan of an earlier visit)
 //   known here
+//   a stored one it sends, not lists it, with Withdraw (kept.js show: kept from a
+//   known here                 page since reloaded, another tab, or the CLI)
 //
 // Each side goes through its role's public methods only. The transfers are visited in
 // the order the page knows them, both directions in one pass (the reference client
@@ -36,6 +40,7 @@
 
 import { canonicalUuid } from "./protocol.js";
 import { offerOf } from "./incoming.js";
+import { keptHere } from "./kept.js";
 import { LIVE, wake } from "./transfers.js";
 
 const ENDED = ["cancelled", "failed", "rejected"];
@@ -50,13 +55,17 @@ export function transfersOf(state) {
 }
 
 /**
- * @param {object} page {user, transfers (Map), outgoing, incoming, roster (keeping.js),
- *   display}
+ * @param {object} page {user, room, transfers (Map), outgoing, incoming, kept (kept.js), roster
+ *   (keeping.js), display}
  * @param {Map} known the room-state's transfers (transfersOf)
  */
-export async function catchUp({ user, transfers, outgoing, incoming, roster, display }, known) {
+export async function catchUp({ user, room, transfers, outgoing, incoming, kept, roster, display }, known) {
   for (const t of [...transfers.values()]) {
     const held = known.get(t.transfer_id);
+    if (keptHere(t)) {
+      if (t._.room === room) kept.align(t, held); // final here, not on the server
+      continue;
+    }
     if (t._.final) {
       if (incoming.unannounced(t) && held?.status === "active") incoming.announceComplete(t);
       continue;
@@ -65,8 +74,8 @@ export async function catchUp({ user, transfers, outgoing, incoming, roster, dis
     else catchUpIncoming(incoming, t, held);
   }
   for (const o of known.values()) {
-    const kept = roster.keptText(o, user); // the server offers each of them now
-    if (kept) display.note(kept);
+    const listed = roster.keptText(o, user); // the server offers each of them now
+    if (listed) display.note(listed);
   }
   for (const o of known.values()) {
     if (transfers.has(o.transfer_id) || !o.sha256) continue;
@@ -76,6 +85,8 @@ export async function catchUp({ user, transfers, outgoing, incoming, roster, dis
       incoming.consider(offerOf(o), o.sender_id);
     } else if (o.sender_id === user && LIVE.has(o.status)) {
       outgoing.showOrphan(o);
+    } else if (o.sender_id === user && o.status === "stored") {
+      kept.show(o);
     }
   }
 }

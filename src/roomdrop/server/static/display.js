@@ -7,7 +7,8 @@
 // Who has been here (keeping.js): those seen in the room lately who are not in it now are
 // listed as away ("away · last seen 14:02"), each with "Keep a file for NAME…" when a
 // file can be kept for them (the sender's explicit choice: it opens a file picker of its
-// own, whose files the server keeps for them until they join).
+// own, whose files the server keeps for them until they join); a file kept for someone
+// has Withdraw on its row while it is in the server's store (kept.js).
 // It reads transfers and writes only the DOM and its own state (the elements of each
 // row, the participant chosen); the buttons call back into the session.
 // Counterpart: src/roomdrop/client/display.py
@@ -33,7 +34,7 @@ export class Display {
    *   (keeping.js: away(), lastSeenText(user)), keepFor(user, files) (files chosen to
    *   be kept for someone away)
    * @param {function} control (transfer, "file-share-pause" | "file-share-resume" |
-   *   "file-share-cancel"): a transfer's button was pressed
+   *   "file-share-cancel" | "withdraw"): a transfer's button was pressed
    * @param {import("./attention.js").Attention} attention the tab's title and
    *   notifications, told of each offer shown and removed
    */
@@ -188,7 +189,7 @@ export class Display {
       }
       list.append(li);
     }
-    for (const user of this.room.roster?.away(participants, me) || []) list.append(this.awayParticipant(user));
+    for (const user of this.away()) list.append(this.awayParticipant(user));
     $("#me").textContent = me || "";
     $("#nobody").hidden = others.length > 0;
     $("#recipient").textContent = this.selected
@@ -197,9 +198,26 @@ export class Display {
     $("#file-input").disabled = !this.room.online();
   }
 
+  /** Those seen lately who are away, sorted. */
+  away() {
+    const { user: me, participants } = this.room;
+    return this.room.roster?.away(participants, me) || [];
+  }
+
+  /** Whether a file can be kept on the server for `user`, who is away: they published a
+   * device key in the room (it is sealed to it), this browser has one, and it is here. */
+  canKeepFor(user) {
+    const keyring = this.room.keyring;
+    return Boolean(keyring?.device && keyring.seen.has(user) && this.room.online());
+  }
+
+  /** Those away for whom a file can be kept, sorted (the chooser offers them too). */
+  keepable() {
+    return this.away().filter((user) => this.canKeepFor(user));
+  }
+
   /** Someone seen in the room lately who is away: when they were last here and, if a
-   * file can be kept for them (they published a device key there; this browser has
-   * one), the action that keeps files for them. */
+   * file can be kept for them (canKeepFor), the action that keeps files for them. */
   awayParticipant(user) {
     const li = document.createElement("li");
     li.className = "away";
@@ -213,8 +231,7 @@ export class Display {
     when.setAttribute("data-testid", "participant-last-seen");
     when.textContent = this.room.roster.lastSeenText(user);
     li.append(name, when);
-    const keyring = this.room.keyring;
-    if (keyring?.device && keyring.seen.has(user) && this.room.online()) li.append(this.keepAction(user));
+    if (this.canKeepFor(user)) li.append(this.keepAction(user));
     else when.title = `nothing can be kept for ${user}: no device key of theirs (or of this browser) to seal it with`;
     return li;
   }
@@ -371,15 +388,17 @@ export class Display {
     const pause = button("Pause", "transfer-pause", () => this.control(t, "file-share-pause"));
     const resume = button("Resume", "transfer-resume", () => this.control(t, "file-share-resume"));
     const cancel = button("Cancel", "transfer-cancel", () => this.control(t, "file-share-cancel"));
+    const withdraw = button("Withdraw", "transfer-withdraw", () => this.control(t, "withdraw"));
+    withdraw.hidden = true;
     const save = document.createElement("a");
     save.className = "button primary";
     save.setAttribute("data-testid", "transfer-save");
     save.textContent = "Save";
     save.hidden = true;
-    actions.append(pause, resume, cancel, save);
+    actions.append(pause, resume, cancel, withdraw, save);
     $("#transfers").prepend(li);
     $("#transfers-section").hidden = false;
-    return { el: li, pauseBtn: pause, resumeBtn: resume, cancelBtn: cancel, saveLink: save, labelled: null };
+    return { el: li, pauseBtn: pause, resumeBtn: resume, cancelBtn: cancel, withdrawBtn: withdraw, saveLink: save, labelled: null };
   }
 
   render(t) {
@@ -401,6 +420,8 @@ export class Display {
       row.pauseBtn.setAttribute("aria-label", `Pause ${t.filename}`);
       row.resumeBtn.setAttribute("aria-label", `Resume ${t.filename}`);
       row.cancelBtn.setAttribute("aria-label", `Cancel ${t.filename}`);
+      row.withdrawBtn.setAttribute("aria-label", `Withdraw ${t.filename}`);
+      row.withdrawBtn.title = `the server deletes ${t.filename} and ${t.peer} is not offered it`;
       row.saveLink.setAttribute("aria-label", `Save ${t.filename}`);
     }
     set(".dir", t.direction === "send" ? `to ${t.peer}` : `from ${t.peer}`);
@@ -443,6 +464,11 @@ export class Display {
     row.pauseBtn.disabled = !(live && t.status === "active");
     row.resumeBtn.disabled = !(live && t.status === "paused");
     row.cancelBtn.disabled = !live;
+    // kept for someone away, all in the server's store: Withdraw instead of Cancel
+    const kept = t.direction === "send" && t.status === "stored";
+    row.cancelBtn.hidden = kept;
+    row.withdrawBtn.hidden = !kept;
+    row.withdrawBtn.disabled = Boolean(t._.withdrawing);
     const save = row.saveLink;
     const ready = t.direction === "receive" && t.status === "completed" && Boolean(t._.url);
     if (ready && save.getAttribute("href") !== t._.url) {

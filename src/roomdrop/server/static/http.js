@@ -1,5 +1,6 @@
 // The server's REST endpoints the page needs (docs/protocol.md §9), with this page's
-// token once it has one: guest sign-in, the ICE servers, a transfer's current record.
+// token once it has one: guest sign-in, the ICE servers, a transfer's current record,
+// cancelling a transfer (withdrawing a kept file: kept.js).
 // A refusal throws an Error whose message is the error body's detail, with .status
 // (HTTP) and .code (the body's code).
 // Counterpart: src/roomdrop/client/http.py
@@ -47,5 +48,12 @@ export class ServerApi {
   /** The server's record of a transfer (GET …/file-transfer/{id}/progress). */
   transfer(room, transferId) {
     return this.call(`/webrtc/rooms/${encodeURIComponent(room)}/file-transfer/${transferId}/progress`);
+  }
+
+  /** DELETE …/file-transfer/{id}: cancel it (either party), with `reason`; the record as
+   * the server left it. */
+  cancel(room, transferId, reason) {
+    const query = new URLSearchParams({ reason });
+    return this.call(`/webrtc/rooms/${encodeURIComponent(room)}/file-transfer/${transferId}?${query}`, { method: "DELETE" });
   }
 }

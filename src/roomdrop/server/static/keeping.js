@@ -10,8 +10,8 @@
 //    room (keyring.js forReceiver with kept). The server accepts on the store's behalf
 //    (a file-share-accept from nobody), the chunks go through the relay only (no data
 //    channel: the other end is the server's store), and file-share-stored ends the
-//    transfer as `stored`: a success (storedText); it shows `completed` if the receiver
-//    takes it while this page is here (delivered). A refusal (unknown-receiver,
+//    transfer as `stored`: a success (storedText). From then on its row is kept.js's (with
+//    Withdraw; delivered, declined, expired). A refusal (unknown-receiver,
 //    store-quota-exceeded, store-unavailable, …) fails it with the server's message.
 //  * Receiving. On joining, what is kept for this user is listed (keptText, from
 //    room-state: transfers `stored` for this user, once each); the server then offers
@@ -40,16 +40,6 @@ export function keepingText(t, how) {
 
 export function storedText(t) {
   return `kept on the server for ${t.peer} until they join`;
-}
-
-/** A file this page kept for someone reached them (file-share-complete, while this page
- * is here): its row says so. */
-export function delivered(t, p, display) {
-  if (p.sha256 !== t.sha256) return;
-  t.status = "completed";
-  t._.note = `delivered to ${t.peer} from the server's store`;
-  display.note(`${t.filename}: delivered to ${t.peer} from the server's store, sha256 verified`);
-  display.render(t);
 }
 
 /** Who has been in the room lately, and the files kept for this user it was told of. */

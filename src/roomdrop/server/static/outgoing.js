@@ -21,7 +21,7 @@
 // Counterpart: src/roomdrop/client/outgoing.py
 
 import { hashFile } from "./hashing.js";
-import { delivered, keepingText, storedText } from "./keeping.js";
+import { keepingText, storedText } from "./keeping.js";
 import {
   CHUNK_SIZE,
   DATA_CHANNEL_MAX_MESSAGE,
@@ -351,7 +351,6 @@ export class Outgoing extends Role {
 
   onComplete(p, from) {
     const t = this.get(p.transfer_id);
-    if (t?.status === "stored" && from !== this.host.user) return delivered(t, p, this.host.display);
     if (!t || t._.final) return;
     if (from === this.host.user) return;
     if (p.sha256 !== t.sha256) {
@@ -363,10 +362,11 @@ export class Outgoing extends Role {
   }
 
   /** file-share-stored: every chunk of a file kept for someone away is in the server's
-   * store (or, catching up, room-state says it is). */
+   * store (or, catching up, room-state says it is); from now on it is kept.js's. */
   stored(t) {
     if (!t || t.direction !== "send" || t._.final) return;
     t._.note = storedText(t);
+    t._.room = this.host.room; // where it is withdrawn from, whichever room the page is in
     this.finish(t, "stored");
   }
 

@@ -3,6 +3,9 @@
 // chooser. Picked files go to the participant chosen in the list (display.js); when
 // none is chosen (several others are here and none was clicked), the chooser asks whom
 // they go to, listing the participants as they come and go, instead of dropping them.
+// It also lists those away for whom a file can be kept (display.js keepable: the same
+// rule as "Keep a file for NAME…"): "Keep for NAME" has the server keep the files for
+// them until they join (keeping.js), the sender's explicit choice as there.
 
 const $ = (sel) => document.querySelector(sel);
 
@@ -36,12 +39,15 @@ export function watchFiles({ online, send }) {
 /** "Send these files to whom?": files picked with no participant chosen wait here. */
 export class Chooser {
   /**
-   * @param {object} opts {others() the other participants, sorted, chose(user, files)
-   *   the person chose whom the waiting files go to}
+   * @param {object} opts {others() the other participants, sorted, keepable() those
+   *   away for whom files can be kept, sorted, chose(user, files) the person chose whom
+   *   the waiting files go to, keep(user, files) or chose to keep them for `user`}
    */
-  constructor({ others, chose }) {
+  constructor({ others, keepable, chose, keep }) {
     this.others = others;
+    this.keepable = keepable;
     this.chose = chose;
+    this.keep = keep;
     this.files = []; // waiting for a recipient
   }
 
@@ -73,28 +79,39 @@ export class Chooser {
     const names = this.files.map((f) => f.name);
     const what = names.length === 1 ? names[0] : `${names.length} files (${names.slice(0, 3).join(", ")}${names.length > 3 ? ", …" : ""})`;
     const others = this.others();
-    $("#chooser-title").textContent = others.length
-      ? `Send ${what} to whom?`
-      : `Send ${what} to whom? Nobody else is here yet: choose once someone joins.`;
+    const away = this.keepable();
+    let title = `Send ${what} to whom?`;
+    if (!others.length) {
+      title += away.length
+        ? " Nobody else is here: the server can keep it for someone away until they join."
+        : " Nobody else is here yet: choose once someone joins.";
+    }
+    $("#chooser-title").textContent = title;
     const list = $("#chooser-list");
     list.textContent = "";
-    for (const user of others) {
-      const li = document.createElement("li");
-      const b = document.createElement("button");
-      b.type = "button";
-      b.className = "participant";
-      b.setAttribute("data-testid", "chooser-participant");
-      b.dataset.user = user;
-      b.textContent = user;
-      b.setAttribute("aria-label", `Send ${what} to ${user}`);
-      b.addEventListener("click", () => {
-        const files = this.files;
-        this.files = [];
-        this.update();
-        this.chose(user, files);
-      });
-      li.append(b);
-      list.append(li);
+    for (const user of others) list.append(this.option(user, user, "chooser-participant", `Send ${what} to ${user}`, this.chose));
+    for (const user of away) {
+      list.append(this.option(user, `Keep for ${user}`, "chooser-keep", `Keep ${what} on the server for ${user}, who is away`, this.keep));
     }
+  }
+
+  /** One choice: a button that hands the waiting files to `then(user, files)`. */
+  option(user, text, testid, label, then) {
+    const li = document.createElement("li");
+    const b = document.createElement("button");
+    b.type = "button";
+    b.className = testid === "chooser-keep" ? "participant keep" : "participant";
+    b.setAttribute("data-testid", testid);
+    b.dataset.user = user;
+    b.textContent = text;
+    b.setAttribute("aria-label", label);
+    b.addEventListener("click", () => {
+      const files = this.files;
+      this.files = [];
+      this.update();
+      then(user, files);
+    });
+    li.append(b);
+    return li;
   }
 }

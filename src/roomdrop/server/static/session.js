@@ -5,7 +5,8 @@
 //
 // The roles: outgoing.js (the sender), incoming.js (the receiver), links.js (data
 // channels), catchup.js (aligning with room-state), keeping.js (files kept on the server
-// for someone away, and who has been in the room lately), transfers.js (what they share);
+// for someone away, and who has been in the room lately), kept.js (those files once they
+// are all in the store: listed, withdrawn), transfers.js (what they share);
 // the session's own parts: signalling.js (the WebSocket), http.js (REST), display.js
 // (what the person sees); the page's: signin.js, share.js, picker.js, attention.js.
 // Counterpart: src/roomdrop/client/session.py
@@ -18,6 +19,7 @@ import { Display } from "./display.js";
 import { ServerApi } from "./http.js";
 import { Incoming } from "./incoming.js";
 import { Roster } from "./keeping.js";
+import { Kept, keptHere } from "./kept.js";
 import { Keyring } from "./keyring.js";
 import { Links } from "./links.js";
 import { Outgoing } from "./outgoing.js";
@@ -64,14 +66,17 @@ class Session {
     });
     this.outgoing = new Outgoing(this, this.links);
     this.incoming = new Incoming(this, new PartStore());
+    this.kept = new Kept(this);
     this.signin = new SignIn(this, this.api, note);
     this.share = new Share(note);
     this.chooser = new Chooser({
       others: () => this.display.others(),
+      keepable: () => this.display.keepable(),
       chose: (user, files) => {
         this.display.choose(user);
         this.outgoing.enqueueFiles(files, user);
       },
+      keep: (user, files) => this.keepFor(user, files),
     });
   }
 
@@ -204,7 +209,8 @@ class Session {
     else this.chooser.ask(files);
   }
 
-  /** "Keep a file for NAME…" (display.js): kept on the server for `user`, who is away. */
+  /** "Keep a file for NAME…" (display.js) or "Keep for NAME" in the chooser (picker.js):
+   * kept on the server for `user`, who is away. */
   keepFor(user, files) {
     this.outgoing.enqueueFiles(files, user, { kept: true });
   }
@@ -221,8 +227,9 @@ class Session {
     }
   }
 
-  /** A transfer's Pause, Resume or Cancel button (display.js). */
+  /** A transfer's Pause, Resume, Cancel or Withdraw button (display.js). */
   control(t, type) {
+    if (type === "withdraw") return void this.kept.withdraw(t); // final here, not there
     if (t._.final) return;
     if (type === "file-share-cancel" && t.direction === "send" && this.outgoing.cancelUnsent(t)) return;
     const payload = { transfer_id: t.transfer_id };
@@ -254,6 +261,7 @@ class Session {
   owner(p) {
     const t = this.transfers.get(p.transfer_id);
     if (!t) return null;
+    if (keptHere(t)) return this.kept; // all in the server's store: what follows is kept.js's
     return t.direction === "send" ? this.outgoing : this.incoming;
   }
 

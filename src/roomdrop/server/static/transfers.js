@@ -10,7 +10,8 @@
 //   the sender's (outgoing.js): file, queue, counted, countedBytes, offered, accepted,
 //     decided, reoffer, resumedKnown, refused, orphan (sent from an earlier visit: shown,
 //     not sent), hashing (0…1, the offer's sha256 being computed), kept (kept on the
-//     server for a receiver who is away: keeping.js); sealing.js's: e2e
+//     server for a receiver who is away: keeping.js); kept.js's (once `stored`): room
+//     (the room it is kept in), withdrawing (its Withdraw under way); sealing.js's: e2e
 //     (the offer's e2e part), cipher (its chunks' ChunkCipher), keyChanged ({user, key,
 //     message}: waiting for the person to trust the receiver's new key), abandonTrust;
 //   the receiver's (incoming.js): part, held, heldCount, heldBytes, writing, lastChunk,
@@ -18,7 +19,8 @@
 //     kept (the offer's store: kept for this user on the server);
 //     opening.js's: e2e (the offer's e2e part), keyChanged (the sender's new key, not
 //     trusted yet: accepting waits), checking (the offer's keys being checked).
-// display.js reads final, note, hashing, orphan, url, keyChanged and kept, and writes none.
+// display.js reads final, note, hashing, orphan, url, keyChanged, kept and withdrawing,
+// and writes none.
 //
 // Host: what a role may ask of its session (session.js is the only implementation):
 //   user, room                 this page's user id and room
