@@ -88,6 +88,12 @@ WORMHOLE_VENV = BENCH.parent / ".venv-wormhole"  # made by scripts/test (bench/w
                 "server peak memory by file size (4 -> 8 MiB): ",
             ],
         ),
+        (
+            "receivers",
+            ["bare ws relay ", "1 receiver ", "3 receivers "],
+            ["goal: the sender uploads one file's worth whatever the receivers: "],
+            ["peak memory against the one receiver, same run: "],
+        ),
     ],
 )
 def test_each_benchmark_runs_and_prints_its_paths_and_goal(
@@ -96,6 +102,8 @@ def test_each_benchmark_runs_and_prints_its_paths_and_goal(
     options = ["--size-mb", "4", "--repeat", "1"]
     if name == "stored":  # two sizes, to print the server's peaks side by side
         options = ["--sizes-mb", "4,8", "--repeat", "1"]
+    if name == "receivers":
+        options += ["--receivers", "1,3"]
     if name == "commands":
         assert WORMHOLE_VENV.joinpath("bin", "wormhole").exists(), (
             f"no magic-wormhole in {WORMHOLE_VENV}: scripts/test makes it "

@@ -128,3 +128,27 @@ async def test_a_bad_list_of_receivers_is_refused_before_anything_is_sent(
     sender = room.send(source, to=to, extra=extra)
     assert await sender.wait(30) == 2, sender.report()
     assert last_line(sender.err()) == f"roomdrop: {why}"
+
+
+async def test_more_receivers_than_a_user_may_have_transfers_take_turns(
+    start: Any, room_on: Any, tmp_path: Path
+) -> None:
+    """The server lets a user have 2 transfers under way (room-state says so): a send to
+    three receivers offers two at once and the third when one of them has ended,
+    instead of having it refused (too-many-transfers)."""
+    server = await start(ROOMDROP_MAX_TRANSFERS_PER_USER="2")
+    room: Room = room_on(server)
+    carol, dave = names("carol", "dave")
+    source = tmp_path / "turns.bin"
+    digest = write_random(source, 2 * MB)
+    receivers = {
+        user: await joined_as(room, user, tmp_path / user) for user in (room.bob, carol, dave)
+    }
+    sender = room.send(source, transport="relay", to="@room")
+    assert await sender.wait(120) == 0, sender.report()
+    results = sender.events("result")
+    assert sorted(r["peer"] for r in results) == sorted(receivers)
+    assert all(r["status"] == "completed" for r in results), results
+    for user, receiver in receivers.items():
+        assert await receiver.wait(60) == 0, receiver.report()
+        assert sha256_of(tmp_path / user / "turns.bin") == digest

@@ -43,7 +43,7 @@ from roomdrop.client.links import Links
 from roomdrop.client.requestnotes import RequestNotes
 from roomdrop.client.scans import Scans
 from roomdrop.client.transfers import Host, Reoffer, Result, Role, SendState, adoptable
-from roomdrop.client.waiting import NobodyCame, receivers_of, wait_for_receiver
+from roomdrop.client.waiting import NobodyCame, to_each, wait_for_receiver
 from roomdrop.exceptions import (
     E2EError,
     E2ERequired,
@@ -96,30 +96,23 @@ class Outgoing(Role[SendState]):
     ) -> list[Result]:
         """Send ``paths`` to ``to``: one receiver, several, or ``[EVERYONE]`` (those in
         the room now). Each receiver gets the files one after another, with its own
-        transfers (its own accept, progress and resume), all receivers at once; every
+        transfers (its own accept, progress and resume), all receivers at once (at most
+        as many transfers under way as the server allows a user, ``room-state``); every
         file is hashed once, and each transfer reads it from disk as it sends, so that a
         slow receiver holds nothing in memory for the others. A result for each file and
         receiver, by receiver; if one receiver could not be sent to (it never came,
         ``--wait``), that is raised once the others are done. ``scans``: the files'
         scans, begun earlier (else they begin now)."""
         scans = scans if scans is not None else Scans(paths)
-
-        async def each(receiver: str) -> list[Result]:
-            return [await self.send_file(path, receiver, scans) for path in paths]
-
         try:
-            receivers = await receivers_of(
-                self.host, [to] if isinstance(to, str) else to, self.join_wait
+            return await to_each(
+                self.host,
+                [to] if isinstance(to, str) else to,
+                paths,
+                lambda path, receiver: self.send_file(path, receiver, scans),
+                wait=self.join_wait,
+                online=not self.store,
             )
-            if len(receivers) == 1:
-                return await each(receivers[0])
-            done = await asyncio.gather(*(each(r) for r in receivers), return_exceptions=True)
-            results: list[Result] = []
-            for outcome in done:
-                if isinstance(outcome, BaseException):
-                    raise outcome
-                results.extend(outcome)
-            return results
         finally:
             scans.stop()
 

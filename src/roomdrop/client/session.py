@@ -143,6 +143,7 @@ class Session:
             ping_timeout=self.settings.ping_timeout,
         )
         self.participants: set[str] = set()
+        self.max_transfers: int | None = None
         self._server_transfers: dict[str, TransferObject] = {}
         self._joined = asyncio.Event()
         self._tasks: set[asyncio.Task[Any]] = set()
@@ -345,6 +346,7 @@ class Session:
         self.keyring.on_room_state(state)
         self.links.on_room_state(state)
         self.participants = set(state.participants)
+        self.max_transfers = state.max_transfers_per_user
         self._joined.set()
         known = transfers_of(state)
         self._server_transfers = known

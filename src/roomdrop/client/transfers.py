@@ -184,6 +184,8 @@ class Host(Protocol):
     user: str
     room: str
     participants: set[str]
+    max_transfers: int | None
+    """How many transfers this user may have under way at once (``room-state``)."""
     reporter: Reporter
     settings: ClientSettings
     transport: Transport

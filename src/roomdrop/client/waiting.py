@@ -1,15 +1,24 @@
-"""The sender waits for its receivers to join the room (``send --wait``), and finds out
-who they are (``send --to @room``: everyone else in the room)."""
+"""The sender waits for its receivers to join the room (``send --wait``), finds out who
+they are (``send --to @room``: everyone else in the room), and sends to each of them
+at once (:func:`to_each`)."""
 
 from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Awaitable, Sequence
+from collections.abc import Awaitable, Callable, Sequence
+from pathlib import Path
 
-from roomdrop.client.transfers import Host
+from roomdrop.client.transfers import Host, Result
 
-__all__ = ["EVERYONE", "WAITING_EVERY", "NobodyCame", "receivers_of", "wait_for_receiver"]
+__all__ = [
+    "EVERYONE",
+    "WAITING_EVERY",
+    "NobodyCame",
+    "receivers_of",
+    "to_each",
+    "wait_for_receiver",
+]
 
 EVERYONE = "@room"
 """``--to @room``: everyone in the room but the sender, when the sending begins."""
@@ -20,6 +29,46 @@ WAITING_EVERY = 1.0
 
 class NobodyCame(Exception):
     """The receiver did not join the room within ``--wait`` seconds."""
+
+
+async def to_each(
+    host: Host,
+    to: Sequence[str],
+    paths: list[Path],
+    send: Callable[[Path, str], Awaitable[Result]],
+    *,
+    wait: float | None,
+    online: bool = True,
+) -> list[Result]:
+    """``send(path, receiver)`` for each of ``paths`` and each receiver ``to`` names
+    (:func:`receivers_of`): to each receiver the files one after another, to all
+    receivers at once, at most as many at a time as the server lets a user have under
+    way (``room-state``'s ``max_transfers_per_user``). A receiver still awaited holds no
+    place meanwhile (``wait`` seconds at most, None: for ever); with ``online`` False
+    (files kept for later, ``send --store``) nobody is awaited. The
+    results by receiver; if one receiver could not be sent to (it never came), that is
+    raised once the others are done."""
+    receivers = await receivers_of(host, to, wait)
+    slots = asyncio.Semaphore(host.max_transfers or len(receivers))
+
+    async def each(receiver: str) -> list[Result]:
+        results = []
+        for path in paths:
+            if online and len(receivers) > 1:  # waited for here, holding no place
+                await wait_for_receiver(host, receiver, wait)
+            async with slots:
+                results.append(await send(path, receiver))
+        return results
+
+    if len(receivers) == 1:
+        return await each(receivers[0])
+    done = await asyncio.gather(*(each(r) for r in receivers), return_exceptions=True)
+    results: list[Result] = []
+    for outcome in done:
+        if isinstance(outcome, BaseException):
+            raise outcome
+        results.extend(outcome)
+    return results
 
 
 async def receivers_of(host: Host, to: Sequence[str], limit: float | None) -> list[str]:

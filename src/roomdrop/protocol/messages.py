@@ -314,6 +314,9 @@ class RoomState(_Payload):
     seen: dict[UserId, SeenUser] = Field(default_factory=dict)
     """Who has been in the room within the store's TTL, those here now among them: whom
     a file may be kept for (``Offer.store``), under the key they last published."""
+    max_transfers_per_user: StrictInt | None = None
+    """How many transfers one user may have under way at once (a sender to several
+    receivers offers at most that many at a time; ``None``: a server from before)."""
 
 
 PAYLOADS: Final[dict[MessageType, type[BaseModel]]] = {

@@ -37,7 +37,7 @@ def room_state(settings: Settings, room: RoomView, records: list[Transfer]) -> M
     lately (whom a file may be kept for), the newcomer's transfers, and what the server
     requires of transfers (its MIME lists, which the receiving client applies to the
     decrypted content; whether only end-to-end encrypted transfers may travel; whether
-    receivers must scan)."""
+    receivers must scan; how many transfers a user may have under way)."""
     state = RoomState(
         participants=room.participants,
         transfers=[r.snapshot() for r in records],
@@ -47,5 +47,6 @@ def room_state(settings: Settings, room: RoomView, records: list[Transfer]) -> M
         direct=settings.allow_direct,
         require_scan=settings.require_scan,
         seen={u: SeenUser(key=s.key, last_seen=iso(s.at)) for u, s in room.seen.items()},
+        max_transfers_per_user=settings.max_transfers_per_user,
     )
     return Message.build(MessageType.ROOM_STATE, state, room_id=room.room_id)
