@@ -363,7 +363,7 @@ export class Display {
     li.setAttribute("data-testid", "transfer");
     li.innerHTML = `
     <div class="head">
-      <span class="dir"></span>
+      <span class="dir" data-testid="transfer-peer"></span>
       <strong class="name"></strong>
     </div>
     <div class="tags">
@@ -411,6 +411,7 @@ export class Display {
     if (el.dataset.transferId !== t.transfer_id) el.dataset.transferId = t.transfer_id;
     el.dataset.status = t.status;
     el.dataset.direction = t.direction;
+    if (el.dataset.peer !== t.peer) el.dataset.peer = t.peer;
     const set = (sel, text) => {
       const node = el.querySelector(sel);
       if (node.textContent !== text) node.textContent = text;

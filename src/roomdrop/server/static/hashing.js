@@ -1,11 +1,15 @@
 // The whole file's sha256 of a file to send (the offer's sha256, §2.3), streamed in a
 // worker (hash-worker.js), its progress shown on the transfer's row.
+// One File sent to several receivers ("Send to everyone", picker.js) is hashed once: the
+// transfers of the same File share one hash (its progress shown on each row), and a
+// transfer that asks once it is done gets the digest at once. A hash that failed is
+// forgotten (the next one asking reads the file again).
 
 let hashWorker = null;
 let hashIds = 0;
+const hashes = new WeakMap(); // File → {digest: Promise, progress, waiting: Set of [t, render]}
 
-/** The whole file's sha256, streamed in a worker (§2.3: the offer's sha256). */
-export function hashFile(t, render) {
+function worker() {
   if (!hashWorker) {
     hashWorker = new Worker(new URL("./hash-worker.js", import.meta.url), { type: "module" });
     hashWorker.waiting = new Map();
@@ -19,19 +23,48 @@ export function hashFile(t, render) {
       else w.resolve(digest);
     };
   }
+  return hashWorker;
+}
+
+/** The sha256 of `file`, hashed once however many transfers ask for it. */
+function hashOnce(file) {
+  let h = hashes.get(file);
+  if (h) return h;
+  h = { progress: 0, waiting: new Set() };
+  const w = worker();
   const id = ++hashIds;
-  return new Promise((resolve, reject) => {
-    hashWorker.waiting.set(id, {
-      resolve: (digest) => {
-        t._.hashing = 1;
-        resolve(digest);
+  h.digest = new Promise((resolve, reject) => {
+    w.waiting.set(id, {
+      resolve,
+      reject: (e) => {
+        hashes.delete(file);
+        reject(e);
       },
-      reject,
       progress: (p) => {
-        t._.hashing = Math.min(p, 0.999);
-        render(t);
+        h.progress = Math.min(p, 0.999);
+        for (const [t, render] of h.waiting) {
+          t._.hashing = h.progress;
+          render(t);
+        }
       },
     });
-    hashWorker.postMessage({ id, file: t._.file });
+    w.postMessage({ id, file });
   });
+  hashes.set(file, h);
+  return h;
+}
+
+/** The whole file's sha256 of `t._.file` (§2.3: the offer's sha256). */
+export async function hashFile(t, render) {
+  const h = hashOnce(t._.file);
+  const entry = [t, render];
+  h.waiting.add(entry);
+  t._.hashing = h.progress;
+  try {
+    const digest = await h.digest;
+    t._.hashing = 1;
+    return digest;
+  } finally {
+    h.waiting.delete(entry);
+  }
 }

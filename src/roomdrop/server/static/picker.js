@@ -6,6 +6,15 @@
 // It also lists those away for whom a file can be kept (display.js keepable: the same
 // rule as "Keep a file for NAME…"): "Keep for NAME" has the server keep the files for
 // them until they join (keeping.js), the sender's explicit choice as there.
+// Send to everyone (issue 17; the CLI's `send --to @room`): "Everyone here (N)" in the
+// chooser when two or more others are here, and "Send to everyone here…" by the
+// participant list (a file picker of its own) whenever anyone else is: the files go to
+// every other participant in the room at that moment, each receiver a transfer of its
+// own per file (session.js sendToEveryone → outgoing.js enqueueFiles once per receiver:
+// its own accept or reject, progress, resume and result; the receivers at once, each
+// one's files in turn). Each transfer reads slices of the one File as it sends, and the
+// File is hashed once for all of them (hashing.js). With nobody else here neither is
+// offered.
 
 const $ = (sel) => document.querySelector(sel);
 
@@ -41,13 +50,15 @@ export class Chooser {
   /**
    * @param {object} opts {others() the other participants, sorted, keepable() those
    *   away for whom files can be kept, sorted, chose(user, files) the person chose whom
-   *   the waiting files go to, keep(user, files) or chose to keep them for `user`}
+   *   the waiting files go to, keep(user, files) or chose to keep them for `user`,
+   *   everyone(files) or to send them to every other participant here}
    */
-  constructor({ others, keepable, chose, keep }) {
+  constructor({ others, keepable, chose, keep, everyone }) {
     this.others = others;
     this.keepable = keepable;
     this.chose = chose;
     this.keep = keep;
+    this.everyone = everyone;
     this.files = []; // waiting for a recipient
   }
 
@@ -89,6 +100,12 @@ export class Chooser {
     $("#chooser-title").textContent = title;
     const list = $("#chooser-list");
     list.textContent = "";
+    if (others.length > 1) {
+      const label = `Send ${what} to everyone here: ${others.join(", ")}`;
+      const all = this.option("@room", `Everyone here (${others.length})`, "chooser-everyone", label, (_, files) => this.everyone(files));
+      all.firstChild.classList.add("everyone");
+      list.append(all);
+    }
     for (const user of others) list.append(this.option(user, user, "chooser-participant", `Send ${what} to ${user}`, this.chose));
     for (const user of away) {
       list.append(this.option(user, `Keep for ${user}`, "chooser-keep", `Keep ${what} on the server for ${user}, who is away`, this.keep));
@@ -114,4 +131,22 @@ export class Chooser {
     li.append(b);
     return li;
   }
+}
+
+/** "Send to everyone here…" by the participant list: a file picker whose files go to
+ * every other participant here when they are picked (`send(files)`); shown only while
+ * someone else is here (`others`, sorted). */
+export function watchEveryone(send) {
+  $("#everyone-input").addEventListener("change", (event) => {
+    const files = [...event.target.files];
+    event.target.value = "";
+    if (files.length) send(files);
+  });
+}
+
+export function showEveryone(others, online) {
+  const label = $("#everyone");
+  label.hidden = !others.length || !online;
+  label.title = others.length ? `Each file goes to each of: ${others.join(", ")} (a transfer for each)` : "";
+  $("#everyone-input").disabled = label.hidden;
 }

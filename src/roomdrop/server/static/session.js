@@ -23,7 +23,7 @@ import { Kept, keptHere } from "./kept.js";
 import { Keyring } from "./keyring.js";
 import { Links } from "./links.js";
 import { Outgoing } from "./outgoing.js";
-import { Chooser, watchFiles } from "./picker.js";
+import { Chooser, showEveryone, watchEveryone, watchFiles } from "./picker.js";
 import { Share } from "./share.js";
 import { SignIn } from "./signin.js";
 import { NotConnected, Signalling, webSocketUrl } from "./signalling.js";
@@ -77,6 +77,7 @@ class Session {
         this.outgoing.enqueueFiles(files, user);
       },
       keep: (user, files) => this.keepFor(user, files),
+      everyone: (files) => this.sendToEveryone(files),
     });
   }
 
@@ -127,6 +128,7 @@ class Session {
       online: () => this.online(),
       send: (files) => this.sendPicked(files),
     });
+    watchEveryone((files) => this.sendToEveryone(files));
     this.chooser.init();
     this.attention.init();
     this.share.init();
@@ -209,6 +211,19 @@ class Session {
     else this.chooser.ask(files);
   }
 
+  /** "Send to everyone" (picker.js): each file to every other participant here now, a
+   * transfer for each receiver and file (the CLI's `send --to @room`). */
+  sendToEveryone(files) {
+    const everyone = this.online() ? this.display.others() : [];
+    if (!everyone.length) {
+      this.display.note(this.online() ? "nobody else is here to send to" : "not connected to the server: try again in a moment", "error");
+      return;
+    }
+    const what = files.length === 1 ? files[0].name : `${files.length} files`;
+    this.display.note(`sending ${what} to everyone here: ${everyone.join(", ")} (a transfer for each)`);
+    for (const user of everyone) this.outgoing.enqueueFiles(files, user);
+  }
+
   /** "Keep a file for NAME…" (display.js) or "Keep for NAME" in the chooser (picker.js):
    * kept on the server for `user`, who is away. */
   keepFor(user, files) {
@@ -219,6 +234,7 @@ class Session {
   showParticipants() {
     this.display.renderParticipants();
     this.chooser.update();
+    showEveryone(this.display.others(), this.online());
   }
 
   pauseAllOnLeave() {
