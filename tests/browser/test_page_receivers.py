@@ -169,3 +169,31 @@ async def test_one_receiver_declining_fails_only_its_own_transfer_on_the_page(
     assert not (tmp_path / "carol" / path.name).exists()
     assert await a.status(rows[carol]) == "rejected"  # bob's completion did not change it
     await rd.shot(a, "one-declined")
+
+
+@pytest.mark.parametrize("rd_env", [{"ROOMDROP_MAX_TRANSFERS_PER_USER": "1"}])
+async def test_more_receivers_than_the_user_may_have_transfers_take_turns_on_the_page(
+    rd: Harness, tmp_path: Path
+) -> None:
+    """The server lets a user have one transfer under way (room-state says so): the
+    page sends to the second receiver once the first transfer has ended, instead of
+    having its offer refused (too-many-transfers)."""
+    path = tmp_path / "turns.bin"
+    digest = write_random(path, 1 * MB)
+    room, bob, carol = names("room", "bob", "carol")
+    a = await sender_page(rd, room)
+    cli = rd.room(room, a.user, bob)
+    inbox = {bob: tmp_path / "bob", carol: tmp_path / "carol"}
+    commands = {user: await receiver(cli, user, inbox[user]) for user in (bob, carol)}
+    for user in commands:
+        await a.sees(user)
+    everyone = a.by("send-everyone")
+    async with a.page.expect_file_chooser() as picker:
+        await everyone.click()
+    await (await picker.value).set_files(str(path))
+    rows = await rows_by_peer(a, 2)
+    for user, command in commands.items():
+        assert await command.wait(120) == 0, command.report()
+        assert command.result()["status"] == "completed", command.result()
+        assert sha256_of(inbox[user] / path.name) == digest
+        await a.wait_status(rows[user], "completed", 30)

@@ -36,7 +36,7 @@ import { sealedHow } from "./opening.js";
 import { LinkDown } from "./rtc.js";
 import { Sealing } from "./sealing.js";
 import { NotConnected } from "./signalling.js";
-import { LIVE, Role, newTransfer, now, pick, setProgress, syncProgress, waitWake, wake } from "./transfers.js";
+import { LIVE, Role, Slots, newTransfer, now, pick, setProgress, syncProgress, waitWake, wake } from "./transfers.js";
 
 const ICE_TIMEOUT = 5000;
 
@@ -55,6 +55,7 @@ export class Outgoing extends Role {
     this.sealing = new Sealing(host);
     this.stashed = new Map(); // transfer id → chunk requests that came before it was known
     this.queues = new Map(); // receiver → the promise of the last file queued for them
+    this.slots = new Slots(() => host.maxTransfers); // turns within the per-user limit
   }
 
   activated(t) {
@@ -113,6 +114,16 @@ export class Outgoing extends Role {
     }
     t._.note = null;
     if (t._.final) return;
+    await this.slots.take(); // several receivers at once: at most the server's limit
+    try {
+      await this.offerAndSend(t);
+    } finally {
+      this.slots.free();
+    }
+  }
+
+  async offerAndSend(t) {
+    const { display } = this.host;
     for (;;) {
       if (!t._.kept) {
         await this.host.waitFor(t.peer);

@@ -43,6 +43,7 @@ class Session {
     this.roster = new Roster(); // who has been in the room lately (keeping.js)
     this.serverTransfers = new Map(); // the latest room-state's, by id
     this.requireScan = false; // room-state.require_scan: no receiving here (incoming.js)
+    this.maxTransfers = null; // room-state.max_transfers_per_user: the sender's turns
     this.transfers = new Map(); // both directions, by id (window.roomdrop.transfers)
     this.joinWaiters = [];
     this.api = new ServerApi();
@@ -292,6 +293,7 @@ class Session {
     this.roster.onRoomState(p, this.user);
     // a room that takes only receivers that scan for malware: this page cannot receive
     this.requireScan = p.require_scan === true;
+    this.maxTransfers = Number.isInteger(p.max_transfers_per_user) ? p.max_transfers_per_user : null;
     this.display.showScanRequired(this.requireScan);
     const resync = this.signalling.joined();
     if (this.joinedRoom !== null) setState("joined");

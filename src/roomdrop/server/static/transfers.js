@@ -36,6 +36,8 @@
 //   sendFrame(frame)           a chunk frame through the relay (async; throws NotConnected)
 //   online()                   connected to the server and in the room
 //   waitFor(user)              until user is in the room (async)
+//   maxTransfers               room-state.max_transfers_per_user: how many transfers this
+//                              user may have under way (null: no figure from the server)
 //   keyring                    keyring.js: the device key, the published, seen and trusted keys
 //   roster                     keeping.js: who has been in the room lately, the kept files listed
 
@@ -47,6 +49,30 @@ export const FINAL = new Set(["completed", "failed", "cancelled", "rejected"]);
 // server's store (keeping.js), a success; for the server it waits for its receiver
 
 export const now = () => performance.now();
+
+/** At most `limit()` holders at once (null or 0: no limit): the sender's turns within
+ * the server's per-user limit, so that sending to many receivers at once offers no more
+ * than the server takes (the rest wait for a place instead of being refused). */
+export class Slots {
+  constructor(limit) {
+    this.limit = limit;
+    this.busy = 0;
+    this.waiting = [];
+  }
+
+  async take() {
+    while (this.limit() && this.busy >= this.limit()) {
+      await new Promise((r) => this.waiting.push(r));
+    }
+    this.busy++;
+  }
+
+  free() {
+    this.busy--;
+    const next = this.waiting.shift();
+    if (next) next();
+  }
+}
 
 /** Public fields are enumerable (window.roomdrop.transfers); the rest hides in `_`. */
 export function newTransfer(fields, internals) {
