@@ -213,10 +213,13 @@ def start_seaweed(base: Path) -> SeaweedServer:
         f"-admin.port={ports['admin']}",
         f"-admin.port.grpc={grpc['admin']}",
     ]
+    # the binary is opened before the tmpfs hides /tmp (a checkout under /tmp has its
+    # venv there), and run from that descriptor
     script = (
-        f"mount -t tmpfs -o size={TMPFS_SIZE},mode=0700 roomdrop-seaweed /tmp"
+        'exec 3< "$WEED"'
+        f" && mount -t tmpfs -o size={TMPFS_SIZE},mode=0700 roomdrop-seaweed /tmp"
         ' && mkdir /tmp/data && printf %s "$S3_CONFIG" > /tmp/s3.json && cd /tmp'
-        ' && exec "$WEED" -logtostderr mini "$@"'
+        " && exec /proc/self/fd/3 -logtostderr mini \"$@\""
     )
     log_path = base / "seaweed.log"
     with log_path.open("wb") as log:
