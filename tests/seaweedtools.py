@@ -219,7 +219,7 @@ def start_seaweed(base: Path) -> SeaweedServer:
         'exec 3< "$WEED"'
         f" && mount -t tmpfs -o size={TMPFS_SIZE},mode=0700 roomdrop-seaweed /tmp"
         ' && mkdir /tmp/data && printf %s "$S3_CONFIG" > /tmp/s3.json && cd /tmp'
-        " && exec /proc/self/fd/3 -logtostderr mini \"$@\""
+        ' && exec /proc/self/fd/3 -logtostderr mini "$@"'
     )
     log_path = base / "seaweed.log"
     with log_path.open("wb") as log:
