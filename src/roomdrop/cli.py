@@ -6,9 +6,12 @@ import argparse
 import difflib
 import sys
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from roomdrop import __version__
+
+if TYPE_CHECKING:  # imported where used: the command starts faster without it
+    from roomdrop.client.settings import ClientSettings
 
 __all__ = ["main"]
 
@@ -235,17 +238,15 @@ def main(argv: list[str] | None = None) -> int:
 def client_command(args: argparse.Namespace) -> int:
     """``send`` and ``receive``: exit 0 only if every file arrived and verified."""
     from roomdrop.client.command import run_receive, run_send
-    from roomdrop.client.settings import ClientSettings, split_servers
+    from roomdrop.client.settings import ClientSettings
 
     settings = ClientSettings()
     if args.no_direct:
         settings.direct = False
-    servers = split_servers(args.server or [settings.server])
-    token = args.token or (settings.token.get_secret_value() if settings.token else None)
-    if not servers:
-        return fail("no server: pass --server URL or set ROOMDROP_SERVER")
-    if not token:
-        return fail("no token: pass --token TOKEN or set ROOMDROP_TOKEN (see `roomdrop token`)")
+    found = server_and_token(args, settings)
+    if isinstance(found, int):
+        return found
+    servers, token = found
     if args.command == "send":
         for path in args.paths:
             if not path.exists():
@@ -324,6 +325,22 @@ def client_command(args: argparse.Namespace) -> int:
     return outcome.exit_code
 
 
+def server_and_token(
+    args: argparse.Namespace, settings: ClientSettings
+) -> tuple[list[str], str] | int:
+    """The servers and the token a client command uses (its flags, else ``ROOMDROP_*``),
+    or the exit status after saying which is missing."""
+    from roomdrop.client.settings import split_servers
+
+    servers = split_servers(args.server or [settings.server])
+    token = args.token or (settings.token.get_secret_value() if settings.token else None)
+    if not servers:
+        return fail("no server: pass --server URL or set ROOMDROP_SERVER")
+    if not token:
+        return fail("no token: pass --token TOKEN or set ROOMDROP_TOKEN (see `roomdrop token`)")
+    return servers, token
+
+
 def kept_command(args: argparse.Namespace) -> int:
     """``roomdrop kept``: one line per kept file; ``--withdraw ID``: withdraw it (1 if
     no kept file has that id or the server refuses, 3 if it cannot be reached)."""
@@ -331,16 +348,13 @@ def kept_command(args: argparse.Namespace) -> int:
     import json
 
     from roomdrop.client.kept import list_kept, withdraw
-    from roomdrop.client.settings import ClientSettings, split_servers, user_of
+    from roomdrop.client.settings import ClientSettings, user_of
     from roomdrop.exceptions import RoomdropError, ServerUnreachable, Unauthorized
 
-    settings = ClientSettings()
-    servers = split_servers(args.server or [settings.server])
-    token = args.token or (settings.token.get_secret_value() if settings.token else None)
-    if not servers:
-        return fail("no server: pass --server URL or set ROOMDROP_SERVER")
-    if not token:
-        return fail("no token: pass --token TOKEN or set ROOMDROP_TOKEN (see `roomdrop token`)")
+    found = server_and_token(args, ClientSettings())
+    if isinstance(found, int):
+        return found
+    servers, token = found
     try:
         user = user_of(token)
     except ValueError as exc:
