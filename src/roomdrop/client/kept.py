@@ -54,9 +54,13 @@ async def list_kept(
     for it."""
     api = ServerApi(servers, token)
     try:
-        raw = await api.transfers(Status.STORED.value)
+        return await _listed(api, user, room)
     finally:
         await api.close()
+
+
+async def _listed(api: ServerApi, user: str, room: str | None) -> list[Kept]:
+    raw = await api.transfers(Status.STORED.value)
     kept: list[Kept] = []
     for entry in raw:
         try:
@@ -78,12 +82,17 @@ async def withdraw(
     deletes it from its store. :class:`NotKept` if no kept file has that id; the
     server's own refusal (with its code) if it cannot be withdrawn any more (delivered
     or expired meanwhile)."""
+    api = ServerApi(servers, token)  # one client for the listing and the cancel
+    try:
+        return await _withdraw(api, user, transfer_id, room)
+    finally:
+        await api.close()
+
+
+async def _withdraw(api: ServerApi, user: str, transfer_id: str, room: str | None) -> Kept:
     wanted = transfer_id.strip().lower()
-    matches = [
-        k
-        for k in await list_kept(servers, token, user, room=room)
-        if k.transfer.transfer_id.startswith(wanted)
-    ]
+    listed = await _listed(api, user, room)
+    matches = [k for k in listed if k.transfer.transfer_id.startswith(wanted)]
     if not wanted or not matches:
         raise NotKept(
             f"no file kept on the server with id {transfer_id!r} for you or by you: "
@@ -96,9 +105,5 @@ async def withdraw(
         )
     (kept,) = matches
     t = kept.transfer
-    api = ServerApi(servers, token)
-    try:
-        record = await api.cancel(t.room_id, t.transfer_id, WITHDRAWN if kept.mine else DISCARDED)
-    finally:
-        await api.close()
+    record = await api.cancel(t.room_id, t.transfer_id, WITHDRAWN if kept.mine else DISCARDED)
     return Kept(TransferObject.model_validate(record), mine=kept.mine)

@@ -191,14 +191,13 @@ class Session:
         task.add_done_callback(self._task_done)
 
     async def wait_for(self, user: str) -> None:
-        if user in self.participants:
-            return
-        while user not in self.participants:
-            self._joined.clear()
-            await self._joined.wait()
+        await self._until(lambda: user in self.participants)
 
     async def wait_for_others(self) -> None:
-        while not self.participants - {self.user}:
+        await self._until(lambda: bool(self.participants - {self.user}))
+
+    async def _until(self, joined: Callable[[], bool]) -> None:
+        while not joined():  # checked again at each user-joined and room-state
             self._joined.clear()
             await self._joined.wait()
 

@@ -142,25 +142,23 @@ class Presence:
         return bool(left)
 
     async def _saw(self, room_id: str, user_id: str, key: str | None) -> None:
-        entry = json.dumps({"key": key, "at": self.clock.time()})
-        seen = self.keys.k("seen", room_id)
-        async with self.r.pipeline(transaction=True) as pipe:
-            pipe.hset(seen, user_id, entry)
-            pipe.expire(seen, self._seen_expiry())
-            await pipe.execute()
+        await self._note_seen(room_id, user_id, key, self.clock.time(), only_new=False)
 
     @unavailable
     async def remember(self, room_id: str, user_id: str, key: str, at: float) -> None:
+        await self._note_seen(room_id, user_id, key, at, only_new=True)
+
+    async def _note_seen(
+        self, room_id: str, user_id: str, key: str | None, at: float, *, only_new: bool
+    ) -> None:
+        """``user_id`` seen in ``room_id`` at ``at`` (``only_new``: unless known already);
+        the room's hash then lives ``seen_ttl`` more seconds, and a minute to spare."""
         entry = json.dumps({"key": key, "at": at})
         seen = self.keys.k("seen", room_id)
         async with self.r.pipeline(transaction=True) as pipe:
-            pipe.hsetnx(seen, user_id, entry)
-            pipe.expire(seen, self._seen_expiry())
+            (pipe.hsetnx if only_new else pipe.hset)(seen, user_id, entry)
+            pipe.expire(seen, int(self.seen_ttl) + 60)
             await pipe.execute()
-
-    def _seen_expiry(self) -> int:
-        """Seconds, with a minute to spare (whole seconds, as EXPIRE takes)."""
-        return int(self.seen_ttl) + 60
 
     @unavailable
     async def seen(self, room_id: str, since: float) -> dict[str, Seen]:
