@@ -435,7 +435,8 @@ async def test_a_pause_on_the_receivers_instance_stops_the_relay_on_the_senders(
         held = [
             n for n, h in (("staging", staging.exists()), ("queue", redis.exists(queue_key))) if h
         ]
-        assert time.monotonic() - paused < 1.0, f"relay still held 1 s after the pause: {held}"
+        # promptly, not at the idle timeout (30 s): 5 s leaves room for two busy workers
+        assert time.monotonic() - paused < 5.0, f"relay still held 5 s after the pause: {held}"
         await asyncio.sleep(0.02)
     redis.close()
     # the frame the staging held back is refused as relay-closed, the later ones as not active
